@@ -1,0 +1,316 @@
+/*
+ * sqkv.h: the SQKV library's one public header.
+ *
+ * SQKV stores the KV cache of a transformer after per-token magnitude pruning (64-element bitmap
+ * tiles, as Mustafar) and optional 2/4/8-bit quantization of the kept values, with token ids, a model
+ * fingerprint, metadata and checksums. The format is specified in spec/FORMAT.md; this header is the
+ * C contract of the reference encoder and decoder.
+ *
+ * Conventions of the whole API
+ * - Every fallible function returns an sqkv_error; SQKV_OK (0) is success. sqkv_error_name() gives a
+ *   stable identifier, sqkv_error_message() a sentence.
+ * - Objects (sqkv_writer, sqkv_reader) hold no global state. One object must not be used by two
+ *   threads at once; different objects may be used from different threads freely.
+ * - Errors are sticky: once a writer or reader has failed, every later call on it returns the same
+ *   error (and sqkv_*_error_detail() keeps the message that describes it), except the destroy call.
+ * - Buffers are caller-owned. Functions that fill a caller buffer have a companion that reports the
+ *   size needed first (two-phase), and fail with SQKV_ERR_BUFFER_TOO_SMALL rather than write past it.
+ * - Tensors are row-major [heads, tokens, head_dim] arrays of the stated dtype, host memory, in the
+ *   machine's byte order (little-endian machines only in this version).
+ */
+#ifndef SQKV_H
+#define SQKV_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SQKV_FORMAT_VERSION_MAJOR 1
+#define SQKV_FORMAT_VERSION_MINOR 0
+#define SQKV_LIBRARY_VERSION_STRING "1.0.0"
+
+/* ------------------------------------------------------------------------------------------------
+ * Errors. Decoding errors name the spec rule that failed (spec/FORMAT.md uses the same names without
+ * the SQKV_ERR_ prefix). Values are stable across library versions; new ones are only appended.
+ * ---------------------------------------------------------------------------------------------- */
+typedef enum sqkv_error {
+    SQKV_OK = 0,
+    /* caller and environment */
+    SQKV_ERR_INVALID_ARGUMENT = 1,   /* a NULL pointer, an out-of-range option or coordinate */
+    SQKV_ERR_OUT_OF_MEMORY = 2,      /* malloc failed */
+    SQKV_ERR_IO = 3,                 /* read/write/open/rename/fsync failed; see errno in the detail */
+    SQKV_ERR_BUFFER_TOO_SMALL = 4,   /* a caller buffer is smaller than the size function reported */
+    SQKV_ERR_STATE = 5,              /* call out of order (e.g. writing before every layer was added) */
+    SQKV_ERR_LIMIT = 6,              /* beyond a format maximum or a configured sqkv_limits value */
+    SQKV_ERR_NONFINITE_INPUT = 7,    /* encoder input holds NaN or infinity */
+    SQKV_ERR_RANGE_INPUT = 8,        /* encoder input does not fit the element type (e.g. > 65504 for fp16) */
+    SQKV_ERR_UNSUPPORTED = 9,        /* valid file, but the request cannot be expressed (e.g. Mustafar
+                                        layout for a section split not on a 64-token boundary) */
+    /* file header */
+    SQKV_ERR_TRUNCATED = 20,
+    SQKV_ERR_BAD_MAGIC = 21,
+    SQKV_ERR_UNSUPPORTED_VERSION = 22,
+    SQKV_ERR_HEADER_SIZE = 23,
+    SQKV_ERR_HEADER_CHECKSUM = 24,
+    SQKV_ERR_UNSUPPORTED_FEATURE = 25,
+    SQKV_ERR_RESERVED = 26,
+    SQKV_ERR_HEADER_FIELD = 27,
+    /* file structure */
+    SQKV_ERR_BAD_TAIL = 30,
+    SQKV_ERR_SECTION_LAYOUT = 31,
+    SQKV_ERR_SECTION_HEADER_CHECKSUM = 32,
+    SQKV_ERR_UNKNOWN_SECTION = 33,
+    SQKV_ERR_UNSUPPORTED_CODEC = 34,
+    SQKV_ERR_SECTION_FIELD = 35,
+    SQKV_ERR_SECTION_RANGE = 36,
+    SQKV_ERR_SIZE_MISMATCH = 37,
+    SQKV_ERR_SECTION_CHECKSUM = 38,
+    SQKV_ERR_PADDING = 39,
+    SQKV_ERR_INDEX_MISMATCH = 40,
+    SQKV_ERR_DUPLICATE_SECTION = 41,
+    SQKV_ERR_COVERAGE = 42,
+    /* section bodies */
+    SQKV_ERR_BITMAP_PADDING = 50,
+    SQKV_ERR_OFFSET_MISMATCH = 51,
+    SQKV_ERR_PAYLOAD_PARAMS = 52,
+    SQKV_ERR_SCALE = 53,
+    SQKV_ERR_VALUE = 54,
+    SQKV_ERR_TOKENS_COUNT = 55,
+    SQKV_ERR_FINGERPRINT_SIZE = 56,
+    SQKV_ERR_METADATA = 57,
+    /* restore check */
+    SQKV_ERR_NO_FINGERPRINT = 70,       /* caller expects a fingerprint, the file has none */
+    SQKV_ERR_FINGERPRINT_MISMATCH = 71, /* the file belongs to another model */
+    SQKV_ERR_GEOMETRY_MISMATCH = 72,    /* layers, heads or head_dim differ from the caller's model */
+    SQKV_ERR_NO_TOKENS = 73             /* the file has no TOKENS section to compare the prompt with */
+} sqkv_error;
+
+/* Stable identifier such as "SQKV_ERR_OFFSET_MISMATCH"; "SQKV_ERR_UNKNOWN" for unknown values. */
+const char *sqkv_error_name(sqkv_error err);
+/* One English sentence describing the error class; never NULL. */
+const char *sqkv_error_message(sqkv_error err);
+
+/* ------------------------------------------------------------------------------------------------
+ * Types shared by writer and reader
+ * ---------------------------------------------------------------------------------------------- */
+typedef enum sqkv_dtype {
+    SQKV_DTYPE_FP16 = 1,
+    SQKV_DTYPE_BF16 = 2,
+    SQKV_DTYPE_FP32 = 3
+} sqkv_dtype;
+
+typedef enum sqkv_tensor { SQKV_TENSOR_K = 0, SQKV_TENSOR_V = 1 } sqkv_tensor;
+
+typedef enum sqkv_quantizer {
+    SQKV_QUANT_EXACT = 0,      /* payload_bits 16: kept values stored exactly */
+    SQKV_QUANT_SYMMETRIC = 1,  /* levels (2c + 1 - 2^b) * s */
+    SQKV_QUANT_ASYMMETRIC = 2  /* levels z + c * s (KIVI-style min/max on the kept values) */
+} sqkv_quantizer;
+
+typedef enum sqkv_scale_granularity {
+    SQKV_SCALE_NONE = 0,       /* EXACT only */
+    SQKV_SCALE_PER_HEAD = 1,   /* one parameter group per (layer, tensor, head, section) */
+    SQKV_SCALE_PER_TILE = 2    /* one per 64-element tile: keys per channel x 64 tokens,
+                                  values per token x 64 channels */
+} sqkv_scale_granularity;
+
+/* The shape of a cache. value_dtype is the file's element type E (fp16 or bf16): 16-bit payloads,
+ * scales and the dense window are stored in it. */
+typedef struct sqkv_geometry {
+    uint32_t n_layers;
+    uint32_t n_kv_heads;
+    uint32_t head_dim;
+    uint32_t n_tokens;
+    uint32_t dense_window;     /* newest tokens stored unpruned, <= n_tokens */
+    sqkv_dtype value_dtype;    /* FP16 or BF16 */
+    sqkv_dtype source_dtype;   /* informative: what the encoder was given (reader output only) */
+} sqkv_geometry;
+
+/* Bytes needed for one dense [head_count, n_tokens, head_dim] tensor of dtype; 0 on overflow or a bad
+ * dtype. */
+uint64_t sqkv_dense_size(uint32_t head_count, uint32_t n_tokens, uint32_t head_dim, sqkv_dtype dtype);
+
+/* ------------------------------------------------------------------------------------------------
+ * Writer (encoder)
+ *
+ * Life cycle: sqkv_writer_create -> [set_tokens] [set_fingerprint] [add_metadata...] -> add_layer for
+ * every layer (any order, each once) -> one of the output calls (they may be called repeatedly; the
+ * same bytes are produced each time) -> sqkv_writer_destroy.
+ * add_layer compresses immediately and keeps only the compressed sections, so the caller may free its
+ * tensors after each call. Output is deterministic: the same inputs and options give the same bytes.
+ * ---------------------------------------------------------------------------------------------- */
+typedef enum sqkv_prune_mode {
+    SQKV_PRUNE_NONE = 0,       /* keep every nonzero element (input already sparse, or sparsity 0) */
+    SQKV_PRUNE_MAGNITUDE = 1   /* per token and head keep the D - floor(sparsity*D) largest |x| */
+} sqkv_prune_mode;
+
+typedef struct sqkv_writer_options {
+    sqkv_prune_mode prune;
+    double sparsity;                    /* in [0, 1), used with SQKV_PRUNE_MAGNITUDE */
+    uint32_t payload_bits;              /* 2, 4, 8 or 16 */
+    sqkv_quantizer quantizer;           /* EXACT iff payload_bits == 16 */
+    sqkv_scale_granularity scales;      /* NONE iff payload_bits == 16 */
+    uint32_t offset_interval_log2;      /* 0..20: one offset-table entry per 2^k tiles */
+    uint32_t heads_per_section;         /* >= 1 */
+    uint32_t tokens_per_section;        /* 0 = the whole sparse region; else a multiple of 64 */
+} sqkv_writer_options;
+
+/* Defaults: magnitude pruning at 0.7, 2-bit SYMMETRIC, PER_HEAD scales, k = 4, one head per section,
+ * whole sparse region per section. */
+void sqkv_writer_options_default(sqkv_writer_options *opts);
+
+typedef struct sqkv_writer sqkv_writer;
+
+/* Validates geometry (value_dtype must be FP16 or BF16; source_dtype is ignored and taken from
+ * add_layer) and options; on success *out is a new writer. On failure *out is NULL. */
+sqkv_error sqkv_writer_create(const sqkv_geometry *geometry, const sqkv_writer_options *opts,
+                              sqkv_writer **out);
+void sqkv_writer_destroy(sqkv_writer *w);
+/* Human-readable description of the writer's (sticky) error; "" when none. Never NULL. */
+const char *sqkv_writer_error_detail(const sqkv_writer *w);
+
+/* Prompt token ids; count must equal geometry.n_tokens. */
+sqkv_error sqkv_writer_set_tokens(sqkv_writer *w, const int32_t *tokens, size_t count);
+/* Model fingerprint, 1..4096 opaque bytes. */
+sqkv_error sqkv_writer_set_fingerprint(sqkv_writer *w, const void *bytes, size_t size);
+/* One UTF-8 key/value pair (key 1..255 bytes, value 0..65535 bytes, no NUL, valid UTF-8). Keys must be
+ * unique; they are written sorted. */
+sqkv_error sqkv_writer_add_metadata(sqkv_writer *w, const char *key, size_t key_size,
+                                    const char *value, size_t value_size);
+/* Compresses layer `layer`: k and v are [n_kv_heads, n_tokens, head_dim] arrays of `dtype` (FP16, BF16
+ * or FP32). Values are converted to the element type (round to nearest even) before pruning.
+ * Errors: NONFINITE_INPUT, RANGE_INPUT (does not fit the element type), STATE (layer added twice). */
+sqkv_error sqkv_writer_add_layer(sqkv_writer *w, uint32_t layer, sqkv_dtype dtype, const void *k,
+                                 const void *v);
+
+/* Exact size of the file, available once every layer was added. */
+sqkv_error sqkv_writer_file_size(sqkv_writer *w, uint64_t *size);
+/* Writes the whole file into buf (capacity cap); *written = file size. */
+sqkv_error sqkv_writer_write_buffer(sqkv_writer *w, void *buf, size_t cap, size_t *written);
+/* Streams the file through write_fn (called with consecutive pieces; nonzero return aborts with
+ * SQKV_ERR_IO). */
+typedef int (*sqkv_write_fn)(void *ctx, const void *data, size_t size);
+sqkv_error sqkv_writer_write_callback(sqkv_writer *w, sqkv_write_fn write_fn, void *ctx);
+/* Writes the file to an open descriptor (handles short writes and EINTR; does not fsync or close). */
+sqkv_error sqkv_writer_write_fd(sqkv_writer *w, int fd);
+/* Crash-safe save: writes "<path>.tmp.<random>" in the same directory, fsyncs it, renames it over path
+ * and fsyncs the directory. On any failure the temporary file is removed and an existing file at path
+ * is untouched. */
+sqkv_error sqkv_writer_save(sqkv_writer *w, const char *path);
+
+/* ------------------------------------------------------------------------------------------------
+ * Reader (decoder)
+ *
+ * Life cycle: sqkv_reader_create -> open_memory or open_file -> queries and decodes -> destroy.
+ * Opening validates the file header, the tail, the index and the coverage rules (the whole structure
+ * of the file, without reading section bodies). Each decode validates and checksums the sections it
+ * reads before writing output; sqkv_reader_verify checks every section of the file.
+ * Nothing the file says is trusted before it is checked against the spec and the limits.
+ * ---------------------------------------------------------------------------------------------- */
+typedef struct sqkv_limits {
+    uint64_t max_file_size;        /* bytes; default 2^40 */
+    uint64_t max_section_size;     /* stored or decoded body bytes; default 2^34 */
+    uint32_t max_sections;         /* default 2^20 */
+    uint32_t max_layers;           /* default 1024 */
+    uint32_t max_heads;            /* default 1024 */
+    uint32_t max_head_dim;         /* default 1024 */
+    uint32_t max_tokens;           /* default 2^28 */
+    uint64_t max_memory;           /* bytes the reader itself may allocate; default 256 MiB */
+} sqkv_limits;
+
+void sqkv_limits_default(sqkv_limits *limits);
+
+typedef struct sqkv_reader sqkv_reader;
+
+/* Flags for sqkv_reader_create. */
+#define SQKV_READER_TRUSTED 1u   /* skip body checksums (bytes already verified); structure is still
+                                    validated. Never use on bytes from disk or network. */
+
+/* limits may be NULL for the defaults. */
+sqkv_error sqkv_reader_create(const sqkv_limits *limits, unsigned flags, sqkv_reader **out);
+void sqkv_reader_destroy(sqkv_reader *r);
+const char *sqkv_reader_error_detail(const sqkv_reader *r);
+
+/* The reader borrows data: it must stay valid and unchanged until destroy. */
+sqkv_error sqkv_reader_open_memory(sqkv_reader *r, const void *data, size_t size);
+/* Maps the file read-only (mmap); unmapped by destroy. */
+sqkv_error sqkv_reader_open_file(sqkv_reader *r, const char *path);
+
+sqkv_error sqkv_reader_geometry(const sqkv_reader *r, sqkv_geometry *out);
+/* Format version of the file as written in its header. */
+sqkv_error sqkv_reader_version(const sqkv_reader *r, uint32_t *major, uint32_t *minor);
+
+typedef struct sqkv_section_info {
+    uint64_t offset;           /* of the section header in the file */
+    uint64_t stored_size;      /* body bytes as stored */
+    uint16_t kind;             /* 0x0001 SPARSE, 0x0002 DENSE, 0x0003 INDEX, 0x8001 TOKENS,
+                                  0x8002 FINGERPRINT, 0x8003 METADATA, others ancillary unknown */
+    uint8_t tensor;
+    uint32_t layer, head_start, head_count, token_start, token_count;
+} sqkv_section_info;
+
+/* Sections in file order, including the INDEX section as the last one. */
+sqkv_error sqkv_reader_section_count(const sqkv_reader *r, size_t *count);
+sqkv_error sqkv_reader_section_info(const sqkv_reader *r, size_t i, sqkv_section_info *out);
+
+/* Checks every section: header and body checksums and every body rule. SQKV_OK only if the whole
+ * file is sound; the detail names the first failing section. */
+sqkv_error sqkv_reader_verify(sqkv_reader *r);
+
+/* Token ids: *count is set to the number of ids (0 when the file has no TOKENS section); tokens may be
+ * NULL to query the count; otherwise cap ids are available and count must fit. */
+sqkv_error sqkv_reader_tokens(sqkv_reader *r, int32_t *tokens, size_t cap, size_t *count);
+/* Fingerprint bytes, same two-phase pattern; *size = 0 when absent. */
+sqkv_error sqkv_reader_fingerprint(sqkv_reader *r, void *buf, size_t cap, size_t *size);
+/* Metadata entries: count, then each entry's key and value as pointers into the file's bytes (not
+ * NUL-terminated, valid until destroy). */
+sqkv_error sqkv_reader_metadata_count(sqkv_reader *r, size_t *count);
+sqkv_error sqkv_reader_metadata_entry(sqkv_reader *r, size_t i, const char **key, size_t *key_size,
+                                      const char **value, size_t *value_size);
+
+/* Decodes heads [head_start, head_start + head_count) of tensor `tensor` of layer `layer` (all
+ * n_tokens tokens, sparse region and dense window) into out as [head_count, n_tokens, head_dim] of
+ * dtype. out_size must be at least sqkv_dense_size(head_count, n_tokens, head_dim, dtype).
+ * Reads only the sections that hold those heads. */
+sqkv_error sqkv_reader_decode(sqkv_reader *r, uint32_t layer, sqkv_tensor tensor, uint32_t head_start,
+                              uint32_t head_count, sqkv_dtype dtype, void *out, size_t out_size);
+
+/* Mustafar's in-memory layout of the sparse region of one head (tokens [0, n_tokens - dense_window)):
+ * bitmaps: n_tiles int64 (element i of a tile in bit 63 - i, tile order of spec/FORMAT.md §7.1);
+ * accum_counts: n_tiles + 1 int32, exclusive prefix sum of ((nnz + 7) & ~7) / 2 (32-bit words);
+ * values: fp16 (element type E bits), each tile's kept values then zeros up to a multiple of 8,
+ *         value_count = 2 * accum_counts[n_tiles] entries, plus 8 zero entries of tail slack because
+ *         Mustafar's kernel reads 16 bytes past a tile whose count is a multiple of 8.
+ * Element type bf16 is returned as bf16 bits. Fails with SQKV_ERR_UNSUPPORTED when the sparse region is
+ * split into sections at a token offset that is not a multiple of 64, or is empty. */
+typedef struct sqkv_mustafar_sizes {
+    uint64_t n_tiles;
+    uint64_t value_count;      /* fp16 entries to allocate for values, slack included */
+} sqkv_mustafar_sizes;
+sqkv_error sqkv_reader_mustafar_sizes(sqkv_reader *r, uint32_t layer, sqkv_tensor tensor, uint32_t head,
+                                      sqkv_mustafar_sizes *sizes);
+sqkv_error sqkv_reader_decode_mustafar(sqkv_reader *r, uint32_t layer, sqkv_tensor tensor, uint32_t head,
+                                       int64_t *bitmaps, int32_t *accum_counts, uint16_t *values,
+                                       const sqkv_mustafar_sizes *sizes);
+
+/* Restore check: may this cache be restored into the caller's model for this prompt?
+ * - expected geometry (may be NULL): n_layers, n_kv_heads and head_dim must match
+ *   (SQKV_ERR_GEOMETRY_MISMATCH).
+ * - fingerprint (may be NULL/0): the file's FINGERPRINT must exist (SQKV_ERR_NO_FINGERPRINT) and be
+ *   byte-identical (SQKV_ERR_FINGERPRINT_MISMATCH).
+ * - prompt: the file's TOKENS must exist (SQKV_ERR_NO_TOKENS); *reusable_tokens is the length of the
+ *   common prefix of the file's tokens and the prompt (0 is a valid answer: nothing reusable).
+ * Returns SQKV_OK when the cache may be used for the first *reusable_tokens positions. */
+sqkv_error sqkv_reader_check_restore(sqkv_reader *r, const sqkv_geometry *expected,
+                                     const void *fingerprint, size_t fingerprint_size,
+                                     const int32_t *prompt, size_t prompt_count,
+                                     size_t *reusable_tokens);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* SQKV_H */

@@ -1,0 +1,105 @@
+/* quantize.c: level tables and the reference encoder's quantizer (spec/FORMAT.md §7.4, §14). */
+#include "quantize.h"
+
+#include <math.h>
+
+#include "float16.h"
+
+sqkv_error sqkv_quant_levels(sqkv_quantizer q, uint32_t bits, sqkv_dtype e, uint16_t s, uint16_t z,
+                             uint16_t *levels) {
+    const uint32_t n = 1u << bits;
+    if (!sqkv_e_is_finite(s, e) || (s & 0x8000u)) return SQKV_ERR_SCALE;
+    const double sd = sqkv_e_to_double(s, e);
+    if (q == SQKV_QUANT_SYMMETRIC) {
+        for (uint32_t c = 0; c < n; c++) {
+            /* (2c + 1 - n) * s is exact in binary64: at most 9 bits times at most 11 bits. */
+            levels[c] = sqkv_double_to_e((double)(int32_t)(2 * c + 1 - n) * sd, e);
+            if (!sqkv_e_is_finite(levels[c], e)) return SQKV_ERR_SCALE;
+        }
+        return SQKV_OK;
+    }
+    if (!sqkv_e_is_finite(z, e)) return SQKV_ERR_SCALE;
+    const double zd = sqkv_e_to_double(z, e);
+    for (uint32_t c = 0; c < n; c++) {
+        /* c * s is exact; the addition is one binary64 rounding, as the spec states. */
+        volatile double product = (double)c * sd; /* volatile: no fused multiply-add */
+        levels[c] = sqkv_double_to_e(product + zd, e);
+        if (!sqkv_e_is_finite(levels[c], e)) return SQKV_ERR_SCALE;
+    }
+    return SQKV_OK;
+}
+
+/* The E value just below positive finite h (h > 0). */
+static uint16_t e_prev(uint16_t h) { return (uint16_t)(h - 1u); }
+
+/* Rounds step = range / (n - 1) to E, keeps it positive when range > 0, and lowers it until the group's
+ * top level is finite. */
+static uint16_t choose_step(sqkv_quantizer q, uint32_t bits, sqkv_dtype e, double range, uint16_t z) {
+    const uint32_t n = 1u << bits;
+    uint16_t s = sqkv_double_to_e(range / (double)(n - 1), e);
+    if (range > 0 && sqkv_e_magnitude(s) == 0) s = 1; /* smallest positive subnormal */
+    if (!sqkv_e_is_finite(s, e)) s = sqkv_e_max_finite(e);
+    uint16_t levels[SQKV_MAX_LEVELS];
+    while (s != 0 && sqkv_quant_levels(q, bits, e, s, z, levels) != SQKV_OK) s = e_prev(s);
+    return s;
+}
+
+void sqkv_quant_choose_params(sqkv_quantizer q, uint32_t bits, sqkv_dtype e, const uint16_t *values,
+                              uint64_t count, uint16_t *s, uint16_t *z) {
+    *s = 0;
+    *z = 0;
+    if (count == 0) return;
+    if (q == SQKV_QUANT_SYMMETRIC) {
+        uint16_t max_mag = 0;
+        for (uint64_t i = 0; i < count; i++) {
+            uint16_t m = sqkv_e_magnitude(values[i]);
+            if (m > max_mag) max_mag = m;
+        }
+        *s = choose_step(q, bits, e, sqkv_e_to_double(max_mag, e), 0);
+        return;
+    }
+    double lo = sqkv_e_to_double(values[0], e), hi = lo;
+    uint16_t lo_bits = values[0];
+    for (uint64_t i = 1; i < count; i++) {
+        double v = sqkv_e_to_double(values[i], e);
+        if (v < lo) {
+            lo = v;
+            lo_bits = values[i];
+        }
+        if (v > hi) hi = v;
+    }
+    *z = lo_bits;
+    /* hi - lo is exact in binary64 for fp16; for bf16 it is one rounding, the same everywhere. */
+    *s = choose_step(q, bits, e, hi - lo, lo_bits);
+}
+
+void sqkv_quant_levels_to_double(const uint16_t *levels, uint32_t n_levels, sqkv_dtype e, double *out) {
+    for (uint32_t c = 0; c < n_levels; c++) out[c] = sqkv_e_to_double(levels[c], e);
+}
+
+uint32_t sqkv_quant_nearest_double(const double *levels, uint32_t n_levels, double x) {
+    /* First code whose level is >= x, by binary search over the non-decreasing table. */
+    uint32_t lo = 0, hi = n_levels;
+    while (lo < hi) {
+        uint32_t mid = (lo + hi) / 2;
+        if (levels[mid] < x)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo == n_levels) return n_levels - 1;
+    if (lo == 0) return 0;
+    /* Candidates lo - 1 (below x) and lo (at or above x); the tie goes to the lower code. Equal levels
+     * earlier in the table are preferred too, because the search found the first one. */
+    double below = x - levels[lo - 1], above = levels[lo] - x;
+    if (above < below) return lo;
+    uint32_t c = lo - 1;
+    while (c > 0 && levels[c - 1] == levels[c]) c--;
+    return c;
+}
+
+uint32_t sqkv_quant_nearest(const uint16_t *levels, uint32_t n_levels, sqkv_dtype e, uint16_t x) {
+    double d[SQKV_MAX_LEVELS];
+    sqkv_quant_levels_to_double(levels, n_levels, e, d);
+    return sqkv_quant_nearest_double(d, n_levels, sqkv_e_to_double(x, e));
+}

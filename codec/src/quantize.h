@@ -1,0 +1,33 @@
+/*
+ * quantize.h: the quantizers of spec/FORMAT.md §7.4: level tables (decoder and encoder), and the
+ * reference encoder's parameter and code choice (§14). Levels are E bit patterns.
+ */
+#ifndef SQKV_QUANTIZE_H
+#define SQKV_QUANTIZE_H
+
+#include <stdint.h>
+
+#include "sqkv.h"
+
+#define SQKV_MAX_LEVELS 256u
+
+/* Fills levels[0 .. 2^bits) for one parameter group. Returns SQKV_ERR_SCALE when the parameters
+ * break §7.4 (non-finite s or z, s with its sign bit set, a non-finite level). z is ignored by
+ * SYMMETRIC. bits is 2, 4 or 8. */
+sqkv_error sqkv_quant_levels(sqkv_quantizer q, uint32_t bits, sqkv_dtype e, uint16_t s, uint16_t z,
+                             uint16_t *levels);
+
+/* Reference encoder (§14): the parameters for a group whose kept values are values[0..count) (E bits,
+ * finite, nonzero). count == 0 gives s = z = +0. */
+void sqkv_quant_choose_params(sqkv_quantizer q, uint32_t bits, sqkv_dtype e, const uint16_t *values,
+                              uint64_t count, uint16_t *s, uint16_t *z);
+
+/* Reference encoder: the code of the level nearest to x (ties to the lower code). levels must be
+ * non-decreasing, as every valid level table is. */
+uint32_t sqkv_quant_nearest(const uint16_t *levels, uint32_t n_levels, sqkv_dtype e, uint16_t x);
+
+/* Level tables as doubles, to choose codes without converting the same level twice. */
+void sqkv_quant_levels_to_double(const uint16_t *levels, uint32_t n_levels, sqkv_dtype e, double *out);
+uint32_t sqkv_quant_nearest_double(const double *levels, uint32_t n_levels, double x);
+
+#endif /* SQKV_QUANTIZE_H */

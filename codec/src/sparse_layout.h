@@ -1,0 +1,41 @@
+/*
+ * sparse_layout.h: byte layout of a SPARSE section body (spec/FORMAT.md §7.2), shared by the encoder
+ * and the decoder so that both derive the same stream offsets from the same numbers.
+ */
+#ifndef SQKV_SPARSE_LAYOUT_H
+#define SQKV_SPARSE_LAYOUT_H
+
+#include <stdint.h>
+
+#include "format.h"
+
+typedef struct sqkv_sparse_layout {
+    uint64_t n_tiles;          /* N */
+    uint64_t n_offsets;        /* M + 1 */
+    uint64_t n_groups;         /* G */
+    uint32_t params_per_group; /* Q */
+    uint64_t kept;             /* P */
+    uint64_t bitmaps_at, offsets_at, scales_at, payload_at; /* body offsets, multiples of 8 */
+    uint64_t payload_bytes;    /* ceil(P * b / 8) */
+    uint64_t body_size;        /* decoded_size */
+} sqkv_sparse_layout;
+
+/* Computes the layout from N (tiles), k, the quantizer, granularity, bits, heads and P. All inputs are
+ * assumed already range-checked (N <= 2^32 * 2, k <= 20, P <= 64 * N), so nothing overflows. */
+static inline void sqkv_sparse_layout_compute(uint64_t n_tiles, uint32_t k, uint32_t quantizer,
+                                              uint32_t granularity, uint32_t bits, uint32_t head_count,
+                                              uint64_t kept, sqkv_sparse_layout *l) {
+    l->n_tiles = n_tiles;
+    l->n_offsets = ((n_tiles + ((uint64_t)1 << k) - 1) >> k) + 1;
+    l->params_per_group = quantizer == 2 ? 2u : quantizer == 1 ? 1u : 0u;
+    l->n_groups = granularity == 1 ? head_count : granularity == 2 ? n_tiles : 0;
+    l->kept = kept;
+    l->payload_bytes = (kept * bits + 7) / 8;
+    l->bitmaps_at = 0;
+    l->offsets_at = l->bitmaps_at + 8 * n_tiles;
+    l->scales_at = l->offsets_at + sqkv_align8(4 * l->n_offsets);
+    l->payload_at = l->scales_at + sqkv_align8(2 * l->n_groups * l->params_per_group);
+    l->body_size = l->payload_at + sqkv_align8(l->payload_bytes);
+}
+
+#endif
