@@ -10,6 +10,10 @@
 
 #include "sqkv.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 double sqkv_fp16_to_double(uint16_t h);
 double sqkv_bf16_to_double(uint16_t h);
 float sqkv_fp16_to_float(uint16_t h);
@@ -33,5 +37,9 @@ static inline int sqkv_e_is_finite(uint16_t h, sqkv_dtype e) {
 static inline uint16_t sqkv_e_magnitude(uint16_t h) { return (uint16_t)(h & 0x7FFFu); }
 /* The largest finite E value with the sign bit clear, and the E value just below a positive one. */
 static inline uint16_t sqkv_e_max_finite(sqkv_dtype e) { return e == SQKV_DTYPE_BF16 ? 0x7F7Fu : 0x7BFFu; }
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif /* SQKV_FLOAT16_H */

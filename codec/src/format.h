@@ -8,6 +8,10 @@
 #include <stdint.h>
 #include <string.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* §4 file header */
 #define SQKV_MAGIC_SIZE 8
 extern const uint8_t sqkv_magic[SQKV_MAGIC_SIZE];     /* 89 53 51 4B 56 0D 0A 1A */
@@ -124,5 +128,9 @@ static inline int sqkv_all_zero(const uint8_t *p, uint64_t n) {
         if (p[i]) return 0;
     return 1;
 }
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif /* SQKV_FORMAT_H */

@@ -9,6 +9,10 @@
 
 #include "sqkv.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define SQKV_MAX_LEVELS 256u
 
 /* Fills levels[0 .. 2^bits) for one parameter group. Returns SQKV_ERR_SCALE when the parameters
@@ -29,5 +33,9 @@ uint32_t sqkv_quant_nearest(const uint16_t *levels, uint32_t n_levels, sqkv_dtyp
 /* Level tables as doubles, to choose codes without converting the same level twice. */
 void sqkv_quant_levels_to_double(const uint16_t *levels, uint32_t n_levels, sqkv_dtype e, double *out);
 uint32_t sqkv_quant_nearest_double(const double *levels, uint32_t n_levels, double x);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif /* SQKV_QUANTIZE_H */

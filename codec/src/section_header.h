@@ -10,6 +10,10 @@
 
 #include "format.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct sqkv_section_header {
     uint16_t kind;
     uint8_t codec;
@@ -41,5 +45,9 @@ int sqkv_index_entry_unpack(const uint8_t in[SQKV_INDEX_ENTRY_SIZE], sqkv_sectio
 static inline uint64_t sqkv_section_extent(uint64_t stored_size) {
     return SQKV_SECTION_HEADER_SIZE + sqkv_align8(stored_size);
 }
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif
