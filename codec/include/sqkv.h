@@ -81,6 +81,7 @@ typedef enum sqkv_error {
     SQKV_ERR_TOKENS_COUNT = 55,
     SQKV_ERR_FINGERPRINT_SIZE = 56,
     SQKV_ERR_METADATA = 57,
+    SQKV_ERR_COMPRESSED_STREAM = 58, /* a zstd stream is malformed or decodes to the wrong size */
     /* restore check */
     SQKV_ERR_NO_FINGERPRINT = 70,       /* caller expects a fingerprint, the file has none */
     SQKV_ERR_FINGERPRINT_MISMATCH = 71, /* the file belongs to another model */

@@ -42,6 +42,7 @@ const char *sqkv_error_name(sqkv_error err) {
     case SQKV_ERR_TOKENS_COUNT: return "SQKV_ERR_TOKENS_COUNT";
     case SQKV_ERR_FINGERPRINT_SIZE: return "SQKV_ERR_FINGERPRINT_SIZE";
     case SQKV_ERR_METADATA: return "SQKV_ERR_METADATA";
+    case SQKV_ERR_COMPRESSED_STREAM: return "SQKV_ERR_COMPRESSED_STREAM";
     case SQKV_ERR_NO_FINGERPRINT: return "SQKV_ERR_NO_FINGERPRINT";
     case SQKV_ERR_FINGERPRINT_MISMATCH: return "SQKV_ERR_FINGERPRINT_MISMATCH";
     case SQKV_ERR_GEOMETRY_MISMATCH: return "SQKV_ERR_GEOMETRY_MISMATCH";
@@ -91,6 +92,7 @@ const char *sqkv_error_message(sqkv_error err) {
     case SQKV_ERR_TOKENS_COUNT: return "the token id count differs from the cache length";
     case SQKV_ERR_FINGERPRINT_SIZE: return "the fingerprint size is out of range";
     case SQKV_ERR_METADATA: return "malformed metadata";
+    case SQKV_ERR_COMPRESSED_STREAM: return "a compressed stream is malformed or decodes to the wrong size";
     case SQKV_ERR_NO_FINGERPRINT: return "the file has no model fingerprint to compare";
     case SQKV_ERR_FINGERPRINT_MISMATCH: return "the cache belongs to another model (fingerprint mismatch)";
     case SQKV_ERR_GEOMETRY_MISMATCH: return "the cache geometry does not match the model";

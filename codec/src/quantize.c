@@ -87,7 +87,12 @@ uint32_t sqkv_quant_nearest_double(const double *levels, uint32_t n_levels, doub
         else
             hi = mid;
     }
-    if (lo == n_levels) return n_levels - 1;
+    if (lo == n_levels) {
+        /* Above every level: the top level, or the first of a run of equal top levels (a tie). */
+        uint32_t c = n_levels - 1;
+        while (c > 0 && levels[c - 1] == levels[c]) c--;
+        return c;
+    }
     if (lo == 0) return 0;
     /* Candidates lo - 1 (below x) and lo (at or above x); the tie goes to the lower code. Equal levels
      * earlier in the table are preferred too, because the search found the first one. */
