@@ -1,0 +1,588 @@
+/* decode_sparse.c: SPARSE section bodies (spec/FORMAT.md §7). */
+#include "decode_sparse.h"
+
+#include <inttypes.h>
+#include <string.h>
+
+#include "element_convert.h"
+#include "float16.h"
+#include "quantize.h"
+#include "tile_layout.h"
+
+#define TOP_BIT 0x8000000000000000ull
+
+/* ---------------------------------------------------------------------------------------------
+ * Header-level rules
+ * ------------------------------------------------------------------------------------------- */
+
+sqkv_error sqkv_sparse_check_fields(const sqkv_section_header *h, sqkv_diag *diag) {
+    const uint32_t b = h->payload_bits;
+    if (b != 2 && b != 4 && b != 8 && b != 16)
+        return sqkv_diag_fail(diag, SQKV_ERR_SECTION_FIELD, "payload_bits %" PRIu32 " (§5: 2, 4, 8 or 16)", b);
+    if (h->offset_interval_log2 > SQKV_MAX_OFFSET_INTERVAL_LOG2)
+        return sqkv_diag_fail(diag, SQKV_ERR_SECTION_FIELD, "offset_interval_log2 %u (§5: 0 to 20)",
+                              h->offset_interval_log2);
+    const int exact_ok = h->quantizer == SQKV_QUANT_EXACT && h->scale_granularity == SQKV_SCALE_NONE && b == 16;
+    const int quant_ok = (h->quantizer == SQKV_QUANT_SYMMETRIC || h->quantizer == SQKV_QUANT_ASYMMETRIC) &&
+                         (h->scale_granularity == SQKV_SCALE_PER_HEAD || h->scale_granularity == SQKV_SCALE_PER_TILE) &&
+                         b != 16;
+    if (!exact_ok && !quant_ok)
+        return sqkv_diag_fail(diag, SQKV_ERR_PAYLOAD_PARAMS, "quantizer %u, scale_granularity %u, payload_bits %" PRIu32
+                              " is not a valid combination (§7.4)", h->quantizer, h->scale_granularity, b);
+    return SQKV_OK;
+}
+
+void sqkv_sparse_layout_of(const sqkv_section_header *h, uint32_t head_dim, uint64_t kept, sqkv_sparse_layout *l) {
+    const uint64_t nt = sqkv_tiles_per_head((sqkv_tensor)h->tensor, h->token_count, head_dim);
+    sqkv_sparse_layout_compute(nt * h->head_count, h->offset_interval_log2, h->quantizer, h->scale_granularity,
+                               h->payload_bits, h->head_count, kept, l);
+}
+
+sqkv_error sqkv_sparse_check_size_bounds(const sqkv_section_header *h, uint32_t head_dim, sqkv_diag *diag) {
+    sqkv_sparse_layout lo, hi;
+    sqkv_sparse_layout_of(h, head_dim, 0, &lo);
+    sqkv_sparse_layout_of(h, head_dim, (uint64_t)h->head_count * h->token_count * head_dim, &hi);
+    if (h->decoded_size < lo.body_size || h->decoded_size > hi.body_size || h->decoded_size % 8 != 0)
+        return sqkv_diag_fail(diag, SQKV_ERR_SIZE_MISMATCH, "decoded_size %" PRIu64 " is not a multiple of 8 in %" PRIu64 "..%" PRIu64
+                              ", the sizes of this section with no or every element kept (§7.2)",
+                              h->decoded_size, lo.body_size, hi.body_size);
+    return SQKV_OK;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Levels (§7.4): the formula of quantize.c's sqkv_quant_levels, split so that validation computes one
+ * level per group, SYMMETRIC tables half of theirs, and 8-bit PER_TILE decoding only the levels used.
+ * ------------------------------------------------------------------------------------------- */
+
+typedef struct group_params {
+    sqkv_quantizer q;
+    uint32_t bits;
+    sqkv_dtype e;
+} group_params;
+
+static SQKV_ALWAYS_INLINE uint16_t level_of(const group_params *g, double s, double z, uint32_t c) {
+    if (g->q == SQKV_QUANT_SYMMETRIC)
+        return sqkv_double_to_e((double)((int32_t)(2 * c + 1) - (int32_t)(1u << g->bits)) * s, g->e);
+    /* c * s is exact, so a fused multiply-add would round the same single time. */
+    const double product = (double)c * s;
+    return sqkv_double_to_e(product + z, g->e);
+}
+
+/* §7.4 SCALE rules for a group with kept elements: s finite with a clear sign bit, z finite, every
+ * level finite. Levels are non-decreasing in c (s >= 0, both roundings monotonic) and level(0) is
+ * -level(L-1) (SYMMETRIC) or z (ASYMMETRIC), so every level is finite iff the top one is. */
+static int group_valid(const group_params *g, uint16_t s, uint16_t z) {
+    if (!sqkv_e_is_finite(s, g->e) || (s & 0x8000u)) return 0;
+    if (g->q == SQKV_QUANT_ASYMMETRIC && !sqkv_e_is_finite(z, g->e)) return 0;
+    const double sd = sqkv_e_to_double(s, g->e);
+    const double zd = g->q == SQKV_QUANT_ASYMMETRIC ? sqkv_e_to_double(z, g->e) : 0.0;
+    return sqkv_e_is_finite(level_of(g, sd, zd, (1u << g->bits) - 1), g->e);
+}
+
+/* Output bits of every level of a valid group. SYMMETRIC levels are odd multiples of s and RNE is
+ * symmetric, so the lower half is the upper half with the sign bit flipped. */
+static void build_table(const group_params *g, uint16_t s, uint16_t z, sqkv_conversion conv, uint32_t *table) {
+    const double sd = sqkv_e_to_double(s, g->e);
+    const uint32_t n = 1u << g->bits;
+    if (g->q == SQKV_QUANT_SYMMETRIC) {
+        for (uint32_t c = n / 2; c < n; c++) {
+            const uint16_t level = level_of(g, sd, 0.0, c);
+            table[c] = sqkv_convert_element(level, conv);
+            table[n - 1 - c] = sqkv_convert_element((uint16_t)(level ^ 0x8000u), conv);
+        }
+        return;
+    }
+    const double zd = sqkv_e_to_double(z, g->e);
+    for (uint32_t c = 0; c < n; c++) table[c] = sqkv_convert_element(level_of(g, sd, zd, c), conv);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Validation
+ * ------------------------------------------------------------------------------------------- */
+
+/* What one pass over the bitmaps finds: P, kept elements per head, and the first tile whose padding
+ * bits are set and the first offset entry that disagrees (reported later, in the spec's order). */
+typedef struct bitmap_scan {
+    uint64_t kept;
+    uint64_t bad_padding_tile; /* UINT64_MAX: none */
+    uint64_t bad_offset_entry; /* UINT64_MAX: none */
+    uint64_t bad_offset_value, bad_offset_expected;
+} bitmap_scan;
+
+/* Tiles in section order, one head after the other, each with the mask of its non-padding bits
+ * (§7.1). Keys: padding only in the last token chunk; values: only in the last channel block. */
+static void scan_bitmaps(const uint8_t *body, const sqkv_section_header *h, uint32_t D, const sqkv_sparse_layout *l,
+                         uint64_t *head_first, bitmap_scan *s) {
+    const uint8_t *bitmaps = body + l->bitmaps_at, *offsets = body + l->offsets_at;
+    const uint32_t k = h->offset_interval_log2, TC = h->token_count;
+    const uint64_t interval_mask = ((uint64_t)1 << k) - 1;
+    uint64_t t = 0, running = 0;
+    s->bad_padding_tile = s->bad_offset_entry = UINT64_MAX;
+#define VISIT_TILE(mask)                                                                                   \
+    do {                                                                                                   \
+        const uint64_t bm = sqkv_rd64(bitmaps + 8 * t);                                                    \
+        if ((t & interval_mask) == 0 && s->bad_offset_entry == UINT64_MAX) {                               \
+            const uint32_t entry = sqkv_rd32(offsets + 4 * (t >> k));                                      \
+            if (entry != running) {                                                                        \
+                s->bad_offset_entry = t >> k;                                                              \
+                s->bad_offset_value = entry;                                                               \
+                s->bad_offset_expected = running;                                                          \
+            }                                                                                              \
+        }                                                                                                  \
+        if ((bm & ~(mask)) && s->bad_padding_tile == UINT64_MAX) s->bad_padding_tile = t;                  \
+        running += (uint64_t)__builtin_popcountll(bm);                                                     \
+        t++;                                                                                               \
+    } while (0)
+    for (uint32_t j = 0; j < h->head_count; j++) {
+        head_first[j] = running;
+        if (h->tensor == SQKV_TENSOR_K) {
+            for (uint32_t c0 = 0; c0 < TC; c0 += 64) {
+                const uint64_t mask = sqkv_valid_mask(TC - c0 < 64 ? TC - c0 : 64);
+                for (uint32_t d = 0; d < D; d++) VISIT_TILE(mask);
+            }
+        } else {
+            const uint32_t hb = (D + 63) / 64;
+            for (uint32_t q0 = 0; q0 < TC; q0 += 64) {
+                const uint32_t rows = TC - q0 < 64 ? TC - q0 : 64;
+                for (uint32_t cb = 0; cb < hb; cb++) {
+                    const uint64_t mask = sqkv_valid_mask(D - 64 * cb < 64 ? D - 64 * cb : 64);
+                    for (uint32_t r = 0; r < rows; r++) VISIT_TILE(mask);
+                }
+            }
+        }
+    }
+#undef VISIT_TILE
+    head_first[h->head_count] = running;
+    s->kept = running;
+    /* Entry M counts every tile: it must be P (no tile index reaches M * 2^k). */
+    const uint64_t m = l->n_offsets - 1;
+    if (s->bad_offset_entry == UINT64_MAX) {
+        const uint32_t last = sqkv_rd32(offsets + 4 * m);
+        if (last != running) {
+            s->bad_offset_entry = m;
+            s->bad_offset_value = last;
+            s->bad_offset_expected = running;
+        }
+    }
+}
+
+static sqkv_error check_zero(const uint8_t *body, uint64_t from, uint64_t to, const char *what, sqkv_diag *diag) {
+    if (!sqkv_all_zero(body + from, to - from))
+        return sqkv_diag_fail(diag, SQKV_ERR_PADDING, "padding after the %s stream is not zero (§7.2)", what);
+    return SQKV_OK;
+}
+
+static sqkv_error check_scales(const sqkv_sparse_view *v, sqkv_diag *diag) {
+    const sqkv_section_header *h = &v->h;
+    const group_params g = {(sqkv_quantizer)h->quantizer, h->payload_bits, v->e};
+    const uint32_t q = v->layout.params_per_group;
+    const uint8_t *scales = v->body + v->layout.scales_at, *bitmaps = v->body + v->layout.bitmaps_at;
+    for (uint64_t group = 0; group < v->layout.n_groups; group++) {
+        const uint8_t *p = scales + 2 * q * group;
+        const uint16_t s = sqkv_rd16(p), z = q == 2 ? sqkv_rd16(p + 2) : 0;
+        const int empty = h->scale_granularity == SQKV_SCALE_PER_HEAD
+                              ? v->head_first[group + 1] == v->head_first[group]
+                              : sqkv_rd64(bitmaps + 8 * group) == 0;
+        if (empty ? (s != 0 || z != 0) : !group_valid(&g, s, z)) {
+            const char *unit = h->scale_granularity == SQKV_SCALE_PER_HEAD ? "head" : "tile";
+            const char *rule = empty ? "must be +0 in a group without kept elements"
+                                     : "must be finite, s not negative, and give finite levels";
+            if (q == 2)
+                return sqkv_diag_fail(diag, SQKV_ERR_SCALE, "%s %" PRIu64 ": parameters s = 0x%04x, z = 0x%04x %s (§7.4)",
+                                      unit, group, s, z, rule);
+            return sqkv_diag_fail(diag, SQKV_ERR_SCALE, "%s %" PRIu64 ": parameter s = 0x%04x %s (§7.4)", unit, group, s,
+                                  rule);
+        }
+    }
+    return SQKV_OK;
+}
+
+sqkv_error sqkv_sparse_validate(const uint8_t *body, const sqkv_section_header *h, uint32_t head_dim,
+                                sqkv_dtype e, sqkv_sparse_view *v, sqkv_diag *diag) {
+    v->body = body;
+    v->h = *h;
+    v->e = e;
+    v->head_dim = head_dim;
+    v->tiles_per_head = sqkv_tiles_per_head((sqkv_tensor)h->tensor, h->token_count, head_dim);
+    sqkv_sparse_layout *l = &v->layout;
+    sqkv_sparse_layout_of(h, head_dim, 0, l); /* stream offsets before the payload do not depend on P */
+
+    bitmap_scan scan = {0, 0, 0, 0, 0};
+    scan_bitmaps(body, h, head_dim, l, v->head_first, &scan);
+    sqkv_sparse_layout_of(h, head_dim, scan.kept, l);
+    if (l->body_size != h->decoded_size)
+        return sqkv_diag_fail(diag, SQKV_ERR_SIZE_MISMATCH, "decoded_size %" PRIu64 ", but %" PRIu64
+                              " kept elements make the body %" PRIu64 " bytes (§7.2)", h->decoded_size, scan.kept,
+                              l->body_size);
+    sqkv_error err;
+    if ((err = check_zero(body, l->offsets_at + 4 * l->n_offsets, l->scales_at, "offsets", diag))) return err;
+    if ((err = check_zero(body, l->scales_at + 2 * l->n_groups * l->params_per_group, l->payload_at, "scales", diag)))
+        return err;
+    if ((err = check_zero(body, l->payload_at + l->payload_bytes, l->body_size, "payload", diag))) return err;
+    if (scan.bad_padding_tile != UINT64_MAX)
+        return sqkv_diag_fail(diag, SQKV_ERR_BITMAP_PADDING, "tile %" PRIu64 " marks a padding element as kept (§7.2)",
+                              scan.bad_padding_tile);
+    if (scan.bad_offset_entry != UINT64_MAX)
+        return sqkv_diag_fail(diag, SQKV_ERR_OFFSET_MISMATCH, "offset entry %" PRIu64 " is %" PRIu64
+                              ", the bitmaps give %" PRIu64 " (§7.3)", scan.bad_offset_entry, scan.bad_offset_value,
+                              scan.bad_offset_expected);
+    if ((err = check_scales(v, diag))) return err;
+
+    const uint8_t *payload = body + l->payload_at;
+    const uint64_t used_bits = scan.kept * h->payload_bits;
+    if (used_bits % 8 && (payload[l->payload_bytes - 1] >> (used_bits % 8)) != 0)
+        return sqkv_diag_fail(diag, SQKV_ERR_PADDING, "bits after the last code are not zero (§7.5)");
+    if (h->quantizer == SQKV_QUANT_EXACT) {
+        for (uint64_t i = 0; i < scan.kept; i++) {
+            const uint16_t x = sqkv_rd16(payload + 2 * i);
+            if (sqkv_e_magnitude(x) == 0 || !sqkv_e_is_finite(x, e))
+                return sqkv_diag_fail(diag, SQKV_ERR_VALUE, "kept element %" PRIu64 " is 0x%04x: EXACT values must be"
+                                      " finite and nonzero (§7.5)", i, x);
+        }
+    }
+    return SQKV_OK;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Payload codes
+ * ------------------------------------------------------------------------------------------- */
+
+/* Sequential reader of b-bit codes (b = 2, 4, 8: a code never straddles a 64-bit word). Words are read
+ * only when a code is needed, so it never reads past align8(payload_bytes). */
+typedef struct code_reader {
+    const uint8_t *payload;
+    uint64_t next_word;
+    uint64_t buf;
+    uint32_t avail, skip;
+} code_reader;
+
+static inline void code_reader_init(code_reader *cr, const uint8_t *payload, uint64_t element, uint32_t bits) {
+    const uint64_t bit = element * bits;
+    cr->payload = payload;
+    cr->next_word = bit >> 6;
+    cr->skip = (uint32_t)(bit & 63);
+    cr->avail = 0;
+    cr->buf = 0;
+}
+
+static SQKV_ALWAYS_INLINE uint32_t code_reader_next(code_reader *cr, const uint32_t bits) {
+    if (cr->avail == 0) {
+        cr->buf = sqkv_rd64(cr->payload + 8 * cr->next_word++) >> cr->skip;
+        cr->avail = (64 - cr->skip) / bits;
+        cr->skip = 0;
+    }
+    const uint32_t code = (uint32_t)cr->buf & ((1u << bits) - 1);
+    cr->buf >>= bits;
+    cr->avail--;
+    return code;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Decoding kernels: one head of one section into its [token_count, head_dim] output block. Each is
+ * instantiated for constant (bits, output size, per-tile tables, conversion) so the inner loop has
+ * no branches but the bitmap's.
+ * ------------------------------------------------------------------------------------------- */
+
+typedef struct head_job {
+    const uint8_t *bitmaps;  /* the head's first tile */
+    const uint8_t *scales;   /* PER_TILE: the parameters of the head's first tile */
+    const uint8_t *payload;
+    uint64_t first_element;  /* the head's first kept element */
+    uint32_t token_count, head_dim;
+    uint8_t *out;
+    const uint32_t *table;   /* PER_HEAD: output bits of the head's levels */
+    group_params g;          /* PER_TILE: how to build each tile's table */
+    uint32_t params_per_group;
+    sqkv_conversion conv;
+} head_job;
+
+static SQKV_ALWAYS_INLINE void store(uint8_t *p, uint32_t value, const size_t osz) {
+    if (osz == 2) {
+        const uint16_t v16 = (uint16_t)value;
+        memcpy(p, &v16, 2);
+    } else {
+        memcpy(p, &value, 4);
+    }
+}
+
+/* The state a kernel carries from one kept element to the next. */
+typedef struct element_source {
+    code_reader cr;
+    uint64_t element; /* EXACT: next element */
+    const uint8_t *payload;
+} element_source;
+
+static SQKV_ALWAYS_INLINE uint32_t next_value(element_source *src, const uint32_t *table, const uint32_t bits,
+                                              const sqkv_conversion conv) {
+    if (bits == 16) return sqkv_convert_element(sqkv_rd16(src->payload + 2 * src->element++), conv);
+    return table[code_reader_next(&src->cr, bits)];
+}
+
+static SQKV_ALWAYS_INLINE const uint32_t *tile_table(const head_job *j, uint64_t tile, uint32_t *buf,
+                                                     const int per_tile) {
+    if (!per_tile) return j->table;
+    const uint8_t *p = j->scales + 2 * (uint64_t)j->params_per_group * tile;
+    build_table(&j->g, sqkv_rd16(p), j->params_per_group == 2 ? sqkv_rd16(p + 2) : 0, j->conv, buf);
+    return buf;
+}
+
+/* 8-bit PER_TILE: a tile keeps at most 64 of 256 levels, so levels are computed per element instead. */
+typedef struct lazy_levels {
+    double s, z;
+} lazy_levels;
+
+static SQKV_ALWAYS_INLINE lazy_levels tile_params(const head_job *j, uint64_t tile) {
+    const uint8_t *p = j->scales + 2 * (uint64_t)j->params_per_group * tile;
+    lazy_levels l;
+    l.s = sqkv_e_to_double(sqkv_rd16(p), j->g.e);
+    l.z = j->params_per_group == 2 ? sqkv_e_to_double(sqkv_rd16(p + 2), j->g.e) : 0.0;
+    return l;
+}
+
+static SQKV_ALWAYS_INLINE uint32_t next_lazy(element_source *src, const head_job *j, const lazy_levels *l) {
+    return sqkv_convert_element(level_of(&j->g, l->s, l->z, code_reader_next(&src->cr, 8)), j->conv);
+}
+
+static SQKV_ALWAYS_INLINE void init_source(element_source *src, const head_job *j, const uint32_t bits) {
+    src->payload = j->payload;
+    src->element = j->first_element;
+    if (bits != 16) code_reader_init(&src->cr, j->payload, j->first_element, bits);
+}
+
+/* Keys: a 64-token chunk is a [64, D] block of the output (cache-sized); tile (chunk, d) scatters down
+ * column d of it. */
+static SQKV_ALWAYS_INLINE void key_head(const head_job *j, const uint32_t bits, const size_t osz, const int per_tile,
+                                        const sqkv_conversion conv) {
+    const uint32_t D = j->head_dim, TC = j->token_count;
+    const size_t row = (size_t)D * osz;
+    element_source src;
+    init_source(&src, j, bits);
+    uint32_t buf[SQKV_MAX_LEVELS];
+    uint64_t t = 0;
+    for (uint32_t c0 = 0; c0 < TC; c0 += 64) {
+        const uint32_t rows = TC - c0 < 64 ? TC - c0 : 64;
+        uint8_t *block = j->out + (size_t)c0 * row;
+        memset(block, 0, rows * row);
+        for (uint32_t d = 0; d < D; d++, t++) {
+            uint64_t bm = sqkv_rd64(j->bitmaps + 8 * t);
+            if (!bm) continue;
+            uint8_t *column = block + (size_t)d * osz;
+            if (per_tile && bits == 8) {
+                const lazy_levels l = tile_params(j, t);
+                do {
+                    const unsigned i = (unsigned)__builtin_clzll(bm);
+                    bm &= ~(TOP_BIT >> i);
+                    store(column + i * row, next_lazy(&src, j, &l), osz);
+                } while (bm);
+                continue;
+            }
+            const uint32_t *table = tile_table(j, t, buf, per_tile);
+            do {
+                const unsigned i = (unsigned)__builtin_clzll(bm);
+                bm &= ~(TOP_BIT >> i);
+                store(column + i * row, next_value(&src, table, bits, conv), osz);
+            } while (bm);
+        }
+    }
+}
+
+/* Values: a 64-token block of the output is filled by its tiles, each one run of a token's row. */
+static SQKV_ALWAYS_INLINE void value_head(const head_job *j, const uint32_t bits, const size_t osz,
+                                          const int per_tile, const sqkv_conversion conv) {
+    const uint32_t D = j->head_dim, TC = j->token_count, hb = (D + 63) / 64;
+    const size_t row = (size_t)D * osz;
+    element_source src;
+    init_source(&src, j, bits);
+    uint32_t buf[SQKV_MAX_LEVELS];
+    uint64_t t = 0;
+    for (uint32_t q0 = 0; q0 < TC; q0 += 64) {
+        const uint32_t rows = TC - q0 < 64 ? TC - q0 : 64;
+        uint8_t *block = j->out + (size_t)q0 * row;
+        memset(block, 0, rows * row);
+        for (uint32_t cb = 0; cb < hb; cb++) {
+            for (uint32_t r = 0; r < rows; r++, t++) {
+                uint64_t bm = sqkv_rd64(j->bitmaps + 8 * t);
+                if (!bm) continue;
+                uint8_t *run = block + r * row + (size_t)cb * 64 * osz;
+                if (per_tile && bits == 8) {
+                    const lazy_levels l = tile_params(j, t);
+                    do {
+                        const unsigned i = (unsigned)__builtin_clzll(bm);
+                        bm &= ~(TOP_BIT >> i);
+                        store(run + i * osz, next_lazy(&src, j, &l), osz);
+                    } while (bm);
+                    continue;
+                }
+                const uint32_t *table = tile_table(j, t, buf, per_tile);
+                do {
+                    const unsigned i = (unsigned)__builtin_clzll(bm);
+                    bm &= ~(TOP_BIT >> i);
+                    store(run + i * osz, next_value(&src, table, bits, conv), osz);
+                } while (bm);
+            }
+        }
+    }
+}
+
+typedef void (*head_kernel)(const head_job *);
+
+#define QUANT_KERNELS(B, O, PT)                                                                         \
+    static void key_##B##_##O##_##PT(const head_job *j) { key_head(j, B, O, PT, SQKV_CONV_COPY16); }     \
+    static void value_##B##_##O##_##PT(const head_job *j) { value_head(j, B, O, PT, SQKV_CONV_COPY16); }
+QUANT_KERNELS(2, 2, 0)
+QUANT_KERNELS(2, 4, 0)
+QUANT_KERNELS(2, 2, 1)
+QUANT_KERNELS(2, 4, 1)
+QUANT_KERNELS(4, 2, 0)
+QUANT_KERNELS(4, 4, 0)
+QUANT_KERNELS(4, 2, 1)
+QUANT_KERNELS(4, 4, 1)
+QUANT_KERNELS(8, 2, 0)
+QUANT_KERNELS(8, 4, 0)
+QUANT_KERNELS(8, 2, 1)
+QUANT_KERNELS(8, 4, 1)
+#undef QUANT_KERNELS
+
+#define EXACT_KERNELS(C, O)                                                                       \
+    static void key_exact_##C(const head_job *j) { key_head(j, 16, O, 0, C); }                    \
+    static void value_exact_##C(const head_job *j) { value_head(j, 16, O, 0, C); }
+EXACT_KERNELS(SQKV_CONV_COPY16, 2)
+EXACT_KERNELS(SQKV_CONV_FP16_TO_F32, 4)
+EXACT_KERNELS(SQKV_CONV_BF16_TO_F32, 4)
+EXACT_KERNELS(SQKV_CONV_FP16_TO_BF16, 2)
+EXACT_KERNELS(SQKV_CONV_BF16_TO_FP16, 2)
+#undef EXACT_KERNELS
+
+/* [tensor][bits index 2/4/8][output size 2/4][per tile] */
+static const head_kernel quant_kernels[2][3][2][2] = {
+    {{{key_2_2_0, key_2_2_1}, {key_2_4_0, key_2_4_1}},
+     {{key_4_2_0, key_4_2_1}, {key_4_4_0, key_4_4_1}},
+     {{key_8_2_0, key_8_2_1}, {key_8_4_0, key_8_4_1}}},
+    {{{value_2_2_0, value_2_2_1}, {value_2_4_0, value_2_4_1}},
+     {{value_4_2_0, value_4_2_1}, {value_4_4_0, value_4_4_1}},
+     {{value_8_2_0, value_8_2_1}, {value_8_4_0, value_8_4_1}}},
+};
+/* [tensor][conversion] */
+static const head_kernel exact_kernels[2][5] = {
+    {key_exact_SQKV_CONV_COPY16, key_exact_SQKV_CONV_FP16_TO_F32, key_exact_SQKV_CONV_BF16_TO_F32,
+     key_exact_SQKV_CONV_FP16_TO_BF16, key_exact_SQKV_CONV_BF16_TO_FP16},
+    {value_exact_SQKV_CONV_COPY16, value_exact_SQKV_CONV_FP16_TO_F32, value_exact_SQKV_CONV_BF16_TO_F32,
+     value_exact_SQKV_CONV_FP16_TO_BF16, value_exact_SQKV_CONV_BF16_TO_FP16},
+};
+
+/* ---------------------------------------------------------------------------------------------
+ * bf16 files decoded to fp16: §11 lets that overflow; the reference decoder reports VALUE instead.
+ * Checked for the requested heads before anything is written.
+ * ------------------------------------------------------------------------------------------- */
+
+static sqkv_error check_fp16_range(const sqkv_sparse_view *v, uint32_t first, uint32_t count, sqkv_diag *diag) {
+    const sqkv_section_header *h = &v->h;
+    const sqkv_sparse_layout *l = &v->layout;
+    const uint8_t *payload = v->body + l->payload_at, *bitmaps = v->body + l->bitmaps_at;
+    const uint8_t *scales = v->body + l->scales_at;
+    const group_params g = {(sqkv_quantizer)h->quantizer, h->payload_bits, v->e};
+    const uint32_t q = l->params_per_group;
+    uint32_t table[SQKV_MAX_LEVELS];
+    for (uint32_t j = first; j < first + count; j++) {
+        const uint64_t begin = v->head_first[j], end = v->head_first[j + 1];
+        if (h->quantizer == SQKV_QUANT_EXACT) {
+            for (uint64_t i = begin; i < end; i++)
+                if (sqkv_bf16_overflows_fp16(sqkv_rd16(payload + 2 * i))) goto overflow;
+            continue;
+        }
+        code_reader cr;
+        code_reader_init(&cr, payload, begin, g.bits);
+        const uint64_t tiles = h->scale_granularity == SQKV_SCALE_PER_TILE ? v->tiles_per_head : 1;
+        for (uint64_t n = 0; n < tiles; n++) {
+            const uint64_t group = h->scale_granularity == SQKV_SCALE_PER_TILE ? j * v->tiles_per_head + n : j;
+            const uint64_t in_group = h->scale_granularity == SQKV_SCALE_PER_TILE
+                                          ? (uint64_t)__builtin_popcountll(sqkv_rd64(bitmaps + 8 * group))
+                                          : end - begin;
+            if (!in_group) continue;
+            const uint8_t *p = scales + 2 * q * group;
+            build_table(&g, sqkv_rd16(p), q == 2 ? sqkv_rd16(p + 2) : 0, SQKV_CONV_COPY16, table);
+            int any = 0;
+            for (uint32_t c = 0; c < (1u << g.bits); c++) any |= sqkv_bf16_overflows_fp16((uint16_t)table[c]);
+            for (uint64_t i = 0; i < in_group; i++) {
+                const uint32_t code = code_reader_next(&cr, g.bits);
+                if (any && sqkv_bf16_overflows_fp16((uint16_t)table[code])) goto overflow;
+            }
+        }
+    }
+    return SQKV_OK;
+overflow:
+    return sqkv_diag_fail(diag, SQKV_ERR_VALUE, "a bf16 element exceeds the fp16 range (§11: the reference decoder"
+                          " reports VALUE rather than produce infinity)");
+}
+
+sqkv_error sqkv_sparse_decode(const sqkv_sparse_view *v, uint32_t first, uint32_t count, sqkv_dtype out_dtype,
+                              uint8_t *out, size_t head_stride, sqkv_diag *diag) {
+    const sqkv_section_header *h = &v->h;
+    const sqkv_sparse_layout *l = &v->layout;
+    const sqkv_conversion conv = sqkv_conversion_for(v->e, out_dtype);
+    const size_t osz = sqkv_dtype_size(out_dtype);
+    if (conv == SQKV_CONV_BF16_TO_FP16) {
+        sqkv_error err = check_fp16_range(v, first, count, diag);
+        if (err) return err;
+    }
+    const int tensor = h->tensor == SQKV_TENSOR_K ? 0 : 1;
+    const int per_tile = h->scale_granularity == SQKV_SCALE_PER_TILE;
+    head_kernel kernel;
+    if (h->quantizer == SQKV_QUANT_EXACT)
+        kernel = exact_kernels[tensor][conv];
+    else
+        kernel = quant_kernels[tensor][h->payload_bits == 2 ? 0 : h->payload_bits == 4 ? 1 : 2][osz == 4][per_tile];
+
+    head_job job;
+    job.payload = v->body + l->payload_at;
+    job.token_count = h->token_count;
+    job.head_dim = v->head_dim;
+    job.g.q = (sqkv_quantizer)h->quantizer;
+    job.g.bits = h->payload_bits;
+    job.g.e = v->e;
+    job.params_per_group = l->params_per_group;
+    job.conv = conv;
+    uint32_t head_table[SQKV_MAX_LEVELS];
+    for (uint32_t j = first; j < first + count; j++) {
+        job.bitmaps = v->body + l->bitmaps_at + 8 * (uint64_t)j * v->tiles_per_head;
+        job.scales = v->body + l->scales_at + 2 * (uint64_t)l->params_per_group * j * v->tiles_per_head;
+        job.first_element = v->head_first[j];
+        job.out = out + (size_t)(j - first) * head_stride;
+        job.table = head_table;
+        if (h->scale_granularity == SQKV_SCALE_PER_HEAD) {
+            const uint8_t *p = v->body + l->scales_at + 2 * (uint64_t)l->params_per_group * j;
+            build_table(&job.g, sqkv_rd16(p), l->params_per_group == 2 ? sqkv_rd16(p + 2) : 0, conv, head_table);
+        }
+        kernel(&job);
+    }
+    return SQKV_OK;
+}
+
+void sqkv_sparse_head_values(const sqkv_sparse_view *v, uint32_t j, uint16_t *values) {
+    const sqkv_section_header *h = &v->h;
+    const sqkv_sparse_layout *l = &v->layout;
+    const uint8_t *payload = v->body + l->payload_at, *bitmaps = v->body + l->bitmaps_at;
+    const uint8_t *scales = v->body + l->scales_at;
+    const uint64_t begin = v->head_first[j], end = v->head_first[j + 1];
+    if (h->quantizer == SQKV_QUANT_EXACT) {
+        for (uint64_t i = begin; i < end; i++) values[i - begin] = sqkv_rd16(payload + 2 * i);
+        return;
+    }
+    const group_params g = {(sqkv_quantizer)h->quantizer, h->payload_bits, v->e};
+    const uint32_t q = l->params_per_group;
+    uint32_t table[SQKV_MAX_LEVELS];
+    code_reader cr;
+    code_reader_init(&cr, payload, begin, g.bits);
+    const int per_tile = h->scale_granularity == SQKV_SCALE_PER_TILE;
+    const uint64_t groups = per_tile ? v->tiles_per_head : 1;
+    uint64_t written = 0;
+    for (uint64_t n = 0; n < groups; n++) {
+        const uint64_t group = per_tile ? j * v->tiles_per_head + n : j;
+        const uint64_t in_group =
+            per_tile ? (uint64_t)__builtin_popcountll(sqkv_rd64(bitmaps + 8 * group)) : end - begin;
+        if (!in_group) continue;
+        const uint8_t *p = scales + 2 * q * group;
+        build_table(&g, sqkv_rd16(p), q == 2 ? sqkv_rd16(p + 2) : 0, SQKV_CONV_COPY16, table);
+        for (uint64_t i = 0; i < in_group; i++) values[written++] = (uint16_t)table[code_reader_next(&cr, g.bits)];
+    }
+}

@@ -1,0 +1,78 @@
+/*
+ * reader_internal.h: the reader object shared by reader*.c, mustafar.c and restore.c.
+ */
+#ifndef SQKV_READER_INTERNAL_H
+#define SQKV_READER_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "decode_ancillary.h"
+#include "decode_sparse.h"
+#include "diag.h"
+#include "parse_header.h"
+#include "parse_index.h"
+#include "sqkv.h"
+
+/* An ancillary section's body once checked (first access). */
+typedef struct sqkv_ancillary {
+    int checked;
+    const uint8_t *body; /* into the file (codec 0) or `owned` (codec 1) */
+    uint64_t size;
+    uint8_t *owned;
+} sqkv_ancillary;
+
+struct sqkv_reader {
+    sqkv_limits limits; /* effective: configured values capped at the format maxima */
+    unsigned flags;
+    sqkv_error error;   /* sticky */
+    char detail[512];
+    int opened;
+    const uint8_t *data;
+    uint64_t size;
+    void *map;          /* open_file's mapping, unmapped by destroy */
+    size_t map_size;
+    sqkv_file_info file;
+    sqkv_index index;
+    uint64_t memory_used; /* index tables, scratch, ancillary copies: at most limits.max_memory */
+    uint8_t *scratch;     /* decoded body of the last codec-1 tensor section read */
+    uint64_t scratch_size;
+    void *zstd;           /* ZSTD_DCtx, created on the first codec-1 section */
+    sqkv_ancillary tokens, fingerprint, metadata_body;
+    sqkv_metadata_entry *metadata;
+    uint32_t metadata_count;
+};
+
+/* Makes err sticky with the detail "<what>" (or d's text when what is NULL) and returns it. */
+sqkv_error sqkv_reader_fail(sqkv_reader *r, sqkv_error err, const char *what);
+/* Sticky failures with d's message, an argument error of `function`, or a section's error with the
+ * section named before d's message. */
+sqkv_error sqkv_reader_fail_diag(sqkv_reader *r, sqkv_error err, const sqkv_diag *d);
+sqkv_error sqkv_reader_fail_argument(sqkv_reader *r, const char *function, const char *what);
+sqkv_error sqkv_reader_fail_section(sqkv_reader *r, sqkv_error err, sqkv_diag *d, uint32_t entry);
+/* The sticky error, or STATE (made sticky) when no file is open; OK when calls may proceed. */
+sqkv_error sqkv_reader_usable(sqkv_reader *r, const char *function);
+
+/* Checks section `entry` (header, sizes, index agreement, body checksum unless the reader is TRUSTED
+ * and force_checksum is 0, padding, codec 1 streams) and gives its decoded body: into the file for
+ * codec 0, else the reader's scratch buffer, valid until the next call. Failures are sticky and name
+ * the section. */
+sqkv_error sqkv_reader_section(sqkv_reader *r, uint32_t entry, int force_checksum, sqkv_section_header *h,
+                               const uint8_t **body);
+/* sqkv_reader_section plus every SPARSE body rule. */
+sqkv_error sqkv_reader_sparse(sqkv_reader *r, uint32_t entry, int force_checksum, sqkv_sparse_view *v);
+
+/* The checked body of the TOKENS or FINGERPRINT section that is not superseded; *body = NULL,
+ * *size = 0 when the file has none. */
+sqkv_error sqkv_reader_ancillary(sqkv_reader *r, uint16_t kind, const uint8_t **body, uint64_t *size);
+
+/* First access to the TOKENS, FINGERPRINT or METADATA section that is not superseded: checks it and
+ * keeps its decoded body (and METADATA's parsed entries). *out is the slot, unchecked when absent. */
+sqkv_error sqkv_reader_load_ancillary(sqkv_reader *r, uint16_t kind, sqkv_ancillary **out);
+
+/* Positions in r->index.tensors of the sections of (layer, tensor) whose head range contains `head`
+ * (sorted by token_start): [*first, *end). Arguments already checked. */
+void sqkv_reader_head_sections(const sqkv_reader *r, uint32_t layer, uint32_t tensor, uint32_t head, uint32_t *first,
+                               uint32_t *end);
+
+#endif
