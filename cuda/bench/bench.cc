@@ -1,0 +1,447 @@
+/*
+ * bench.cc: GPU encode / decode throughput of SQKV against a device-to-device copy measured in the same
+ * run (CUDA events, warm-up, medians). Throughput is in GB/s of dense fp16: bytes read for encode,
+ * bytes written for decode; the copy counts bytes read plus bytes written, as usual.
+ *
+ *   sqkv_cuda_bench [--reps N] [--quick] [--out FILE]
+ */
+#include <cuda_runtime.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <fcntl.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include <algorithm>
+#include <chrono>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "sqkv.h"
+#include "sqkv_cuda.h"
+
+/* fp16 rounding through the float16 conversion in cuda_fp16 is device-only here; a small host one: */
+static uint16_t sqkv_fp16_bits(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    const uint32_t sign = (u >> 16) & 0x8000u;
+    int32_t e = (int32_t)((u >> 23) & 0xFF) - 127 + 15;
+    uint32_t m = u & 0x7FFFFFu;
+    if (e >= 31) return (uint16_t)(sign | 0x7BFF);
+    if (e <= 0) return (uint16_t)sign; /* tiny values flush (bench data only) */
+    uint32_t h = ((uint32_t)e << 10) | (m >> 13);
+    const uint32_t rem = m & 0x1FFF;
+    if (rem > 0x1000 || (rem == 0x1000 && (h & 1))) h++;
+    return (uint16_t)(sign | h);
+}
+
+namespace {
+
+int g_reps = 15;
+bool g_e2e = true;
+std::string g_report;
+
+void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void say(const char *fmt, ...) {
+    char buf[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    fputs(buf, stdout);
+    fflush(stdout);
+    g_report += buf;
+}
+
+#define CK(call)                                                                               \
+    do {                                                                                       \
+        cudaError_t e_ = (call);                                                               \
+        if (e_ != cudaSuccess) {                                                               \
+            fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_)); \
+            exit(1);                                                                           \
+        }                                                                                      \
+    } while (0)
+#define SK(call)                                                                                          \
+    do {                                                                                                  \
+        sqkv_cuda_status s_ = (call);                                                                     \
+        if (s_ != SQKV_OK) {                                                                              \
+            fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #call, sqkv_cuda_status_name(s_));      \
+            exit(1);                                                                                      \
+        }                                                                                                 \
+    } while (0)
+
+double median(std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+}
+
+/* Times fn (which queues work on stream) with events: warm-up runs, then g_reps timed runs; median ms. */
+template <typename F>
+double time_ms(cudaStream_t stream, F fn, int warm = 3) {
+    cudaEvent_t a, b;
+    CK(cudaEventCreate(&a));
+    CK(cudaEventCreate(&b));
+    for (int i = 0; i < warm; i++) fn();
+    CK(cudaStreamSynchronize(stream));
+    std::vector<double> t;
+    for (int i = 0; i < g_reps; i++) {
+        CK(cudaEventRecord(a, stream));
+        fn();
+        CK(cudaEventRecord(b, stream));
+        CK(cudaEventSynchronize(b));
+        float ms = 0;
+        CK(cudaEventElapsedTime(&ms, a, b));
+        t.push_back(ms);
+    }
+    CK(cudaEventDestroy(a));
+    CK(cudaEventDestroy(b));
+    return median(t);
+}
+
+/* fp16 bits of a roughly normal value (sum of uniforms), with a per-channel scale as real K caches have
+ * (outlier channels). */
+void fill_fp16(uint16_t *p, size_t n, uint64_t seed, uint32_t D) {
+    uint64_t x = seed * 0x9E3779B97F4A7C15ull + 1;
+    for (size_t i = 0; i < n; i++) {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        const uint64_t r = x * 0x2545F4914F6CDD1Dull;
+        const float u = ((float)(r & 0xFFFF) + (float)((r >> 16) & 0xFFFF) + (float)((r >> 32) & 0xFFFF) +
+                         (float)((r >> 48) & 0xFFFF)) / 65536.0f - 2.0f;
+        const uint32_t d = (uint32_t)(i % D);
+        const float v = u * (d % 17 == 3 ? 8.0f : 1.0f);
+        p[i] = sqkv_fp16_bits(v);
+    }
+}
+
+}  // namespace
+
+namespace {
+
+struct Shape {
+    const char *name;
+    uint32_t layers, heads, tokens, dim;
+};
+
+struct Config {
+    const char *name;
+    uint32_t bits;
+    sqkv_quantizer q;
+    sqkv_scale_granularity g;
+};
+
+void bench_copy(cudaStream_t s) {
+    const size_t bytes = 2ull << 30;
+    void *a, *b;
+    CK(cudaMalloc(&a, bytes));
+    CK(cudaMalloc(&b, bytes));
+    CK(cudaMemset(a, 1, bytes));
+    const double ms = time_ms(s, [&] { CK(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, s)); });
+    say("| device-to-device copy, 2 GiB | %.3f ms | %.0f GB/s (read + write) |\n", ms, 2.0 * bytes / ms / 1e6);
+    CK(cudaFree(a));
+    CK(cudaFree(b));
+}
+
+void bench_shape(const Shape &sh, const Config &cf, cudaStream_t s, bool decode_too) {
+    sqkv_geometry g;
+    memset(&g, 0, sizeof g);
+    g.n_layers = sh.layers;
+    g.n_kv_heads = sh.heads;
+    g.head_dim = sh.dim;
+    g.n_tokens = sh.tokens;
+    g.dense_window = 0;
+    g.value_dtype = SQKV_DTYPE_FP16;
+    sqkv_writer_options o;
+    sqkv_writer_options_default(&o);
+    o.payload_bits = cf.bits;
+    o.quantizer = cf.q;
+    o.scales = cf.g;
+    sqkv_cuda_encoder *enc = nullptr;
+    SK(sqkv_cuda_encoder_create(&g, &o, &enc));
+    sqkv_cuda_encode_sizes sz;
+    SK(sqkv_cuda_encoder_sizes(enc, &sz));
+    const size_t tensor = (size_t)sh.heads * sh.tokens * sh.dim * 2;
+    const size_t dense_total = 2 * tensor * sh.layers;
+    /* four distinct layers of data, reused cyclically (the whole batch is far larger than L2) */
+    const int distinct = 4;
+    std::vector<uint16_t> host(tensor / 2);
+    uint8_t *in, *out, *ws;
+    CK(cudaMalloc(&in, 2 * tensor * distinct));
+    for (int i = 0; i < 2 * distinct; i++) {
+        fill_fp16(host.data(), host.size(), 1000 + i, sh.dim);
+        CK(cudaMemcpy(in + tensor * i, host.data(), tensor, cudaMemcpyHostToDevice));
+    }
+    const uint64_t ws_size = sz.workspace_base + sz.workspace_per_layer * sh.layers;
+    CK(cudaMalloc(&out, sz.layer_capacity * sh.layers));
+    CK(cudaMalloc(&ws, ws_size));
+    std::vector<const void *> kp(sh.layers), vp(sh.layers);
+    for (uint32_t l = 0; l < sh.layers; l++) {
+        kp[l] = in + tensor * (2 * (l % distinct));
+        vp[l] = in + tensor * (2 * (l % distinct) + 1);
+    }
+    std::vector<uint64_t> ext((size_t)sh.layers * sz.sections_per_layer);
+    auto encode = [&] {
+        SK(sqkv_cuda_encode_layers(enc, 0, sh.layers, SQKV_DTYPE_FP16, kp.data(), vp.data(), out,
+                                   sz.layer_capacity * sh.layers, ws, ws_size, s));
+    };
+    /* warm-up and timed runs; results are read (and the encoder reset) outside the timed region */
+    std::vector<double> t;
+    cudaEvent_t a, b;
+    CK(cudaEventCreate(&a));
+    CK(cudaEventCreate(&b));
+    for (int i = 0; i < 3 + g_reps; i++) {
+        CK(cudaEventRecord(a, s));
+        encode();
+        CK(cudaEventRecord(b, s));
+        SK(sqkv_cuda_encode_results(enc, ws, ext.data(), s));
+        float ms;
+        CK(cudaEventElapsedTime(&ms, a, b));
+        if (i >= 3) t.push_back(ms);
+        if (i + 1 < 3 + g_reps) SK(sqkv_cuda_encoder_reset(enc));
+    }
+    const double ms = median(t);
+    uint64_t comp = 0;
+    for (uint64_t x : ext) comp += x;
+    say("| encode %s %s | %u x %u x %u x %u | %.3f ms | %.0f GB/s | %.1f%% of fp16 |\n", sh.name, cf.name, sh.layers,
+        sh.heads, sh.tokens, sh.dim, ms, dense_total / ms / 1e6, 100.0 * comp / dense_total);
+
+    /* checksum placement: the bodies hashed on the GPU vs copied to the host and hashed there */
+    {
+        std::vector<const void *> bodies;
+        std::vector<uint64_t> sizes;
+        for (uint32_t l = 0; l < sh.layers; l++)
+            for (uint32_t i = 0; i < sz.sections_per_layer; i++) {
+                bodies.push_back(out + sz.layer_capacity * l + sqkv_cuda_encoder_slot_offset(enc, i) + 64);
+                sizes.push_back(ext[(size_t)l * sz.sections_per_layer + i] - 64);
+            }
+        const uint64_t hw = sqkv_cuda_checksums_workspace(sizes.data(), sizes.size());
+        void *hws;
+        CK(cudaMalloc(&hws, hw));
+        std::vector<uint64_t> sums(sizes.size());
+        std::vector<double> gt;
+        for (int i = 0; i < 3 + g_reps; i++) {
+            const auto t0 = std::chrono::steady_clock::now();
+            SK(sqkv_cuda_checksums(bodies.data(), sizes.data(), sizes.size(), sums.data(), hws, hw, s));
+            const auto t1 = std::chrono::steady_clock::now();
+            if (i >= 3) gt.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+        }
+        uint64_t total = 0;
+        for (uint64_t x : sizes) total += x;
+        uint8_t *pin;
+        CK(cudaMallocHost((void **)&pin, total));
+        std::vector<double> ht;
+        for (int i = 0; i < 3; i++) {
+            const auto t0 = std::chrono::steady_clock::now();
+            uint64_t off = 0;
+            for (size_t q = 0; q < sizes.size(); q++) {
+                CK(cudaMemcpyAsync(pin + off, bodies[q], sizes[q], cudaMemcpyDeviceToHost, s));
+                off += sizes[q];
+            }
+            CK(cudaStreamSynchronize(s));
+            off = 0;
+            uint64_t x = 0;
+            for (size_t q = 0; q < sizes.size(); q++) {
+                x ^= XXH3_64bits(pin + off, sizes[q]);
+                if (i == 0 && XXH3_64bits(pin + off, sizes[q]) != sums[q]) {
+                    fprintf(stderr, "checksum mismatch in section %zu\n", q);
+                    exit(1);
+                }
+                off += sizes[q];
+            }
+            const auto t1 = std::chrono::steady_clock::now();
+            if (x == 42) say(" ");
+            ht.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+        }
+        say("| checksums of those bodies (%.1f MB) | GPU (host clock, incl. launch + sync) %.3f ms | host: copy + XXH3 "
+            "one thread %.3f ms |\n",
+            total / 1e6, median(gt), median(ht));
+        CK(cudaFreeHost(pin));
+        CK(cudaFree(hws));
+    }
+    if (decode_too) {
+        /* the encoded cache as a file, then decoded on the GPU */
+        std::vector<uint8_t> file;
+        auto vw = [](void *ctx, const void *data, size_t size) -> int {
+            auto *v = (std::vector<uint8_t> *)ctx;
+            v->insert(v->end(), (const uint8_t *)data, (const uint8_t *)data + size);
+            return 0;
+        };
+        std::vector<const void *> lp(sh.layers);
+        for (uint32_t l = 0; l < sh.layers; l++) lp[l] = out + sz.layer_capacity * l;
+        SK(sqkv_cuda_encoder_write_file(enc, lp.data(), vw, &file, s));
+        uint8_t *dfile, *dout, *dws;
+        CK(cudaMalloc(&dfile, file.size()));
+        CK(cudaMemcpy(dfile, file.data(), file.size(), cudaMemcpyHostToDevice));
+        CK(cudaMalloc(&dout, dense_total));
+        std::vector<void *> ko(sh.layers), vo(sh.layers);
+        for (uint32_t l = 0; l < sh.layers; l++) {
+            ko[l] = dout + 2 * tensor * l;
+            vo[l] = dout + 2 * tensor * l + tensor;
+        }
+        for (int trusted = 0; trusted < 2; trusted++) {
+            sqkv_cuda_decoder *dec = nullptr;
+            SK(sqkv_cuda_decoder_create(file.data(), file.size(), dfile, nullptr, trusted ? SQKV_CUDA_TRUSTED : 0, &dec));
+            uint64_t wsz = 0;
+            SK(sqkv_cuda_decoder_workspace_size(dec, sh.layers, &wsz));
+            CK(cudaMalloc(&dws, wsz));
+            const auto t0 = std::chrono::steady_clock::now();
+            SK(sqkv_cuda_decode_layers(dec, 0, sh.layers, SQKV_DTYPE_FP16, ko.data(), vo.data(), tensor, dws, wsz, s));
+            CK(cudaStreamSynchronize(s));
+            const auto t1 = std::chrono::steady_clock::now();
+            const double first = std::chrono::duration<double, std::milli>(t1 - t0).count();
+            const double again = time_ms(s, [&] {
+                SK(sqkv_cuda_decode_layers(dec, 0, sh.layers, SQKV_DTYPE_FP16, ko.data(), vo.data(), tensor, dws, wsz, s));
+            });
+            say("| decode %s %s, first call (%s + validation kernels + one sync + decode; host clock) | %.3f ms | "
+                "%.0f GB/s written |\n",
+                sh.name, cf.name, trusted ? "trusted: no checksums" : "GPU checksums", first, dense_total / first / 1e6);
+            if (!trusted)
+                say("| decode %s %s, sections already validated (one decode kernel, unit starts from the checked offset tables) | %.3f ms | %.0f GB/s "
+                    "written |\n",
+                    sh.name, cf.name, again, dense_total / again / 1e6);
+            CK(cudaFree(dws));
+            sqkv_cuda_decoder_destroy(dec);
+        }
+        if (g_e2e) {
+            /* save: GPU cache -> file; restore: file -> GPU cache. SQKV vs the raw fp16 bytes, the same
+             * way (pinned staging, write/read through the page cache, no fsync). */
+            const char *sq_path = "/tmp/sqkv_bench.sqkv", *raw_path = "/tmp/sqkv_bench.raw";
+            uint8_t *pin;
+            CK(cudaMallocHost((void **)&pin, dense_total));
+            auto fdw = [](void *ctx, const void *data, size_t size) -> int {
+                const uint8_t *p = (const uint8_t *)data;
+                while (size) {
+                    const ssize_t n = write(*(int *)ctx, p, size);
+                    if (n <= 0) return 1;
+                    p += n;
+                    size -= (size_t)n;
+                }
+                return 0;
+            };
+            auto now = [] { return std::chrono::steady_clock::now(); };
+            auto ms_since = [](std::chrono::steady_clock::time_point a) {
+                return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - a).count();
+            };
+            std::vector<double> ts[4];
+            for (int rep = 0; rep < 3; rep++) {
+                SK(sqkv_cuda_encoder_reset(enc));
+                auto t = now();
+                encode();
+                SK(sqkv_cuda_encode_results(enc, ws, nullptr, s));
+                int fd = open(sq_path, O_CREAT | O_TRUNC | O_WRONLY, 0644);
+                SK(sqkv_cuda_encoder_write_file(enc, lp.data(), fdw, &fd, s));
+                close(fd);
+                ts[0].push_back(ms_since(t));
+                t = now();
+                for (uint32_t l = 0; l < sh.layers; l++) {
+                    CK(cudaMemcpyAsync(pin + 2 * tensor * l, kp[l], tensor, cudaMemcpyDeviceToHost, s));
+                    CK(cudaMemcpyAsync(pin + 2 * tensor * l + tensor, vp[l], tensor, cudaMemcpyDeviceToHost, s));
+                }
+                CK(cudaStreamSynchronize(s));
+                fd = open(raw_path, O_CREAT | O_TRUNC | O_WRONLY, 0644);
+                fdw(&fd, pin, dense_total);
+                close(fd);
+                ts[1].push_back(ms_since(t));
+                t = now();
+                fd = open(sq_path, O_RDONLY);
+                const size_t fsz = file.size();
+                size_t got = 0;
+                while (got < fsz) {
+                    const ssize_t n = read(fd, pin + got, fsz - got);
+                    if (n <= 0) break;
+                    got += (size_t)n;
+                }
+                close(fd);
+                CK(cudaMemcpyAsync(dfile, pin, fsz, cudaMemcpyHostToDevice, s));
+                sqkv_cuda_decoder *dec = nullptr;
+                SK(sqkv_cuda_decoder_create(pin, fsz, dfile, nullptr, 0, &dec));
+                uint64_t wsz = 0;
+                SK(sqkv_cuda_decoder_workspace_size(dec, sh.layers, &wsz));
+                CK(cudaMalloc(&dws, wsz));
+                SK(sqkv_cuda_decode_layers(dec, 0, sh.layers, SQKV_DTYPE_FP16, ko.data(), vo.data(), tensor, dws, wsz, s));
+                CK(cudaStreamSynchronize(s));
+                ts[2].push_back(ms_since(t));
+                sqkv_cuda_decoder_destroy(dec);
+                CK(cudaFree(dws));
+                t = now();
+                fd = open(raw_path, O_RDONLY);
+                got = 0;
+                while (got < dense_total) {
+                    const ssize_t n = read(fd, pin + got, dense_total - got);
+                    if (n <= 0) break;
+                    got += (size_t)n;
+                }
+                close(fd);
+                CK(cudaMemcpyAsync(dout, pin, dense_total, cudaMemcpyHostToDevice, s));
+                CK(cudaStreamSynchronize(s));
+                ts[3].push_back(ms_since(t));
+            }
+            say("| save GPU cache to file (%s): SQKV encode + write %.1f MB | %.1f ms | raw fp16 D2H + write %.1f MB: "
+                "%.1f ms |\n",
+                sh.name, file.size() / 1e6, median(ts[0]), dense_total / 1e6, median(ts[1]));
+            say("| restore file to GPU (%s): SQKV read + H2D + validate + decode | %.1f ms | raw fp16 read + H2D: %.1f ms "
+                "|\n",
+                sh.name, median(ts[2]), median(ts[3]));
+            unlink(sq_path);
+            unlink(raw_path);
+            CK(cudaFreeHost(pin));
+            g_e2e = false;
+        }
+        CK(cudaFree(dfile));
+        CK(cudaFree(dout));
+    }
+    CK(cudaEventDestroy(a));
+    CK(cudaEventDestroy(b));
+    sqkv_cuda_encoder_destroy(enc);
+    CK(cudaFree(in));
+    CK(cudaFree(out));
+    CK(cudaFree(ws));
+}
+
+}  // namespace
+
+int main(int argc, char **argv) {
+    bool quick = false;
+    const char *out_path = nullptr;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--reps") && i + 1 < argc) g_reps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--quick")) quick = true;
+        else if (!strcmp(argv[i], "--out") && i + 1 < argc) out_path = argv[++i];
+    }
+    cudaDeviceProp p;
+    CK(cudaGetDeviceProperties(&p, 0));
+    char date[64];
+    const time_t now = time(nullptr);
+    strftime(date, sizeof date, "%Y-%m-%d %H:%M UTC", gmtime(&now));
+    say("GPU: %s, %d SMs, %.0f MB L2, %.1f GiB; %s; medians of %d timed runs after 3 warm-ups\n\n", p.name,
+        p.multiProcessorCount, p.l2CacheSize / 1e6, p.totalGlobalMem / 1073741824.0, date, g_reps);
+    say("| what | time | throughput | size |\n|---|---|---|---|\n");
+    cudaStream_t s;
+    CK(cudaStreamCreate(&s));
+    bench_copy(s);
+    const Shape shapes[] = {{"llama3-8b", 32, 8, 4096, 128}, {"larger", 32, 8, 16384, 128}};
+    const Config configs[] = {{"2-bit sym per-head (default)", 2, SQKV_QUANT_SYMMETRIC, SQKV_SCALE_PER_HEAD},
+                              {"4-bit asym per-tile", 4, SQKV_QUANT_ASYMMETRIC, SQKV_SCALE_PER_TILE},
+                              {"16-bit exact", 16, SQKV_QUANT_EXACT, SQKV_SCALE_NONE}};
+    for (const Shape &sh : shapes) {
+        for (const Config &cf : configs) {
+            bench_shape(sh, cf, s, true);
+            if (quick) break;
+        }
+        if (quick) break;
+    }
+    CK(cudaStreamDestroy(s));
+    if (out_path) {
+        FILE *f = fopen(out_path, "w");
+        if (f) {
+            fputs(g_report.c_str(), f);
+            fclose(f);
+        }
+    }
+    return 0;
+}

@@ -1,0 +1,514 @@
+/*
+ * decode.cu: the host side of the GPU decoder: structure validation with the CPU library (file header,
+ * tail, index, coverage, every tensor section's header), the per-call plan of sections and units, the
+ * validation verdict read back before any decoding kernel runs, and the error reports.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <algorithm>
+#include <new>
+#include <string>
+#include <vector>
+
+#include "decode_kernels.cuh"
+#include "internal.cuh"
+#include "xxh3.cuh"
+
+extern "C" {
+#include "decode_dense.h"
+#include "decode_sparse.h"
+#include "format.h"
+#include "reader_internal.h"
+#include "section_header.h"
+#include "sparse_layout.h"
+#include "tile_layout.h"
+}
+
+using namespace sqkv_cuda;
+
+namespace {
+
+struct HostSection {
+    uint32_t entry;          /* index entry in the reader */
+    sqkv_section_header h;
+    uint64_t body_offset;    /* in the file */
+    sqkv_sparse_layout lay;  /* SPARSE stream offsets (payload_at does not depend on the kept count) */
+    bool validated = false;
+};
+
+}  // namespace
+
+struct sqkv_cuda_decoder {
+    sqkv_reader *reader = nullptr;
+    const uint8_t *host = nullptr, *dev = nullptr;
+    size_t size = 0;
+    unsigned flags = 0;
+    sqkv_geometry geo;
+    Geometry g;
+    std::vector<HostSection> secs;                 /* tensor sections not superseded */
+    std::vector<std::vector<uint32_t>> by_lt;      /* [2 * layer + tensor] -> secs indices, coverage order */
+    sqkv_cuda_status error = SQKV_OK;
+    std::string detail;
+};
+
+namespace {
+
+sqkv_cuda_status fail(sqkv_cuda_decoder *d, sqkv_cuda_status st, const char *fmt, ...) {
+    char buf[600];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    d->error = st;
+    d->detail = buf;
+    return st;
+}
+
+std::string describe(const HostSection &s) {
+    char b[200];
+    snprintf(b, sizeof b, "%s section (layer %u, %s, heads %u..%u, tokens %u..%u)",
+             s.h.kind == SQKV_KIND_SPARSE ? "SPARSE" : "DENSE", s.h.layer, s.h.tensor ? "V" : "K", s.h.head_start,
+             s.h.head_start + s.h.head_count - 1, s.h.token_start, s.h.token_start + s.h.token_count - 1);
+    return b;
+}
+
+/* The plan of one call: sections, their units, DENSE ids and XXH3 jobs; uploaded into the workspace. */
+struct CallPlan {
+    std::vector<uint32_t> sec_ids;  /* decoder sections */
+    std::vector<DecSection> secs;
+    uint32_t n_units = 0;
+    std::vector<uint32_t> dense;
+    uint64_t max_dense = 0;
+    std::vector<HashJob> jobs;
+    std::vector<uint32_t> job_sec; /* call section of each job */
+    std::vector<uint32_t> block_map;
+    /* Mustafar */
+    std::vector<uint32_t> m_units;
+    std::vector<uint64_t> m_tile_base;
+};
+
+struct CallLayout {
+    uint64_t secs, units, stats, errors, dense, jobs, map, sums, hashes, m_units, m_tile_base, m_word_base, total;
+};
+
+CallLayout layout_of(const CallPlan &p) {
+    CallLayout l;
+    uint64_t off = 0;
+    auto take = [&](uint64_t bytes) {
+        const uint64_t at = off;
+        off = align_up(off + bytes, 256);
+        return at;
+    };
+    l.secs = take(p.secs.size() * sizeof(DecSection));
+    l.units = take(0);
+    l.stats = take((uint64_t)p.n_units * sizeof(UnitStat));
+    l.errors = take(p.secs.size() * 4);
+    l.dense = take(p.dense.size() * 4);
+    l.jobs = take(p.jobs.size() * sizeof(HashJob));
+    l.map = take(p.block_map.size() * 4);
+    l.sums = take(p.block_map.size() * 64);
+    l.hashes = take(p.jobs.size() * 8);
+    l.m_units = take(p.m_units.size() * 4);
+    l.m_tile_base = take(p.m_tile_base.size() * 8);
+    l.m_word_base = take((p.m_units.size() + 1) * 8);
+    l.total = off;
+    return l;
+}
+
+void add_section(const sqkv_cuda_decoder *d, uint32_t id, uint8_t *out, bool hash, CallPlan *p) {
+    const HostSection &hs = d->secs[id];
+    const sqkv_section_header &h = hs.h;
+    DecSection s;
+    memset(&s, 0, sizeof s);
+    s.body = d->dev + hs.body_offset;
+    s.out = out;
+    s.decoded_size = h.decoded_size;
+    s.kind = (uint8_t)h.kind;
+    s.tensor = h.tensor;
+    s.head_start = h.head_start;
+    s.head_count = h.head_count;
+    s.token_start = h.token_start;
+    s.token_count = h.token_count;
+    const uint32_t call_id = (uint32_t)p->secs.size();
+    if (h.kind == SQKV_KIND_SPARSE) {
+        s.bits = h.payload_bits;
+        s.quantizer = h.quantizer;
+        s.granularity = h.scale_granularity;
+        s.offset_log2 = h.offset_interval_log2;
+        s.params_per_group = (uint8_t)hs.lay.params_per_group;
+        s.n_tiles = hs.lay.n_tiles;
+        s.tiles_per_head = hs.lay.n_tiles / h.head_count;
+        s.n_offsets = hs.lay.n_offsets;
+        s.n_groups = hs.lay.n_groups;
+        s.offsets_at = hs.lay.offsets_at;
+        s.scales_at = hs.lay.scales_at;
+        s.payload_at = hs.lay.payload_at;
+        s.chunks = (h.token_count + 63) / 64;
+        s.unit_first = p->n_units;
+        s.n_units = s.chunks * h.head_count;
+        p->n_units += s.n_units;
+    } else {
+        s.unit_first = p->n_units; /* an empty unit range, in order */
+        p->dense.push_back(call_id);
+        const uint64_t n = (uint64_t)h.head_count * h.token_count * d->geo.head_dim;
+        if (n > p->max_dense) p->max_dense = n;
+    }
+    if (hash) {
+        const uint64_t len = h.stored_size, nb = len > 240 ? xxh3_full_blocks(len) : 0;
+        HashJob j;
+        j.data = s.body;
+        j.len_at = nullptr;
+        j.len = len;
+        j.block_first = p->block_map.size();
+        j.max_blocks = nb;
+        for (uint64_t b = 0; b < nb; b++) p->block_map.push_back((uint32_t)p->jobs.size());
+        p->jobs.push_back(j);
+        p->job_sec.push_back(call_id);
+    }
+    p->sec_ids.push_back(id);
+    p->secs.push_back(s);
+}
+
+sqkv_cuda_status rule_error(uint32_t bits) {
+    if (bits & kErrSize) return SQKV_ERR_SIZE_MISMATCH;
+    if (bits & (kErrStreamPad | kErrPayloadBytes)) return SQKV_ERR_PADDING;
+    if (bits & kErrBitmapPad) return SQKV_ERR_BITMAP_PADDING;
+    if (bits & kErrOffsets) return SQKV_ERR_OFFSET_MISMATCH;
+    if (bits & kErrScale) return SQKV_ERR_SCALE;
+    if (bits & (kErrPayloadPad | kErrDensePad)) return SQKV_ERR_PADDING;
+    if (bits & (kErrValue | kErrOverflow)) return SQKV_ERR_VALUE;
+    return SQKV_OK;
+}
+
+/* Host-side body validation with the CPU decoder (SQKV_CUDA_HOST_VALIDATE). */
+sqkv_cuda_status host_validate(sqkv_cuda_decoder *d, HostSection &s) {
+    const int force = !(d->flags & SQKV_CUDA_TRUSTED);
+    if (s.h.kind == SQKV_KIND_SPARSE) {
+        sqkv_sparse_view *view = (sqkv_sparse_view *)malloc(sizeof *view);
+        if (!view) return SQKV_ERR_OUT_OF_MEMORY;
+        const sqkv_error err = sqkv_reader_sparse(d->reader, s.entry, force, view);
+        free(view);
+        if (err) return fail(d, err, "%s", sqkv_reader_error_detail(d->reader));
+    } else {
+        sqkv_section_header h;
+        const uint8_t *body;
+        sqkv_error err = sqkv_reader_section(d->reader, s.entry, force, &h, &body);
+        if (err) return fail(d, err, "%s", sqkv_reader_error_detail(d->reader));
+        sqkv_diag diag;
+        err = sqkv_dense_validate(body, &h, d->geo.head_dim, d->geo.value_dtype, &diag);
+        if (err) return fail(d, err, "%s: %s", describe(s).c_str(), diag.text);
+    }
+    s.validated = true;
+    return SQKV_OK;
+}
+
+/* Uploads the plan, runs checksums (unvalidated sections, unless trusted), the count and section
+ * passes, and the validation kernels; reads the verdict back (one synchronization) when anything was
+ * unvalidated. On success the workspace holds every unit's payload position. */
+sqkv_cuda_status prepare_call(sqkv_cuda_decoder *d, CallPlan &p, uint8_t *ws, uint64_t ws_size, uint32_t out_dtype,
+                              bool need_stats, DecodeArgs *a, CallLayout *lay, cudaStream_t stream) {
+    *lay = layout_of(p);
+    if (ws_size < lay->total)
+        return fail(d, SQKV_ERR_BUFFER_TOO_SMALL, "workspace holds %llu bytes, this call needs %llu",
+                    (unsigned long long)ws_size, (unsigned long long)lay->total);
+    bool unvalidated = false;
+    for (uint32_t id : p.sec_ids) unvalidated |= !d->secs[id].validated;
+    SQKV_CUDA_TRY(cudaMemcpyAsync(ws + lay->secs, p.secs.data(), p.secs.size() * sizeof(DecSection),
+                                  cudaMemcpyHostToDevice, stream));
+    if (!p.dense.empty())
+        SQKV_CUDA_TRY(cudaMemcpyAsync(ws + lay->dense, p.dense.data(), p.dense.size() * 4, cudaMemcpyHostToDevice, stream));
+    if (!p.jobs.empty())
+        SQKV_CUDA_TRY(cudaMemcpyAsync(ws + lay->jobs, p.jobs.data(), p.jobs.size() * sizeof(HashJob),
+                                      cudaMemcpyHostToDevice, stream));
+    if (!p.block_map.empty())
+        SQKV_CUDA_TRY(cudaMemcpyAsync(ws + lay->map, p.block_map.data(), p.block_map.size() * 4, cudaMemcpyHostToDevice,
+                                      stream));
+    if (!p.m_units.empty()) {
+        SQKV_CUDA_TRY(cudaMemcpyAsync(ws + lay->m_units, p.m_units.data(), p.m_units.size() * 4, cudaMemcpyHostToDevice,
+                                      stream));
+        SQKV_CUDA_TRY(cudaMemcpyAsync(ws + lay->m_tile_base, p.m_tile_base.data(), p.m_tile_base.size() * 8,
+                                      cudaMemcpyHostToDevice, stream));
+    }
+    SQKV_CUDA_TRY(cudaMemsetAsync(ws + lay->errors, 0, p.secs.size() * 4, stream));
+    memset(a, 0, sizeof *a);
+    a->g = d->g;
+    a->out_dtype = out_dtype;
+    a->sections = (const DecSection *)(ws + lay->secs);
+    a->n_sections = (uint32_t)p.secs.size();
+    a->n_units = p.n_units;
+    a->stats = (UnitStat *)(ws + lay->stats);
+    a->errors = (uint32_t *)(ws + lay->errors);
+    a->max_bits = 2;
+    bool small_k = true;
+    for (const DecSection &x : p.secs)
+        if (x.kind == SQKV_KIND_SPARSE) {
+            if (x.bits > a->max_bits) a->max_bits = x.bits;
+            if (x.offset_log2 > 8) small_k = false;
+        }
+    /* Sections validated by an earlier call: unit starts come from their (checked) offset tables,
+     * and the count and per-section passes are skipped, leaving one decoding kernel. */
+    if (!unvalidated && small_k && !need_stats) {
+        a->use_offsets = 1;
+        return SQKV_OK;
+    }
+    if (!p.jobs.empty()) {
+        const sqkv_cuda_status st = launch_hash((const HashJob *)(ws + lay->jobs), (uint32_t)p.jobs.size(), 1,
+                                                (const uint32_t *)(ws + lay->map), p.block_map.size(),
+                                                (uint64_t *)(ws + lay->sums), (uint64_t *)(ws + lay->hashes), stream);
+        if (st != SQKV_OK) return fail(d, st, "checksum launch: %s", sqkv_cuda_status_name(st));
+    }
+    sqkv_cuda_status st = launch_decode_prepare(*a, stream);
+    if (st != SQKV_OK) return fail(d, st, "decode launch: %s", sqkv_cuda_status_name(st));
+    if (!unvalidated) return SQKV_OK;
+    st = launch_decode_check(*a, (const uint32_t *)(ws + lay->dense), (uint32_t)p.dense.size(), p.max_dense, stream);
+    if (st != SQKV_OK) return fail(d, st, "validation launch: %s", sqkv_cuda_status_name(st));
+    std::vector<uint32_t> errs(p.secs.size());
+    std::vector<uint64_t> sums(p.jobs.size());
+    SQKV_CUDA_TRY(cudaMemcpyAsync(errs.data(), ws + lay->errors, errs.size() * 4, cudaMemcpyDeviceToHost, stream));
+    if (!sums.empty())
+        SQKV_CUDA_TRY(cudaMemcpyAsync(sums.data(), ws + lay->hashes, sums.size() * 8, cudaMemcpyDeviceToHost, stream));
+    SQKV_CUDA_TRY(cudaStreamSynchronize(stream));
+    std::vector<uint8_t> bad_sum(p.secs.size(), 0);
+    for (size_t j = 0; j < p.jobs.size(); j++)
+        if (sums[j] != d->secs[p.sec_ids[p.job_sec[j]]].h.body_checksum) bad_sum[p.job_sec[j]] = 1;
+    for (size_t i = 0; i < p.secs.size(); i++) {
+        const HostSection &s = d->secs[p.sec_ids[i]];
+        if (s.validated) continue;
+        if (bad_sum[i]) return fail(d, SQKV_ERR_SECTION_CHECKSUM, "%s: body checksum mismatch (§5)", describe(s).c_str());
+        const sqkv_cuda_status e = rule_error(errs[i] & ~kErrOverflow);
+        if (e != SQKV_OK)
+            return fail(d, e, "%s: %s (checked on the GPU)", describe(s).c_str(), sqkv_error_message((sqkv_error)e));
+    }
+    for (uint32_t id : p.sec_ids) d->secs[id].validated = true;
+    return SQKV_OK;
+}
+
+}  // namespace
+
+extern "C" sqkv_cuda_status sqkv_cuda_decoder_create(const void *host_file, size_t size, const void *device_file,
+                                                     const sqkv_limits *limits, unsigned flags,
+                                                     sqkv_cuda_decoder **out) {
+    if (!out) return SQKV_ERR_INVALID_ARGUMENT;
+    *out = nullptr;
+    if (!host_file || !device_file || flags > 3u) return SQKV_ERR_INVALID_ARGUMENT;
+    sqkv_cuda_decoder *d = new (std::nothrow) sqkv_cuda_decoder();
+    if (!d) return SQKV_ERR_OUT_OF_MEMORY;
+    d->host = (const uint8_t *)host_file;
+    d->dev = (const uint8_t *)device_file;
+    d->size = size;
+    d->flags = flags;
+    /* The CPU reader checks structure; body checksums are left to the GPU unless the host validates. */
+    const unsigned rflags = (flags & SQKV_CUDA_HOST_VALIDATE) && !(flags & SQKV_CUDA_TRUSTED) ? 0u : SQKV_READER_TRUSTED;
+    sqkv_error err = sqkv_reader_create(limits, rflags, &d->reader);
+    if (err == SQKV_OK) err = sqkv_reader_open_memory(d->reader, host_file, size);
+    if (err == SQKV_OK) err = sqkv_reader_geometry(d->reader, &d->geo);
+    if (err != SQKV_OK) {
+        *out = d; /* the caller reads the detail, then destroys */
+        return fail(d, err, "%s", d->reader ? sqkv_reader_error_detail(d->reader) : "out of memory");
+    }
+    const sqkv_geometry &geo = d->geo;
+    d->g.n_heads = geo.n_kv_heads;
+    d->g.n_tokens = geo.n_tokens;
+    d->g.head_dim = geo.head_dim;
+    d->g.e_bf16 = geo.value_dtype == SQKV_DTYPE_BF16;
+    d->g.hb = (geo.head_dim + 63) / 64;
+    d->by_lt.assign(2 * (size_t)geo.n_layers, {});
+    const sqkv_reader *r = d->reader;
+    for (uint32_t lt = 0; lt < 2 * geo.n_layers; lt++) {
+        for (uint32_t pos = r->index.lt_first[lt]; pos < r->index.lt_first[lt + 1]; pos++) {
+            HostSection s;
+            s.entry = r->index.tensors[pos].entry;
+            const uint8_t *body = nullptr;
+            /* header checksum, kind, codec, fields, sizes, index agreement, padding after the body */
+            err = sqkv_reader_section(d->reader, s.entry, 0, &s.h, &body);
+            if (err != SQKV_OK) {
+                *out = d;
+                return fail(d, err, "%s", sqkv_reader_error_detail(d->reader));
+            }
+            if (s.h.codec != SQKV_CODEC_NONE) {
+                *out = d;
+                return fail(d, SQKV_ERR_UNSUPPORTED, "%s: codec %u is decoded on the host only", describe(s).c_str(),
+                            s.h.codec);
+            }
+            s.body_offset = (uint64_t)(body - d->host);
+            if (s.h.kind == SQKV_KIND_SPARSE) {
+                const uint64_t nt = sqkv_tiles_per_head((sqkv_tensor)s.h.tensor, s.h.token_count, geo.head_dim) *
+                                    s.h.head_count;
+                sqkv_sparse_layout_compute(nt, s.h.offset_interval_log2, s.h.quantizer, s.h.scale_granularity,
+                                           s.h.payload_bits, s.h.head_count, 0, &s.lay);
+                if (s.lay.payload_at > s.h.decoded_size) {
+                    *out = d;
+                    return fail(d, SQKV_ERR_SIZE_MISMATCH, "%s: decoded_size below its streams", describe(s).c_str());
+                }
+            }
+            d->by_lt[lt].push_back((uint32_t)d->secs.size());
+            d->secs.push_back(s);
+        }
+    }
+    *out = d;
+    return SQKV_OK;
+}
+
+extern "C" void sqkv_cuda_decoder_destroy(sqkv_cuda_decoder *d) {
+    if (!d) return;
+    sqkv_reader_destroy(d->reader);
+    delete d;
+}
+
+extern "C" const char *sqkv_cuda_decoder_error_detail(const sqkv_cuda_decoder *d) { return d ? d->detail.c_str() : ""; }
+
+extern "C" sqkv_cuda_status sqkv_cuda_decoder_geometry(const sqkv_cuda_decoder *d, sqkv_geometry *out) {
+    if (!d || !out) return SQKV_ERR_INVALID_ARGUMENT;
+    if (d->error != SQKV_OK) return d->error;
+    *out = d->geo;
+    return SQKV_OK;
+}
+
+namespace {
+
+CallPlan plan_layers(const sqkv_cuda_decoder *d, uint32_t first, uint32_t n, void *const *k_out, void *const *v_out,
+                     bool sizing = false) {
+    CallPlan p;
+    const bool hash = !(d->flags & (SQKV_CUDA_TRUSTED | SQKV_CUDA_HOST_VALIDATE));
+    for (uint32_t i = 0; i < n; i++)
+        for (uint32_t t = 0; t < 2; t++)
+            for (uint32_t id : d->by_lt[2 * (size_t)(first + i) + t])
+                add_section(d, id, (uint8_t *)(t ? (v_out ? v_out[i] : nullptr) : (k_out ? k_out[i] : nullptr)),
+                            hash && (sizing || !d->secs[id].validated), &p);
+    if (sizing) { /* room for a Mustafar call on any head of these layers */
+        p.m_units.resize(p.n_units);
+        p.m_tile_base.resize(p.n_units);
+    }
+    return p;
+}
+
+}  // namespace
+
+extern "C" sqkv_cuda_status sqkv_cuda_decoder_workspace_size(const sqkv_cuda_decoder *d, uint32_t n_layers,
+                                                             uint64_t *size) {
+    if (!d || !size) return SQKV_ERR_INVALID_ARGUMENT;
+    if (d->error != SQKV_OK) return d->error;
+    std::vector<uint64_t> per;
+    for (uint32_t l = 0; l < d->geo.n_layers; l++)
+        per.push_back(layout_of(plan_layers(d, l, 1, nullptr, nullptr, true)).total);
+    std::sort(per.rbegin(), per.rend());
+    uint64_t total = 256 * 16;
+    for (uint32_t i = 0; i < n_layers && i < per.size(); i++) total += per[i];
+    *size = total;
+    return SQKV_OK;
+}
+
+extern "C" sqkv_cuda_status sqkv_cuda_decode_layers(sqkv_cuda_decoder *d, uint32_t first_layer, uint32_t n_layers,
+                                                    sqkv_dtype out_dtype, void *const *k_out, void *const *v_out,
+                                                    uint64_t out_size, void *workspace, uint64_t workspace_size,
+                                                    cudaStream_t stream) {
+    if (!d) return SQKV_ERR_INVALID_ARGUMENT;
+    if (d->error != SQKV_OK) return d->error;
+    if (n_layers == 0) return SQKV_OK;
+    if (!k_out || !v_out || !workspace)
+        return fail(d, SQKV_ERR_INVALID_ARGUMENT, "decode_layers: k_out, v_out or workspace is NULL");
+    if (first_layer >= d->geo.n_layers || n_layers > d->geo.n_layers - first_layer)
+        return fail(d, SQKV_ERR_INVALID_ARGUMENT, "decode_layers: layers out of range");
+    if (out_dtype != SQKV_DTYPE_FP16 && out_dtype != SQKV_DTYPE_BF16)
+        return fail(d, SQKV_ERR_INVALID_ARGUMENT, "decode_layers: out_dtype must be FP16 or BF16");
+    const uint64_t need = sqkv_dense_size(d->geo.n_kv_heads, d->geo.n_tokens, d->geo.head_dim, out_dtype);
+    if (need == 0 || out_size < need)
+        return fail(d, SQKV_ERR_BUFFER_TOO_SMALL, "decode_layers: out_size %llu, each tensor needs %llu",
+                    (unsigned long long)out_size, (unsigned long long)need);
+    for (uint32_t i = 0; i < n_layers; i++)
+        if (!k_out[i] || !v_out[i]) return fail(d, SQKV_ERR_INVALID_ARGUMENT, "decode_layers: output %u is NULL", i);
+    if (d->flags & SQKV_CUDA_HOST_VALIDATE)
+        for (uint32_t i = 0; i < n_layers; i++)
+            for (uint32_t t = 0; t < 2; t++)
+                for (uint32_t id : d->by_lt[2 * (size_t)(first_layer + i) + t])
+                    if (!d->secs[id].validated) {
+                        const sqkv_cuda_status st = host_validate(d, d->secs[id]);
+                        if (st != SQKV_OK) return st;
+                    }
+    CallPlan p = plan_layers(d, first_layer, n_layers, k_out, v_out);
+    DecodeArgs a;
+    CallLayout lay;
+    uint8_t *ws = (uint8_t *)workspace;
+    sqkv_cuda_status st = prepare_call(d, p, ws, workspace_size, (uint32_t)out_dtype, false, &a, &lay, stream);
+    if (st != SQKV_OK) return st;
+    st = launch_decode_dense(a, (const uint32_t *)(ws + lay.dense), (uint32_t)p.dense.size(), p.max_dense, stream);
+    if (st != SQKV_OK) return fail(d, st, "decode launch: %s", sqkv_cuda_status_name(st));
+    if (d->geo.value_dtype == SQKV_DTYPE_BF16 && out_dtype == SQKV_DTYPE_FP16) {
+        /* bf16 values beyond the fp16 range: the CPU decoder refuses them (VALUE); so do we, which needs
+         * the kernels' verdict */
+        std::vector<uint32_t> errs(p.secs.size());
+        SQKV_CUDA_TRY(cudaMemcpyAsync(errs.data(), ws + lay.errors, errs.size() * 4, cudaMemcpyDeviceToHost, stream));
+        SQKV_CUDA_TRY(cudaStreamSynchronize(stream));
+        for (size_t i = 0; i < errs.size(); i++)
+            if (errs[i] & kErrOverflow)
+                return SQKV_ERR_VALUE; /* not sticky: decoding to bf16 still works */
+    }
+    return SQKV_OK;
+}
+
+extern "C" sqkv_cuda_status sqkv_cuda_decoder_mustafar_sizes(sqkv_cuda_decoder *d, uint32_t layer, sqkv_tensor tensor,
+                                                             uint32_t head, sqkv_mustafar_sizes *sizes) {
+    if (!d) return SQKV_ERR_INVALID_ARGUMENT;
+    if (d->error != SQKV_OK) return d->error;
+    const sqkv_error err = sqkv_reader_mustafar_sizes(d->reader, layer, tensor, head, sizes);
+    if (err != SQKV_OK) return fail(d, err, "%s", sqkv_reader_error_detail(d->reader));
+    return SQKV_OK;
+}
+
+extern "C" sqkv_cuda_status sqkv_cuda_decode_mustafar(sqkv_cuda_decoder *d, uint32_t layer, sqkv_tensor tensor,
+                                                      uint32_t head, int64_t *bitmaps, int32_t *accum_counts,
+                                                      uint16_t *values, const sqkv_mustafar_sizes *sizes,
+                                                      void *workspace, uint64_t workspace_size, cudaStream_t stream) {
+    if (!d) return SQKV_ERR_INVALID_ARGUMENT;
+    if (d->error != SQKV_OK) return d->error;
+    if (!bitmaps || !accum_counts || !values || !sizes || !workspace)
+        return fail(d, SQKV_ERR_INVALID_ARGUMENT, "decode_mustafar: a pointer is NULL");
+    if (layer >= d->geo.n_layers || head >= d->geo.n_kv_heads || (tensor != SQKV_TENSOR_K && tensor != SQKV_TENSOR_V))
+        return fail(d, SQKV_ERR_INVALID_ARGUMENT, "decode_mustafar: layer, tensor or head out of range");
+    sqkv_mustafar_sizes want;
+    sqkv_cuda_status st = sqkv_cuda_decoder_mustafar_sizes(d, layer, tensor, head, &want);
+    if (st != SQKV_OK) return st;
+    if (sizes->n_tiles != want.n_tiles || sizes->value_count < want.value_count)
+        return fail(d, SQKV_ERR_BUFFER_TOO_SMALL, "decode_mustafar: sizes differ from sqkv_cuda_decoder_mustafar_sizes");
+    CallPlan p;
+    const bool hash = !(d->flags & (SQKV_CUDA_TRUSTED | SQKV_CUDA_HOST_VALIDATE));
+    uint64_t tiles = 0;
+    for (uint32_t id : d->by_lt[2 * (size_t)layer + tensor]) {
+        const HostSection &s = d->secs[id];
+        if (s.h.kind != SQKV_KIND_SPARSE || head < s.h.head_start || head >= s.h.head_start + s.h.head_count) continue;
+        if ((d->flags & SQKV_CUDA_HOST_VALIDATE) && !s.validated) {
+            st = host_validate(d, d->secs[id]);
+            if (st != SQKV_OK) return st;
+        }
+        const uint32_t first_unit = p.n_units;
+        add_section(d, id, nullptr, hash && !s.validated, &p);
+        const DecSection &ds = p.secs.back();
+        const uint32_t j = head - s.h.head_start;
+        for (uint32_t c = 0; c < ds.chunks; c++) {
+            p.m_units.push_back(first_unit + j * ds.chunks + c);
+            p.m_tile_base.push_back(tiles + (ds.tensor == 0 ? (uint64_t)c * d->geo.head_dim
+                                                           : (uint64_t)64 * d->g.hb * c));
+        }
+        tiles += ds.tiles_per_head;
+    }
+    if (tiles != want.n_tiles) return fail(d, SQKV_ERR_STATE, "decode_mustafar: tile count disagrees with the reader");
+    DecodeArgs a;
+    CallLayout lay;
+    uint8_t *ws = (uint8_t *)workspace;
+    st = prepare_call(d, p, ws, workspace_size, 1, true, &a, &lay, stream);
+    if (st != SQKV_OK) return st;
+    a.m_units = (const uint32_t *)(ws + lay.m_units);
+    a.m_n_units = (uint32_t)p.m_units.size();
+    a.m_tile_base = (const uint64_t *)(ws + lay.m_tile_base);
+    a.m_n_tiles = tiles;
+    a.m_word_base = (uint64_t *)(ws + lay.m_word_base);
+    a.m_bitmaps = bitmaps;
+    a.m_accum = accum_counts;
+    a.m_values = values;
+    a.m_value_count = sizes->value_count;
+    st = launch_decode_mustafar(a, stream);
+    if (st != SQKV_OK) return fail(d, st, "mustafar launch: %s", sqkv_cuda_status_name(st));
+    return SQKV_OK;
+}

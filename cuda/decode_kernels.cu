@@ -1,0 +1,585 @@
+/*
+ * decode_kernels.cu: GPU decoding of SPARSE and DENSE sections, equal bit for bit to the CPU decoder.
+ *
+ *   count_kernel    one block per unit: popcounts of the unit's bitmaps, padding bits, PER_TILE
+ *                   parameter rules.
+ *   section_kernel  one block per SPARSE section: prefix sum of the unit counts (each unit's payload
+ *                   position), decoded_size against the popcounts, stream padding, PER_HEAD rules,
+ *                   bits after the last code.
+ *   check_kernel    (validation) the offset table against the popcounts, EXACT values; DENSE values.
+ *   decode_kernel   one block per unit: the unit's payload words are staged in shared memory; keys
+ *                   are written row by row (a lane owns two adjacent channels and walks down the
+ *                   tokens), values a warp per 64-channel row piece.
+ * Until a section is validated, payload positions come from the bitmaps' own prefix sums (the count
+ * and section kernels) and the offset table is only compared with them; once the host has read a
+ * clean verdict, later calls take each unit's start from the checked offset table plus at most
+ * 2^k - 1 popcounts (k <= 8), which leaves a single decoding kernel. Every read stays inside the
+ * stream extents the host derived from validated header fields; payload reads are clamped to the
+ * payload region as well.
+ */
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <stdint.h>
+
+#include "decode_kernels.cuh"
+#include "numeric.cuh"
+
+namespace sqkv_cuda {
+
+namespace {
+
+constexpr int kThreads = 256;
+
+__device__ __forceinline__ uint64_t valid_mask(uint32_t valid) {
+    return valid >= 64u ? ~0ull : (valid == 0 ? 0ull : ~0ull << (64u - valid));
+}
+
+/* Valid elements of unit tile t (keys: the unit's rows; values: channels of the tile's block). */
+__device__ __forceinline__ uint32_t tile_valid(const Geometry &g, const DecSection &sec, const UnitPlan &u, uint32_t t) {
+    if (sec.tensor == 0) return u.rows;
+    const uint32_t h = t / u.rows;
+    return min(64u, g.head_dim - 64u * h);
+}
+
+__device__ __forceinline__ void block_or(uint32_t *sh_err, uint32_t err) {
+    if (err) atomicOr(sh_err, err);
+}
+
+/* Exclusive prefix of per-tile values (popcount or padded words) of nt tiles into out[0..nt]. */
+template <typename F>
+__device__ void tile_scan(uint32_t nt, F value, uint32_t *out, uint32_t *wsum) {
+    const uint32_t tid = threadIdx.x, per = (nt + blockDim.x - 1) / blockDim.x;
+    const uint32_t first = min(nt, tid * per), last = min(nt, first + per);
+    uint32_t sum = 0;
+    for (uint32_t i = first; i < last; i++) sum += value(i);
+    uint32_t incl = sum;
+    for (int off = 1; off < 32; off <<= 1) {
+        const uint32_t v = __shfl_up_sync(0xFFFFFFFFu, incl, off);
+        if ((tid & 31) >= (uint32_t)off) incl += v;
+    }
+    if ((tid & 31) == 31) wsum[tid >> 5] = incl;
+    __syncthreads();
+    uint32_t run = incl - sum;
+    for (uint32_t w = 0; w < (tid >> 5); w++) run += wsum[w];
+    for (uint32_t i = first; i < last; i++) {
+        out[i] = run;
+        run += value(i);
+    }
+    if (tid == blockDim.x - 1) out[nt] = run;
+    __syncthreads();
+}
+
+/* Code of payload element e (b = 16: the E value itself); 0 beyond the payload region. */
+__device__ __forceinline__ uint32_t code_at(const DecSection &sec, uint32_t bits, uint64_t e) {
+    const uint8_t *payload = sec.body + sec.payload_at;
+    const uint64_t region = sec.decoded_size - sec.payload_at;
+    if (bits == 16) return 2 * e + 2 <= region ? ((const uint16_t *)payload)[e] : 0u;
+    const uint64_t bit = e * bits, word = bit >> 5;
+    if (4 * word + 4 > region) return 0u;
+    return (((const uint32_t *)payload)[word] >> (bit & 31u)) & ((1u << bits) - 1u);
+}
+
+__device__ __forceinline__ uint16_t to_out(uint16_t h, bool e_bf16, uint32_t out_dtype, uint32_t *flags) {
+    if ((out_dtype == 2) == e_bf16) return h;
+    if (e_bf16) {
+        const uint16_t r = __half_as_ushort(__float2half_rn(__uint_as_float((uint32_t)h << 16)));
+        if ((r & 0x7C00u) == 0x7C00u) *flags |= kErrOverflow;
+        return r;
+    }
+    return __bfloat16_as_ushort(__float2bfloat16_rn(__half2float(__ushort_as_half(h))));
+}
+
+/* Unit idx of the call, derived from the section list (sections in unit order; a unit is one head
+ * and one 64-token chunk of a SPARSE section), so no per-unit table travels to the device. */
+__device__ UnitPlan unit_at(const DecodeArgs &a, uint32_t idx) {
+    uint32_t lo = 0, hi = a.n_sections; /* first section whose unit range ends after idx */
+    while (lo < hi) {
+        const uint32_t mid = (lo + hi) / 2;
+        if (a.sections[mid].unit_first + a.sections[mid].n_units > idx) hi = mid;
+        else lo = mid + 1;
+    }
+    const DecSection &sec = a.sections[lo];
+    const uint32_t li = idx - sec.unit_first, j = li / sec.chunks, c = li % sec.chunks;
+    UnitPlan u;
+    u.section = lo;
+    u.head = j;
+    u.chunk = c;
+    u.rows = min(64u, sec.token_count - 64u * c);
+    u.pad0 = 0;
+    if (sec.tensor == 0) {
+        u.tile0 = (uint64_t)j * sec.tiles_per_head + (uint64_t)c * a.g.head_dim;
+        u.n_tiles = a.g.head_dim;
+    } else {
+        u.tile0 = (uint64_t)j * sec.tiles_per_head + (uint64_t)64 * a.g.hb * c;
+        u.n_tiles = u.rows * a.g.hb;
+    }
+    return u;
+}
+
+/* ---- count ---------------------------------------------------------------------------------------- */
+
+__global__ void __launch_bounds__(kThreads) count_kernel(DecodeArgs a) {
+    const UnitPlan u = unit_at(a, blockIdx.x);
+    const DecSection &sec = a.sections[u.section];
+    const Geometry &g = a.g;
+    const bool bf16 = g.e_bf16 != 0;
+    const uint64_t *bms = (const uint64_t *)sec.body + u.tile0;
+    const uint16_t *scales = (const uint16_t *)(sec.body + sec.scales_at);
+    __shared__ uint32_t s_count, s_padded, s_err;
+    if (threadIdx.x == 0) s_count = s_padded = s_err = 0;
+    __syncthreads();
+    uint32_t cnt = 0, padded = 0, err = 0;
+    for (uint32_t t = threadIdx.x; t < u.n_tiles; t += blockDim.x) {
+        const uint64_t bm = bms[t];
+        if (bm & ~valid_mask(tile_valid(g, sec, u, t))) err |= kErrBitmapPad;
+        const uint32_t c = __popcll(bm);
+        cnt += c;
+        padded += (c + 7u) & ~7u;
+        if (sec.granularity == 2) {
+            const uint64_t grp = (u.tile0 + t) * sec.params_per_group;
+            const uint16_t s = scales[grp], z = sec.params_per_group == 2 ? scales[grp + 1] : 0;
+            if (c == 0 ? (s != 0 || z != 0) : !quant_params_ok(sec.quantizer, sec.bits, bf16, s, z)) err |= kErrScale;
+        }
+    }
+    atomicAdd(&s_count, cnt);
+    atomicAdd(&s_padded, padded);
+    block_or(&s_err, err);
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        UnitStat &st = a.stats[blockIdx.x];
+        st.count = s_count;
+        st.padded = s_padded;
+        if (s_err) atomicOr(&a.errors[u.section], s_err);
+    }
+}
+
+/* ---- per section ------------------------------------------------------------------------------------ */
+
+__device__ bool bytes_zero(const uint8_t *p, uint64_t from, uint64_t to) {
+    bool ok = true;
+    for (uint64_t i = from + threadIdx.x; i < to; i += blockDim.x) ok &= p[i] == 0;
+    return ok;
+}
+
+__global__ void __launch_bounds__(kThreads) section_kernel(DecodeArgs a) {
+    const DecSection &sec = a.sections[blockIdx.x];
+    if (sec.kind != kKindSparse) return;
+    const Geometry &g = a.g;
+    const bool bf16 = g.e_bf16 != 0;
+    UnitStat *st = a.stats + sec.unit_first;
+    __shared__ uint64_t warp_sums[kThreads / 32];
+    __shared__ uint64_t carry;
+    __shared__ uint32_t s_err;
+    if (threadIdx.x == 0) {
+        carry = 0;
+        s_err = 0;
+    }
+    __syncthreads();
+    for (uint32_t base = 0; base < sec.n_units; base += kThreads) {
+        const uint32_t i = base + threadIdx.x;
+        const uint64_t c = i < sec.n_units ? st[i].count : 0;
+        uint64_t incl = c;
+        for (int off = 1; off < 32; off <<= 1) {
+            const uint64_t v = __shfl_up_sync(0xFFFFFFFFu, incl, off);
+            if ((threadIdx.x & 31) >= (uint32_t)off) incl += v;
+        }
+        if ((threadIdx.x & 31) == 31) warp_sums[threadIdx.x >> 5] = incl;
+        __syncthreads();
+        uint64_t before = carry;
+        for (uint32_t w = 0; w < (threadIdx.x >> 5); w++) before += warp_sums[w];
+        if (i < sec.n_units) st[i].start = before + incl - c;
+        __syncthreads();
+        if (threadIdx.x == kThreads - 1) carry = before + incl;
+        __syncthreads();
+    }
+    const uint64_t P = carry;
+    uint32_t err = 0;
+    const uint64_t payload_bytes = (P * sec.bits + 7) / 8;
+    const bool size_ok = sec.payload_at + align_up(payload_bytes, 8) == sec.decoded_size;
+    if (!size_ok) err |= kErrSize;
+    if (!bytes_zero(sec.body, sec.offsets_at + 4 * sec.n_offsets, sec.scales_at) ||
+        !bytes_zero(sec.body, sec.scales_at + 2 * sec.n_groups * sec.params_per_group, sec.payload_at))
+        err |= kErrStreamPad;
+    if (threadIdx.x == 0 && ((const uint32_t *)(sec.body + sec.offsets_at))[0] != 0) err |= kErrOffsets;
+    if (sec.granularity == 1) {
+        const uint16_t *scales = (const uint16_t *)(sec.body + sec.scales_at);
+        for (uint32_t j = threadIdx.x; j < sec.head_count; j += blockDim.x) {
+            const uint64_t first = st[(uint64_t)j * sec.chunks].start;
+            const uint64_t end = j + 1 < sec.head_count ? st[(uint64_t)(j + 1) * sec.chunks].start : P;
+            const uint16_t s = scales[(uint64_t)j * sec.params_per_group];
+            const uint16_t z = sec.params_per_group == 2 ? scales[(uint64_t)j * sec.params_per_group + 1] : 0;
+            if (end == first ? (s != 0 || z != 0) : !quant_params_ok(sec.quantizer, sec.bits, bf16, s, z))
+                err |= kErrScale;
+        }
+    }
+    if (size_ok) {
+        const uint8_t *payload = sec.body + sec.payload_at;
+        const uint64_t bits_used = P * sec.bits;
+        if (threadIdx.x == 0 && (bits_used & 7u) && (payload[bits_used >> 3] >> (bits_used & 7u)) != 0)
+            err |= kErrPayloadPad;
+        if (!bytes_zero(payload, payload_bytes, sec.decoded_size - sec.payload_at)) err |= kErrPayloadBytes;
+    }
+    block_or(&s_err, err);
+    __syncthreads();
+    if (threadIdx.x == 0 && s_err) atomicOr(&a.errors[blockIdx.x], s_err);
+}
+
+/* ---- validation of the rest ------------------------------------------------------------------------- */
+
+__global__ void __launch_bounds__(kThreads) check_kernel(DecodeArgs a) {
+    extern __shared__ __align__(16) uint8_t smem_raw[];
+    uint32_t *tstart = (uint32_t *)smem_raw;
+    __shared__ uint32_t wsum[kThreads / 32];
+    __shared__ uint32_t s_err;
+    const UnitPlan u = unit_at(a, blockIdx.x);
+    const DecSection &sec = a.sections[u.section];
+    const UnitStat st = a.stats[blockIdx.x];
+    const bool bf16 = a.g.e_bf16 != 0;
+    const uint64_t *bms = (const uint64_t *)sec.body + u.tile0;
+    if (threadIdx.x == 0) s_err = 0;
+    tile_scan(u.n_tiles, [&](uint32_t t) { return (uint32_t)__popcll(bms[t]); }, tstart, wsum);
+    uint32_t err = 0;
+    const uint32_t k = sec.offset_log2;
+    const uint64_t t0 = u.tile0, t1 = u.tile0 + u.n_tiles;
+    const uint32_t *offs = (const uint32_t *)(sec.body + sec.offsets_at);
+    for (uint64_t m = (t0 >> k) + 1 + threadIdx.x; m < sec.n_offsets; m += blockDim.x) {
+        const uint64_t tm = min(m << k, sec.n_tiles);
+        if (tm > t1) break;
+        if ((uint64_t)offs[m] != st.start + tstart[tm - t0]) err |= kErrOffsets;
+    }
+    if (sec.bits == 16) {
+        const uint64_t region = (sec.decoded_size - sec.payload_at) / 2;
+        const uint16_t *p = (const uint16_t *)(sec.body + sec.payload_at);
+        for (uint32_t i = threadIdx.x; i < st.count; i += blockDim.x) {
+            const uint64_t e = st.start + i;
+            if (e >= region) break;
+            const uint16_t v = p[e];
+            if (!e_is_finite(v, bf16) || (v & 0x7FFFu) == 0) err |= kErrValue;
+        }
+    }
+    block_or(&s_err, err);
+    __syncthreads();
+    if (threadIdx.x == 0 && s_err) atomicOr(&a.errors[u.section], s_err);
+}
+
+__global__ void dense_check_kernel(DecodeArgs a, const uint32_t *dense_ids) {
+    const uint32_t si = dense_ids[blockIdx.y];
+    const DecSection &sec = a.sections[si];
+    const bool bf16 = a.g.e_bf16 != 0;
+    const uint64_t n = (uint64_t)sec.head_count * sec.token_count * a.g.head_dim;
+    const uint16_t *v = (const uint16_t *)sec.body;
+    uint32_t err = 0;
+    for (uint64_t i = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (uint64_t)gridDim.x * blockDim.x)
+        if (!e_is_finite(v[i], bf16)) err |= kErrValue;
+    if (blockIdx.x == 0)
+        for (uint64_t i = 2 * n + threadIdx.x; i < sec.decoded_size; i += blockDim.x)
+            if (sec.body[i]) err |= kErrDensePad;
+    if (err) atomicOr(&a.errors[si], err);
+}
+
+/* ---- decoding ------------------------------------------------------------------------------------------ */
+
+/* Shared memory of decode_kernel for this geometry and call. */
+__host__ __device__ inline size_t decode_smem(uint32_t D, uint32_t hb, uint32_t max_bits) {
+    const uint32_t nt = D > 64u * hb ? D : 64u * hb;
+    const size_t tiles = align_up(4 * ((size_t)nt + 1), 16);
+    const size_t words = align_up(4 * (((size_t)64 * D * max_bits + 31) / 32 + 2), 16);
+    const size_t levels = align_up(2 * ((size_t)nt * 16 > 256 ? (size_t)nt * 16 : 256), 16);
+    return tiles + words + levels;
+}
+
+/* One block per unit. The unit's payload words are copied to shared memory first (its codes are
+ * one contiguous run), so decoding reads no global memory but its bitmaps. Keys: a lane owns two
+ * adjacent channels (two tiles) and walks down the tokens, so each row of the output is written by
+ * consecutive lanes with 4-byte stores and no transpose is needed. Values: a warp per tile, a row
+ * piece of 64 channels. */
+__global__ void __launch_bounds__(kThreads) decode_kernel(DecodeArgs a) {
+    extern __shared__ __align__(16) uint8_t smem_raw[];
+    const Geometry &g = a.g;
+    const UnitPlan u = unit_at(a, blockIdx.x);
+    const DecSection &sec = a.sections[u.section];
+    const bool bf16 = g.e_bf16 != 0;
+    const uint32_t D = g.head_dim, nt = u.n_tiles, R = u.rows, bits = sec.bits, L = 1u << (bits & 15u);
+    const uint32_t warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const uint32_t nt_max = D > 64u * g.hb ? D : 64u * g.hb;
+    uint32_t *tstart = (uint32_t *)smem_raw;
+    uint32_t *words = (uint32_t *)(smem_raw + align_up(4 * ((size_t)nt_max + 1), 16));
+    uint16_t *levels =
+        (uint16_t *)((uint8_t *)words + align_up(4 * (((size_t)64 * D * a.max_bits + 31) / 32 + 2), 16));
+    __shared__ uint32_t wsum[kThreads / 32];
+    __shared__ uint32_t s_flags;
+    __shared__ uint64_t s_extra;
+    const uint64_t *sec_bms = (const uint64_t *)sec.body;
+    const uint64_t *bms = sec_bms + u.tile0;
+    const uint16_t *scales = (const uint16_t *)(sec.body + sec.scales_at);
+    const bool exact = bits == 16, per_tile = !exact && sec.granularity == 2, table16 = per_tile && L <= 16;
+    if (threadIdx.x == 0) {
+        s_flags = 0;
+        s_extra = 0;
+    }
+    tile_scan(nt, [&](uint32_t t) { return (uint32_t)__popcll(bms[t]); }, tstart, wsum);
+    /* the unit's first payload element: validated offset table plus at most 2^k - 1 popcounts, or
+     * the prefix sums of the count pass */
+    uint64_t e0;
+    if (a.use_offsets) {
+        const uint32_t k = sec.offset_log2;
+        const uint64_t m = u.tile0 >> k, t_first = m << k;
+        uint32_t extra = 0;
+        for (uint64_t t = t_first + threadIdx.x; t < u.tile0; t += blockDim.x) extra += __popcll(sec_bms[t]);
+        if (extra) atomicAdd((unsigned long long *)&s_extra, (unsigned long long)extra);
+        __syncthreads();
+        e0 = ((const uint32_t *)(sec.body + sec.offsets_at))[m] + s_extra;
+    } else {
+        e0 = a.stats[blockIdx.x].start;
+    }
+    const uint32_t count = tstart[nt];
+    const uint64_t region_words = (sec.decoded_size - sec.payload_at) / 4;
+    const uint64_t w0 = exact ? (e0 * 16) >> 5 : (e0 * bits) >> 5;
+    const uint64_t w1 = ((e0 + count) * bits + 31) >> 5;
+    const uint32_t *pw = (const uint32_t *)(sec.body + sec.payload_at);
+    for (uint64_t w = w0 + threadIdx.x; w < w1; w += blockDim.x) words[w - w0] = w < region_words ? pw[w] : 0u;
+    if (!exact) {
+        if (!per_tile) {
+            const uint64_t grp = (uint64_t)u.head * sec.params_per_group;
+            const double sd = e_to_double(scales[grp], bf16);
+            const double zd = sec.params_per_group == 2 ? e_to_double(scales[grp + 1], bf16) : 0.0;
+            for (uint32_t c = threadIdx.x; c < L; c += blockDim.x)
+                levels[c] = quant_level(sec.quantizer, bits, bf16, sd, zd, c);
+        } else if (table16) {
+            for (uint32_t i = threadIdx.x; i < nt * L; i += blockDim.x) {
+                const uint32_t t = i / L, c = i % L;
+                const uint64_t grp = (u.tile0 + t) * sec.params_per_group;
+                const double sd = e_to_double(scales[grp], bf16);
+                const double zd = sec.params_per_group == 2 ? e_to_double(scales[grp + 1], bf16) : 0.0;
+                levels[i] = quant_level(sec.quantizer, bits, bf16, sd, zd, c);
+            }
+        }
+    }
+    __syncthreads();
+    uint32_t flags = 0;
+    /* E value of the unit's kept element i (relative to e0) of tile t */
+    auto value_of = [&](uint32_t t, uint32_t i) -> uint16_t {
+        const uint64_t bit = (e0 + i) * bits - w0 * 32;
+        const uint32_t code = (words[bit >> 5] >> (bit & 31u)) & (exact ? 0xFFFFu : L - 1u);
+        uint16_t e;
+        if (exact) e = (uint16_t)code;
+        else if (!per_tile) e = levels[code];
+        else if (table16) e = levels[t * L + code];
+        else {
+            const uint64_t grp = (u.tile0 + t) * sec.params_per_group;
+            const double sd = e_to_double(scales[grp], bf16);
+            const double zd = sec.params_per_group == 2 ? e_to_double(scales[grp + 1], bf16) : 0.0;
+            e = quant_level(sec.quantizer, bits, bf16, sd, zd, code);
+        }
+        return to_out(e, bf16, a.out_dtype, &flags);
+    };
+    const uint32_t head = sec.head_start + u.head, token0 = sec.token_start + 64u * u.chunk;
+    uint16_t *out = (uint16_t *)sec.out + ((uint64_t)head * g.n_tokens + token0) * D;
+    if (sec.tensor == 0) {
+        /* work items: (block of 32 channel pairs, group of rows) */
+        const uint32_t pairs = (D + 1) / 2, pblocks = (pairs + 31) / 32;
+        const uint32_t rgroups = pblocks >= 8 ? 1u : 8u / pblocks, rows_per = (64 + rgroups - 1) / rgroups;
+        for (uint32_t w = warp; w < pblocks * rgroups; w += kThreads / 32) {
+            const uint32_t pb = w % pblocks, rg = w / pblocks;
+            const uint32_t p = pb * 32 + lane, d0 = 2 * p;
+            const bool has0 = d0 < D, has1 = d0 + 1 < D;
+            const uint32_t r0 = rg * rows_per, r1 = min(R, r0 + rows_per);
+            const uint64_t m0 = has0 ? bms[d0] : 0, m1 = has1 ? bms[d0 + 1] : 0;
+            uint32_t i0 = (has0 ? tstart[d0] : 0) + (r0 ? __popcll(m0 >> (64 - r0)) : 0u);
+            uint32_t i1 = (has1 ? tstart[d0 + 1] : 0) + (r0 ? __popcll(m1 >> (64 - r0)) : 0u);
+            for (uint32_t r = r0; r < r1; r++) {
+                uint16_t v0 = 0, v1 = 0;
+                if ((m0 >> (63 - r)) & 1u) v0 = value_of(d0, i0++);
+                if ((m1 >> (63 - r)) & 1u) v1 = value_of(d0 + 1, i1++);
+                uint16_t *row = out + (uint64_t)r * D;
+                if ((D & 1u) == 0) {
+                    if (has0) *(uint32_t *)(row + d0) = (uint32_t)v0 | ((uint32_t)v1 << 16);
+                } else {
+                    if (has0) row[d0] = v0;
+                    if (has1) row[d0 + 1] = v1;
+                }
+            }
+        }
+    } else {
+        for (uint32_t t = warp; t < nt; t += kThreads / 32) {
+            const uint64_t bm = bms[t];
+            const uint32_t r = t % R, c0 = 64u * (t / R), lim = min(64u, D - c0);
+            const uint32_t i0 = 2 * lane;
+            uint32_t rank = tstart[t] + (i0 ? __popcll(bm >> (64 - i0)) : 0u);
+            uint16_t v0 = 0, v1 = 0;
+            if ((bm >> (63 - i0)) & 1u) v0 = value_of(t, rank++);
+            if ((bm >> (62 - i0)) & 1u) v1 = value_of(t, rank);
+            uint16_t *row = out + (uint64_t)r * D + c0;
+            if ((D & 1u) == 0 && i0 + 1 < lim) {
+                *(uint32_t *)(row + i0) = (uint32_t)v0 | ((uint32_t)v1 << 16);
+            } else {
+                if (i0 < lim) row[i0] = v0;
+                if (i0 + 1 < lim) row[i0 + 1] = v1;
+            }
+        }
+    }
+    if (flags) atomicOr(&s_flags, flags);
+    __syncthreads();
+    if (threadIdx.x == 0 && s_flags) atomicOr(&a.errors[u.section], s_flags);
+}
+
+__global__ void dense_decode_kernel(DecodeArgs a, const uint32_t *dense_ids) {
+    const uint32_t si = dense_ids[blockIdx.y];
+    const DecSection &sec = a.sections[si];
+    const Geometry &g = a.g;
+    const bool bf16 = g.e_bf16 != 0;
+    const uint64_t per_head = (uint64_t)sec.token_count * g.head_dim, n = per_head * sec.head_count;
+    const uint16_t *v = (const uint16_t *)sec.body;
+    uint16_t *out = (uint16_t *)sec.out;
+    uint32_t flags = 0;
+    for (uint64_t i = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (uint64_t)gridDim.x * blockDim.x) {
+        const uint64_t j = i / per_head, rest = i % per_head;
+        out[((uint64_t)(sec.head_start + j) * g.n_tokens + sec.token_start) * g.head_dim + rest] =
+            to_out(v[i], bf16, a.out_dtype, &flags);
+    }
+    if (flags) atomicOr(&a.errors[si], flags);
+}
+
+/* ---- Mustafar ---------------------------------------------------------------------------------------- */
+
+/* Exclusive prefix of the head's units' padded words (one block). */
+__global__ void mustafar_scan_kernel(DecodeArgs a) {
+    if (threadIdx.x != 0) return;
+    uint64_t run = 0;
+    for (uint32_t i = 0; i < a.m_n_units; i++) {
+        a.m_word_base[i] = run;
+        run += a.stats[a.m_units[i]].padded / 2;
+    }
+    a.m_word_base[a.m_n_units] = run;
+}
+
+__global__ void __launch_bounds__(kThreads) mustafar_kernel(DecodeArgs a) {
+    extern __shared__ __align__(16) uint8_t smem_raw[];
+    const Geometry &g = a.g;
+    const uint32_t uidx = a.m_units[blockIdx.x];
+    const UnitPlan u = unit_at(a, uidx);
+    const DecSection &sec = a.sections[u.section];
+    const UnitStat st = a.stats[uidx];
+    const bool bf16 = g.e_bf16 != 0;
+    const uint32_t nt = u.n_tiles, L = 1u << (sec.bits & 15u);
+    const uint32_t warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    uint32_t *tstart = (uint32_t *)smem_raw;
+    uint32_t *wstart = tstart + nt + 1;
+    uint16_t *levels = (uint16_t *)(smem_raw + align_up(8 * (nt + 1), 16));
+    uint16_t *wlev = levels + 256;
+    __shared__ uint32_t wsum[kThreads / 32];
+    const uint64_t *bms = (const uint64_t *)sec.body + u.tile0;
+    const uint16_t *scales = (const uint16_t *)(sec.body + sec.scales_at);
+    tile_scan(nt, [&](uint32_t t) { return (uint32_t)__popcll(bms[t]); }, tstart, wsum);
+    tile_scan(nt, [&](uint32_t t) { return (((uint32_t)__popcll(bms[t]) + 7u) & ~7u) / 2u; }, wstart, wsum);
+    const bool exact = sec.bits == 16;
+    if (!exact && sec.granularity == 1) {
+        const uint64_t grp = (uint64_t)u.head * sec.params_per_group;
+        const double sd = e_to_double(scales[grp], bf16);
+        const double zd = sec.params_per_group == 2 ? e_to_double(scales[grp + 1], bf16) : 0.0;
+        for (uint32_t c = threadIdx.x; c < L; c += blockDim.x) levels[c] = quant_level(sec.quantizer, sec.bits, bf16, sd, zd, c);
+    }
+    __syncthreads();
+    const uint64_t tile_base = a.m_tile_base[blockIdx.x], wbase = a.m_word_base[blockIdx.x];
+    if (blockIdx.x == 0 && threadIdx.x == 0) a.m_accum[0] = 0;
+    for (uint32_t t = threadIdx.x; t < nt; t += blockDim.x) {
+        a.m_bitmaps[tile_base + t] = (int64_t)bms[t];
+        a.m_accum[tile_base + t + 1] = (int32_t)(wbase + wstart[t + 1]);
+    }
+    for (uint32_t t = warp; t < nt; t += kThreads / 32) {
+        const uint64_t bm = bms[t];
+        const uint32_t c = __popcll(bm), padded = (c + 7u) & ~7u;
+        const uint64_t e_tile = st.start + tstart[t];
+        const uint16_t *table = levels;
+        if (!exact && sec.granularity == 2) {
+            const uint64_t grp = (u.tile0 + t) * sec.params_per_group;
+            const double sd = e_to_double(scales[grp], bf16);
+            const double zd = sec.params_per_group == 2 ? e_to_double(scales[grp + 1], bf16) : 0.0;
+            if (c)
+                for (uint32_t q = lane; q < L; q += 32) wlev[warp * 256 + q] = quant_level(sec.quantizer, sec.bits, bf16, sd, zd, q);
+            __syncwarp();
+            table = wlev + warp * 256;
+        }
+        uint16_t *dst = a.m_values + 2 * (wbase + wstart[t]);
+        for (uint32_t k = lane; k < padded; k += 32) {
+            uint16_t v = 0;
+            if (k < c) {
+                const uint32_t code = code_at(sec, sec.bits, e_tile + k);
+                v = exact ? (uint16_t)code : table[code];
+            }
+            dst[k] = v;
+        }
+        __syncwarp();
+    }
+    if (blockIdx.x + 1 == gridDim.x) {
+        const uint64_t end = 2 * a.m_word_base[a.m_n_units];
+        for (uint64_t i = end + threadIdx.x; i < a.m_value_count; i += blockDim.x) a.m_values[i] = 0;
+    }
+}
+
+__host__ uint32_t max_tiles(const Geometry &g) { return g.head_dim > 64u * g.hb ? g.head_dim : 64u * g.hb; }
+
+}  // namespace
+
+sqkv_cuda_status launch_decode_prepare(const DecodeArgs &a, cudaStream_t stream) {
+    if (a.n_units > 0x7FFFFFFFu || a.n_sections > 0x7FFFFFFFu) return SQKV_ERR_LIMIT;
+    if (a.n_units) {
+        count_kernel<<<a.n_units, kThreads, 0, stream>>>(a);
+        SQKV_CUDA_LAUNCHED();
+    }
+    if (a.n_sections) {
+        section_kernel<<<a.n_sections, kThreads, 0, stream>>>(a);
+        SQKV_CUDA_LAUNCHED();
+    }
+    return SQKV_OK;
+}
+
+sqkv_cuda_status launch_decode_check(const DecodeArgs &a, const uint32_t *dense_ids, uint32_t n_dense,
+                                     uint64_t max_dense_elems, cudaStream_t stream) {
+    if (a.n_units) {
+        const size_t smem = 4 * ((size_t)max_tiles(a.g) + 1);
+        SQKV_CUDA_TRY(cudaFuncSetAttribute(check_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+        check_kernel<<<a.n_units, kThreads, smem, stream>>>(a);
+        SQKV_CUDA_LAUNCHED();
+    }
+    if (n_dense) {
+        if (n_dense > 65535) return SQKV_ERR_LIMIT;
+        const uint64_t blocks = (max_dense_elems + 2047) / 2048;
+        dense_check_kernel<<<dim3((unsigned)(blocks < 1024 ? (blocks ? blocks : 1) : 1024), n_dense), 256, 0, stream>>>(
+            a, dense_ids);
+        SQKV_CUDA_LAUNCHED();
+    }
+    return SQKV_OK;
+}
+
+sqkv_cuda_status launch_decode_dense(const DecodeArgs &a, const uint32_t *dense_ids, uint32_t n_dense,
+                                     uint64_t max_dense_elems, cudaStream_t stream) {
+    if (a.n_units) {
+        const size_t smem = decode_smem(a.g.head_dim, a.g.hb, a.max_bits);
+        if (smem > 227 * 1024) return SQKV_ERR_UNSUPPORTED;
+        SQKV_CUDA_TRY(cudaFuncSetAttribute(decode_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+        decode_kernel<<<a.n_units, kThreads, smem, stream>>>(a);
+        SQKV_CUDA_LAUNCHED();
+    }
+    if (n_dense) {
+        if (n_dense > 65535) return SQKV_ERR_LIMIT;
+        const uint64_t blocks = (max_dense_elems + 2047) / 2048;
+        dense_decode_kernel<<<dim3((unsigned)(blocks < 1024 ? (blocks ? blocks : 1) : 1024), n_dense), 256, 0, stream>>>(
+            a, dense_ids);
+        SQKV_CUDA_LAUNCHED();
+    }
+    return SQKV_OK;
+}
+
+sqkv_cuda_status launch_decode_mustafar(const DecodeArgs &a, cudaStream_t stream) {
+    if (a.m_n_units == 0) return SQKV_OK;
+    mustafar_scan_kernel<<<1, 32, 0, stream>>>(a);
+    SQKV_CUDA_LAUNCHED();
+    const size_t smem = align_up(8 * ((size_t)max_tiles(a.g) + 1), 16) + 2 * 256 + 2 * 8 * 256;
+    SQKV_CUDA_TRY(cudaFuncSetAttribute(mustafar_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    mustafar_kernel<<<a.m_n_units, kThreads, smem, stream>>>(a);
+    SQKV_CUDA_LAUNCHED();
+    return SQKV_OK;
+}
+
+}  // namespace sqkv_cuda

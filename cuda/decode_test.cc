@@ -1,0 +1,365 @@
+/*
+ * decode_test.cc: GPU decoding equals CPU decoding bit for bit (dense fp16/bf16 output and Mustafar's
+ * layout), on fresh random caches encoded by the CPU writer across geometries and options; corrupted
+ * files give the CPU decoder's error; a GPU-resident cache saved to a file and restored to the GPU.
+ */
+#include <fcntl.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include "cuda_test_util.h"
+
+extern "C" {
+#include "section_header.h"
+}
+
+using namespace sqkv_test;
+
+namespace {
+
+uint64_t seed_of(const char *name) { return XXH3_64bits(name, strlen(name)) ^ (uint64_t)time(nullptr); }
+
+Case base_case() {
+    Case c;
+    c.layers = 2;
+    c.heads = 3;
+    c.head_dim = 128;
+    c.tokens = 200;
+    c.window = 9;
+    c.e = SQKV_DTYPE_FP16;
+    c.src = SQKV_DTYPE_FP16;
+    c.bits = 2;
+    c.q = SQKV_QUANT_SYMMETRIC;
+    c.gran = SQKV_SCALE_PER_HEAD;
+    c.k = 4;
+    c.hps = 1;
+    c.tps = 0;
+    c.prune = SQKV_PRUNE_MAGNITUDE;
+    c.sparsity = 0.7;
+    return c;
+}
+
+std::vector<uint8_t> make_file(const Case &c, uint64_t seed) {
+    std::mt19937_64 rng(seed);
+    std::vector<std::vector<uint8_t>> k(c.layers), v(c.layers);
+    for (uint32_t l = 0; l < c.layers; l++) {
+        k[l] = random_tensor(rng, c.heads, c.tokens, c.head_dim, c.src, c.e);
+        v[l] = random_tensor(rng, c.heads, c.tokens, c.head_dim, c.src, c.e);
+    }
+    return cpu_file(c, k, v, {});
+}
+
+/* GPU decode of every layer (both output types) against sqkv_reader_decode. */
+void compare_decode(const std::vector<uint8_t> &file, unsigned flags, uint32_t batch) {
+    sqkv_reader *r = nullptr;
+    ASSERT_EQ(SQKV_OK, sqkv_reader_create(nullptr, 0, &r));
+    ASSERT_EQ(SQKV_OK, sqkv_reader_open_memory(r, file.data(), file.size()));
+    sqkv_geometry g;
+    ASSERT_EQ(SQKV_OK, sqkv_reader_geometry(r, &g));
+    DevBuf dfile(file.size());
+    CUDA_OK(cudaMemcpy(dfile.p, file.data(), file.size(), cudaMemcpyHostToDevice));
+    sqkv_cuda_decoder *d = nullptr;
+    SQ_OK(sqkv_cuda_decoder_create(file.data(), file.size(), dfile.p, nullptr, flags, &d));
+    uint64_t wsz = 0;
+    SQ_OK(sqkv_cuda_decoder_workspace_size(d, batch, &wsz));
+    DevBuf ws(wsz);
+    for (sqkv_dtype out : {SQKV_DTYPE_FP16, SQKV_DTYPE_BF16}) {
+        const uint64_t tb = sqkv_dense_size(g.n_kv_heads, g.n_tokens, g.head_dim, out);
+        DevBuf dout(2 * tb * batch);
+        std::vector<uint8_t> want(tb), got(tb);
+        for (uint32_t l0 = 0; l0 < g.n_layers; l0 += batch) {
+            const uint32_t n = std::min(batch, g.n_layers - l0);
+            std::vector<void *> kp(n), vp(n);
+            for (uint32_t i = 0; i < n; i++) {
+                kp[i] = (uint8_t *)dout.p + 2 * tb * i;
+                vp[i] = (uint8_t *)dout.p + 2 * tb * i + tb;
+            }
+            CUDA_OK(cudaMemset(dout.p, 0x5A, dout.n)); /* poison: every element must be written */
+            const sqkv_cuda_status st = sqkv_cuda_decode_layers(d, l0, n, out, kp.data(), vp.data(), tb, ws.p, wsz, 0);
+            sqkv_error cpu_err = SQKV_OK;
+            for (uint32_t i = 0; i < n && cpu_err == SQKV_OK; i++)
+                for (int t = 0; t < 2 && cpu_err == SQKV_OK; t++)
+                    cpu_err = sqkv_reader_decode(r, l0 + i, (sqkv_tensor)t, 0, g.n_kv_heads, out, want.data(), tb);
+            if (cpu_err != SQKV_OK) {
+                EXPECT_EQ((int)cpu_err, st) << sqkv_cuda_decoder_error_detail(d);
+                sqkv_cuda_decoder_destroy(d);
+                sqkv_reader_destroy(r);
+                return;
+            }
+            ASSERT_EQ(SQKV_OK, st) << sqkv_cuda_status_name(st) << ": " << sqkv_cuda_decoder_error_detail(d);
+            CUDA_OK(cudaDeviceSynchronize());
+            for (uint32_t i = 0; i < n; i++)
+                for (int t = 0; t < 2; t++) {
+                    ASSERT_EQ(SQKV_OK, sqkv_reader_decode(r, l0 + i, (sqkv_tensor)t, 0, g.n_kv_heads, out, want.data(), tb));
+                    CUDA_OK(cudaMemcpy(got.data(), t ? vp[i] : kp[i], tb, cudaMemcpyDeviceToHost));
+                    size_t first = 0;
+                    while (first < tb && want[first] == got[first]) first++;
+                    ASSERT_EQ(tb, first) << "layer " << l0 + i << " tensor " << t << " out dtype " << out
+                                         << " first difference at byte " << first;
+                }
+        }
+    }
+    sqkv_cuda_decoder_destroy(d);
+    sqkv_reader_destroy(r);
+}
+
+void compare_mustafar(const std::vector<uint8_t> &file, uint32_t layer, sqkv_tensor t, uint32_t head) {
+    sqkv_reader *r = nullptr;
+    ASSERT_EQ(SQKV_OK, sqkv_reader_create(nullptr, 0, &r));
+    ASSERT_EQ(SQKV_OK, sqkv_reader_open_memory(r, file.data(), file.size()));
+    sqkv_mustafar_sizes sz;
+    ASSERT_EQ(SQKV_OK, sqkv_reader_mustafar_sizes(r, layer, t, head, &sz));
+    std::vector<int64_t> bm(sz.n_tiles), gbm(sz.n_tiles);
+    std::vector<int32_t> acc(sz.n_tiles + 1), gacc(sz.n_tiles + 1);
+    std::vector<uint16_t> val(sz.value_count), gval(sz.value_count);
+    ASSERT_EQ(SQKV_OK, sqkv_reader_decode_mustafar(r, layer, t, head, bm.data(), acc.data(), val.data(), &sz));
+    DevBuf dfile(file.size());
+    CUDA_OK(cudaMemcpy(dfile.p, file.data(), file.size(), cudaMemcpyHostToDevice));
+    sqkv_cuda_decoder *d = nullptr;
+    SQ_OK(sqkv_cuda_decoder_create(file.data(), file.size(), dfile.p, nullptr, 0, &d));
+    sqkv_mustafar_sizes gsz;
+    SQ_OK(sqkv_cuda_decoder_mustafar_sizes(d, layer, t, head, &gsz));
+    ASSERT_EQ(sz.n_tiles, gsz.n_tiles);
+    ASSERT_EQ(sz.value_count, gsz.value_count);
+    uint64_t wsz = 0;
+    SQ_OK(sqkv_cuda_decoder_workspace_size(d, 1, &wsz));
+    DevBuf ws(wsz), dbm(8 * sz.n_tiles), dacc(4 * (sz.n_tiles + 1)), dval(2 * sz.value_count);
+    CUDA_OK(cudaMemset(dval.p, 0x77, dval.n));
+    CUDA_OK(cudaMemset(dacc.p, 0x77, dacc.n));
+    SQ_OK(sqkv_cuda_decode_mustafar(d, layer, t, head, (int64_t *)dbm.p, (int32_t *)dacc.p, (uint16_t *)dval.p, &gsz,
+                                    ws.p, wsz, 0));
+    CUDA_OK(cudaMemcpy(gbm.data(), dbm.p, dbm.n, cudaMemcpyDeviceToHost));
+    CUDA_OK(cudaMemcpy(gacc.data(), dacc.p, dacc.n, cudaMemcpyDeviceToHost));
+    CUDA_OK(cudaMemcpy(gval.data(), dval.p, dval.n, cudaMemcpyDeviceToHost));
+    EXPECT_TRUE(bm == gbm) << "bitmaps differ";
+    EXPECT_TRUE(acc == gacc) << "accum_counts differ";
+    size_t first = 0;
+    while (first < val.size() && val[first] == gval[first]) first++;
+    EXPECT_EQ(val.size(), first) << "values differ first at entry " << first;
+    sqkv_cuda_decoder_destroy(d);
+    sqkv_reader_destroy(r);
+}
+
+}  // namespace
+
+TEST(CudaDecode, MatchesCpuAcrossGeometriesAndOptions) {
+    SKIP_WITHOUT_GPU();
+    uint64_t n = 0;
+    const uint32_t dims[] = {64, 80, 96, 128, 256};
+    const uint32_t bitss[] = {2, 4, 8, 16};
+    for (uint32_t D : dims)
+        for (uint32_t bits : bitss) {
+            Case c = base_case();
+            c.head_dim = D;
+            c.bits = bits;
+            c.tokens = 100 + 29 * (uint32_t)(n % 7);
+            c.window = (uint32_t)(n % 3) * 11;
+            if (bits == 16) {
+                c.q = SQKV_QUANT_EXACT;
+                c.gran = SQKV_SCALE_NONE;
+            } else {
+                c.q = (sqkv_quantizer)(1 + n % 2);
+                c.gran = (sqkv_scale_granularity)(1 + (n / 2) % 2);
+            }
+            c.e = (n % 5 == 3) ? SQKV_DTYPE_BF16 : SQKV_DTYPE_FP16;
+            c.heads = 1 + (uint32_t)(n % 4) * 3;
+            c.hps = 1 + (uint32_t)(n % 3);
+            c.tps = (n % 4 == 1) ? 64 : 0;
+            SCOPED_TRACE(c.name());
+            compare_decode(make_file(c, seed_of("decode") + n), 0, 1 + (uint32_t)(n % 2));
+            n++;
+        }
+}
+
+TEST(CudaDecode, ManyHeadsAndLayersInOneCall) {
+    SKIP_WITHOUT_GPU();
+    Case c = base_case();
+    c.layers = 5;
+    c.heads = 32;
+    c.head_dim = 64;
+    c.tokens = 333;
+    c.window = 13;
+    SCOPED_TRACE(c.name());
+    compare_decode(make_file(c, seed_of("many")), 0, 5);
+}
+
+TEST(CudaDecode, TrustedAndHostValidatedModes) {
+    SKIP_WITHOUT_GPU();
+    Case c = base_case();
+    c.bits = 4;
+    c.gran = SQKV_SCALE_PER_TILE;
+    const std::vector<uint8_t> f = make_file(c, seed_of("modes"));
+    compare_decode(f, SQKV_CUDA_TRUSTED, 2);
+    compare_decode(f, SQKV_CUDA_HOST_VALIDATE, 1);
+}
+
+TEST(CudaDecode, MustafarLayoutMatchesCpu) {
+    SKIP_WITHOUT_GPU();
+    uint64_t n = 0;
+    for (uint32_t bits : {2u, 4u, 16u})
+        for (uint32_t tps : {0u, 64u}) {
+            Case c = base_case();
+            c.bits = bits;
+            c.tps = tps;
+            c.tokens = 64 * 3 + 10;
+            c.hps = 2;
+            if (bits == 16) {
+                c.q = SQKV_QUANT_EXACT;
+                c.gran = SQKV_SCALE_NONE;
+            } else {
+                c.gran = (sqkv_scale_granularity)(1 + n % 2);
+            }
+            c.e = n % 3 == 2 ? SQKV_DTYPE_BF16 : SQKV_DTYPE_FP16;
+            SCOPED_TRACE(c.name());
+            const std::vector<uint8_t> f = make_file(c, seed_of("mustafar") + n);
+            for (uint32_t head : {0u, 2u})
+                for (int t = 0; t < 2; t++) compare_mustafar(f, 1, (sqkv_tensor)t, head);
+            n++;
+        }
+}
+
+/* Random single-byte corruptions of tensor section bodies: with checksums, the GPU decoder reports
+ * SECTION_CHECKSUM; trusted (checksums skipped) it reports what the CPU decoder reports, rule by rule
+ * (or decodes exactly what the CPU decodes, when the byte changed only a value). */
+TEST(CudaDecode, CorruptionsGiveTheCpuErrors) {
+    SKIP_WITHOUT_GPU();
+    const uint64_t seed = seed_of("corrupt");
+    std::mt19937_64 rng(seed);
+    Case c = base_case();
+    c.layers = 1;
+    c.heads = 2;
+    c.bits = 4;
+    c.q = SQKV_QUANT_ASYMMETRIC;
+    c.gran = SQKV_SCALE_PER_TILE;
+    const std::vector<uint8_t> good = make_file(c, seed);
+    sqkv_reader *r = nullptr;
+    ASSERT_EQ(SQKV_OK, sqkv_reader_create(nullptr, 0, &r));
+    ASSERT_EQ(SQKV_OK, sqkv_reader_open_memory(r, good.data(), good.size()));
+    std::vector<sqkv_section_info> tensors;
+    size_t ns = 0;
+    sqkv_reader_section_count(r, &ns);
+    for (size_t i = 0; i < ns; i++) {
+        sqkv_section_info si;
+        sqkv_reader_section_info(r, i, &si);
+        if (si.kind == 1 || si.kind == 2) tensors.push_back(si);
+    }
+    sqkv_reader_destroy(r);
+    for (int trial = 0; trial < 60; trial++) {
+        std::vector<uint8_t> f = good;
+        const sqkv_section_info &si = tensors[rng() % tensors.size()];
+        const uint64_t at = si.offset + 64 + rng() % si.stored_size;
+        f[at] ^= (uint8_t)(1u << (rng() % 8));
+        SCOPED_TRACE(testing::Message() << "seed " << seed << " trial " << trial << " byte " << at);
+        /* checked: a checksum mismatch before anything is decoded */
+        {
+            DevBuf dfile(f.size());
+            CUDA_OK(cudaMemcpy(dfile.p, f.data(), f.size(), cudaMemcpyHostToDevice));
+            sqkv_cuda_decoder *d = nullptr;
+            SQ_OK(sqkv_cuda_decoder_create(f.data(), f.size(), dfile.p, nullptr, 0, &d));
+            uint64_t wsz = 0;
+            SQ_OK(sqkv_cuda_decoder_workspace_size(d, 1, &wsz));
+            const uint64_t tb = sqkv_dense_size(c.heads, c.tokens, c.head_dim, SQKV_DTYPE_FP16);
+            DevBuf ws(wsz), out(2 * tb);
+            void *kp[1] = {out.p}, *vp[1] = {(uint8_t *)out.p + tb};
+            EXPECT_EQ(SQKV_ERR_SECTION_CHECKSUM, sqkv_cuda_decode_layers(d, 0, 1, SQKV_DTYPE_FP16, kp, vp, tb, ws.p, wsz, 0));
+            sqkv_cuda_decoder_destroy(d);
+        }
+        /* trusted: the CPU decoder's verdict (compare_decode compares codes and, when both decode, bytes) */
+        sqkv_reader *tr = nullptr;
+        ASSERT_EQ(SQKV_OK, sqkv_reader_create(nullptr, SQKV_READER_TRUSTED, &tr));
+        const sqkv_error open_err = sqkv_reader_open_memory(tr, f.data(), f.size());
+        sqkv_reader_destroy(tr);
+        if (open_err != SQKV_OK) continue; /* structure errors are the CPU reader's own, shared code */
+        std::vector<uint8_t> trusted_file = f;
+        /* compare_decode opens a checking CPU reader; give it the same trust by fixing the checksum */
+        sqkv_section_header h;
+        sqkv_section_header_unpack(&trusted_file[si.offset], &h);
+        h.body_checksum = XXH3_64bits(&trusted_file[si.offset + 64], si.stored_size);
+        sqkv_section_header_pack(&h, &trusted_file[si.offset]);
+        compare_decode(trusted_file, SQKV_CUDA_TRUSTED, 1);
+    }
+}
+
+TEST(CudaDecode, CreateRejectsBadFiles) {
+    std::vector<uint8_t> junk(4096, 0x11);
+    sqkv_cuda_decoder *d = nullptr;
+    EXPECT_EQ(SQKV_ERR_INVALID_ARGUMENT, sqkv_cuda_decoder_create(junk.data(), junk.size(), nullptr, nullptr, 0, &d));
+    const sqkv_cuda_status st = sqkv_cuda_decoder_create(junk.data(), junk.size(), (void *)0x1000, nullptr, 0, &d);
+    EXPECT_EQ(SQKV_ERR_BAD_MAGIC, st);
+    EXPECT_STRNE("", sqkv_cuda_decoder_error_detail(d));
+    sqkv_cuda_decoder_destroy(d);
+}
+
+/* A cache on the GPU, encoded there, saved to a file, read back, restored to the GPU: equal to the CPU
+ * decoding of the same file, and the file equal to the CPU writer's. */
+TEST(CudaEndToEnd, SaveGpuCacheToFileAndRestore) {
+    SKIP_WITHOUT_GPU();
+    Case c = base_case();
+    c.layers = 3;
+    c.heads = 4;
+    c.tokens = 300;
+    c.window = 44;
+    std::mt19937_64 rng(seed_of("e2e"));
+    std::vector<std::vector<uint8_t>> k(c.layers), v(c.layers);
+    for (uint32_t l = 0; l < c.layers; l++) {
+        k[l] = random_tensor(rng, c.heads, c.tokens, c.head_dim, c.src, c.e);
+        v[l] = random_tensor(rng, c.heads, c.tokens, c.head_dim, c.src, c.e);
+    }
+    std::vector<int32_t> tokens(c.tokens);
+    for (auto &t : tokens) t = (int32_t)(rng() & 0xFFFF);
+    const sqkv_geometry g = geometry_of(c);
+    const sqkv_writer_options o = options_of(c);
+    sqkv_cuda_encoder *enc = nullptr;
+    SQ_OK(sqkv_cuda_encoder_create(&g, &o, &enc));
+    SQ_OK(sqkv_cuda_encoder_set_tokens(enc, tokens.data(), tokens.size()));
+    const uint8_t fp[4] = {1, 2, 3, 4};
+    SQ_OK(sqkv_cuda_encoder_set_fingerprint(enc, fp, 4));
+    sqkv_cuda_encode_sizes sz;
+    SQ_OK(sqkv_cuda_encoder_sizes(enc, &sz));
+    const size_t tb = (size_t)c.heads * c.tokens * c.head_dim * 2;
+    DevBuf in(2 * tb * c.layers), out(sz.layer_capacity * c.layers), ws(sz.workspace_base + sz.workspace_per_layer * c.layers);
+    std::vector<const void *> kp(c.layers), vp(c.layers), lp(c.layers);
+    for (uint32_t l = 0; l < c.layers; l++) {
+        uint8_t *b = (uint8_t *)in.p + 2 * tb * l;
+        CUDA_OK(cudaMemcpy(b, k[l].data(), tb, cudaMemcpyHostToDevice));
+        CUDA_OK(cudaMemcpy(b + tb, v[l].data(), tb, cudaMemcpyHostToDevice));
+        kp[l] = b;
+        vp[l] = b + tb;
+        lp[l] = (uint8_t *)out.p + sz.layer_capacity * l;
+    }
+    SQ_OK(sqkv_cuda_encode_layers(enc, 0, c.layers, c.src, kp.data(), vp.data(), out.p, out.n, ws.p, ws.n, 0));
+    SQ_OK(sqkv_cuda_encode_results(enc, ws.p, nullptr, 0));
+    char path[] = "/tmp/sqkv_cuda_e2e_XXXXXX";
+    const int fd = mkstemp(path);
+    ASSERT_GE(fd, 0);
+    auto fd_write = [](void *ctx, const void *data, size_t size) -> int {
+        return write(*(int *)ctx, data, size) == (ssize_t)size ? 0 : 1;
+    };
+    int fdv = fd;
+    SQ_OK(sqkv_cuda_encoder_write_file(enc, lp.data(), fd_write, &fdv, 0));
+    close(fd);
+    sqkv_cuda_encoder_destroy(enc);
+    std::vector<uint8_t> file;
+    {
+        FILE *f = fopen(path, "rb");
+        ASSERT_NE(nullptr, f);
+        uint8_t buf[65536];
+        size_t got;
+        while ((got = fread(buf, 1, sizeof buf, f)) > 0) file.insert(file.end(), buf, buf + got);
+        fclose(f);
+    }
+    unlink(path);
+    /* the same bytes as the CPU writer's file with the same tokens and fingerprint */
+    {
+        sqkv_writer *w = nullptr;
+        ASSERT_EQ(SQKV_OK, sqkv_writer_create(&g, &o, &w));
+        sqkv_writer_set_tokens(w, tokens.data(), tokens.size());
+        sqkv_writer_set_fingerprint(w, fp, 4);
+        for (uint32_t l = 0; l < c.layers; l++) ASSERT_EQ(SQKV_OK, sqkv_writer_add_layer(w, l, c.src, k[l].data(), v[l].data()));
+        std::vector<uint8_t> want;
+        ASSERT_EQ(SQKV_OK, sqkv_writer_write_callback(w, vec_write, &want));
+        sqkv_writer_destroy(w);
+        ASSERT_EQ("", first_difference(want, file));
+    }
+    compare_decode(file, 0, c.layers);
+}

@@ -1,0 +1,578 @@
+/*
+ * encode.cu: the host side of the GPU encoder: the section and unit plan (the same sections, in the
+ * same order, as sqkv_writer), workspace layout, checks before launch, results, and file output.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <algorithm>
+#include <new>
+#include <string>
+#include <vector>
+
+#include "encode_kernels.cuh"
+#include "internal.cuh"
+
+extern "C" {
+#include "encode_ancillary.h"
+#include "format.h"
+#include "prune.h"
+#include "section_blob.h"
+#include "section_header.h"
+#include "sparse_layout.h"
+#include "tile_layout.h"
+}
+
+using namespace sqkv_cuda;
+
+struct sqkv_cuda_encoder {
+    sqkv_geometry geo;
+    sqkv_writer_options opt;
+    Geometry g;
+    std::vector<SectionPlan> sections;
+    std::vector<UnitPlan> units;
+    std::vector<uint32_t> dense_ids;
+    std::vector<uint32_t> block_map;
+    uint64_t layer_capacity = 0, unit_cap = 0, blocks_per_layer = 0, max_dense_elems = 0;
+    /* workspace: plan region, then per-layer arrays */
+    uint64_t plan_bytes = 0, ws_per_layer = 0;
+    uint64_t off_sections = 0, off_units = 0, off_dense = 0, off_map = 0, off_error = 0;
+    const void *plan_ws = nullptr;
+    /* results */
+    std::vector<uint64_t> stored; /* [n_layers][n_sections], body sizes once encoded */
+    std::vector<uint8_t> layer_done;
+    uint32_t pending_first = 0, pending_n = 0;
+    const void *pending_ws = nullptr;
+    bool have_source = false;
+    sqkv_dtype source_dtype = SQKV_DTYPE_FP16;
+    std::vector<int32_t> tokens;
+    std::vector<uint8_t> fingerprint;
+    sqkv_cuda_status error = SQKV_OK;
+    std::string detail;
+};
+
+namespace {
+
+sqkv_cuda_status fail(sqkv_cuda_encoder *e, sqkv_cuda_status st, const char *fmt, ...) {
+    char buf[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    e->error = st;
+    e->detail = buf;
+    return st;
+}
+
+/* Per-layer workspace arrays, in order. */
+struct LayerArrays {
+    uint64_t ptrs, stats, temp, results, jobs, hashes, sums;
+};
+
+LayerArrays layer_arrays(const sqkv_cuda_encoder *e, uint32_t n) {
+    LayerArrays l;
+    uint64_t off = e->plan_bytes;
+    auto take = [&](uint64_t bytes) {
+        const uint64_t at = off;
+        off = align_up(off + bytes, 256);
+        return at;
+    };
+    const uint64_t ns = e->sections.size(), nu = e->units.size();
+    l.ptrs = take(n * 2 * sizeof(void *));
+    l.stats = take(n * nu * sizeof(UnitStat));
+    l.temp = take(n * nu * e->unit_cap * 2);
+    l.results = take(n * ns * sizeof(SectionResult));
+    l.jobs = take(n * ns * sizeof(HashJob));
+    l.hashes = take(n * ns * 8);
+    l.sums = take(n * e->blocks_per_layer * 64);
+    return l;
+}
+
+/* The plan: sections of one layer in sqkv_writer's order, the units of its SPARSE sections, the
+ * worst-case slot of every section, and the XXH3 block slots. */
+sqkv_cuda_status build_plan(sqkv_cuda_encoder *e) {
+    const sqkv_geometry &geo = e->geo;
+    const sqkv_writer_options &o = e->opt;
+    const uint32_t H = geo.n_kv_heads, D = geo.head_dim, T = geo.n_tokens, W = geo.dense_window, S = T - W;
+    const uint32_t hps = o.heads_per_section < H ? o.heads_per_section : H;
+    const uint32_t tps = o.tokens_per_section;
+    const uint32_t groups = (H + hps - 1) / hps;
+    const uint32_t token_chunks = S == 0 ? 0 : tps == 0 ? 1 : (S + tps - 1) / tps;
+    const uint32_t keep = sqkv_prune_keep_count(D, o.prune, o.sparsity);
+    const uint32_t hb = (D + 63) / 64;
+    const uint32_t q = (uint32_t)o.quantizer, gran = (uint32_t)o.scales, bits = o.payload_bits;
+    e->unit_cap = align_up((uint64_t)64 * (keep < D ? keep : D), 8);
+    Geometry &g = e->g;
+    g.n_heads = H;
+    g.n_tokens = T;
+    g.head_dim = D;
+    g.keep = keep;
+    g.e_bf16 = geo.value_dtype == SQKV_DTYPE_BF16;
+    g.src_dtype = 1;
+    g.bits = bits;
+    g.quantizer = q;
+    g.granularity = gran;
+    g.offset_log2 = o.offset_interval_log2;
+    g.hb = hb;
+    g.row_stride = (uint32_t)align_up(D, 8) + 8;
+
+    uint64_t slot = 0, blocks = 0;
+    for (uint32_t tensor = 0; tensor < 2; tensor++) {
+        for (uint32_t grp = 0; grp < groups; grp++) {
+            const uint32_t head0 = grp * hps, hc = H - head0 < hps ? H - head0 : hps;
+            for (uint32_t c = 0; c <= token_chunks; c++) {
+                SectionPlan p;
+                memset(&p, 0, sizeof p);
+                p.tensor = (uint8_t)tensor;
+                p.head_start = head0;
+                p.head_count = hc;
+                uint64_t body;
+                if (c < token_chunks) {
+                    const uint32_t t0 = c * tps;
+                    const uint32_t tc = tps == 0 || S - t0 < tps ? S - t0 : tps;
+                    p.kind = kKindSparse;
+                    p.token_start = t0;
+                    p.token_count = tc;
+                    p.payload_bits = (uint8_t)bits;
+                    p.quantizer = (uint8_t)q;
+                    p.granularity = (uint8_t)gran;
+                    p.offset_log2 = (uint8_t)o.offset_interval_log2;
+                    p.tiles_per_head = sqkv_tiles_per_head((sqkv_tensor)tensor, tc, D);
+                    p.n_tiles = p.tiles_per_head * hc;
+                    const uint64_t max_kept = (uint64_t)hc * tc * (keep < D ? keep : D);
+                    sqkv_sparse_layout lay;
+                    sqkv_sparse_layout_compute(p.n_tiles, o.offset_interval_log2, q, gran, bits, hc, max_kept, &lay);
+                    p.n_offsets = lay.n_offsets;
+                    p.n_groups = lay.n_groups;
+                    p.params_per_group = (uint8_t)lay.params_per_group;
+                    p.offsets_at = lay.offsets_at;
+                    p.scales_at = lay.scales_at;
+                    p.payload_at = lay.payload_at;
+                    body = lay.body_size;
+                    p.chunks = (tc + 63) / 64;
+                    p.unit_first = (uint32_t)e->units.size();
+                    p.n_units = p.chunks * hc;
+                    for (uint32_t j = 0; j < hc; j++)
+                        for (uint32_t ch = 0; ch < p.chunks; ch++) {
+                            UnitPlan u;
+                            memset(&u, 0, sizeof u);
+                            u.section = (uint32_t)e->sections.size();
+                            u.head = j;
+                            u.chunk = ch;
+                            u.rows = tc - 64 * ch < 64 ? tc - 64 * ch : 64;
+                            if (tensor == 0) {
+                                u.tile0 = (uint64_t)j * p.tiles_per_head + (uint64_t)ch * D;
+                                u.n_tiles = D;
+                            } else {
+                                u.tile0 = (uint64_t)j * p.tiles_per_head + (uint64_t)64 * hb * ch;
+                                u.n_tiles = u.rows * hb;
+                            }
+                            e->units.push_back(u);
+                        }
+                } else {
+                    if (W == 0) continue;
+                    p.kind = kKindDense;
+                    p.token_start = S;
+                    p.token_count = W;
+                    const uint64_t elems = (uint64_t)hc * W * D;
+                    body = align_up(2 * elems, 8);
+                    p.dense_body = body;
+                    if (elems > e->max_dense_elems) e->max_dense_elems = elems;
+                    e->dense_ids.push_back((uint32_t)e->sections.size());
+                }
+                if (body > SQKV_MAX_BODY_SIZE) return SQKV_ERR_LIMIT;
+                p.slot = slot;
+                p.slot_size = align_up(64 + body, 256);
+                slot += p.slot_size;
+                p.xxh_block_first = (uint32_t)blocks;
+                const uint64_t nb = body > 240 ? (body - 1) / 1024 : 0;
+                for (uint64_t b = 0; b < nb; b++) e->block_map.push_back((uint32_t)e->sections.size());
+                blocks += nb;
+                e->sections.push_back(p);
+            }
+        }
+    }
+    if (e->units.size() > 0x7FFFFFFFull || blocks > 0xFFFFFFFFull) return SQKV_ERR_LIMIT;
+    e->layer_capacity = slot;
+    e->blocks_per_layer = blocks;
+    uint64_t off = 0;
+    auto take = [&](uint64_t bytes) {
+        const uint64_t at = off;
+        off = align_up(off + bytes, 256);
+        return at;
+    };
+    e->off_error = take(16);
+    e->off_sections = take(e->sections.size() * sizeof(SectionPlan));
+    e->off_units = take(e->units.size() * sizeof(UnitPlan));
+    e->off_dense = take(e->dense_ids.size() * 4);
+    e->off_map = take(e->block_map.size() * 4);
+    e->plan_bytes = off;
+    const uint64_t ns = e->sections.size(), nu = e->units.size();
+    e->ws_per_layer = 2 * sizeof(void *) + nu * sizeof(UnitStat) + nu * e->unit_cap * 2 + ns * sizeof(SectionResult) +
+                      ns * sizeof(HashJob) + ns * 8 + blocks * 64;
+    e->stored.assign((size_t)geo.n_layers * ns, 0);
+    e->layer_done.assign(geo.n_layers, 0);
+    return SQKV_OK;
+}
+
+}  // namespace
+
+extern "C" sqkv_cuda_status sqkv_cuda_encoder_create(const sqkv_geometry *geometry, const sqkv_writer_options *opts,
+                                                     sqkv_cuda_encoder **out) {
+    if (!out) return SQKV_ERR_INVALID_ARGUMENT;
+    *out = nullptr;
+    if (!geometry || !opts) return SQKV_ERR_INVALID_ARGUMENT;
+    /* The CPU writer's own checks decide what is valid, so both encoders accept the same requests. */
+    sqkv_writer *w = nullptr;
+    const sqkv_error err = sqkv_writer_create(geometry, opts, &w);
+    sqkv_writer_destroy(w);
+    if (err != SQKV_OK) return err;
+    sqkv_cuda_encoder *e = new (std::nothrow) sqkv_cuda_encoder();
+    if (!e) return SQKV_ERR_OUT_OF_MEMORY;
+    e->geo = *geometry;
+    e->opt = *opts;
+    if (e->opt.heads_per_section > geometry->n_kv_heads) e->opt.heads_per_section = geometry->n_kv_heads;
+    const sqkv_cuda_status st = build_plan(e);
+    if (st != SQKV_OK) {
+        delete e;
+        return st;
+    }
+    *out = e;
+    return SQKV_OK;
+}
+
+extern "C" void sqkv_cuda_encoder_destroy(sqkv_cuda_encoder *e) { delete e; }
+
+extern "C" const char *sqkv_cuda_encoder_error_detail(const sqkv_cuda_encoder *e) {
+    return e ? e->detail.c_str() : "";
+}
+
+extern "C" sqkv_cuda_status sqkv_cuda_encoder_sizes(const sqkv_cuda_encoder *e, sqkv_cuda_encode_sizes *sizes) {
+    if (!e || !sizes) return SQKV_ERR_INVALID_ARGUMENT;
+    sizes->sections_per_layer = (uint32_t)e->sections.size();
+    sizes->layer_capacity = e->layer_capacity;
+    sizes->workspace_base = e->plan_bytes + 256 * 8; /* alignment slack of the per-layer arrays */
+    sizes->workspace_per_layer = e->ws_per_layer;
+    return SQKV_OK;
+}
+
+extern "C" uint64_t sqkv_cuda_encoder_slot_offset(const sqkv_cuda_encoder *e, uint32_t i) {
+    return e && i < e->sections.size() ? e->sections[i].slot : 0;
+}
+
+extern "C" sqkv_cuda_status sqkv_cuda_encode_layers(sqkv_cuda_encoder *e, uint32_t first_layer, uint32_t n_layers,
+                                                    sqkv_dtype src_dtype, const void *const *k, const void *const *v,
+                                                    void *out, uint64_t out_size, void *workspace,
+                                                    uint64_t workspace_size, cudaStream_t stream) {
+    if (!e) return SQKV_ERR_INVALID_ARGUMENT;
+    if (e->error != SQKV_OK) return e->error;
+    if (n_layers == 0) return SQKV_OK;
+    if (!k || !v || !out || !workspace)
+        return fail(e, SQKV_ERR_INVALID_ARGUMENT, "encode_layers: k, v, out or workspace is NULL");
+    if (first_layer >= e->geo.n_layers || n_layers > e->geo.n_layers - first_layer)
+        return fail(e, SQKV_ERR_INVALID_ARGUMENT, "encode_layers: layers %u..%u out of range (n_layers %u)",
+                    first_layer, first_layer + n_layers - 1, e->geo.n_layers);
+    if (n_layers > 65535) return fail(e, SQKV_ERR_LIMIT, "encode_layers: at most 65535 layers per call");
+    if (src_dtype != SQKV_DTYPE_FP16 && src_dtype != SQKV_DTYPE_BF16 && src_dtype != SQKV_DTYPE_FP32)
+        return fail(e, SQKV_ERR_INVALID_ARGUMENT, "encode_layers: src_dtype must be FP16, BF16 or FP32");
+    if (e->have_source && src_dtype != e->source_dtype)
+        return fail(e, SQKV_ERR_INVALID_ARGUMENT, "encode_layers: src_dtype differs from earlier layers");
+    if (e->pending_n) return fail(e, SQKV_ERR_STATE, "encode_layers: read the previous batch with encode_results first");
+    for (uint32_t i = 0; i < n_layers; i++) {
+        if (!k[i] || !v[i]) return fail(e, SQKV_ERR_INVALID_ARGUMENT, "encode_layers: k[%u] or v[%u] is NULL", i, i);
+        if (e->layer_done[first_layer + i])
+            return fail(e, SQKV_ERR_STATE, "encode_layers: layer %u encoded twice", first_layer + i);
+    }
+    if (out_size / n_layers < e->layer_capacity)
+        return fail(e, SQKV_ERR_BUFFER_TOO_SMALL, "encode_layers: out holds %llu bytes, %u layers need %llu each",
+                    (unsigned long long)out_size, n_layers, (unsigned long long)e->layer_capacity);
+    const LayerArrays la = layer_arrays(e, n_layers);
+    const uint64_t need = la.sums + align_up((uint64_t)n_layers * e->blocks_per_layer * 64, 256);
+    if (workspace_size < need)
+        return fail(e, SQKV_ERR_BUFFER_TOO_SMALL, "encode_layers: workspace holds %llu bytes, %llu needed",
+                    (unsigned long long)workspace_size, (unsigned long long)need);
+    uint8_t *ws = (uint8_t *)workspace;
+    /* The plan is uploaded once per workspace (documented in sqkv_cuda.h: its first bytes belong to
+     * the encoder). */
+    if (workspace != e->plan_ws) {
+        SQKV_CUDA_TRY(cudaMemcpyAsync(ws + e->off_sections, e->sections.data(), e->sections.size() * sizeof(SectionPlan),
+                                      cudaMemcpyHostToDevice, stream));
+        if (!e->units.empty())
+            SQKV_CUDA_TRY(cudaMemcpyAsync(ws + e->off_units, e->units.data(), e->units.size() * sizeof(UnitPlan),
+                                          cudaMemcpyHostToDevice, stream));
+        if (!e->dense_ids.empty())
+            SQKV_CUDA_TRY(cudaMemcpyAsync(ws + e->off_dense, e->dense_ids.data(), e->dense_ids.size() * 4,
+                                          cudaMemcpyHostToDevice, stream));
+        if (!e->block_map.empty())
+            SQKV_CUDA_TRY(cudaMemcpyAsync(ws + e->off_map, e->block_map.data(), e->block_map.size() * 4,
+                                          cudaMemcpyHostToDevice, stream));
+        e->plan_ws = workspace;
+    }
+    std::vector<const void *> ptrs(2 * (size_t)n_layers);
+    for (uint32_t i = 0; i < n_layers; i++) {
+        ptrs[2 * i] = k[i];
+        ptrs[2 * i + 1] = v[i];
+    }
+    SQKV_CUDA_TRY(cudaMemcpyAsync(ws + la.ptrs, ptrs.data(), ptrs.size() * sizeof(void *), cudaMemcpyHostToDevice, stream));
+    SQKV_CUDA_TRY(cudaMemsetAsync(ws + e->off_error, 0, 16, stream));
+
+    EncodeArgs a;
+    memset(&a, 0, sizeof a);
+    a.g = e->g;
+    a.g.src_dtype = (uint32_t)src_dtype;
+    a.sections = (const SectionPlan *)(ws + e->off_sections);
+    a.n_sections = (uint32_t)e->sections.size();
+    a.units = (const UnitPlan *)(ws + e->off_units);
+    a.n_units = (uint32_t)e->units.size();
+    a.n_layers = n_layers;
+    a.first_layer = first_layer;
+    a.src = (const void *const *)(ws + la.ptrs);
+    a.out = (uint8_t *)out;
+    a.layer_capacity = e->layer_capacity;
+    a.stats = (UnitStat *)(ws + la.stats);
+    a.temp = (uint16_t *)(ws + la.temp);
+    a.unit_cap = e->unit_cap;
+    a.results = (SectionResult *)(ws + la.results);
+    a.hashes = (uint64_t *)(ws + la.hashes);
+    a.error = (uint32_t *)(ws + e->off_error);
+    a.dense_ids = (const uint32_t *)(ws + e->off_dense);
+    a.n_dense = (uint32_t)e->dense_ids.size();
+    a.max_dense_elems = e->max_dense_elems;
+    a.jobs = (HashJob *)(ws + la.jobs);
+    a.block_map = (const uint32_t *)(ws + e->off_map);
+    a.blocks_per_layer = e->blocks_per_layer;
+    a.sums = (uint64_t *)(ws + la.sums);
+    if (prune_smem_bytes(a.g, a.unit_cap) > 227 * 1024)
+        return fail(e, SQKV_ERR_UNSUPPORTED, "encode_layers: head_dim %u needs more shared memory than one block has",
+                    e->geo.head_dim);
+    const sqkv_cuda_status st = launch_encode(a, stream);
+    if (st != SQKV_OK) return fail(e, st, "encode_layers: %s", sqkv_cuda_status_name(st));
+    e->pending_first = first_layer;
+    e->pending_n = n_layers;
+    e->pending_ws = workspace;
+    if (!e->have_source) {
+        e->have_source = true;
+        e->source_dtype = src_dtype;
+    }
+    return SQKV_OK;
+}
+
+extern "C" sqkv_cuda_status sqkv_cuda_encode_results(sqkv_cuda_encoder *e, const void *workspace, uint64_t *extents,
+                                                     cudaStream_t stream) {
+    if (!e) return SQKV_ERR_INVALID_ARGUMENT;
+    if (e->error != SQKV_OK) return e->error;
+    if (!e->pending_n) return fail(e, SQKV_ERR_STATE, "encode_results: no batch pending");
+    if (workspace != e->pending_ws)
+        return fail(e, SQKV_ERR_INVALID_ARGUMENT, "encode_results: not the workspace of the pending batch");
+    const uint32_t n = e->pending_n, first = e->pending_first;
+    const size_t ns = e->sections.size();
+    const LayerArrays la = layer_arrays(e, n);
+    std::vector<SectionResult> res((size_t)n * ns);
+    uint32_t err_word[4];
+    const uint8_t *ws = (const uint8_t *)workspace;
+    SQKV_CUDA_TRY(cudaMemcpyAsync(err_word, ws + e->off_error, 16, cudaMemcpyDeviceToHost, stream));
+    SQKV_CUDA_TRY(cudaMemcpyAsync(res.data(), ws + la.results, res.size() * sizeof(SectionResult),
+                                  cudaMemcpyDeviceToHost, stream));
+    SQKV_CUDA_TRY(cudaStreamSynchronize(stream));
+    e->pending_n = 0;
+    e->pending_ws = nullptr;
+    if (err_word[0] & 1u)
+        return SQKV_ERR_NONFINITE_INPUT; /* not sticky: the caller may fix the input and encode again */
+    if (err_word[0] & 2u) return SQKV_ERR_RANGE_INPUT;
+    for (uint32_t i = 0; i < n; i++) {
+        for (size_t s = 0; s < ns; s++) {
+            const uint64_t body = res[(size_t)i * ns + s].stored_size;
+            if (body > e->sections[s].slot_size - 64)
+                return fail(e, SQKV_ERR_STATE, "encode_results: section %zu of layer %u overflowed its slot", s,
+                            first + i);
+            e->stored[(size_t)(first + i) * ns + s] = body;
+            if (extents) extents[(size_t)i * ns + s] = sqkv_section_extent(body);
+        }
+        e->layer_done[first + i] = 1;
+    }
+    return SQKV_OK;
+}
+
+extern "C" sqkv_cuda_status sqkv_cuda_encoder_reset(sqkv_cuda_encoder *e) {
+    if (!e) return SQKV_ERR_INVALID_ARGUMENT;
+    if (e->error != SQKV_OK) return e->error;
+    if (e->pending_n) return fail(e, SQKV_ERR_STATE, "reset: read the pending batch with encode_results first");
+    std::fill(e->stored.begin(), e->stored.end(), 0);
+    std::fill(e->layer_done.begin(), e->layer_done.end(), 0);
+    e->have_source = false;
+    return SQKV_OK;
+}
+
+extern "C" sqkv_cuda_status sqkv_cuda_encoder_set_tokens(sqkv_cuda_encoder *e, const int32_t *tokens, size_t count) {
+    if (!e) return SQKV_ERR_INVALID_ARGUMENT;
+    if (e->error != SQKV_OK) return e->error;
+    if (!tokens || count != e->geo.n_tokens)
+        return fail(e, SQKV_ERR_INVALID_ARGUMENT, "set_tokens: %zu ids for %u tokens", count, e->geo.n_tokens);
+    e->tokens.assign(tokens, tokens + count);
+    return SQKV_OK;
+}
+
+extern "C" sqkv_cuda_status sqkv_cuda_encoder_set_fingerprint(sqkv_cuda_encoder *e, const void *bytes, size_t size) {
+    if (!e) return SQKV_ERR_INVALID_ARGUMENT;
+    if (e->error != SQKV_OK) return e->error;
+    if (!bytes || size < 1 || size > SQKV_MAX_FINGERPRINT)
+        return fail(e, SQKV_ERR_INVALID_ARGUMENT, "set_fingerprint: size %zu not in 1..4096", size);
+    e->fingerprint.assign((const uint8_t *)bytes, (const uint8_t *)bytes + size);
+    return SQKV_OK;
+}
+
+namespace {
+
+constexpr uint64_t kIndexPrefix = 16, kIndexTail = 16;
+
+/* Ancillary sections (TOKENS, FINGERPRINT) as sqkv_writer builds them. */
+sqkv_cuda_status build_ancillary(const sqkv_cuda_encoder *e, std::vector<sqkv_section_blob> *out) {
+    if (!e->tokens.empty()) {
+        sqkv_section_blob b;
+        memset(&b, 0, sizeof b);
+        const sqkv_error err = sqkv_encode_tokens(e->tokens.data(), e->tokens.size(), &b);
+        if (err != SQKV_OK) return err;
+        out->push_back(b);
+    }
+    if (!e->fingerprint.empty()) {
+        sqkv_section_blob b;
+        memset(&b, 0, sizeof b);
+        const sqkv_error err = sqkv_encode_fingerprint(e->fingerprint.data(), e->fingerprint.size(), &b);
+        if (err != SQKV_OK) {
+            for (auto &x : *out) sqkv_blob_free(&x);
+            return err;
+        }
+        out->push_back(b);
+    }
+    return SQKV_OK;
+}
+
+bool all_done(const sqkv_cuda_encoder *e) {
+    for (uint8_t d : e->layer_done)
+        if (!d) return false;
+    return true;
+}
+
+uint64_t ancillary_extent(const sqkv_cuda_encoder *e) {
+    uint64_t n = 0;
+    if (!e->tokens.empty()) n += sqkv_section_extent(4 * e->tokens.size());
+    if (!e->fingerprint.empty()) n += sqkv_section_extent(e->fingerprint.size());
+    return n;
+}
+
+}  // namespace
+
+extern "C" sqkv_cuda_status sqkv_cuda_encoder_file_size(const sqkv_cuda_encoder *e, uint64_t *size) {
+    if (!e || !size) return SQKV_ERR_INVALID_ARGUMENT;
+    if (e->error != SQKV_OK) return e->error;
+    if (!all_done(e)) return SQKV_ERR_STATE;
+    uint64_t n = SQKV_HEADER_SIZE_V1 + ancillary_extent(e);
+    for (uint64_t b : e->stored) n += sqkv_section_extent(b);
+    const uint64_t entries = (e->tokens.empty() ? 0 : 1) + (e->fingerprint.empty() ? 0 : 1) + e->stored.size();
+    n += sqkv_section_extent(kIndexPrefix + SQKV_INDEX_ENTRY_SIZE * entries + kIndexTail);
+    *size = n;
+    return SQKV_OK;
+}
+
+extern "C" sqkv_cuda_status sqkv_cuda_encoder_write_file(sqkv_cuda_encoder *e, const void *const *layers,
+                                                         sqkv_write_fn write_fn, void *ctx, cudaStream_t stream) {
+    if (!e || !layers || !write_fn) return SQKV_ERR_INVALID_ARGUMENT;
+    if (e->error != SQKV_OK) return e->error;
+    if (!all_done(e)) return fail(e, SQKV_ERR_STATE, "write_file: not every layer was encoded");
+    std::vector<sqkv_section_blob> anc;
+    sqkv_cuda_status st = build_ancillary(e, &anc);
+    if (st != SQKV_OK) return fail(e, st, "write_file: building the ancillary sections failed");
+    const size_t ns = e->sections.size();
+    const uint64_t entries = anc.size() + e->stored.size();
+    const uint64_t index_body = kIndexPrefix + SQKV_INDEX_ENTRY_SIZE * entries + kIndexTail;
+    std::vector<uint8_t> index(64 + (size_t)index_body, 0);
+    uint8_t *ib = index.data() + 64;
+    sqkv_store_u32(ib, e->geo.n_tokens);
+    sqkv_store_u32(ib + 4, e->geo.dense_window);
+    uint64_t offset = SQKV_HEADER_SIZE_V1, count = 0;
+    for (auto &b : anc) {
+        sqkv_index_entry_pack(&b.header, offset, ib + kIndexPrefix + SQKV_INDEX_ENTRY_SIZE * count++);
+        offset += sqkv_blob_extent(&b);
+    }
+    for (uint32_t l = 0; l < e->geo.n_layers; l++)
+        for (size_t s = 0; s < ns; s++) {
+            const SectionPlan &p = e->sections[s];
+            sqkv_section_header h;
+            memset(&h, 0, sizeof h);
+            h.kind = p.kind;
+            h.tensor = p.tensor;
+            h.layer = l;
+            h.head_start = p.head_start;
+            h.head_count = p.head_count;
+            h.token_start = p.token_start;
+            h.token_count = p.token_count;
+            h.stored_size = e->stored[(size_t)l * ns + s];
+            sqkv_index_entry_pack(&h, offset, ib + kIndexPrefix + SQKV_INDEX_ENTRY_SIZE * count++);
+            offset += sqkv_section_extent(h.stored_size);
+        }
+    uint8_t *tail = ib + index_body - kIndexTail;
+    sqkv_store_u64(tail, offset);
+    memcpy(tail + 8, sqkv_end_magic, SQKV_MAGIC_SIZE);
+    sqkv_section_header ih;
+    memset(&ih, 0, sizeof ih);
+    ih.kind = SQKV_KIND_INDEX;
+    ih.stored_size = ih.decoded_size = index_body;
+    ih.body_checksum = sqkv_checksum(ib, (size_t)index_body);
+    sqkv_section_header_pack(&ih, index.data());
+
+    uint8_t fh[SQKV_HEADER_SIZE_V1];
+    memset(fh, 0, sizeof fh);
+    memcpy(fh + SQKV_HDR_MAGIC, sqkv_magic, SQKV_MAGIC_SIZE);
+    sqkv_store_u16(fh + SQKV_HDR_VERSION_MAJOR, SQKV_FORMAT_VERSION_MAJOR);
+    sqkv_store_u16(fh + SQKV_HDR_VERSION_MINOR, SQKV_FORMAT_VERSION_MINOR);
+    sqkv_store_u32(fh + SQKV_HDR_HEADER_SIZE, SQKV_HEADER_SIZE_V1);
+    sqkv_store_u32(fh + SQKV_HDR_N_LAYERS, e->geo.n_layers);
+    sqkv_store_u32(fh + SQKV_HDR_N_KV_HEADS, e->geo.n_kv_heads);
+    sqkv_store_u32(fh + SQKV_HDR_HEAD_DIM, e->geo.head_dim);
+    sqkv_store_u32(fh + SQKV_HDR_N_TOKENS, e->geo.n_tokens);
+    sqkv_store_u32(fh + SQKV_HDR_DENSE_WINDOW, e->geo.dense_window);
+    fh[SQKV_HDR_VALUE_DTYPE] = (uint8_t)e->geo.value_dtype;
+    fh[SQKV_HDR_SOURCE_DTYPE] = (uint8_t)e->source_dtype;
+    fh[SQKV_HDR_TILE_SIZE_LOG2] = (uint8_t)SQKV_TILE_SIZE_LOG2;
+    fh[SQKV_HDR_CHECKSUM_KIND] = (uint8_t)SQKV_CHECKSUM_XXH3_64;
+    sqkv_store_u64(fh + SQKV_HEADER_SIZE_V1 - 8, sqkv_checksum(fh, SQKV_HEADER_SIZE_V1 - 8));
+
+    uint8_t *staging = nullptr;
+    auto cleanup = [&]() {
+        for (auto &b : anc) sqkv_blob_free(&b);
+        if (staging) cudaFreeHost(staging);
+    };
+    int bad = write_fn(ctx, fh, sizeof fh);
+    for (auto &b : anc)
+        if (!bad) bad = write_fn(ctx, b.bytes, (size_t)sqkv_blob_extent(&b));
+    if (bad) {
+        cleanup();
+        return fail(e, SQKV_ERR_IO, "write_file: the write callback failed");
+    }
+    const cudaError_t ce = cudaMallocHost((void **)&staging, (size_t)e->layer_capacity);
+    if (ce != cudaSuccess) {
+        staging = nullptr;
+        cleanup();
+        return SQKV_CUDA_ERROR_BASE + (int)ce;
+    }
+    for (uint32_t l = 0; l < e->geo.n_layers && !bad; l++) {
+        if (!layers[l]) {
+            cleanup();
+            return fail(e, SQKV_ERR_INVALID_ARGUMENT, "write_file: layers[%u] is NULL", l);
+        }
+        cudaError_t c = cudaMemcpyAsync(staging, layers[l], (size_t)e->layer_capacity, cudaMemcpyDeviceToHost, stream);
+        if (c == cudaSuccess) c = cudaStreamSynchronize(stream);
+        if (c != cudaSuccess) {
+            cleanup();
+            return SQKV_CUDA_ERROR_BASE + (int)c;
+        }
+        for (size_t s = 0; s < ns && !bad; s++)
+            bad = write_fn(ctx, staging + e->sections[s].slot,
+                           (size_t)sqkv_section_extent(e->stored[(size_t)l * ns + s]));
+    }
+    if (!bad) bad = write_fn(ctx, index.data(), index.size());
+    cleanup();
+    if (bad) return fail(e, SQKV_ERR_IO, "write_file: the write callback failed");
+    return SQKV_OK;
+}

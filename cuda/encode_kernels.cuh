@@ -1,0 +1,44 @@
+/* encode_kernels.cuh: the encoder's kernel arguments and launchers (encode_kernels.cu). */
+#ifndef SQKV_CUDA_ENCODE_KERNELS_CUH
+#define SQKV_CUDA_ENCODE_KERNELS_CUH
+
+#include "internal.cuh"
+
+namespace sqkv_cuda {
+
+struct EncodeArgs {
+    Geometry g;
+    const SectionPlan *sections;
+    uint32_t n_sections;
+    const UnitPlan *units;
+    uint32_t n_units;
+    uint32_t n_layers;
+    uint32_t first_layer;       /* absolute layer number of layer slot 0 (for headers) */
+    const void *const *src;     /* [n_layers][2]: K, V inputs */
+    uint8_t *out;
+    uint64_t layer_capacity;
+    UnitStat *stats;            /* [n_layers][n_units] */
+    uint16_t *temp;             /* [n_layers][n_units][unit_cap] kept values, tile order */
+    uint64_t unit_cap;          /* a multiple of 8 */
+    SectionResult *results;     /* [n_layers][n_sections] */
+    uint64_t *hashes;           /* [n_layers][n_sections] body checksums */
+    uint32_t *error;            /* bit 0: NaN/inf input, bit 1: value out of range of E */
+    const uint32_t *dense_ids;  /* the DENSE sections of a layer */
+    uint32_t n_dense;
+    uint64_t max_dense_elems;   /* largest DENSE section, elements */
+    HashJob *jobs;              /* [n_layers][n_sections], filled on the device */
+    const uint32_t *block_map;  /* [blocks_per_layer]: block-sum slot -> section */
+    uint64_t blocks_per_layer;
+    uint64_t *sums;             /* [n_layers][blocks_per_layer][8] */
+};
+
+/* Dynamic shared memory of the pruning kernel for this geometry (0 when it cannot fit). */
+size_t prune_smem_bytes(const Geometry &g, uint64_t unit_cap);
+
+/* The whole encode of a batch, queued on stream: prune, per-section scan, pack, dense copy,
+ * checksums, headers. */
+sqkv_cuda_status launch_encode(const EncodeArgs &a, cudaStream_t stream);
+
+}  // namespace sqkv_cuda
+
+#endif

@@ -1,0 +1,276 @@
+/*
+ * encode_test.cc: the GPU encoder writes exactly the CPU encoder's file, on fresh random caches, across
+ * head_dim, token counts, heads, payload widths, quantizers, scale granularities, section splits,
+ * element and source types. Also: device XXH3 against xxHash, input errors, argument checks.
+ */
+#include <xxhash.h>
+
+#include "cuda_test_util.h"
+
+using namespace sqkv_test;
+
+namespace {
+
+uint64_t seed_of(const char *name) { return XXH3_64bits(name, strlen(name)) ^ (uint64_t)time(nullptr); }
+
+/* Encodes the whole cache on the GPU (layers in batches of `batch`) and returns the file bytes. */
+void gpu_file(const Case &c, const std::vector<std::vector<uint8_t>> &k, const std::vector<std::vector<uint8_t>> &v,
+              const std::vector<int32_t> &tokens, uint32_t batch, std::vector<uint8_t> *file) {
+    const sqkv_geometry g = geometry_of(c);
+    const sqkv_writer_options o = options_of(c);
+    sqkv_cuda_encoder *enc = nullptr;
+    SQ_OK(sqkv_cuda_encoder_create(&g, &o, &enc));
+    sqkv_cuda_encode_sizes sz;
+    SQ_OK(sqkv_cuda_encoder_sizes(enc, &sz));
+    const size_t es = c.src == SQKV_DTYPE_FP32 ? 4 : 2;
+    const size_t tensor_bytes = (size_t)c.heads * c.tokens * c.head_dim * es;
+    DevBuf in(2 * tensor_bytes * c.layers), out(sz.layer_capacity * c.layers);
+    const uint64_t ws_size = sz.workspace_base + sz.workspace_per_layer * batch;
+    DevBuf ws(ws_size);
+    ASSERT_TRUE(in.p && out.p && ws.p);
+    /* poison the output: every byte of the file must be written by the encoder */
+    CUDA_OK(cudaMemset(out.p, 0xA5, out.n));
+    std::vector<const void *> kp(c.layers), vp(c.layers), lp(c.layers);
+    for (uint32_t l = 0; l < c.layers; l++) {
+        uint8_t *base = (uint8_t *)in.p + 2 * tensor_bytes * l;
+        CUDA_OK(cudaMemcpy(base, k[l].data(), tensor_bytes, cudaMemcpyHostToDevice));
+        CUDA_OK(cudaMemcpy(base + tensor_bytes, v[l].data(), tensor_bytes, cudaMemcpyHostToDevice));
+        kp[l] = base;
+        vp[l] = base + tensor_bytes;
+        lp[l] = (uint8_t *)out.p + sz.layer_capacity * l;
+    }
+    if (!tokens.empty()) SQ_OK(sqkv_cuda_encoder_set_tokens(enc, tokens.data(), tokens.size()));
+    for (uint32_t l0 = 0; l0 < c.layers; l0 += batch) {
+        const uint32_t n = std::min(batch, c.layers - l0);
+        SQ_OK(sqkv_cuda_encode_layers(enc, l0, n, c.src, kp.data() + l0, vp.data() + l0, (void *)lp[l0],
+                                      sz.layer_capacity * n, ws.p, ws_size, 0));
+        std::vector<uint64_t> ext((size_t)n * sz.sections_per_layer);
+        SQ_OK(sqkv_cuda_encode_results(enc, ws.p, ext.data(), 0));
+        for (uint64_t x : ext) ASSERT_GE(x, 64u);
+    }
+    uint64_t fsize = 0;
+    SQ_OK(sqkv_cuda_encoder_file_size(enc, &fsize));
+    SQ_OK(sqkv_cuda_encoder_write_file(enc, lp.data(), vec_write, file, 0));
+    EXPECT_EQ(fsize, file->size());
+    sqkv_cuda_encoder_destroy(enc);
+}
+
+void check_case(const Case &c, uint64_t seed, uint32_t batch = 0) {
+    SCOPED_TRACE(c.name());
+    std::mt19937_64 rng(seed);
+    std::vector<std::vector<uint8_t>> k(c.layers), v(c.layers);
+    for (uint32_t l = 0; l < c.layers; l++) {
+        k[l] = random_tensor(rng, c.heads, c.tokens, c.head_dim, c.src, c.e);
+        v[l] = random_tensor(rng, c.heads, c.tokens, c.head_dim, c.src, c.e);
+    }
+    std::vector<int32_t> tokens(c.tokens);
+    for (auto &t : tokens) t = (int32_t)(rng() & 0x7FFFFFFF);
+    const std::vector<uint8_t> want = cpu_file(c, k, v, tokens);
+    ASSERT_FALSE(want.empty());
+    std::vector<uint8_t> got;
+    gpu_file(c, k, v, tokens, batch ? batch : c.layers, &got);
+    ASSERT_EQ("", first_difference(want, got)) << "seed " << seed;
+}
+
+Case base_case() {
+    Case c;
+    c.layers = 2;
+    c.heads = 3;
+    c.head_dim = 128;
+    c.tokens = 200;
+    c.window = 0;
+    c.e = SQKV_DTYPE_FP16;
+    c.src = SQKV_DTYPE_FP16;
+    c.bits = 2;
+    c.q = SQKV_QUANT_SYMMETRIC;
+    c.gran = SQKV_SCALE_PER_HEAD;
+    c.k = 4;
+    c.hps = 1;
+    c.tps = 0;
+    c.prune = SQKV_PRUNE_MAGNITUDE;
+    c.sparsity = 0.7;
+    return c;
+}
+
+}  // namespace
+
+TEST(CudaChecksum, MatchesXxh3OnManySizes) {
+    SKIP_WITHOUT_GPU();
+    std::mt19937_64 rng(seed_of("checksum"));
+    std::vector<uint64_t> sizes;
+    for (uint64_t s = 0; s < 300; s++) sizes.push_back(s);
+    for (uint64_t s : {1023ull, 1024ull, 1025ull, 2047ull, 2048ull, 2049ull, 4096ull + 64, 100000ull, 1048577ull})
+        sizes.push_back(s);
+    for (int i = 0; i < 40; i++) sizes.push_back(241 + rng() % 300000);
+    std::vector<std::vector<uint8_t>> host(sizes.size());
+    std::vector<DevBuf> dev(sizes.size());
+    std::vector<const void *> ptrs(sizes.size());
+    for (size_t i = 0; i < sizes.size(); i++) {
+        host[i].resize(sizes[i] + 8);
+        for (auto &b : host[i]) b = (uint8_t)rng();
+        dev[i].alloc(sizes[i] + 8);
+        CUDA_OK(cudaMemcpy(dev[i].p, host[i].data(), sizes[i], cudaMemcpyHostToDevice));
+        ptrs[i] = dev[i].p;
+    }
+    const uint64_t wsz = sqkv_cuda_checksums_workspace(sizes.data(), sizes.size());
+    ASSERT_GT(wsz, 0u);
+    DevBuf ws(wsz);
+    std::vector<uint64_t> got(sizes.size());
+    SQ_OK(sqkv_cuda_checksums(ptrs.data(), sizes.data(), sizes.size(), got.data(), ws.p, wsz, 0));
+    for (size_t i = 0; i < sizes.size(); i++)
+        EXPECT_EQ(XXH3_64bits(host[i].data(), sizes[i]), got[i]) << "size " << sizes[i];
+}
+
+TEST(CudaEncode, DefaultOptionsAcrossHeadDims) {
+    SKIP_WITHOUT_GPU();
+    for (uint32_t D : {64u, 80u, 96u, 128u, 256u}) {
+        Case c = base_case();
+        c.head_dim = D;
+        c.tokens = 64 + 37 + (uint32_t)(D % 7) * 64;
+        check_case(c, seed_of("dims") + D);
+    }
+}
+
+TEST(CudaEncode, PayloadWidthsQuantizersGranularities) {
+    SKIP_WITHOUT_GPU();
+    uint64_t n = 0;
+    for (uint32_t bits : {2u, 4u, 8u, 16u})
+        for (int q = 1; q <= 2; q++)
+            for (int gr = 1; gr <= 2; gr++) {
+                Case c = base_case();
+                c.bits = bits;
+                if (bits == 16) {
+                    if (q == 2 || gr == 2) continue;
+                    c.q = SQKV_QUANT_EXACT;
+                    c.gran = SQKV_SCALE_NONE;
+                } else {
+                    c.q = (sqkv_quantizer)q;
+                    c.gran = (sqkv_scale_granularity)gr;
+                }
+                c.head_dim = (n % 2) ? 96 : 128;
+                c.tokens = 130 + 17 * (uint32_t)n;
+                c.window = (n % 3 == 0) ? 0 : 5 + (uint32_t)n;
+                check_case(c, seed_of("widths") + n++);
+            }
+}
+
+TEST(CudaEncode, ElementAndSourceTypes) {
+    SKIP_WITHOUT_GPU();
+    uint64_t n = 0;
+    for (sqkv_dtype e : {SQKV_DTYPE_FP16, SQKV_DTYPE_BF16})
+        for (sqkv_dtype src : {SQKV_DTYPE_FP16, SQKV_DTYPE_BF16, SQKV_DTYPE_FP32})
+            for (int q = 1; q <= 2; q++) {
+                Case c = base_case();
+                c.e = e;
+                c.src = src;
+                c.q = (sqkv_quantizer)q;
+                c.bits = q == 1 ? 4 : 2;
+                c.gran = q == 1 ? SQKV_SCALE_PER_TILE : SQKV_SCALE_PER_HEAD;
+                c.head_dim = 64 + 16 * (uint32_t)(n % 3);
+                c.window = 3;
+                check_case(c, seed_of("types") + n++);
+            }
+}
+
+TEST(CudaEncode, SectionSplitsHeadsAndOffsets) {
+    SKIP_WITHOUT_GPU();
+    const uint32_t heads[] = {1, 2, 5, 8, 32};
+    uint64_t n = 0;
+    for (uint32_t H : heads)
+        for (uint32_t hps : {1u, 3u})
+            for (uint32_t tps : {0u, 64u, 192u}) {
+                Case c = base_case();
+                c.heads = H;
+                c.hps = hps;
+                c.tps = tps;
+                c.tokens = 250 + (uint32_t)n % 70;
+                c.window = (uint32_t)(n % 4) * 7;
+                c.k = (uint32_t)(n % 6);
+                c.head_dim = H == 32 ? 64 : 128;
+                c.layers = 1 + (uint32_t)(n % 2);
+                check_case(c, seed_of("splits") + n++);
+            }
+}
+
+TEST(CudaEncode, SparsityLevelsAndNoPruning) {
+    SKIP_WITHOUT_GPU();
+    uint64_t n = 0;
+    for (double s : {0.0, 0.3, 0.5, 0.9, 0.99}) {
+        Case c = base_case();
+        c.sparsity = s;
+        c.head_dim = 80;
+        check_case(c, seed_of("sparsity") + n++);
+    }
+    Case c = base_case();
+    c.prune = SQKV_PRUNE_NONE;
+    c.bits = 8;
+    c.q = SQKV_QUANT_ASYMMETRIC;
+    check_case(c, seed_of("noprune"));
+}
+
+TEST(CudaEncode, ManyLayersInBatches) {
+    SKIP_WITHOUT_GPU();
+    Case c = base_case();
+    c.layers = 7;
+    c.heads = 4;
+    c.tokens = 300;
+    c.window = 20;
+    check_case(c, seed_of("batches"), 3);
+}
+
+TEST(CudaEncode, NonFiniteAndOutOfRangeInputAreErrors) {
+    SKIP_WITHOUT_GPU();
+    Case c = base_case();
+    c.layers = 1;
+    c.src = SQKV_DTYPE_FP32;
+    const sqkv_geometry g = geometry_of(c);
+    const sqkv_writer_options o = options_of(c);
+    const size_t n = (size_t)c.heads * c.tokens * c.head_dim;
+    for (int which = 0; which < 2; which++) {
+        std::vector<float> host(n, 0.5f);
+        host[n / 2 + 3] = which == 0 ? NAN : 1e6f; /* 1e6 does not fit fp16 */
+        sqkv_cuda_encoder *enc = nullptr;
+        SQ_OK(sqkv_cuda_encoder_create(&g, &o, &enc));
+        sqkv_cuda_encode_sizes sz;
+        SQ_OK(sqkv_cuda_encoder_sizes(enc, &sz));
+        DevBuf in(n * 4), out(sz.layer_capacity), ws(sz.workspace_base + sz.workspace_per_layer);
+        CUDA_OK(cudaMemcpy(in.p, host.data(), n * 4, cudaMemcpyHostToDevice));
+        const void *kp[1] = {in.p}, *vp[1] = {in.p};
+        SQ_OK(sqkv_cuda_encode_layers(enc, 0, 1, SQKV_DTYPE_FP32, kp, vp, out.p, out.n, ws.p, ws.n, 0));
+        EXPECT_EQ(which == 0 ? SQKV_ERR_NONFINITE_INPUT : SQKV_ERR_RANGE_INPUT,
+                  sqkv_cuda_encode_results(enc, ws.p, nullptr, 0));
+        sqkv_cuda_encoder_destroy(enc);
+    }
+}
+
+TEST(CudaEncode, ArgumentChecksBeforeLaunch) {
+    /* No GPU needed: every check here happens before anything is queued. */
+    Case c = base_case();
+    const sqkv_geometry g = geometry_of(c);
+    sqkv_writer_options o = options_of(c);
+    sqkv_cuda_encoder *enc = nullptr;
+    o.payload_bits = 3;
+    EXPECT_NE(SQKV_OK, sqkv_cuda_encoder_create(&g, &o, &enc));
+    EXPECT_EQ(nullptr, enc);
+    o = options_of(c);
+    ASSERT_EQ(SQKV_OK, sqkv_cuda_encoder_create(&g, &o, &enc));
+    sqkv_cuda_encode_sizes sz;
+    ASSERT_EQ(SQKV_OK, sqkv_cuda_encoder_sizes(enc, &sz));
+    EXPECT_GT(sz.layer_capacity, 0u);
+    const void *kp[1] = {(void *)0x1000}, *vp[1] = {(void *)0x1000};
+    EXPECT_EQ(SQKV_ERR_INVALID_ARGUMENT,
+              sqkv_cuda_encode_layers(enc, 5, 1, SQKV_DTYPE_FP16, kp, vp, (void *)0x1000, sz.layer_capacity,
+                                      (void *)0x1000, 1ull << 40, 0));
+    sqkv_cuda_encoder_destroy(enc);
+    ASSERT_EQ(SQKV_OK, sqkv_cuda_encoder_create(&g, &o, &enc));
+    EXPECT_EQ(SQKV_ERR_BUFFER_TOO_SMALL,
+              sqkv_cuda_encode_layers(enc, 0, 1, SQKV_DTYPE_FP16, kp, vp, (void *)0x1000, sz.layer_capacity - 1,
+                                      (void *)0x1000, 1ull << 40, 0));
+    sqkv_cuda_encoder_destroy(enc);
+    ASSERT_EQ(SQKV_OK, sqkv_cuda_encoder_create(&g, &o, &enc));
+    EXPECT_EQ(SQKV_ERR_BUFFER_TOO_SMALL,
+              sqkv_cuda_encode_layers(enc, 0, 1, SQKV_DTYPE_FP16, kp, vp, (void *)0x1000, sz.layer_capacity,
+                                      (void *)0x1000, 16, 0));
+    EXPECT_STRNE("", sqkv_cuda_encoder_error_detail(enc));
+    sqkv_cuda_encoder_destroy(enc);
+}

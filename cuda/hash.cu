@@ -1,0 +1,156 @@
+/* hash.cu: XXH3-64 of many device buffers at once (see xxh3.cuh for the split into two kernels). */
+#include <stdlib.h>
+#include <string.h>
+
+#include <vector>
+
+#include "internal.cuh"
+#include "xxh3.cuh"
+
+namespace sqkv_cuda {
+
+namespace {
+
+__device__ __forceinline__ uint64_t job_len(const HashJob &j) { return j.len_at ? *j.len_at : j.len; }
+
+/* One warp per 1024-byte block: lane l reads 32 bytes (stripe l/2, half l%2) and adds their
+ * contributions to its four accumulator lanes; the 16 lanes of each half then sum over stripes. */
+__global__ void __launch_bounds__(128) block_sums_kernel(const HashJob *jobs, uint32_t jobs_per_layer,
+                                                         const uint32_t *block_job, uint64_t blocks_per_layer,
+                                                         uint64_t *sums) {
+    /* the secret in shared memory: constant memory would serialize the lanes' different addresses */
+    __shared__ uint64_t secret[24];
+    if (threadIdx.x < 24) secret[threadIdx.x] = secret64(8 * threadIdx.x);
+    __syncthreads();
+    const uint64_t local = (uint64_t)blockIdx.x * 4 + (threadIdx.x >> 5);
+    if (local >= blocks_per_layer) return;
+    const uint64_t slot = (uint64_t)blockIdx.y * blocks_per_layer + local;
+    const HashJob job = jobs[(uint64_t)blockIdx.y * jobs_per_layer + block_job[local]];
+    const uint64_t len = job_len(job);
+    const uint64_t b = slot - job.block_first;
+    if (len <= 240 || b >= xxh3_full_blocks(len)) return; /* whole warp leaves together */
+    const uint32_t lane = threadIdx.x & 31, stripe = lane >> 1, half = lane & 1;
+    const uint8_t *p = job.data + b * kXxhBlock + stripe * kXxhStripe + half * 32;
+    uint64_t acc[4] = {0, 0, 0, 0};
+#pragma unroll
+    for (int q = 0; q < 4; q++) {
+        const int i = 4 * half + q;
+        const uint64_t v = *(const uint64_t *)(p + 8 * q); /* bodies start 8-aligned */
+        const uint64_t k = v ^ secret[stripe + i];
+        acc[q ^ 1] += v;
+        acc[q] += (k & 0xFFFFFFFFull) * (k >> 32);
+    }
+#pragma unroll
+    for (int off = 2; off < 32; off <<= 1)
+#pragma unroll
+        for (int q = 0; q < 4; q++) acc[q] += __shfl_xor_sync(0xFFFFFFFFu, acc[q], off);
+    if (lane < 2) {
+#pragma unroll
+        for (int q = 0; q < 4; q++) sums[slot * 8 + 4 * half + q] = acc[q];
+    }
+}
+
+/* One thread per job: the chain of scrambles over the block sums, then the tail of the input. */
+__global__ void finish_kernel(const HashJob *jobs, uint32_t n_jobs, const uint64_t *sums, uint64_t *results) {
+    const uint32_t i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n_jobs) return;
+    const HashJob job = jobs[i];
+    const uint64_t len = job_len(job);
+    if (len <= 240) {
+        results[i] = xxh3_short(job.data, len);
+        return;
+    }
+    uint64_t acc[8];
+    xxh3_init_acc(acc);
+    const uint64_t nb = xxh3_full_blocks(len);
+    const uint64_t *s = sums + job.block_first * 8;
+    /* the loads do not depend on the chain: unrolled, they are issued ahead of the scrambles */
+#pragma unroll 8
+    for (uint64_t b = 0; b < nb; b++) {
+#pragma unroll
+        for (int q = 0; q < 8; q++) acc[q] += __ldg(s + b * 8 + q);
+        xxh3_scramble(acc);
+    }
+    results[i] = xxh3_long_finish(acc, job.data, len);
+}
+
+}  // namespace
+
+sqkv_cuda_status launch_hash(const HashJob *jobs, uint32_t jobs_per_layer, uint32_t n_layers, const uint32_t *block_job,
+                             uint64_t blocks_per_layer, uint64_t *sums, uint64_t *results, cudaStream_t stream) {
+    const uint64_t n_jobs = (uint64_t)jobs_per_layer * n_layers;
+    if (n_jobs == 0) return SQKV_OK;
+    if (n_jobs > 0x7FFFFFFFull || n_layers > 65535) return SQKV_ERR_LIMIT;
+    if (blocks_per_layer > 0) {
+        const uint64_t grid = (blocks_per_layer + 3) / 4;
+        if (grid > 0x7FFFFFFFull) return SQKV_ERR_LIMIT;
+        block_sums_kernel<<<dim3((unsigned)grid, n_layers), 128, 0, stream>>>(jobs, jobs_per_layer, block_job,
+                                                                             blocks_per_layer, sums);
+        SQKV_CUDA_LAUNCHED();
+    }
+    finish_kernel<<<(unsigned)((n_jobs + 127) / 128), 128, 0, stream>>>(jobs, (uint32_t)n_jobs, sums, results);
+    SQKV_CUDA_LAUNCHED();
+    return SQKV_OK;
+}
+
+/* Workspace layout of sqkv_cuda_checksums: jobs, block -> job map, block sums, results. */
+struct ChecksumLayout {
+    uint64_t jobs_at, map_at, sums_at, results_at, total, blocks;
+};
+
+static int checksum_layout(const uint64_t *sizes, size_t n, ChecksumLayout *l) {
+    uint64_t blocks = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (sizes[i] > (1ull << 40)) return 0;
+        blocks += sizes[i] > 240 ? xxh3_full_blocks(sizes[i]) : 0;
+    }
+    l->blocks = blocks;
+    l->jobs_at = 0;
+    l->map_at = align_up(n * sizeof(HashJob), 256);
+    l->sums_at = l->map_at + align_up(blocks * 4, 256);
+    l->results_at = l->sums_at + blocks * 64;
+    l->total = l->results_at + align_up(n * 8, 256);
+    return 1;
+}
+
+}  // namespace sqkv_cuda
+
+using namespace sqkv_cuda;
+
+extern "C" uint64_t sqkv_cuda_checksums_workspace(const uint64_t *sizes, size_t n) {
+    ChecksumLayout l;
+    if (!sizes && n) return 0;
+    if (n > ((uint64_t)1 << 32) || !checksum_layout(sizes, n, &l)) return 0;
+    return l.total;
+}
+
+extern "C" sqkv_cuda_status sqkv_cuda_checksums(const void *const *buffers, const uint64_t *sizes, size_t n,
+                                                uint64_t *out, void *workspace, uint64_t workspace_size,
+                                                cudaStream_t stream) {
+    if (n == 0) return SQKV_OK;
+    if (!buffers || !sizes || !out || !workspace || n > ((uint64_t)1 << 32)) return SQKV_ERR_INVALID_ARGUMENT;
+    ChecksumLayout l;
+    if (!checksum_layout(sizes, n, &l)) return SQKV_ERR_LIMIT;
+    if (workspace_size < l.total) return SQKV_ERR_BUFFER_TOO_SMALL;
+    for (size_t i = 0; i < n; i++)
+        if (!buffers[i] && sizes[i]) return SQKV_ERR_INVALID_ARGUMENT;
+    std::vector<HashJob> jobs(n);
+    std::vector<uint32_t> map(l.blocks);
+    uint64_t first = 0;
+    for (size_t i = 0; i < n; i++) {
+        const uint64_t nb = sizes[i] > 240 ? xxh3_full_blocks(sizes[i]) : 0;
+        jobs[i] = HashJob{(const uint8_t *)buffers[i], nullptr, sizes[i], first, nb};
+        for (uint64_t b = 0; b < nb; b++) map[first + b] = (uint32_t)i;
+        first += nb;
+    }
+    uint8_t *ws = (uint8_t *)workspace;
+    SQKV_CUDA_TRY(cudaMemcpyAsync(ws + l.jobs_at, jobs.data(), n * sizeof(HashJob), cudaMemcpyHostToDevice, stream));
+    if (l.blocks)
+        SQKV_CUDA_TRY(cudaMemcpyAsync(ws + l.map_at, map.data(), l.blocks * 4, cudaMemcpyHostToDevice, stream));
+    sqkv_cuda_status st = launch_hash((const HashJob *)(ws + l.jobs_at), (uint32_t)n, 1, (const uint32_t *)(ws + l.map_at),
+                                      l.blocks, (uint64_t *)(ws + l.sums_at), (uint64_t *)(ws + l.results_at), stream);
+    if (st != SQKV_OK) return st;
+    SQKV_CUDA_TRY(cudaMemcpyAsync(out, ws + l.results_at, n * 8, cudaMemcpyDeviceToHost, stream));
+    SQKV_CUDA_TRY(cudaStreamSynchronize(stream));
+    return SQKV_OK;
+}

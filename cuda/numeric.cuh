@@ -1,0 +1,246 @@
+/*
+ * numeric.cuh: the element-type arithmetic of spec/FORMAT.md §7.4 and §14 for host and device code.
+ *
+ * These functions must give, bit for bit, what codec/src/float16.c and quantize.c give, because the
+ * GPU encoder promises the CPU encoder's bytes. They avoid everything whose result could differ
+ * between the two: no fused multiply-add where a product is not exact (__dmul_rn/__dadd_rn on the
+ * device), no hardware conversion whose rounding or subnormal handling we did not check (double ->
+ * fp16/bf16 is done with integer operations), and the same search order for nearest levels.
+ * cuda/numeric_test checks them against the CPU functions on the host.
+ */
+#ifndef SQKV_CUDA_NUMERIC_CUH
+#define SQKV_CUDA_NUMERIC_CUH
+
+#include <stdint.h>
+#include <string.h>
+
+#ifdef __CUDACC__
+#define SQKV_HD __host__ __device__ __forceinline__
+#else
+#define SQKV_HD inline
+#endif
+
+namespace sqkv_cuda {
+
+/* Element type parameters: fp16 (bias 15, 10 mantissa bits) or bf16 (bias 127, 7 mantissa bits). */
+SQKV_HD int e_mant_bits(bool bf16) { return bf16 ? 7 : 10; }
+
+SQKV_HD uint64_t dbl_bits(double x) {
+#ifdef __CUDA_ARCH__
+    return (uint64_t)__double_as_longlong(x);
+#else
+    uint64_t u;
+    memcpy(&u, &x, sizeof u);
+    return u;
+#endif
+}
+SQKV_HD double bits_dbl(uint64_t u) {
+#ifdef __CUDA_ARCH__
+    return __longlong_as_double((long long)u);
+#else
+    double x;
+    memcpy(&x, &u, sizeof x);
+    return x;
+#endif
+}
+
+/* Products and sums that must be single IEEE operations (never contracted into an FMA). */
+SQKV_HD double dmul(double a, double b) {
+#ifdef __CUDA_ARCH__
+    return __dmul_rn(a, b);
+#else
+    volatile double p = a * b;
+    return p;
+#endif
+}
+SQKV_HD double dadd(double a, double b) {
+#ifdef __CUDA_ARCH__
+    return __dadd_rn(a, b);
+#else
+    return a + b;
+#endif
+}
+SQKV_HD double dsub(double a, double b) {
+#ifdef __CUDA_ARCH__
+    return __dsub_rn(a, b);
+#else
+    return a - b;
+#endif
+}
+SQKV_HD double ddiv(double a, double b) {
+#ifdef __CUDA_ARCH__
+    return __ddiv_rn(a, b);
+#else
+    return a / b;
+#endif
+}
+
+SQKV_HD bool e_is_finite(uint16_t h, bool bf16) {
+    return bf16 ? (h & 0x7F80u) != 0x7F80u : (h & 0x7C00u) != 0x7C00u;
+}
+SQKV_HD uint16_t e_max_finite(bool bf16) { return bf16 ? 0x7F7Fu : 0x7BFFu; }
+
+/* Exact E -> binary64, built from the bits (finite inputs; infinities and NaN also handled). */
+SQKV_HD double e_to_double(uint16_t h, bool bf16) {
+    const int mb = bf16 ? 7 : 10, bias = bf16 ? 127 : 15, emax = bf16 ? 255 : 31;
+    const uint64_t sign = (uint64_t)(h >> 15) << 63;
+    const int ex = (h >> mb) & emax;
+    const uint64_t m = h & ((1u << mb) - 1u);
+    if (ex == emax) return bits_dbl(sign | 0x7FF0000000000000ull | (m ? 0x0008000000000000ull : 0));
+    if (ex == 0) {
+        /* subnormal or zero: m * 2^(1 - bias - mb), exact (a power-of-two scaling of a small integer) */
+        const double v = dmul((double)m, bits_dbl((uint64_t)(1023 + 1 - bias - mb) << 52));
+        return sign ? -v : v;
+    }
+    return bits_dbl(sign | ((uint64_t)(ex - bias + 1023) << 52) | (m << (52 - mb)));
+}
+
+/* binary64 -> E, round to nearest, ties to even, with subnormals and overflow to infinity; NaN gives
+ * the quiet NaN float16.c returns. The same result as sqkv_double_to_fp16 / _bf16. */
+SQKV_HD uint16_t double_to_e(double x, bool bf16) {
+    const int mb = bf16 ? 7 : 10, bias = bf16 ? 127 : 15, emax = bf16 ? 255 : 31;
+    const uint64_t u = dbl_bits(x);
+    const uint16_t sign = (uint16_t)((u >> 63) << 15);
+    const uint64_t a = u & 0x7FFFFFFFFFFFFFFFull;
+    if (a > 0x7FF0000000000000ull) return bf16 ? 0x7FC0u : 0x7E00u;
+    const uint16_t inf = (uint16_t)(sign | (emax << mb));
+    if (a == 0x7FF0000000000000ull) return inf;
+    const int dexp = (int)(a >> 52);
+    if (dexp == 0) return sign; /* binary64 subnormals are far below half the smallest E subnormal */
+    const uint64_t sig = (1ull << 52) | (a & 0x000FFFFFFFFFFFFFull);
+    int eb = dexp - 1023 + bias; /* biased E exponent of the normal representation */
+    int shift = 52 - mb;
+    if (eb < 1) shift += 1 - eb; /* subnormal quantum */
+    if (shift >= 54) return sign; /* below half the smallest subnormal */
+    uint64_t q = sig >> shift;
+    const uint64_t rem = sig & ((1ull << shift) - 1u), half = 1ull << (shift - 1);
+    if (rem > half || (rem == half && (q & 1u))) q++;
+    if (eb >= 1) {
+        if (q >> (mb + 1)) {
+            q >>= 1;
+            eb++;
+        }
+        if (eb >= emax) return inf;
+        return (uint16_t)(sign | (eb << mb) | (uint16_t)(q & ((1u << mb) - 1u)));
+    }
+    return (uint16_t)(sign | q); /* q == 2^mb is the smallest normal: the same bits */
+}
+
+/* Level of code c (§7.4) as E bits: SYMMETRIC RNE((2c+1-L)s), ASYMMETRIC RNE(fl64(c*s + z)). */
+SQKV_HD uint16_t quant_level(int quantizer, uint32_t bits, bool bf16, double s, double z, uint32_t c) {
+    const uint32_t n = 1u << bits;
+    if (quantizer == 1) return double_to_e(dmul((double)(int32_t)(2 * c + 1 - n), s), bf16);
+    return double_to_e(dadd(dmul((double)c, s), z), bf16);
+}
+
+/* §7.4 rules for one group's parameters: finite s and z, s without sign bit, every level finite.
+ * Levels are non-decreasing in c (s >= 0, rounding is monotone), so the extreme levels decide. */
+SQKV_HD bool quant_params_ok(int quantizer, uint32_t bits, bool bf16, uint16_t s, uint16_t z) {
+    if (!e_is_finite(s, bf16) || (s & 0x8000u)) return false;
+    const double sd = e_to_double(s, bf16);
+    const uint32_t n = 1u << bits;
+    if (quantizer == 1) return e_is_finite(quant_level(1, bits, bf16, sd, 0.0, n - 1), bf16);
+    if (!e_is_finite(z, bf16)) return false;
+    const double zd = e_to_double(z, bf16);
+    return e_is_finite(quant_level(2, bits, bf16, sd, zd, 0), bf16) &&
+           e_is_finite(quant_level(2, bits, bf16, sd, zd, n - 1), bf16);
+}
+
+/* The reference encoder's step choice (quantize.c choose_step). */
+SQKV_HD uint16_t choose_step(int quantizer, uint32_t bits, bool bf16, double range, uint16_t z) {
+    const uint32_t n = 1u << bits;
+    uint16_t s = double_to_e(ddiv(range, (double)(n - 1)), bf16);
+    if (range > 0 && (s & 0x7FFFu) == 0) s = 1;
+    if (!e_is_finite(s, bf16)) s = e_max_finite(bf16);
+    while (s != 0 && !quant_params_ok(quantizer, bits, bf16, s, z)) s = (uint16_t)(s - 1u);
+    return s;
+}
+
+/* Order key of an E value (finite, not -0 among kept values): unsigned, increasing with the value. */
+SQKV_HD uint32_t e_order_key(uint16_t h) {
+    const uint32_t flip = (h & 0x8000u) ? 0x7FFFu : 0u;
+    return ((uint32_t)h ^ flip) ^ 0x8000u;
+}
+SQKV_HD uint16_t e_from_order_key(uint32_t key) {
+    uint32_t h = key ^ 0x8000u;
+    if (h & 0x8000u) h ^= 0x7FFFu;
+    return (uint16_t)h;
+}
+
+/* Parameters of a group from its statistics: SYMMETRIC from the largest magnitude (15-bit), ASYMMETRIC
+ * from the smallest and largest order keys. count == 0 gives +0 parameters. */
+SQKV_HD void choose_params(int quantizer, uint32_t bits, bool bf16, uint32_t count, uint32_t max_mag,
+                           uint32_t min_key, uint32_t max_key, uint16_t *s, uint16_t *z) {
+    *s = 0;
+    *z = 0;
+    if (count == 0) return;
+    if (quantizer == 1) {
+        *s = choose_step(1, bits, bf16, e_to_double((uint16_t)max_mag, bf16), 0);
+        return;
+    }
+    const uint16_t lo_bits = e_from_order_key(min_key), hi_bits = e_from_order_key(max_key);
+    *z = lo_bits;
+    *s = choose_step(2, bits, bf16, dsub(e_to_double(hi_bits, bf16), e_to_double(lo_bits, bf16)), lo_bits);
+}
+
+/* quantize.c sqkv_quant_nearest_double over levels given by a functor (a table or on-the-fly). */
+template <typename LevelFn>
+SQKV_HD uint32_t nearest_code(const LevelFn &level, uint32_t n_levels, double x) {
+    uint32_t lo = 0, hi = n_levels;
+    while (lo < hi) {
+        const uint32_t mid = (lo + hi) / 2;
+        if (level(mid) < x)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo == n_levels) return n_levels - 1;
+    if (lo == 0) return 0;
+    const double below = dsub(x, level(lo - 1)), above = dsub(level(lo), x);
+    if (above < below) return lo;
+    uint32_t c = lo - 1;
+    while (c > 0 && level(c - 1) == level(c)) c--;
+    return c;
+}
+
+/* Levels of one group as binary64, computed when asked (PER_TILE groups: few codes per group). */
+struct OnTheFlyLevels {
+    int quantizer;
+    uint32_t bits;
+    bool bf16;
+    double s, z;
+    SQKV_HD double operator()(uint32_t c) const {
+        return e_to_double(quant_level(quantizer, bits, bf16, s, z, c), bf16);
+    }
+};
+
+/* Levels read from a table of binary64 values. */
+struct TableLevels {
+    const double *table;
+    SQKV_HD double operator()(uint32_t c) const { return table[c]; }
+};
+
+/* fp16 / bf16 / fp32 source values to E (round to nearest even); flags: 1 = NaN/inf in the source,
+ * 2 = finite source that does not fit E (overflows to infinity). */
+SQKV_HD uint16_t float_to_e(float f, bool bf16, uint32_t *flags) {
+    const uint32_t u = [&] {
+#ifdef __CUDA_ARCH__
+        return (uint32_t)__float_as_uint(f);
+#else
+        uint32_t v;
+        memcpy(&v, &f, sizeof v);
+        return v;
+#endif
+    }();
+    if ((u & 0x7F800000u) == 0x7F800000u) {
+        *flags |= 1u;
+        return 0;
+    }
+    const uint16_t h = double_to_e((double)f, bf16);
+    if (!e_is_finite(h, bf16)) *flags |= 2u;
+    return h;
+}
+
+}  // namespace sqkv_cuda
+
+#endif /* SQKV_CUDA_NUMERIC_CUH */

@@ -1,0 +1,185 @@
+/*
+ * sqkv_cuda.h: GPU encode and decode of SQKV sections (spec/FORMAT.md), for KV caches that live on a
+ * CUDA device.
+ *
+ * The GPU encoder produces exactly the bytes of the CPU reference encoder (sqkv_writer) for the same
+ * input and options; the GPU decoder produces exactly what sqkv_reader_decode produces.
+ *
+ * Conventions (those of sqkv.h, plus):
+ * - Every fallible function returns an sqkv_cuda_status: SQKV_OK (0), an sqkv_error value, or
+ *   SQKV_CUDA_ERROR_BASE + the cudaError_t of a failed CUDA call. No CUDA error is ignored.
+ *   sqkv_cuda_status_name() names either kind.
+ * - Device memory is the caller's: output, input and workspace buffers are device pointers that the
+ *   caller allocates with the sizes the size functions report before any launch. The objects below
+ *   hold host memory only.
+ * - Work is queued on the caller's stream. Functions that must read a result back (sizes of encoded
+ *   sections, validation verdicts) synchronize that stream and say so.
+ * - One object must not be used by two threads at once. Errors are sticky, as in sqkv.h.
+ */
+#ifndef SQKV_CUDA_H
+#define SQKV_CUDA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cuda_runtime_api.h>
+
+#include "sqkv.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef int sqkv_cuda_status;
+#define SQKV_CUDA_ERROR_BASE 1000
+/* A CUDA runtime error e is reported as SQKV_CUDA_ERROR_BASE + e. */
+static inline int sqkv_cuda_status_is_cuda(sqkv_cuda_status s) { return s >= SQKV_CUDA_ERROR_BASE; }
+
+/* "SQKV_ERR_..." for sqkv_error values, "cudaErrorMemoryAllocation" etc. for CUDA errors. */
+const char *sqkv_cuda_status_name(sqkv_cuda_status s);
+/* One sentence; never NULL. */
+const char *sqkv_cuda_status_message(sqkv_cuda_status s);
+
+/* 1 when at least one CUDA device can be used, 0 otherwise (no driver, no device). */
+int sqkv_cuda_device_available(void);
+
+/* ------------------------------------------------------------------------------------------------
+ * Encoder
+ *
+ * Life cycle: create (geometry and options as for sqkv_writer_create) -> sizes -> encode_layers for
+ * batches of layers (each layer once) -> encode_results for each batch -> optional file output ->
+ * destroy.
+ *
+ * Output of one layer: the layer's sections in the file's order (K then V; head groups ascending;
+ * for each head group its SPARSE sections, tokens ascending, then its DENSE section), each complete
+ * (64-byte header, body, zero padding) at a fixed slot offset inside the layer's region of
+ * layer_capacity bytes. Slots are sized for the worst case (every non-padding element kept), so the
+ * caller can allocate before encoding; the actual extent of each section is known after
+ * encode_results. Section i of a layer starts at byte slot_offset[i] of the layer's region.
+ * ---------------------------------------------------------------------------------------------- */
+typedef struct sqkv_cuda_encoder sqkv_cuda_encoder;
+
+typedef struct sqkv_cuda_encode_sizes {
+    uint32_t sections_per_layer;
+    uint64_t layer_capacity;      /* device bytes of output per layer */
+    uint64_t workspace_base;      /* device workspace bytes for a call: base + per_layer * n_layers */
+    uint64_t workspace_per_layer;
+} sqkv_cuda_encode_sizes;
+
+sqkv_cuda_status sqkv_cuda_encoder_create(const sqkv_geometry *geometry, const sqkv_writer_options *opts,
+                                          sqkv_cuda_encoder **out);
+void sqkv_cuda_encoder_destroy(sqkv_cuda_encoder *e);
+const char *sqkv_cuda_encoder_error_detail(const sqkv_cuda_encoder *e);
+
+sqkv_cuda_status sqkv_cuda_encoder_sizes(const sqkv_cuda_encoder *e, sqkv_cuda_encode_sizes *sizes);
+/* Byte offset of section i (0 <= i < sections_per_layer) in a layer's output region. */
+uint64_t sqkv_cuda_encoder_slot_offset(const sqkv_cuda_encoder *e, uint32_t i);
+
+/* Queues the encoding of layers [first_layer, first_layer + n_layers) on stream. k[i] and v[i] (host
+ * arrays of device pointers) are layer first_layer + i as [n_kv_heads, n_tokens, head_dim] arrays of
+ * src_dtype (FP16, BF16 or FP32), converted to the element type first as sqkv_writer_add_layer does.
+ * out (device) receives n_layers * layer_capacity bytes: layer first_layer + i at out + i *
+ * layer_capacity. workspace (device) holds workspace_base + n_layers * workspace_per_layer bytes and
+ * must stay untouched until encode_results returns; its first bytes keep the encoder's plan, uploaded
+ * by the first call with that workspace, so leave them untouched between calls with the same
+ * workspace (or pass another pointer). Every check that needs no data (pointers, sizes,
+ * layers not yet encoded) happens here, before any launch. */
+sqkv_cuda_status sqkv_cuda_encode_layers(sqkv_cuda_encoder *e, uint32_t first_layer, uint32_t n_layers,
+                                         sqkv_dtype src_dtype, const void *const *k, const void *const *v,
+                                         void *out, uint64_t out_size, void *workspace, uint64_t workspace_size,
+                                         cudaStream_t stream);
+
+/* Synchronizes stream, then reports the batch queued last with this workspace: NONFINITE_INPUT or
+ * RANGE_INPUT when an input value was NaN/infinite or did not fit the element type (those layers
+ * count as not encoded), else SQKV_OK and, when extents is not NULL, extents[i * sections_per_layer +
+ * s] = bytes of section s of layer first_layer + i (header, body, padding). */
+sqkv_cuda_status sqkv_cuda_encode_results(sqkv_cuda_encoder *e, const void *workspace, uint64_t *extents,
+                                          cudaStream_t stream);
+
+/* Forgets which layers were encoded (their results too), so that the same encoder, with the same
+ * workspace, encodes a new cache of the same geometry. Tokens and fingerprint are kept. */
+sqkv_cuda_status sqkv_cuda_encoder_reset(sqkv_cuda_encoder *e);
+
+/* Optional ancillary sections of the file written by sqkv_cuda_encoder_write_file (as sqkv_writer). */
+sqkv_cuda_status sqkv_cuda_encoder_set_tokens(sqkv_cuda_encoder *e, const int32_t *tokens, size_t count);
+sqkv_cuda_status sqkv_cuda_encoder_set_fingerprint(sqkv_cuda_encoder *e, const void *bytes, size_t size);
+
+/* Once every layer was encoded and its results read: the exact size of the file, and the file itself
+ * through write_fn (sqkv.h), the same bytes sqkv_writer writes for the same input, options, tokens and
+ * fingerprint. layers[l] is the device region (layer_capacity bytes) that holds layer l's sections.
+ * Sections are copied to the host through pinned staging on stream (synchronized). */
+sqkv_cuda_status sqkv_cuda_encoder_file_size(const sqkv_cuda_encoder *e, uint64_t *size);
+sqkv_cuda_status sqkv_cuda_encoder_write_file(sqkv_cuda_encoder *e, const void *const *layers,
+                                              sqkv_write_fn write_fn, void *ctx, cudaStream_t stream);
+
+/* ------------------------------------------------------------------------------------------------
+ * Decoder
+ *
+ * Built from a file whose bytes are available on the host (host_file, for structure validation) and
+ * the same bytes in device memory (device_file). Creation validates on the host, with the CPU
+ * library's checks, the file header, tail, index, coverage and the header of every tensor section;
+ * nothing from the file reaches a kernel before that. Each decode call then, before any decoding
+ * kernel runs:
+ *   - computes the body checksums of the sections it reads on the GPU and compares them on the host
+ *     (skipped with SQKV_CUDA_TRUSTED);
+ *   - checks every body rule of §7 (bitmap padding, offset table, scales, payload padding, EXACT
+ *     values) with kernels that read only the stream extents validated on the host, and reads the
+ *     verdict back (one stream synchronization);
+ * or, with SQKV_CUDA_HOST_VALIDATE, validates each body completely on the host with the CPU
+ * decoder's validation instead. A section's element positions come from its bitmaps' prefix sums
+ * until the offset table has been checked against them; after that (later calls on the same
+ * sections) the decoding kernel reads the checked table. No kernel follows unchecked file content.
+ * ---------------------------------------------------------------------------------------------- */
+typedef struct sqkv_cuda_decoder sqkv_cuda_decoder;
+
+#define SQKV_CUDA_TRUSTED 1u        /* skip body checksums (bytes already verified); rules still checked */
+#define SQKV_CUDA_HOST_VALIDATE 2u  /* check bodies on the host (CPU) instead of with validation kernels */
+
+/* host_file and device_file hold the same size bytes and must stay valid and unchanged until
+ * destroy. limits may be NULL for the defaults. When the file fails a check, *out is still set: the
+ * object holds the error (error_detail says which rule, which section) and must be destroyed. */
+sqkv_cuda_status sqkv_cuda_decoder_create(const void *host_file, size_t size, const void *device_file,
+                                          const sqkv_limits *limits, unsigned flags, sqkv_cuda_decoder **out);
+void sqkv_cuda_decoder_destroy(sqkv_cuda_decoder *d);
+const char *sqkv_cuda_decoder_error_detail(const sqkv_cuda_decoder *d);
+sqkv_cuda_status sqkv_cuda_decoder_geometry(const sqkv_cuda_decoder *d, sqkv_geometry *out);
+
+/* Device workspace for a decode call of n_layers layers (n_layers = 1 also covers any Mustafar call). */
+sqkv_cuda_status sqkv_cuda_decoder_workspace_size(const sqkv_cuda_decoder *d, uint32_t n_layers, uint64_t *size);
+
+/* Decodes both tensors of layers [first_layer, first_layer + n_layers): k_out[i] and v_out[i] (host
+ * arrays of device pointers) receive layer first_layer + i as [n_kv_heads, n_tokens, head_dim] arrays
+ * of out_dtype (FP16 or BF16), each out_size bytes (sqkv_dense_size). Sparse region and dense window.
+ * Synchronizes stream once (validation verdict) unless SQKV_CUDA_TRUSTED and the bodies were
+ * already checked by an earlier call on this decoder; returns after queuing the decoding kernels. */
+sqkv_cuda_status sqkv_cuda_decode_layers(sqkv_cuda_decoder *d, uint32_t first_layer, uint32_t n_layers,
+                                         sqkv_dtype out_dtype, void *const *k_out, void *const *v_out,
+                                         uint64_t out_size, void *workspace, uint64_t workspace_size,
+                                         cudaStream_t stream);
+
+/* Mustafar's in-memory layout of the sparse region of one head, as sqkv_reader_decode_mustafar
+ * (sqkv.h) describes it, written to device memory. sizes: as sqkv_reader_mustafar_sizes (computed on
+ * the host from the bitmaps). bitmaps (n_tiles int64), accum_counts (n_tiles + 1 int32) and values
+ * (value_count uint16) are device buffers. */
+sqkv_cuda_status sqkv_cuda_decoder_mustafar_sizes(sqkv_cuda_decoder *d, uint32_t layer, sqkv_tensor tensor,
+                                                  uint32_t head, sqkv_mustafar_sizes *sizes);
+sqkv_cuda_status sqkv_cuda_decode_mustafar(sqkv_cuda_decoder *d, uint32_t layer, sqkv_tensor tensor,
+                                           uint32_t head, int64_t *bitmaps, int32_t *accum_counts,
+                                           uint16_t *values, const sqkv_mustafar_sizes *sizes,
+                                           void *workspace, uint64_t workspace_size, cudaStream_t stream);
+
+/* ------------------------------------------------------------------------------------------------
+ * Checksums on the device: XXH3-64 (seed 0) of n device buffers in one launch.
+ * ---------------------------------------------------------------------------------------------- */
+/* Device workspace for sqkv_cuda_checksums over buffers of these sizes. */
+uint64_t sqkv_cuda_checksums_workspace(const uint64_t *sizes, size_t n);
+/* out (host) receives the n checksums; synchronizes stream. */
+sqkv_cuda_status sqkv_cuda_checksums(const void *const *buffers, const uint64_t *sizes, size_t n,
+                                     uint64_t *out, void *workspace, uint64_t workspace_size,
+                                     cudaStream_t stream);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* SQKV_CUDA_H */
