@@ -49,6 +49,7 @@ typedef enum sqkv_error {
     SQKV_ERR_RANGE_INPUT = 8,        /* encoder input does not fit the element type (e.g. > 65504 for fp16) */
     SQKV_ERR_UNSUPPORTED = 9,        /* valid file, but the request cannot be expressed (e.g. Mustafar
                                         layout for a section split not on a 64-token boundary) */
+    SQKV_ERR_ABORTED = 10,           /* a caller's callback returned nonzero and so stopped the work */
     /* file header */
     SQKV_ERR_TRUNCATED = 20,
     SQKV_ERR_BAD_MAGIC = 21,
@@ -157,10 +158,16 @@ typedef struct sqkv_writer_options {
     uint32_t offset_interval_log2;      /* 0..20: one offset-table entry per 2^k tiles */
     uint32_t heads_per_section;         /* >= 1 */
     uint32_t tokens_per_section;        /* 0 = the whole sparse region; else a multiple of 64 */
+    /* zstd layer (spec/FORMAT.md §5.1, codec 1): 0 = off; 1..22 = zstd level. Each stream of a section
+     * (SPARSE: bitmaps, offsets, scales, payload; other kinds: the body) is compressed on its own and
+     * kept compressed only when that makes it smaller; a section uses codec 1 only when its stored
+     * body comes out smaller than without it. So it never makes a file larger. The INDEX is never
+     * compressed. Same inputs, options and zstd build give the same bytes. */
+    uint32_t zstd_level;
 } sqkv_writer_options;
 
 /* Defaults: magnitude pruning at 0.7, 2-bit SYMMETRIC, PER_HEAD scales, k = 4, one head per section,
- * whole sparse region per section. */
+ * whole sparse region per section, zstd off. */
 void sqkv_writer_options_default(sqkv_writer_options *opts);
 
 typedef struct sqkv_writer sqkv_writer;
@@ -202,10 +209,30 @@ sqkv_error sqkv_writer_write_fd(sqkv_writer *w, int fd);
  * is untouched. */
 sqkv_error sqkv_writer_save(sqkv_writer *w, const char *path);
 
+/* Streaming output: the file leaves through write_fn while the layers are produced, so its first
+ * bytes go out before the last layer exists (a prefill that finishes layer by layer).
+ * - sqkv_writer_stream_begin: after the ancillary setters (set_tokens, set_fingerprint, add_metadata,
+ *   which are refused from now on) and before any add_layer. Writes the file header and the TOKENS,
+ *   FINGERPRINT and METADATA sections. source_dtype (FP16, BF16 or FP32) is recorded in the file
+ *   header, so every add_layer must pass that dtype.
+ * - Each sqkv_writer_add_layer then writes that layer's sections before it returns and keeps only
+ *   their 40-byte index entries (no compressed data is retained beyond the layer being added).
+ * - sqkv_writer_stream_finish: once every layer was added, writes the INDEX section, which ends the
+ *   file with its tail. SQKV_ERR_STATE before that.
+ * Layers may come in any order (the index records where each section went); in order 0..L-1 the
+ * bytes are identical to write_buffer's for the same inputs and options. After begin, file_size and
+ * the other output calls return SQKV_ERR_STATE. A nonzero return of write_fn is SQKV_ERR_IO, sticky:
+ * what was written is then an incomplete file, which every reader refuses. */
+sqkv_error sqkv_writer_stream_begin(sqkv_writer *w, sqkv_dtype source_dtype, sqkv_write_fn write_fn, void *ctx);
+sqkv_error sqkv_writer_stream_finish(sqkv_writer *w);
+/* Bytes handed to write_fn so far (0 before begin). */
+sqkv_error sqkv_writer_stream_bytes(const sqkv_writer *w, uint64_t *bytes);
+
 /* ------------------------------------------------------------------------------------------------
  * Reader (decoder)
  *
- * Life cycle: sqkv_reader_create -> open_memory or open_file -> queries and decodes -> destroy.
+ * Life cycle: sqkv_reader_create -> open_memory, open_file, open_fd or open_callback -> queries and
+ * decodes -> destroy.
  * Opening validates the file header, the tail, the index and the coverage rules (the whole structure
  * of the file, without reading section bodies). Each decode validates and checksums the sections it
  * reads before writing output; sqkv_reader_verify checks every section of the file.
@@ -239,6 +266,20 @@ const char *sqkv_reader_error_detail(const sqkv_reader *r);
 sqkv_error sqkv_reader_open_memory(sqkv_reader *r, const void *data, size_t size);
 /* Maps the file read-only (mmap); unmapped by destroy. */
 sqkv_error sqkv_reader_open_file(sqkv_reader *r, const char *path);
+
+/* Random access without mapping the file: the reader asks for the bytes it needs. Opening reads the
+ * file header, the last 16 bytes and the INDEX section (three reads); each decode then reads the
+ * sections that hold the requested heads, one at a time, into one buffer that grows to the largest
+ * section read and is counted against limits.max_memory (as are copies of the TOKENS, FINGERPRINT and
+ * METADATA bodies, kept once read). Nothing else of the file is read.
+ * read_at must fill buf with exactly `size` bytes from `offset` (always inside [0, file_size)) and
+ * return 0, or return nonzero for a failure (SQKV_ERR_IO, sticky). ctx must stay valid until destroy,
+ * and the bytes must not change meanwhile. */
+typedef int (*sqkv_read_at_fn)(void *ctx, uint64_t offset, void *buf, size_t size);
+sqkv_error sqkv_reader_open_callback(sqkv_reader *r, sqkv_read_at_fn read_at, void *ctx, uint64_t file_size);
+/* The same through pread(2) on fd, a regular file open for reading; the reader borrows fd (the caller
+ * closes it after sqkv_reader_destroy). */
+sqkv_error sqkv_reader_open_fd(sqkv_reader *r, int fd);
 
 sqkv_error sqkv_reader_geometry(const sqkv_reader *r, sqkv_geometry *out);
 /* Format version of the file as written in its header. */
@@ -309,6 +350,146 @@ sqkv_error sqkv_reader_check_restore(sqkv_reader *r, const sqkv_geometry *expect
                                      const void *fingerprint, size_t fingerprint_size,
                                      const int32_t *prompt, size_t prompt_count,
                                      size_t *reusable_tokens);
+
+/* ------------------------------------------------------------------------------------------------
+ * Streaming decoder (the wire: spec/FORMAT.md §2)
+ *
+ * Life cycle: sqkv_stream_decoder_create -> sqkv_stream_decoder_push as bytes arrive (chunks of any
+ * size, down to 1 byte) -> sqkv_stream_decoder_finish when the input ends -> destroy.
+ * Each section is checked completely (header, sizes, checksums, body rules) as soon as its last byte
+ * arrives and only then delivered; nothing unchecked reaches a callback. The decoder buffers one
+ * section at a time, never the file: its memory (counted against limits.max_memory, LIMIT beyond) is
+ * about the largest section (stored + decoded body + the section decoded to the output dtype) plus
+ * small per-head tables (12 bytes per layer x tensor x head) and 48 bytes per section seen.
+ * At the INDEX section it checks that the index describes exactly the sections that arrived (offsets,
+ * sizes, coordinates: INDEX_MISMATCH otherwise) and the coverage rules, and the tail that ends it.
+ * Errors are sticky; the detail names the section and its offset in the stream.
+ * A file that was appended to (§9.1) cannot be decoded in one pass: the decoder delivers the cache as
+ * first written (up to its first INDEX section), then fails with SQKV_ERR_UNSUPPORTED when a section
+ * header follows that INDEX (SECTION_LAYOUT for other trailing bytes). Use a sqkv_reader for such files.
+ * ---------------------------------------------------------------------------------------------- */
+typedef struct sqkv_stream_decoder sqkv_stream_decoder;
+
+/* One verified tensor section, decoded (valid only during the callback). */
+typedef struct sqkv_stream_tensor {
+    uint32_t layer;
+    sqkv_tensor tensor;
+    uint16_t kind;             /* 0x0001 SPARSE (sparse region) or 0x0002 DENSE (dense window) */
+    uint32_t head_start, head_count;
+    uint32_t token_start, token_count;
+    sqkv_dtype dtype;          /* the output dtype given to create; 0 when decoding is off */
+    const void *data;          /* head j's [token_count, head_dim] rows of dtype at data + j * head_stride;
+                                  NULL when decoding is off */
+    size_t size;               /* bytes from data to the end of the last head's rows */
+    size_t head_stride;        /* bytes between heads: token_count * head_dim * dtype size, or the stride
+                                  a destination function gave */
+} sqkv_stream_tensor;
+
+/* Every callback may be NULL. A nonzero return stops the decoder with SQKV_ERR_ABORTED (sticky). */
+typedef struct sqkv_stream_callbacks {
+    void *ctx;
+    /* The file header was checked: the geometry of the cache (n_tokens and dense_window as written). */
+    int (*on_header)(void *ctx, const sqkv_geometry *geometry);
+    /* A TOKENS (0x8001: n_tokens little-endian int32 ids), FINGERPRINT (0x8002) or METADATA (0x8003,
+     * spec §10.3, already checked) body. Encoders write these first, so a receiver can refuse the cache
+     * (return nonzero) before the bulk arrives. Unknown ancillary kinds are checked and skipped. */
+    int (*on_ancillary)(void *ctx, uint16_t kind, const void *body, size_t size);
+    /* A SPARSE or DENSE section, decoded. */
+    int (*on_tensor)(void *ctx, const sqkv_stream_tensor *section);
+    /* Every section of this layer (K and V, every head, every token) arrived, was verified and was
+     * delivered, and together they cover the layer exactly (§6). Called once per layer. */
+    int (*on_layer_complete)(void *ctx, uint32_t layer);
+} sqkv_stream_callbacks;
+
+/* What arrived, as finish reports it. */
+typedef struct sqkv_stream_status {
+    uint64_t bytes_received;    /* bytes pushed */
+    uint64_t bytes_verified;    /* the file header and every complete, verified section: a prefix */
+    int header_received;        /* the file header arrived and was checked; geometry is valid */
+    sqkv_geometry geometry;
+    uint64_t sections_verified; /* sections (any kind, the INDEX included) that passed every check */
+    uint32_t layers_complete;   /* layers for which on_layer_complete was called */
+    int index_received;         /* the INDEX arrived, was verified and agrees with the sections seen */
+    int complete;               /* the INDEX and its tail verified and the stream ended right there */
+} sqkv_stream_status;
+
+/* Optional, for receivers that hold the whole cache: where to decode a verified tensor section
+ * (section->data is NULL during this call; ctx is the callbacks' ctx). Return the address of head
+ * head_start's first row for tokens [token_start, token_start + token_count) and set *head_stride to the
+ * bytes between heads (at least token_count * head_dim * dtype size), or return NULL to use the
+ * decoder's own buffer. The decoder writes head_count heads there, then calls on_tensor with data at that
+ * address. This saves a copy of every decoded value: to decode straight into a [heads, n_tokens,
+ * head_dim] tensor, return base + (head_start * n_tokens + token_start) * head_dim * size and set the
+ * stride to n_tokens * head_dim * size. A stride shorter than a head's rows is INVALID_ARGUMENT. */
+typedef void *(*sqkv_stream_destination_fn)(void *ctx, const sqkv_stream_tensor *section, size_t *head_stride);
+
+/* limits may be NULL (defaults). flags: 0 or SQKV_READER_TRUSTED (skip body checksums). output_dtype:
+ * FP16, BF16 or FP32 for decoded sections, or 0 to check sections without decoding them (on_tensor
+ * then gets data NULL). callbacks may be NULL. */
+sqkv_error sqkv_stream_decoder_create(const sqkv_limits *limits, unsigned flags, sqkv_dtype output_dtype,
+                                      const sqkv_stream_callbacks *callbacks, sqkv_stream_decoder **out);
+void sqkv_stream_decoder_destroy(sqkv_stream_decoder *d);
+const char *sqkv_stream_decoder_error_detail(const sqkv_stream_decoder *d);
+/* Sets (or with NULL clears) the destination function; call it before the bytes it should apply to. */
+sqkv_error sqkv_stream_decoder_set_destination(sqkv_stream_decoder *d, sqkv_stream_destination_fn destination);
+/* Consumes size bytes (data may be NULL when size is 0). Callbacks run inside this call. */
+sqkv_error sqkv_stream_decoder_push(sqkv_stream_decoder *d, const void *data, size_t size);
+/* The input ended. SQKV_OK only when the whole file arrived and verified (status->complete); the
+ * sticky error when one occurred; SQKV_ERR_TRUNCATED when the stream stopped early, with a detail that
+ * says where (inside which section) and what is missing. status (may be NULL) is filled in every
+ * case. Later pushes return SQKV_ERR_STATE. */
+sqkv_error sqkv_stream_decoder_finish(sqkv_stream_decoder *d, sqkv_stream_status *status);
+/* At any time (also after an error): whether layer `layer` was completed, and for one head how many
+ * of its tokens were delivered in verified sections and whether they are all of them. INVALID_ARGUMENT
+ * before the header arrived or outside the geometry. */
+sqkv_error sqkv_stream_decoder_layer_complete(const sqkv_stream_decoder *d, uint32_t layer, int *complete);
+sqkv_error sqkv_stream_decoder_head_tokens(const sqkv_stream_decoder *d, uint32_t layer, sqkv_tensor tensor,
+                                           uint32_t head, uint32_t *tokens_delivered, int *complete);
+
+/* ------------------------------------------------------------------------------------------------
+ * Appending (spec/FORMAT.md §9.1) and recovery
+ *
+ * These work on a file path and report failures as an error code plus an optional sentence in
+ * detail[0..detail_size) (NUL-terminated; may be NULL / 0).
+ * ---------------------------------------------------------------------------------------------- */
+
+/* Grows the cache in the file at path by new_tokens positions, never modifying a byte already there:
+ * writes new sections and a new INDEX section after the current end (§9.1), then fsyncs.
+ * - k[l] and v[l] (l < n_layers) are [n_kv_heads, new_tokens, head_dim] arrays of dtype (FP16, BF16 or
+ *   FP32), converted to the file's element type like add_layer's input.
+ * - token_ids: new_tokens ids when the file has a TOKENS section (a new TOKENS section replaces it),
+ *   NULL when it has none; anything else is INVALID_ARGUMENT.
+ * - The dense window keeps its length: tokens that leave it are pruned and compressed with opts (its
+ *   pruning, payload, quantizer, scales, offset interval, tokens_per_section and zstd_level; use the
+ *   options the file was written with) from the exact stored window values, into new SPARSE sections;
+ *   the new window goes into new DENSE sections; the old DENSE sections, the old TOKENS section and
+ *   the old INDEX section become superseded. New sections keep the file's head grouping
+ *   (opts.heads_per_section is ignored; UNSUPPORTED when the file's grouping is not one size for all
+ *   heads, as the reference encoder writes it).
+ * - Crash safety: the new sections are written and fsynced first, then the INDEX section with its tail,
+ *   fsynced again. A crash at any moment leaves the old file as a prefix, which sqkv_recover restores.
+ *   On a failure the file is truncated back to its old size (best effort).
+ * - The file must end with a valid tail and structure: a file left by an interrupted append is refused
+ *   (with the reader's error, BAD_TAIL or TRUNCATED typically); run sqkv_recover first. Before anything
+ *   is written, the sections of the last append (those after the previous INDEX section) are verified,
+ *   and the DENSE and TOKENS sections it reads are checked like any section a reader reads. An exclusive
+ *   flock(2) keeps two appenders (and sqkv_recover) apart: IO when the file is locked.
+ * limits (may be NULL) bound what is read; the caller's own memory for k/v is not counted. */
+sqkv_error sqkv_append(const char *path, const sqkv_writer_options *opts, const sqkv_limits *limits,
+                       uint32_t new_tokens, const int32_t *token_ids, sqkv_dtype dtype, const void *const *k,
+                       const void *const *v, char *detail, size_t detail_size);
+
+/* Read-only: the length of the longest prefix of the file that is a complete, valid SQKV file (it ends
+ * with an INDEX section and its tail, opens, and every section verifies: spec §9.1 "Crash safety").
+ * *file_size is the current size; *valid_size == *file_size when the file is sound. When no prefix is
+ * valid, returns the error of opening the whole file (and *valid_size = 0). */
+sqkv_error sqkv_find_valid_prefix(const char *path, const sqkv_limits *limits, uint64_t *file_size,
+                                  uint64_t *valid_size, char *detail, size_t detail_size);
+/* sqkv_find_valid_prefix, then truncates the file to that prefix and fsyncs (nothing is written when
+ * the file is already sound: *old_size == *new_size). When no prefix is valid the file is left as it is
+ * and the error is returned. */
+sqkv_error sqkv_recover(const char *path, const sqkv_limits *limits, uint64_t *old_size, uint64_t *new_size,
+                        char *detail, size_t detail_size);
 
 #ifdef __cplusplus
 }

@@ -444,13 +444,14 @@ sqkv_error sqkv_encode_sparse(const sqkv_sparse_input *in, sqkv_sparse_scratch *
         if (in->granularity == SQKV_SCALE_PER_HEAD) {
             for (uint32_t j = 0; j < in->head_count && err == SQKV_OK; j++) {
                 err = encode_group(in, group, scratch->head_kept[j], scales + j * group_bytes, scratch, &packer);
-                group += scratch->head_kept[j];
+                /* kept is NULL when nothing is kept: advancing it, even by 0, is undefined. */
+                if (scratch->head_kept[j]) group += scratch->head_kept[j];
             }
         } else {
             for (uint64_t n = 0; n < n_tiles && err == SQKV_OK; n++) {
                 const uint64_t count = (uint64_t)__builtin_popcountll(scratch->bitmaps[n]);
                 err = encode_group(in, group, count, scales + n * group_bytes, scratch, &packer);
-                group += count;
+                if (count) group += count;
             }
         }
         if (err != SQKV_OK) {

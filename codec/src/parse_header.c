@@ -95,7 +95,10 @@ sqkv_error sqkv_parse_file_header(const uint8_t *data, uint64_t size, const sqkv
 }
 
 sqkv_error sqkv_parse_tail(const uint8_t *data, sqkv_file_info *info, sqkv_diag *diag) {
-    const uint8_t *tail = data + info->file_size - SQKV_TAIL_SIZE;
+    return sqkv_parse_tail_bytes(data + info->file_size - SQKV_TAIL_SIZE, info, diag);
+}
+
+sqkv_error sqkv_parse_tail_bytes(const uint8_t tail[16], sqkv_file_info *info, sqkv_diag *diag) {
     if (memcmp(tail + 8, sqkv_end_magic, SQKV_MAGIC_SIZE) != 0)
         return sqkv_diag_fail(diag, SQKV_ERR_BAD_TAIL, "tail: bad end magic (§9: 1A 0A 0D 56 4B 51 53 89)");
     const uint64_t index_offset = sqkv_load_u64(tail);

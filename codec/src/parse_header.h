@@ -39,5 +39,7 @@ sqkv_error sqkv_parse_file_header(const uint8_t *data, uint64_t size, const sqkv
 /* Checks the 16-byte tail, the last bytes of the INDEX section's body (end magic: BAD_TAIL), and that
  * the index offset it holds can start an INDEX section (SECTION_LAYOUT); sets info->index_offset. */
 sqkv_error sqkv_parse_tail(const uint8_t *data, sqkv_file_info *info, sqkv_diag *diag);
+/* The same on the 16 tail bytes alone (readers that do not hold the whole file). */
+sqkv_error sqkv_parse_tail_bytes(const uint8_t tail[16], sqkv_file_info *info, sqkv_diag *diag);
 
 #endif

@@ -54,9 +54,8 @@ static sqkv_error read_index_prefix(const uint8_t *body, const sqkv_limits *limi
 
 /* The INDEX section's own header, in the order of §5.2, plus §9: kind, codec 0, zero fields, the body
  * size 32 + 40 n, the file ending with it, the body checksum, then the body's prefix. */
-static sqkv_error check_index_header(const uint8_t *file, sqkv_file_info *f, const sqkv_limits *limits,
+static sqkv_error check_index_header(const uint8_t *p, sqkv_file_info *f, const sqkv_limits *limits,
                                      sqkv_entry *self, uint32_t *entries, sqkv_diag *diag) {
-    const uint8_t *p = file + f->index_offset;
     sqkv_section_header h;
     sqkv_section_header_unpack(p, &h);
     if (!sqkv_checksum_ok(sqkv_load_u64(p + SQKV_SEC_HEADER_CHECKSUM), p, SQKV_SEC_HEADER_CHECKSUM))
@@ -284,10 +283,15 @@ static uint32_t *ancillary_slot(sqkv_index *idx, uint16_t kind) {
 
 sqkv_error sqkv_parse_index(const uint8_t *file, sqkv_file_info *info, const sqkv_limits *limits,
                             uint64_t memory_budget, sqkv_index *idx, sqkv_diag *diag) {
+    return sqkv_parse_index_section(file + info->index_offset, info, limits, memory_budget, idx, diag);
+}
+
+sqkv_error sqkv_parse_index_section(const uint8_t *index_section, sqkv_file_info *info, const sqkv_limits *limits,
+                                    uint64_t memory_budget, sqkv_index *idx, sqkv_diag *diag) {
     memset(idx, 0, sizeof *idx);
     idx->tokens = idx->fingerprint = idx->metadata = SQKV_NO_SECTION;
     uint32_t n = 0;
-    sqkv_error err = check_index_header(file, info, limits, &idx->self, &n, diag);
+    sqkv_error err = check_index_header(index_section, info, limits, &idx->self, &n, diag);
     if (err) {
         sqkv_diag_prefix(diag, "INDEX section at %" PRIu64 ": ", info->index_offset);
         return err;
@@ -309,7 +313,7 @@ sqkv_error sqkv_parse_index(const uint8_t *file, sqkv_file_info *info, const sqk
     idx->memory = need;
     idx->n_entries = n;
 
-    const uint8_t *body = file + info->index_offset + SQKV_SECTION_HEADER_SIZE + SQKV_INDEX_PREFIX_SIZE;
+    const uint8_t *body = index_section + SQKV_SECTION_HEADER_SIZE + SQKV_INDEX_PREFIX_SIZE;
     uint64_t next = info->header_size;
     uint32_t superseded = 0;
     for (uint32_t i = 0; i < n; i++) {

@@ -43,6 +43,10 @@ static inline uint32_t sqkv_ref_head_count(const sqkv_tensor_ref *t) { return (u
  * (LIMIT when it would be exceeded). On failure *idx owns nothing. */
 sqkv_error sqkv_parse_index(const uint8_t *file, sqkv_file_info *info, const sqkv_limits *limits,
                             uint64_t memory_budget, sqkv_index *idx, sqkv_diag *diag);
+/* The same, given only the INDEX section's bytes: index_section[0 .. file_size - index_offset) is the
+ * section at info->index_offset (readers that do not hold the whole file). */
+sqkv_error sqkv_parse_index_section(const uint8_t *index_section, sqkv_file_info *info, const sqkv_limits *limits,
+                                    uint64_t memory_budget, sqkv_index *idx, sqkv_diag *diag);
 /* Body rules of a superseded INDEX section (its section already checked) at entry `position`, file
  * offset `offset`: its tail (BAD_TAIL, SECTION_LAYOUT), its entry count equal to the sections before it
  * and an earlier previous_index_offset (SECTION_LAYOUT), an earlier cache length (SECTION_FIELD). */

@@ -85,6 +85,7 @@ void sqkv_reader_destroy(sqkv_reader *r) {
     free(r->fingerprint.owned);
     free(r->metadata_body.owned);
     free(r->scratch);
+    free(r->section_buf);
     ZSTD_freeDCtx(r->zstd);
     if (r->map) munmap(r->map, r->map_size);
     free(r);
@@ -106,6 +107,8 @@ sqkv_error sqkv_reader_open_memory(sqkv_reader *r, const void *data, size_t size
     static const uint8_t empty[1] = {0};
     r->data = data ? data : empty;
     r->size = size;
+    r->src.data = r->data;
+    r->src.size = size;
     sqkv_diag d;
     sqkv_error err = sqkv_parse_file_header(r->data, r->size, &r->limits, &r->file, &d);
     if (!err) err = sqkv_parse_tail(r->data, &r->file, &d);
@@ -162,6 +165,97 @@ sqkv_error sqkv_reader_open_file(sqkv_reader *r, const char *path) {
     r->map = map;
     r->map_size = (size_t)file_size;
     return sqkv_reader_open_memory(r, map, (size_t)file_size);
+}
+
+/* The file header of a read_at source: its first 64 bytes, then the rest when header_size says more.
+ * buf has room for the largest header (4096 bytes) and is zeroed by the caller. */
+static sqkv_error read_file_header(sqkv_reader *r, uint8_t *buf, sqkv_diag *d) {
+    const uint64_t size = r->src.size;
+    sqkv_error err = sqkv_source_read(&r->src, 0, buf, size < SQKV_HEADER_SIZE_V1 ? size : SQKV_HEADER_SIZE_V1, d);
+    if (err || size < SQKV_HDR_HEADER_SIZE + 4) return err;
+    /* Fetch only what sqkv_parse_file_header will read: it rejects any other header_size first. */
+    const uint32_t header_size = sqkv_load_u32(buf + SQKV_HDR_HEADER_SIZE);
+    if (header_size > SQKV_HEADER_SIZE_V1 && header_size <= SQKV_HEADER_SIZE_MAX && header_size % 8 == 0 &&
+        header_size <= size)
+        err = sqkv_source_read(&r->src, SQKV_HEADER_SIZE_V1, buf + SQKV_HEADER_SIZE_V1,
+                               header_size - SQKV_HEADER_SIZE_V1, d);
+    return err;
+}
+
+/* The INDEX section of a read_at source is [index_offset, file_size) (§9: it ends the file), read in one
+ * piece into a temporary buffer counted against max_memory. */
+static sqkv_error read_index(sqkv_reader *r, sqkv_diag *d) {
+    const uint64_t bytes = r->src.size - r->file.index_offset; /* >= 96: the tail was checked */
+    /* Above the largest section body the configuration allows, the index can only be refused. */
+    if (bytes - SQKV_SECTION_HEADER_SIZE > r->limits.max_section_size)
+        return sqkv_diag_fail(d, SQKV_ERR_LIMIT, "INDEX section at %" PRIu64 ": %" PRIu64 " bytes to the end of the"
+                              " file exceed the configured max_section_size %" PRIu64, r->file.index_offset,
+                              bytes - SQKV_SECTION_HEADER_SIZE, r->limits.max_section_size);
+    uint8_t *buf = sqkv_reader_alloc(r, bytes);
+    if (!buf) return r->error;
+    sqkv_error err = sqkv_source_read(&r->src, r->file.index_offset, buf, bytes, d);
+    if (!err) {
+        const uint64_t budget = r->limits.max_memory - r->memory_used;
+        err = sqkv_parse_index_section(buf, &r->file, &r->limits, budget, &r->index, d);
+        if (!err) r->memory_used += r->index.memory;
+    }
+    sqkv_reader_free(r, buf, bytes);
+    return err;
+}
+
+sqkv_error sqkv_reader_open_callback(sqkv_reader *r, sqkv_read_at_fn read_at, void *ctx, uint64_t file_size) {
+    if (!r) return SQKV_ERR_INVALID_ARGUMENT;
+    if (r->error) return r->error;
+    if (r->opened) return sqkv_reader_fail(r, SQKV_ERR_STATE, "open: the reader already has a file open");
+    if (!read_at) return sqkv_reader_fail_argument(r, "sqkv_reader_open_callback", "read_at is NULL");
+    if (file_size > r->limits.max_file_size) {
+        char text[160];
+        snprintf(text, sizeof text, "file of %" PRIu64 " bytes exceeds the configured max_file_size %" PRIu64,
+                 file_size, r->limits.max_file_size);
+        return sqkv_reader_fail(r, SQKV_ERR_LIMIT, text);
+    }
+    r->data = NULL;
+    r->size = file_size;
+    if (!r->src.read_at) { /* open_fd set its own source already */
+        r->src.read_at = read_at;
+        r->src.ctx = ctx;
+    }
+    r->src.data = NULL;
+    r->src.size = file_size;
+    sqkv_diag d;
+    uint8_t header[SQKV_HEADER_SIZE_MAX];
+    memset(header, 0, sizeof header);
+    sqkv_error err = read_file_header(r, header, &d);
+    if (!err) err = sqkv_parse_file_header(header, file_size, &r->limits, &r->file, &d);
+    if (!err) {
+        uint8_t tail[SQKV_TAIL_SIZE];
+        err = sqkv_source_read(&r->src, file_size - SQKV_TAIL_SIZE, tail, SQKV_TAIL_SIZE, &d);
+        if (!err) err = sqkv_parse_tail_bytes(tail, &r->file, &d);
+    }
+    if (!err) err = read_index(r, &d);
+    if (err) return sqkv_reader_fail_diag(r, err, &d);
+    r->opened = 1;
+    return SQKV_OK;
+}
+
+sqkv_error sqkv_reader_open_fd(sqkv_reader *r, int fd) {
+    if (!r) return SQKV_ERR_INVALID_ARGUMENT;
+    if (r->error) return r->error;
+    if (r->opened) return sqkv_reader_fail(r, SQKV_ERR_STATE, "open: the reader already has a file open");
+    char text[256];
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0) {
+        snprintf(text, sizeof text, "fstat(fd %d): %s", fd, fd < 0 ? "not a descriptor" : strerror(errno));
+        return sqkv_reader_fail(r, SQKV_ERR_IO, text);
+    }
+    if (!S_ISREG(st.st_mode)) {
+        snprintf(text, sizeof text, "fd %d is not a regular file", fd);
+        return sqkv_reader_fail(r, SQKV_ERR_IO, text);
+    }
+    r->src.fd = fd;
+    r->src.read_at = sqkv_source_pread;
+    r->src.ctx = &r->src.fd;
+    return sqkv_reader_open_callback(r, sqkv_source_pread, &r->src.fd, (uint64_t)st.st_size);
 }
 
 /* ---------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@
 #include "diag.h"
 #include "parse_header.h"
 #include "parse_index.h"
+#include "source.h"
 #include "sqkv.h"
 
 /* An ancillary section's body once checked (first access). */
@@ -28,8 +29,11 @@ struct sqkv_reader {
     sqkv_error error;   /* sticky */
     char detail[512];
     int opened;
-    const uint8_t *data;
+    const uint8_t *data;  /* the whole file (open_memory, open_file); NULL when read through src.read_at */
     uint64_t size;
+    sqkv_source src;
+    uint8_t *section_buf; /* read_at sources: the last section read (header, body, padding) */
+    uint64_t section_buf_size;
     void *map;          /* open_file's mapping, unmapped by destroy */
     size_t map_size;
     sqkv_file_info file;
@@ -42,6 +46,14 @@ struct sqkv_reader {
     sqkv_metadata_entry *metadata;
     uint32_t metadata_count;
 };
+
+/* Memory the reader allocates beyond the index tables, counted against max_memory: NULL (and a sticky
+ * LIMIT or OUT_OF_MEMORY) when it cannot. */
+void *sqkv_reader_alloc(sqkv_reader *r, uint64_t bytes);
+void sqkv_reader_free(sqkv_reader *r, void *p, uint64_t bytes);
+
+/* Checks every section from entry `first` on (as sqkv_reader_verify does for all of them). */
+sqkv_error sqkv_reader_verify_from(sqkv_reader *r, uint32_t first);
 
 /* Makes err sticky with the detail "<what>" (or d's text when what is NULL) and returns it. */
 sqkv_error sqkv_reader_fail(sqkv_reader *r, sqkv_error err, const char *what);

@@ -16,8 +16,7 @@ sqkv_error sqkv_reader_fail_section(sqkv_reader *r, sqkv_error err, sqkv_diag *d
     return sqkv_reader_fail_diag(r, err, d);
 }
 
-/* Memory the reader allocates beyond the index tables, against max_memory. */
-static void *reader_alloc(sqkv_reader *r, uint64_t bytes) {
+void *sqkv_reader_alloc(sqkv_reader *r, uint64_t bytes) {
     if (bytes > r->limits.max_memory - r->memory_used || bytes > SIZE_MAX) {
         char text[200];
         snprintf(text, sizeof text, "%" PRIu64 " more bytes would exceed the configured max_memory %" PRIu64, bytes,
@@ -34,7 +33,7 @@ static void *reader_alloc(sqkv_reader *r, uint64_t bytes) {
     return p;
 }
 
-static void reader_free(sqkv_reader *r, void *p, uint64_t bytes) {
+void sqkv_reader_free(sqkv_reader *r, void *p, uint64_t bytes) {
     if (!p) return;
     free(p);
     r->memory_used -= bytes;
@@ -58,21 +57,21 @@ static sqkv_error decode_streams(sqkv_reader *r, uint32_t entry, const sqkv_sect
     if (!r->zstd && !(r->zstd = ZSTD_createDCtx())) return sqkv_reader_fail(r, SQKV_ERR_OUT_OF_MEMORY, "ZSTD_createDCtx failed");
     uint8_t *out;
     if (mode == BODY_OWNED) {
-        if (!(out = reader_alloc(r, h->decoded_size))) return r->error;
+        if (!(out = sqkv_reader_alloc(r, h->decoded_size))) return r->error;
         *owned = out;
     } else {
         if (r->scratch_size < h->decoded_size) {
-            reader_free(r, r->scratch, r->scratch_size);
+            sqkv_reader_free(r, r->scratch, r->scratch_size);
             r->scratch = NULL;
             r->scratch_size = 0;
-            if (!(r->scratch = reader_alloc(r, h->decoded_size))) return r->error;
+            if (!(r->scratch = sqkv_reader_alloc(r, h->decoded_size))) return r->error;
             r->scratch_size = h->decoded_size;
         }
         out = r->scratch;
     }
     if ((err = sqkv_streams_decode(stored, &plan, r->zstd, out, &d))) {
         if (mode == BODY_OWNED) {
-            reader_free(r, out, h->decoded_size);
+            sqkv_reader_free(r, out, h->decoded_size);
             *owned = NULL;
         }
         return sqkv_reader_fail_section(r, err, &d, entry);
@@ -81,17 +80,54 @@ static sqkv_error decode_streams(sqkv_reader *r, uint32_t entry, const sqkv_sect
     return SQKV_OK;
 }
 
+/* read_at sources: the section's bytes (header, body, padding; the extent the index gives) into the
+ * reader's section buffer, grown as needed. */
+static sqkv_error fetch_section(sqkv_reader *r, uint32_t entry, const uint8_t **bytes) {
+    const sqkv_entry *e = &r->index.entries[entry];
+    const uint64_t extent = sqkv_section_extent(e->stored_size); /* stored_size <= 2^40: checked with the index */
+    if (r->section_buf_size < extent) {
+        sqkv_reader_free(r, r->section_buf, r->section_buf_size);
+        r->section_buf = NULL;
+        r->section_buf_size = 0;
+        if (!(r->section_buf = sqkv_reader_alloc(r, extent))) return r->error;
+        r->section_buf_size = extent;
+    }
+    sqkv_diag d;
+    sqkv_error err = sqkv_source_read(&r->src, e->offset, r->section_buf, extent, &d);
+    if (err) return sqkv_reader_fail_section(r, err, &d, entry);
+    *bytes = r->section_buf;
+    return SQKV_OK;
+}
+
 static sqkv_error load_section(sqkv_reader *r, uint32_t entry, int force_checksum, body_mode mode,
                                sqkv_section_header *h, const uint8_t **body, uint8_t **owned) {
     sqkv_diag d;
     const int checksum = force_checksum || !(r->flags & SQKV_READER_TRUSTED);
     const uint8_t *stored;
-    sqkv_error err = sqkv_check_section(r->data, &r->file, &r->index.entries[entry], &r->limits, checksum, h, &stored, &d);
+    sqkv_error err;
+    if (r->data) {
+        err = sqkv_check_section(r->data, &r->file, &r->index.entries[entry], &r->limits, checksum, h, &stored, &d);
+    } else {
+        const uint8_t *bytes = NULL; /* set by fetch_section on success; NULL quiets gcc -O2 -Wmaybe-uninitialized */
+        if ((err = fetch_section(r, entry, &bytes))) return err;
+        /* The buffer holds the section at its start: check it as a section at offset 0 (the offset is
+         * not a rule of the section itself; the index walk already placed it). */
+        sqkv_entry at_start = r->index.entries[entry];
+        at_start.offset = 0;
+        err = sqkv_check_section(bytes, &r->file, &at_start, &r->limits, checksum, h, &stored, &d);
+    }
     if (err) return sqkv_reader_fail_section(r, err, &d, entry);
     if (owned) *owned = NULL;
     *body = stored;
-    if (h->codec == SQKV_CODEC_NONE) return SQKV_OK;
-    return decode_streams(r, entry, h, stored, mode, body, owned);
+    if (h->codec != SQKV_CODEC_NONE) return decode_streams(r, entry, h, stored, mode, body, owned);
+    if (mode == BODY_OWNED && !r->data) { /* the section buffer is reused by the next read: keep a copy */
+        uint8_t *copy = sqkv_reader_alloc(r, h->decoded_size);
+        if (!copy) return r->error;
+        if (h->decoded_size) memcpy(copy, stored, (size_t)h->decoded_size);
+        *owned = copy;
+        *body = copy;
+    }
+    return SQKV_OK;
 }
 
 sqkv_error sqkv_reader_section(sqkv_reader *r, uint32_t entry, int force_checksum, sqkv_section_header *h,
@@ -116,10 +152,10 @@ static sqkv_error parse_metadata(sqkv_reader *r, uint32_t entry, const uint8_t *
     uint32_t n;
     sqkv_error err = sqkv_metadata_count(body, size, &n, &d);
     if (err) return sqkv_reader_fail_section(r, err, &d, entry);
-    sqkv_metadata_entry *entries = reader_alloc(r, (uint64_t)n * sizeof *entries);
+    sqkv_metadata_entry *entries = sqkv_reader_alloc(r, (uint64_t)n * sizeof *entries);
     if (!entries) return r->error;
     if ((err = sqkv_metadata_parse(body, size, n, entries, &d))) {
-        reader_free(r, entries, (uint64_t)n * sizeof *entries);
+        sqkv_reader_free(r, entries, (uint64_t)n * sizeof *entries);
         return sqkv_reader_fail_section(r, err, &d, entry);
     }
     *out = entries;
@@ -182,19 +218,21 @@ static sqkv_error verify_section(sqkv_reader *r, uint32_t entry, sqkv_sparse_vie
         sqkv_metadata_entry *entries;
         uint32_t n;
         if ((err = parse_metadata(r, entry, body, h.decoded_size, &entries, &n))) return err;
-        reader_free(r, entries, (uint64_t)n * sizeof *entries);
+        sqkv_reader_free(r, entries, (uint64_t)n * sizeof *entries);
     }
     /* TOKENS and FINGERPRINT have no rule beyond their size. */
     return err ? sqkv_reader_fail_section(r, err, &d, entry) : SQKV_OK;
 }
 
-sqkv_error sqkv_reader_verify(sqkv_reader *r) {
+sqkv_error sqkv_reader_verify_from(sqkv_reader *r, uint32_t first) {
     if (!r) return SQKV_ERR_INVALID_ARGUMENT;
     sqkv_error err = sqkv_reader_usable(r, "sqkv_reader_verify");
     if (err) return err;
     sqkv_sparse_view *view = malloc(sizeof *view); /* ~8 KiB, off the stack */
     if (!view) return sqkv_reader_fail(r, SQKV_ERR_OUT_OF_MEMORY, "malloc failed");
-    for (uint32_t i = 0; i < r->index.n_entries && !err; i++) err = verify_section(r, i, view);
+    for (uint32_t i = first; i < r->index.n_entries && !err; i++) err = verify_section(r, i, view);
     free(view);
     return err;
 }
+
+sqkv_error sqkv_reader_verify(sqkv_reader *r) { return sqkv_reader_verify_from(r, 0); }

@@ -204,11 +204,8 @@ static sqkv_error check_index_agreement(const sqkv_entry *got, const sqkv_entry 
     return SQKV_OK;
 }
 
-sqkv_error sqkv_check_section(const uint8_t *file, const sqkv_file_info *f, const sqkv_entry *e,
-                              const sqkv_limits *limits, int check_body_checksum, sqkv_section_header *h,
-                              const uint8_t **stored, sqkv_diag *diag) {
-    /* The index walk guarantees that e->offset + 64 + align8(e->stored_size) lies inside the file. */
-    const uint8_t *p = file + e->offset;
+sqkv_error sqkv_check_section_header(const uint8_t *p, const sqkv_file_info *f, const sqkv_entry *e,
+                                     const sqkv_limits *limits, sqkv_section_header *h, sqkv_diag *diag) {
     sqkv_section_header_unpack(p, h);
     if (!sqkv_checksum_ok(sqkv_load_u64(p + SQKV_SEC_HEADER_CHECKSUM), p, SQKV_SEC_HEADER_CHECKSUM))
         return sqkv_diag_fail(diag, SQKV_ERR_SECTION_HEADER_CHECKSUM, "section header checksum mismatch (§5)");
@@ -231,8 +228,16 @@ sqkv_error sqkv_check_section(const uint8_t *file, const sqkv_file_info *f, cons
     if ((err = sqkv_check_entry_size(&got, f, limits, diag))) return err;
     if ((err = check_decoded_size(h, e->superseded, f, limits, diag))) return err;
 
-    if ((err = check_index_agreement(&got, e, diag))) return err;
+    return check_index_agreement(&got, e, diag);
+}
 
+sqkv_error sqkv_check_section(const uint8_t *file, const sqkv_file_info *f, const sqkv_entry *e,
+                              const sqkv_limits *limits, int check_body_checksum, sqkv_section_header *h,
+                              const uint8_t **stored, sqkv_diag *diag) {
+    /* The index walk guarantees that e->offset + 64 + align8(e->stored_size) lies inside the file. */
+    const uint8_t *p = file + e->offset;
+    sqkv_error err = sqkv_check_section_header(p, f, e, limits, h, diag);
+    if (err) return err;
     const uint8_t *b = p + SQKV_SECTION_HEADER_SIZE;
     if (check_body_checksum && !sqkv_checksum_ok(h->body_checksum, b, (size_t)h->stored_size))
         return sqkv_diag_fail(diag, SQKV_ERR_SECTION_CHECKSUM, "body checksum mismatch (§5)");

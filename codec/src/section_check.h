@@ -58,4 +58,10 @@ sqkv_error sqkv_check_section(const uint8_t *file, const sqkv_file_info *f, cons
                               const sqkv_limits *limits, int check_body_checksum, sqkv_section_header *h,
                               const uint8_t **stored, sqkv_diag *diag);
 
+/* Steps 1-6 of §5.2 on a 64-byte section header at p, against entry e (kind, coordinates, stored size;
+ * e->offset is only reported): everything sqkv_check_section checks before the body. Streaming readers
+ * use it to refuse a section (and bound its memory) before its body arrives. */
+sqkv_error sqkv_check_section_header(const uint8_t *p, const sqkv_file_info *f, const sqkv_entry *e,
+                                     const sqkv_limits *limits, sqkv_section_header *h, sqkv_diag *diag);
+
 #endif

@@ -26,19 +26,22 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <zstd.h>
+
 #include "atomic_file.h"
 #include "elements.h"
 #include "encode_ancillary.h"
 #include "encode_dense.h"
 #include "encode_sparse.h"
+#include "encode_streams.h"
 #include "format.h"
 #include "prune.h"
 #include "section_blob.h"
 #include "section_header.h"
 #include "sqkv.h"
+#include "writer_internal.h"
 
-#define DETAIL_SIZE 320
-#define ANCILLARY_MAX 3
+#define DETAIL_SIZE SQKV_WRITER_DETAIL_SIZE
 /* INDEX body (§9): n_tokens u32, dense_window u32, previous_index_offset u64, the entries, then the
  * file's tail (INDEX offset u64, end magic). */
 #define INDEX_PREFIX_SIZE 16u
@@ -46,46 +49,9 @@
 /* write(2) transfers at most about 2 GiB at once on Linux; smaller pieces also keep EINTR cheap. */
 #define WRITE_CHUNK ((size_t)1 << 30)
 
-struct sqkv_writer {
-    sqkv_geometry geo;
-    sqkv_writer_options opt;
-    uint32_t keep;           /* elements kept per row */
-    uint32_t sparse_tokens;  /* S: tokens of the sparse region */
-    uint32_t head_groups;    /* ceil(n_kv_heads / heads_per_section) */
-    uint32_t token_chunks;   /* SPARSE sections per head group */
-    uint32_t per_group;      /* tensor sections per head group: token_chunks + (dense window ? 1 : 0) */
-    uint64_t tensor_sections;
-
-    sqkv_error error;
-    char detail[DETAIL_SIZE];
-
-    int have_source;
-    sqkv_dtype source_dtype;
-    uint32_t layers_added;
-    sqkv_section_blob **layers; /* per layer: 2 * head_groups * per_group sections, NULL until added */
-
-    int32_t *tokens;
-    uint8_t *fingerprint;
-    size_t fingerprint_size;
-    sqkv_metadata_entry *meta; /* sorted by key */
-    size_t meta_count, meta_cap;
-    uint64_t meta_body_size;
-
-    uint16_t *converted;
-    size_t converted_cap;
-    sqkv_sparse_scratch sparse;
-
-    int finalized;
-    sqkv_section_blob ancillary[ANCILLARY_MAX];
-    size_t ancillary_count;
-    sqkv_section_blob index;
-    uint8_t file_header[SQKV_HEADER_SIZE_V1];
-    uint64_t file_size;
-};
-
 /* ---- small helpers ----------------------------------------------------------------------------- */
 
-static sqkv_error fail(sqkv_writer *w, sqkv_error err, const char *fmt, ...) {
+sqkv_error sqkv_writer_fail(sqkv_writer *w, sqkv_error err, const char *fmt, ...) {
     if (w->error != SQKV_OK) return w->error;
     w->error = err;
     va_list ap;
@@ -94,6 +60,7 @@ static sqkv_error fail(sqkv_writer *w, sqkv_error err, const char *fmt, ...) {
     va_end(ap);
     return err;
 }
+#define fail sqkv_writer_fail
 
 static const char *dtype_name(sqkv_dtype d) {
     return d == SQKV_DTYPE_FP16 ? "fp16" : d == SQKV_DTYPE_BF16 ? "bf16" : d == SQKV_DTYPE_FP32 ? "fp32" : "?";
@@ -153,7 +120,7 @@ static sqkv_error check_geometry(const sqkv_geometry *g, char *why, size_t why_s
     return SQKV_OK;
 }
 
-static sqkv_error check_options(const sqkv_writer_options *o, char *why, size_t why_size) {
+sqkv_error sqkv_writer_check_options(const sqkv_writer_options *o, char *why, size_t why_size) {
     if (o->prune != SQKV_PRUNE_NONE && o->prune != SQKV_PRUNE_MAGNITUDE) {
         snprintf(why, why_size, "options.prune must be SQKV_PRUNE_NONE or SQKV_PRUNE_MAGNITUDE (got %d)", (int)o->prune);
         return SQKV_ERR_INVALID_ARGUMENT;
@@ -200,6 +167,11 @@ static sqkv_error check_options(const sqkv_writer_options *o, char *why, size_t 
                  (unsigned)o->tokens_per_section);
         return SQKV_ERR_INVALID_ARGUMENT;
     }
+    if (o->zstd_level > SQKV_ZSTD_MAX_LEVEL || (int)o->zstd_level > ZSTD_maxCLevel()) {
+        snprintf(why, why_size, "options.zstd_level must be 0 (off) .. %d (got %u)", ZSTD_maxCLevel(),
+                 (unsigned)o->zstd_level);
+        return SQKV_ERR_INVALID_ARGUMENT;
+    }
     return SQKV_OK;
 }
 
@@ -243,7 +215,7 @@ sqkv_error sqkv_writer_create(const sqkv_geometry *geometry, const sqkv_writer_o
     if (!opts) return SQKV_ERR_INVALID_ARGUMENT;
     char why[DETAIL_SIZE];
     sqkv_error err = check_geometry(geometry, why, sizeof why);
-    if (err == SQKV_OK) err = check_options(opts, why, sizeof why);
+    if (err == SQKV_OK) err = sqkv_writer_check_options(opts, why, sizeof why);
     if (err != SQKV_OK) return err;
 
     sqkv_writer *w = (sqkv_writer *)calloc(1, sizeof *w);
@@ -256,7 +228,10 @@ sqkv_error sqkv_writer_create(const sqkv_geometry *geometry, const sqkv_writer_o
     }
     w->keep = sqkv_prune_keep_count(geometry->head_dim, opts->prune, opts->sparsity);
     w->layers = (sqkv_section_blob **)calloc(geometry->n_layers, sizeof *w->layers);
-    if (!w->layers) {
+    w->layer_done = (uint8_t *)calloc(geometry->n_layers, 1);
+    if (!w->layers || !w->layer_done) {
+        free(w->layers);
+        free(w->layer_done);
         free(w);
         return SQKV_ERR_OUT_OF_MEMORY;
     }
@@ -264,9 +239,10 @@ sqkv_error sqkv_writer_create(const sqkv_geometry *geometry, const sqkv_writer_o
     return SQKV_OK;
 }
 
-static size_t sections_per_layer(const sqkv_writer *w) { return 2u * (size_t)w->head_groups * w->per_group; }
+size_t sqkv_writer_sections_per_layer(const sqkv_writer *w) { return 2u * (size_t)w->head_groups * w->per_group; }
+#define sections_per_layer sqkv_writer_sections_per_layer
 
-static void free_layer(sqkv_writer *w, uint32_t layer) {
+void sqkv_writer_free_layer(sqkv_writer *w, uint32_t layer) {
     if (!w->layers[layer]) return;
     for (size_t i = 0; i < sections_per_layer(w); i++) sqkv_blob_free(&w->layers[layer][i]);
     free(w->layers[layer]);
@@ -275,8 +251,14 @@ static void free_layer(sqkv_writer *w, uint32_t layer) {
 
 void sqkv_writer_destroy(sqkv_writer *w) {
     if (!w) return;
-    for (uint32_t l = 0; l < w->geo.n_layers; l++) free_layer(w, l);
+    for (uint32_t l = 0; l < w->geo.n_layers; l++) sqkv_writer_free_layer(w, l);
     free(w->layers);
+    free(w->layer_done);
+    ZSTD_freeCCtx((ZSTD_CCtx *)w->zstd);
+    if (w->stream_owned) {
+        sqkv_stream_out_free(w->stream);
+        free(w->stream);
+    }
     free(w->tokens);
     free(w->fingerprint);
     for (size_t i = 0; i < w->meta_count; i++) {
@@ -297,6 +279,8 @@ void sqkv_writer_destroy(sqkv_writer *w) {
 static sqkv_error setter_allowed(sqkv_writer *w, const char *what) {
     if (w->error != SQKV_OK) return w->error;
     if (w->finalized) return fail(w, SQKV_ERR_STATE, "%s after the file was output", what);
+    if (w->stream) return fail(w, SQKV_ERR_STATE, "%s after sqkv_writer_stream_begin (the ancillary sections"
+                               " were already written)", what);
     return SQKV_OK;
 }
 
@@ -463,8 +447,9 @@ static sqkv_error encode_tensor(sqkv_writer *w, uint32_t layer, sqkv_tensor tens
                             (unsigned)(head0 + hc - 1), (unsigned)t0, (unsigned)(t0 + tc - 1), sqkv_error_name(err));
             slot->header.layer = layer;
             slot->header.head_start = head0;
-            slot->header.token_start = t0;
+            slot->header.token_start = w->token_base + t0;
             sqkv_blob_seal(slot);
+            if ((err = sqkv_writer_compress(w, slot)) != SQKV_OK) return err;
         }
         if (g->dense_window > 0) {
             err = sqkv_encode_dense(tensor, rows + (uint64_t)w->sparse_tokens * g->head_dim, head_stride, hc,
@@ -475,8 +460,9 @@ static sqkv_error encode_tensor(sqkv_writer *w, uint32_t layer, sqkv_tensor tens
                             sqkv_error_name(err));
             slot->header.layer = layer;
             slot->header.head_start = head0;
-            slot->header.token_start = w->sparse_tokens;
+            slot->header.token_start = w->token_base + w->sparse_tokens;
             sqkv_blob_seal(slot);
+            if ((err = sqkv_writer_compress(w, slot)) != SQKV_OK) return err;
         }
     }
     return SQKV_OK;
@@ -492,7 +478,8 @@ sqkv_error sqkv_writer_add_layer(sqkv_writer *w, uint32_t layer, sqkv_dtype dtyp
     if (dtype != SQKV_DTYPE_FP16 && dtype != SQKV_DTYPE_BF16 && dtype != SQKV_DTYPE_FP32)
         return fail(w, SQKV_ERR_INVALID_ARGUMENT, "add_layer: dtype must be FP16, BF16 or FP32 (got %d)", (int)dtype);
     if (!k || !v) return fail(w, SQKV_ERR_INVALID_ARGUMENT, "add_layer: k or v is NULL");
-    if (w->layers[layer]) return fail(w, SQKV_ERR_STATE, "add_layer: layer %u added twice", (unsigned)layer);
+    if (w->layer_done[layer]) return fail(w, SQKV_ERR_STATE, "add_layer: layer %u added twice", (unsigned)layer);
+    if (w->stream && w->stream_finished) return fail(w, SQKV_ERR_STATE, "add_layer after sqkv_writer_stream_finish");
     /* The header records one source dtype for the whole file, so mixing them would make it a lie. */
     if (w->have_source && dtype != w->source_dtype)
         return fail(w, SQKV_ERR_INVALID_ARGUMENT, "add_layer: dtype %s differs from the %s of earlier layers",
@@ -509,12 +496,14 @@ sqkv_error sqkv_writer_add_layer(sqkv_writer *w, uint32_t layer, sqkv_dtype dtyp
     w->converted_cap = 0;
     sqkv_sparse_scratch_free(&w->sparse);
     if (err != SQKV_OK) {
-        free_layer(w, layer);
+        sqkv_writer_free_layer(w, layer);
         return err;
     }
     w->have_source = 1;
     w->source_dtype = dtype;
     w->layers_added++;
+    w->layer_done[layer] = 1;
+    if (w->stream) return sqkv_writer_stream_layer(w, layer);
     return SQKV_OK;
 }
 
@@ -534,7 +523,7 @@ static sqkv_error emit(const sqkv_writer *w, piece_sink sink, void *ctx) {
     return err;
 }
 
-static void build_file_header(sqkv_writer *w) {
+void sqkv_writer_build_file_header(sqkv_writer *w) {
     uint8_t *h = w->file_header;
     memset(h, 0, sizeof w->file_header);
     memcpy(h + SQKV_HDR_MAGIC, sqkv_magic, SQKV_MAGIC_SIZE);
@@ -574,27 +563,42 @@ static uint64_t fill_index(const sqkv_writer *w, uint8_t *entries) {
     return b.offset;
 }
 
-static sqkv_error build_ancillary(sqkv_writer *w) {
+sqkv_error sqkv_writer_compress(sqkv_writer *w, sqkv_section_blob *b) {
+    if (w->opt.zstd_level == 0) return SQKV_OK;
+    const sqkv_error err = sqkv_blob_compress_streams(b, w->geo.head_dim, w->opt.zstd_level, &w->zstd, NULL);
+    if (err != SQKV_OK)
+        return fail(w, err, "%s while compressing a %s section with zstd", sqkv_error_name(err),
+                    b->header.kind == SQKV_KIND_SPARSE ? "SPARSE" : b->header.kind == SQKV_KIND_DENSE ? "DENSE"
+                                                                                                  : "ancillary");
+    return SQKV_OK;
+}
+
+sqkv_error sqkv_writer_build_ancillary(sqkv_writer *w) {
     sqkv_error err = SQKV_OK;
     if (w->tokens) err = sqkv_encode_tokens(w->tokens, w->geo.n_tokens, &w->ancillary[w->ancillary_count++]);
     if (err == SQKV_OK && w->fingerprint)
         err = sqkv_encode_fingerprint(w->fingerprint, w->fingerprint_size, &w->ancillary[w->ancillary_count++]);
     if (err == SQKV_OK && w->meta_count > 0)
         err = sqkv_encode_metadata(w->meta, w->meta_count, &w->ancillary[w->ancillary_count++]);
+    if (err != SQKV_OK) return fail(w, err, "out of memory building the ancillary sections");
+    for (size_t i = 0; i < w->ancillary_count && err == SQKV_OK; i++) err = sqkv_writer_compress(w, &w->ancillary[i]);
     return err;
 }
 
 static sqkv_error finalize(sqkv_writer *w) {
     if (w->error != SQKV_OK) return w->error;
     if (w->finalized) return SQKV_OK;
+    if (w->stream)
+        return fail(w, SQKV_ERR_STATE, "whole-file output after sqkv_writer_stream_begin (a streaming writer ends"
+                    " with sqkv_writer_stream_finish)");
     if (w->layers_added < w->geo.n_layers) {
         uint32_t missing = 0;
-        while (w->layers[missing]) missing++;
+        while (w->layer_done[missing]) missing++;
         return fail(w, SQKV_ERR_STATE, "output requested before every layer was added (%u of %u added; layer %u missing)",
                     (unsigned)w->layers_added, (unsigned)w->geo.n_layers, (unsigned)missing);
     }
-    sqkv_error err = build_ancillary(w);
-    if (err != SQKV_OK) return fail(w, err, "out of memory building the ancillary sections");
+    sqkv_error err = sqkv_writer_build_ancillary(w);
+    if (err != SQKV_OK) return err;
 
     const uint64_t entries = w->ancillary_count + w->tensor_sections;
     const uint64_t index_body = INDEX_PREFIX_SIZE + SQKV_INDEX_ENTRY_SIZE * entries + INDEX_TAIL_SIZE;
@@ -617,7 +621,7 @@ static sqkv_error finalize(sqkv_writer *w) {
     h->payload_bits = h->quantizer = h->scale_granularity = h->offset_interval_log2 = 0;
     sqkv_blob_seal(&w->index);
 
-    build_file_header(w);
+    sqkv_writer_build_file_header(w);
     w->file_size = index_offset + sqkv_blob_extent(&w->index);
     w->finalized = 1;
     return SQKV_OK;
