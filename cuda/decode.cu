@@ -241,6 +241,18 @@ sqkv_cuda_status prepare_call(sqkv_cuda_decoder *d, CallPlan &p, uint8_t *ws, ui
     a->stats = (UnitStat *)(ws + lay->stats);
     a->errors = (uint32_t *)(ws + lay->errors);
     a->max_bits = 2;
+    a->fast_bits = 0;
+    if (fast_path_enabled() && d->geo.head_dim == 128) {
+        uint32_t bits = 0;
+        bool ok = true;
+        for (const DecSection &x : p.secs)
+            if (x.kind == SQKV_KIND_SPARSE) {
+                if (x.granularity == SQKV_SCALE_PER_TILE || (bits && x.bits != bits) || ((uintptr_t)x.out & 15u))
+                    ok = false;
+                bits = x.bits;
+            }
+        if (ok) a->fast_bits = bits;
+    }
     bool small_k = true;
     for (const DecSection &x : p.secs)
         if (x.kind == SQKV_KIND_SPARSE) {

@@ -7,7 +7,8 @@
  *                   position), decoded_size against the popcounts, stream padding, PER_HEAD rules,
  *                   bits after the last code.
  *   check_kernel    (validation) the offset table against the popcounts, EXACT values; DENSE values.
- *   decode_kernel   one block per unit: the unit's payload words are staged in shared memory; keys
+ *   decode_kernel   (general; decode_fast.cu takes head_dim 128 with PER_HEAD or EXACT sections)
+ *                   one block per unit: the unit's payload words are staged in shared memory; keys
  *                   are written row by row (a lane owns two adjacent channels and walks down the
  *                   tokens), values a warp per 64-channel row piece.
  * Until a section is validated, payload positions come from the bitmaps' own prefix sums (the count
@@ -22,6 +23,7 @@
 #include <stdint.h>
 
 #include "decode_kernels.cuh"
+#include "decode_units.cuh"
 #include "numeric.cuh"
 
 namespace sqkv_cuda {
@@ -77,43 +79,6 @@ __device__ __forceinline__ uint32_t code_at(const DecSection &sec, uint32_t bits
     const uint64_t bit = e * bits, word = bit >> 5;
     if (4 * word + 4 > region) return 0u;
     return (((const uint32_t *)payload)[word] >> (bit & 31u)) & ((1u << bits) - 1u);
-}
-
-__device__ __forceinline__ uint16_t to_out(uint16_t h, bool e_bf16, uint32_t out_dtype, uint32_t *flags) {
-    if ((out_dtype == 2) == e_bf16) return h;
-    if (e_bf16) {
-        const uint16_t r = __half_as_ushort(__float2half_rn(__uint_as_float((uint32_t)h << 16)));
-        if ((r & 0x7C00u) == 0x7C00u) *flags |= kErrOverflow;
-        return r;
-    }
-    return __bfloat16_as_ushort(__float2bfloat16_rn(__half2float(__ushort_as_half(h))));
-}
-
-/* Unit idx of the call, derived from the section list (sections in unit order; a unit is one head
- * and one 64-token chunk of a SPARSE section), so no per-unit table travels to the device. */
-__device__ UnitPlan unit_at(const DecodeArgs &a, uint32_t idx) {
-    uint32_t lo = 0, hi = a.n_sections; /* first section whose unit range ends after idx */
-    while (lo < hi) {
-        const uint32_t mid = (lo + hi) / 2;
-        if (a.sections[mid].unit_first + a.sections[mid].n_units > idx) hi = mid;
-        else lo = mid + 1;
-    }
-    const DecSection &sec = a.sections[lo];
-    const uint32_t li = idx - sec.unit_first, j = li / sec.chunks, c = li % sec.chunks;
-    UnitPlan u;
-    u.section = lo;
-    u.head = j;
-    u.chunk = c;
-    u.rows = min(64u, sec.token_count - 64u * c);
-    u.pad0 = 0;
-    if (sec.tensor == 0) {
-        u.tile0 = (uint64_t)j * sec.tiles_per_head + (uint64_t)c * a.g.head_dim;
-        u.n_tiles = a.g.head_dim;
-    } else {
-        u.tile0 = (uint64_t)j * sec.tiles_per_head + (uint64_t)64 * a.g.hb * c;
-        u.n_tiles = u.rows * a.g.hb;
-    }
-    return u;
 }
 
 /* ---- count ---------------------------------------------------------------------------------------- */
@@ -554,7 +519,10 @@ sqkv_cuda_status launch_decode_check(const DecodeArgs &a, const uint32_t *dense_
 
 sqkv_cuda_status launch_decode_dense(const DecodeArgs &a, const uint32_t *dense_ids, uint32_t n_dense,
                                      uint64_t max_dense_elems, cudaStream_t stream) {
-    if (a.n_units) {
+    if (a.n_units && a.fast_bits) {
+        const sqkv_cuda_status st = launch_decode_fast(a, stream);
+        if (st != SQKV_OK) return st;
+    } else if (a.n_units) {
         const size_t smem = decode_smem(a.g.head_dim, a.g.hb, a.max_bits);
         if (smem > 227 * 1024) return SQKV_ERR_UNSUPPORTED;
         SQKV_CUDA_TRY(cudaFuncSetAttribute(decode_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));

@@ -63,7 +63,9 @@ void compare_decode(const std::vector<uint8_t> &file, unsigned flags, uint32_t b
     uint64_t wsz = 0;
     SQ_OK(sqkv_cuda_decoder_workspace_size(d, batch, &wsz));
     DevBuf ws(wsz);
-    for (sqkv_dtype out : {SQKV_DTYPE_FP16, SQKV_DTYPE_BF16}) {
+    /* the first call validates (unit positions from the bitmaps' prefix sums), the later ones take
+     * unit positions from the checked offset tables: both paths, for both output types */
+    for (sqkv_dtype out : {SQKV_DTYPE_FP16, SQKV_DTYPE_BF16, SQKV_DTYPE_FP16}) {
         const uint64_t tb = sqkv_dense_size(g.n_kv_heads, g.n_tokens, g.head_dim, out);
         DevBuf dout(2 * tb * batch);
         std::vector<uint8_t> want(tb), got(tb);

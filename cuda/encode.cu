@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "encode_fast.cuh"
 #include "encode_kernels.cuh"
 #include "internal.cuh"
 
@@ -35,6 +36,7 @@ struct sqkv_cuda_encoder {
     std::vector<uint32_t> dense_ids;
     std::vector<uint32_t> block_map;
     uint64_t layer_capacity = 0, unit_cap = 0, blocks_per_layer = 0, max_dense_elems = 0;
+    uint64_t bound_groups = 0; /* PER_HEAD scale groups of a layer (fast path code boundaries) */
     /* workspace: plan region, then per-layer arrays */
     uint64_t plan_bytes = 0, ws_per_layer = 0;
     uint64_t off_sections = 0, off_units = 0, off_dense = 0, off_map = 0, off_error = 0;
@@ -67,7 +69,7 @@ sqkv_cuda_status fail(sqkv_cuda_encoder *e, sqkv_cuda_status st, const char *fmt
 
 /* Per-layer workspace arrays, in order. */
 struct LayerArrays {
-    uint64_t ptrs, stats, temp, results, jobs, hashes, sums;
+    uint64_t ptrs, stats, temp, results, jobs, hashes, sums, bounds;
 };
 
 LayerArrays layer_arrays(const sqkv_cuda_encoder *e, uint32_t n) {
@@ -86,6 +88,7 @@ LayerArrays layer_arrays(const sqkv_cuda_encoder *e, uint32_t n) {
     l.jobs = take(n * ns * sizeof(HashJob));
     l.hashes = take(n * ns * 8);
     l.sums = take(n * e->blocks_per_layer * 64);
+    l.bounds = take(n * e->bound_groups * 256 * 2);
     return l;
 }
 
@@ -151,6 +154,8 @@ sqkv_cuda_status build_plan(sqkv_cuda_encoder *e) {
                     p.payload_at = lay.payload_at;
                     body = lay.body_size;
                     p.chunks = (tc + 63) / 64;
+                    p.bound_first = (uint32_t)e->bound_groups;
+                    e->bound_groups += hc;
                     p.unit_first = (uint32_t)e->units.size();
                     p.n_units = p.chunks * hc;
                     for (uint32_t j = 0; j < hc; j++)
@@ -210,7 +215,7 @@ sqkv_cuda_status build_plan(sqkv_cuda_encoder *e) {
     e->plan_bytes = off;
     const uint64_t ns = e->sections.size(), nu = e->units.size();
     e->ws_per_layer = 2 * sizeof(void *) + nu * sizeof(UnitStat) + nu * e->unit_cap * 2 + ns * sizeof(SectionResult) +
-                      ns * sizeof(HashJob) + ns * 8 + blocks * 64;
+                      ns * sizeof(HashJob) + ns * 8 + blocks * 64 + e->bound_groups * 256 * 2;
     e->stored.assign((size_t)geo.n_layers * ns, 0);
     e->layer_done.assign(geo.n_layers, 0);
     return SQKV_OK;
@@ -288,7 +293,7 @@ extern "C" sqkv_cuda_status sqkv_cuda_encode_layers(sqkv_cuda_encoder *e, uint32
         return fail(e, SQKV_ERR_BUFFER_TOO_SMALL, "encode_layers: out holds %llu bytes, %u layers need %llu each",
                     (unsigned long long)out_size, n_layers, (unsigned long long)e->layer_capacity);
     const LayerArrays la = layer_arrays(e, n_layers);
-    const uint64_t need = la.sums + align_up((uint64_t)n_layers * e->blocks_per_layer * 64, 256);
+    const uint64_t need = la.bounds + align_up((uint64_t)n_layers * e->bound_groups * 256 * 2, 256);
     if (workspace_size < need)
         return fail(e, SQKV_ERR_BUFFER_TOO_SMALL, "encode_layers: workspace holds %llu bytes, %llu needed",
                     (unsigned long long)workspace_size, (unsigned long long)need);
@@ -343,6 +348,11 @@ extern "C" sqkv_cuda_status sqkv_cuda_encode_layers(sqkv_cuda_encoder *e, uint32
     a.block_map = (const uint32_t *)(ws + e->off_map);
     a.blocks_per_layer = e->blocks_per_layer;
     a.sums = (uint64_t *)(ws + la.sums);
+    a.bounds = (uint16_t *)(ws + la.bounds);
+    a.bounds_per_layer = e->bound_groups;
+    a.fast = fast_path_enabled() && fast_encode_geometry(a.g) && e->unit_cap * 2 <= 16384;
+    for (uint32_t i = 0; i < n_layers && a.fast; i++)
+        if (((uintptr_t)k[i] | (uintptr_t)v[i]) & 15u) a.fast = 0; /* 16-byte copies of the source */
     if (prune_smem_bytes(a.g, a.unit_cap) > 227 * 1024)
         return fail(e, SQKV_ERR_UNSUPPORTED, "encode_layers: head_dim %u needs more shared memory than one block has",
                     e->geo.head_dim);

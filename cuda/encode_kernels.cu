@@ -1,6 +1,9 @@
 /*
  * encode_kernels.cu: GPU version of the reference encoder (spec/FORMAT.md §14), byte for byte.
  *
+ * These are the general kernels: fp16 from fp16 at head_dim 128 with PER_HEAD scales or EXACT values
+ * takes the fast kernels of encode_fast.cu instead (same bytes; SQKV_CUDA_FAST=0 turns them off).
+ *
  * Passes over a batch of layers (every kernel covers all layers of the batch: grid.y = layer):
  *   prune_kernel   one 64-thread block per unit: loads the unit's 64 rows once into shared memory
  *                  (converted to E), finds each row's threshold (one thread per row), writes the
@@ -28,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "encode_fast.cuh"
 #include "encode_kernels.cuh"
 #include "numeric.cuh"
 #include "xxh3.cuh"
@@ -925,24 +929,36 @@ sqkv_cuda_status launch_encode(const EncodeArgs &a, cudaStream_t stream) {
     if (a.n_layers > 65535 || a.n_units > 0x7FFFFFFFu || a.n_sections > 0x7FFFFFFFu || a.n_dense > 65535)
         return SQKV_ERR_LIMIT;
     StageTimer timer(stream);
-    if (a.n_units > 0) {
+    if (a.fast) {
+        sqkv_cuda_status st = launch_prune_fast(a, stream);
+        if (st != SQKV_OK) return st;
+        timer.mark("prune");
+        st = launch_section_fast(a, stream);
+        if (st != SQKV_OK) return st;
+        timer.mark("section");
+        st = launch_pack_fast(a, stream);
+        if (st != SQKV_OK) return st;
+        timer.mark("pack");
+    } else if (a.n_units > 0) {
         const size_t smem = prune_smem_bytes(a.g, a.unit_cap);
         SQKV_CUDA_TRY(cudaFuncSetAttribute(prune_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
         prune_kernel<<<dim3(a.n_units, a.n_layers), kPruneThreads, smem, stream>>>(a);
         SQKV_CUDA_LAUNCHED();
     }
-    timer.mark("prune");
-    section_kernel<<<dim3(a.n_sections, a.n_layers), 256, 0, stream>>>(a);
-    SQKV_CUDA_LAUNCHED();
-    timer.mark("section");
-    if (a.n_units > 0) {
+    if (!a.fast) {
+        timer.mark("prune");
+        section_kernel<<<dim3(a.n_sections, a.n_layers), 256, 0, stream>>>(a);
+        SQKV_CUDA_LAUNCHED();
+        timer.mark("section");
+    }
+    if (!a.fast && a.n_units > 0) {
         const size_t pack_smem = 256 * 8 + align_up(4 * ((size_t)max_unit_tiles(a.g) + 1), 16) +
                                  align_up(2 * (size_t)a.unit_cap, 16) + a.unit_cap;
         SQKV_CUDA_TRY(cudaFuncSetAttribute(pack_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)pack_smem));
         pack_kernel<<<dim3(a.n_units, a.n_layers), kPackThreads, pack_smem, stream>>>(a);
         SQKV_CUDA_LAUNCHED();
     }
-    timer.mark("pack");
+    if (!a.fast) timer.mark("pack");
     if (a.n_dense > 0) {
         const uint64_t blocks = (a.max_dense_elems + 2047) / 2048;
         dense_kernel<<<dim3((unsigned)(blocks < 1024 ? blocks : 1024), a.n_layers, a.n_dense), 256, 0, stream>>>(a);

@@ -30,6 +30,10 @@ struct EncodeArgs {
     const uint32_t *block_map;  /* [blocks_per_layer]: block-sum slot -> section */
     uint64_t blocks_per_layer;
     uint64_t *sums;             /* [n_layers][blocks_per_layer][8] */
+    /* fast path (encode_fast.cu) */
+    uint32_t fast;              /* 1: the fast kernels run (geometry and source alignment checked) */
+    uint16_t *bounds;           /* [n_layers][bounds_per_layer][256]: PER_HEAD code boundaries */
+    uint64_t bounds_per_layer;  /* scale groups of a layer's SPARSE sections (sum of head_count) */
 };
 
 /* Dynamic shared memory of the pruning kernel for this geometry (0 when it cannot fit). */

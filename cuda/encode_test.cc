@@ -208,6 +208,38 @@ TEST(CudaEncode, SparsityLevelsAndNoPruning) {
     check_case(c, seed_of("noprune"));
 }
 
+/* head_dim 128 with an fp16 source takes the fast kernels (encode_fast.cu) for PER_HEAD scales and EXACT
+ * values: every keep count (one element, ties cut inside a row, no pruning at all), both quantizers,
+ * every payload width, partial last chunks and token splits. */
+TEST(CudaEncode, FastPathKeepCountsQuantizersWidths) {
+    SKIP_WITHOUT_GPU();
+    uint64_t n = 0;
+    for (double sp : {0.0, 0.3, 0.7, 0.9, 0.995}) {
+        Case c = base_case();
+        c.sparsity = sp;
+        c.tokens = 64 * 3 + 5 + (uint32_t)n;
+        check_case(c, seed_of("fast-keep") + n++);
+    }
+    for (uint32_t bits : {2u, 4u, 8u, 16u})
+        for (int q = 1; q <= 2; q++) {
+            if (bits == 16 && q == 2) continue;
+            Case c = base_case();
+            c.bits = bits;
+            c.q = bits == 16 ? SQKV_QUANT_EXACT : (sqkv_quantizer)q;
+            c.gran = bits == 16 ? SQKV_SCALE_NONE : SQKV_SCALE_PER_HEAD;
+            c.heads = 2 + (uint32_t)(n % 3);
+            c.hps = 1 + (uint32_t)(n % 2);
+            c.tps = (n % 3 == 1) ? 128 : 0;
+            c.k = (uint32_t)(n % 5);
+            c.tokens = 131 + 61 * (uint32_t)(n % 4);
+            c.window = (uint32_t)(n % 2) * 6;
+            check_case(c, seed_of("fast-widths") + n++);
+        }
+    Case c = base_case();
+    c.prune = SQKV_PRUNE_NONE;
+    check_case(c, seed_of("fast-noprune"));
+}
+
 TEST(CudaEncode, ManyLayersInBatches) {
     SKIP_WITHOUT_GPU();
     Case c = base_case();

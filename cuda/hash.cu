@@ -13,8 +13,11 @@ namespace {
 
 __device__ __forceinline__ uint64_t job_len(const HashJob &j) { return j.len_at ? *j.len_at : j.len; }
 
-/* One warp per 1024-byte block: lane l reads 32 bytes (stripe l/2, half l%2) and adds their
- * contributions to its four accumulator lanes; the 16 lanes of each half then sum over stripes. */
+/* One warp per two 1024-byte blocks (both blocks' loads in flight together): lane l reads 32 bytes
+ * of each (stripe l/2, half l%2) and adds their contributions to its four accumulator lanes; the 16
+ * lanes of each half then sum over stripes. */
+constexpr uint32_t kSumsPerWarp = 2;
+
 __global__ void __launch_bounds__(128) block_sums_kernel(const HashJob *jobs, uint32_t jobs_per_layer,
                                                          const uint32_t *block_job, uint64_t blocks_per_layer,
                                                          uint64_t *sums) {
@@ -22,56 +25,98 @@ __global__ void __launch_bounds__(128) block_sums_kernel(const HashJob *jobs, ui
     __shared__ uint64_t secret[24];
     if (threadIdx.x < 24) secret[threadIdx.x] = secret64(8 * threadIdx.x);
     __syncthreads();
-    const uint64_t local = (uint64_t)blockIdx.x * 4 + (threadIdx.x >> 5);
-    if (local >= blocks_per_layer) return;
-    const uint64_t slot = (uint64_t)blockIdx.y * blocks_per_layer + local;
-    const HashJob job = jobs[(uint64_t)blockIdx.y * jobs_per_layer + block_job[local]];
-    const uint64_t len = job_len(job);
-    const uint64_t b = slot - job.block_first;
-    if (len <= 240 || b >= xxh3_full_blocks(len)) return; /* whole warp leaves together */
+    const uint64_t first = ((uint64_t)blockIdx.x * 4 + (threadIdx.x >> 5)) * kSumsPerWarp;
+    if (first >= blocks_per_layer) return;
     const uint32_t lane = threadIdx.x & 31, stripe = lane >> 1, half = lane & 1;
-    const uint8_t *p = job.data + b * kXxhBlock + stripe * kXxhStripe + half * 32;
-    uint64_t acc[4] = {0, 0, 0, 0};
+    uint64_t v[kSumsPerWarp][4];
+    bool valid[kSumsPerWarp];
 #pragma unroll
-    for (int q = 0; q < 4; q++) {
-        const int i = 4 * half + q;
-        const uint64_t v = *(const uint64_t *)(p + 8 * q); /* bodies start 8-aligned */
-        const uint64_t k = v ^ secret[stripe + i];
-        acc[q ^ 1] += v;
-        acc[q] += (k & 0xFFFFFFFFull) * (k >> 32);
+    for (uint32_t j = 0; j < kSumsPerWarp; j++) {
+        const uint64_t local = first + j;
+        valid[j] = false;
+        if (local < blocks_per_layer) {
+            const uint64_t slot = (uint64_t)blockIdx.y * blocks_per_layer + local;
+            const HashJob job = jobs[(uint64_t)blockIdx.y * jobs_per_layer + block_job[local]];
+            const uint64_t len = job_len(job), b = slot - job.block_first;
+            valid[j] = len > 240 && b < xxh3_full_blocks(len); /* the same for the whole warp */
+            if (valid[j]) {
+                const uint8_t *p = job.data + b * kXxhBlock + stripe * kXxhStripe + half * 32;
+#pragma unroll
+                for (int q = 0; q < 4; q++) v[j][q] = *(const uint64_t *)(p + 8 * q); /* bodies start 8-aligned */
+            }
+        }
     }
 #pragma unroll
-    for (int off = 2; off < 32; off <<= 1)
+    for (uint32_t j = 0; j < kSumsPerWarp; j++) {
+        if (!valid[j]) continue;
+        uint64_t acc[4] = {0, 0, 0, 0};
 #pragma unroll
-        for (int q = 0; q < 4; q++) acc[q] += __shfl_xor_sync(0xFFFFFFFFu, acc[q], off);
-    if (lane < 2) {
+        for (int q = 0; q < 4; q++) {
+            const int i = 4 * half + q;
+            const uint64_t k = v[j][q] ^ secret[stripe + i];
+            acc[q ^ 1] += v[j][q];
+            acc[q] += (k & 0xFFFFFFFFull) * (k >> 32);
+        }
 #pragma unroll
-        for (int q = 0; q < 4; q++) sums[slot * 8 + 4 * half + q] = acc[q];
+        for (int off = 2; off < 32; off <<= 1)
+#pragma unroll
+            for (int q = 0; q < 4; q++) acc[q] += __shfl_xor_sync(0xFFFFFFFFu, acc[q], off);
+        if (lane < 2) {
+            const uint64_t slot = (uint64_t)blockIdx.y * blocks_per_layer + first + j;
+#pragma unroll
+            for (int q = 0; q < 4; q++) sums[slot * 8 + 4 * half + q] = acc[q];
+        }
     }
 }
 
-/* One thread per job: the chain of scrambles over the block sums, then the tail of the input. */
-__global__ void finish_kernel(const HashJob *jobs, uint32_t n_jobs, const uint64_t *sums, uint64_t *results) {
-    const uint32_t i = blockIdx.x * blockDim.x + threadIdx.x;
+/* One warp per job. The accumulators are independent of one another through the whole chain (a block
+ * adds its sums, then each accumulator is scrambled on its own), so lane q < 8 runs accumulator q's
+ * chain; its loads do not depend on the chain and are issued ahead. Lane 0 then finishes the hash. */
+constexpr int kFinishWarps = 4;
+
+__global__ void __launch_bounds__(32 * kFinishWarps) finish_kernel(const HashJob *jobs, uint32_t n_jobs,
+                                                                  const uint64_t *sums, uint64_t *results) {
+    const uint32_t i = blockIdx.x * kFinishWarps + (threadIdx.x >> 5), lane = threadIdx.x & 31;
     if (i >= n_jobs) return;
     const HashJob job = jobs[i];
     const uint64_t len = job_len(job);
     if (len <= 240) {
-        results[i] = xxh3_short(job.data, len);
+        if (lane == 0) results[i] = xxh3_short(job.data, len);
         return;
     }
-    uint64_t acc[8];
-    xxh3_init_acc(acc);
-    const uint64_t nb = xxh3_full_blocks(len);
-    const uint64_t *s = sums + job.block_first * 8;
-    /* the loads do not depend on the chain: unrolled, they are issued ahead of the scrambles */
-#pragma unroll 8
-    for (uint64_t b = 0; b < nb; b++) {
+    uint64_t init[8];
+    xxh3_init_acc(init);
+    const uint32_t q = lane & 7u;
+    uint64_t acc = init[0];
 #pragma unroll
-        for (int q = 0; q < 8; q++) acc[q] += __ldg(s + b * 8 + q);
-        xxh3_scramble(acc);
+    for (uint32_t j = 1; j < 8; j++)
+        if (q == j) acc = init[j];
+    const uint64_t sec = secret64(192 - 64 + 8 * q);
+    const uint64_t nb = xxh3_full_blocks(len);
+    const uint64_t *s = sums + job.block_first * 8 + q;
+    /* batches of 8 block sums, the next batch's loads in flight while the chain runs over this one */
+    uint64_t cur[8], nxt[8];
+#pragma unroll
+    for (uint32_t j = 0; j < 8; j++) cur[j] = j < nb ? __ldg(s + j * 8) : 0ull;
+    for (uint64_t b = 0; b < nb; b += 8) {
+#pragma unroll
+        for (uint32_t j = 0; j < 8; j++) nxt[j] = b + 8 + j < nb ? __ldg(s + (b + 8 + j) * 8) : 0ull;
+#pragma unroll
+        for (uint32_t j = 0; j < 8; j++) {
+            if (b + j < nb) {
+                acc += cur[j];
+                acc ^= acc >> 47;
+                acc ^= sec;
+                acc *= SQKV_XXH_P32_1;
+            }
+        }
+#pragma unroll
+        for (uint32_t j = 0; j < 8; j++) cur[j] = nxt[j];
     }
-    results[i] = xxh3_long_finish(acc, job.data, len);
+    uint64_t all[8];
+#pragma unroll
+    for (int j = 0; j < 8; j++) all[j] = __shfl_sync(0xFFFFFFFFu, acc, j);
+    if (lane == 0) results[i] = xxh3_long_finish(all, job.data, len);
 }
 
 }  // namespace
@@ -82,13 +127,14 @@ sqkv_cuda_status launch_hash(const HashJob *jobs, uint32_t jobs_per_layer, uint3
     if (n_jobs == 0) return SQKV_OK;
     if (n_jobs > 0x7FFFFFFFull || n_layers > 65535) return SQKV_ERR_LIMIT;
     if (blocks_per_layer > 0) {
-        const uint64_t grid = (blocks_per_layer + 3) / 4;
+        const uint64_t grid = (blocks_per_layer + 4 * kSumsPerWarp - 1) / (4 * kSumsPerWarp);
         if (grid > 0x7FFFFFFFull) return SQKV_ERR_LIMIT;
         block_sums_kernel<<<dim3((unsigned)grid, n_layers), 128, 0, stream>>>(jobs, jobs_per_layer, block_job,
                                                                              blocks_per_layer, sums);
         SQKV_CUDA_LAUNCHED();
     }
-    finish_kernel<<<(unsigned)((n_jobs + 127) / 128), 128, 0, stream>>>(jobs, (uint32_t)n_jobs, sums, results);
+    finish_kernel<<<(unsigned)((n_jobs + kFinishWarps - 1) / kFinishWarps), 32 * kFinishWarps, 0, stream>>>(
+        jobs, (uint32_t)n_jobs, sums, results);
     SQKV_CUDA_LAUNCHED();
     return SQKV_OK;
 }

@@ -15,6 +15,7 @@
 
 #include <cuda_runtime.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 #include "sqkv_cuda.h"
 
@@ -44,6 +45,8 @@ struct SectionPlan {
     uint64_t offsets_at, scales_at, payload_at;
     uint32_t unit_first, n_units, chunks;     /* units: head-major, chunk-minor */
     uint32_t xxh_block_first;                 /* this section's first block-sum slot in the layer */
+    uint32_t bound_first;                     /* this section's first scale group in the layer */
+    uint32_t pad1;
     /* DENSE: body bytes (align8 of the elements) */
     uint64_t dense_body;
 };
@@ -103,6 +106,13 @@ sqkv_cuda_status launch_hash(const HashJob *jobs, uint32_t jobs_per_layer, uint3
                              uint64_t blocks_per_layer, uint64_t *sums, uint64_t *results, cudaStream_t stream);
 
 __host__ __device__ inline uint64_t align_up(uint64_t n, uint64_t a) { return (n + a - 1) / a * a; }
+
+/* The fast kernels (encode_fast.cu, decode_fast.cu) run wherever they apply, unless the environment
+ * sets SQKV_CUDA_FAST=0: the general kernels then run everywhere (comparisons, a fallback). */
+inline bool fast_path_enabled() {
+    const char *v = getenv("SQKV_CUDA_FAST");
+    return !(v && v[0] == '0');
+}
 
 }  // namespace sqkv_cuda
 

@@ -1,0 +1,236 @@
+/*
+ * decode_fast.cu: the decoder's fast path for head_dim 128 with PER_HEAD scales or EXACT values (the
+ * general decode_kernel of decode_kernels.cu handles every other case), bit for bit the same output.
+ *
+ * One warp per unit (64 tokens x 128 channels of one head) and no block-wide barrier, so a block's
+ * eight units proceed independently and many units are in flight per multiprocessor:
+ *   - the unit's 64-bit bitmaps (lane l: tiles 4l .. 4l + 3) and its first payload element (the
+ *     validated offset table plus at most 2^k - 1 popcounts, or the count pass's prefix sums) are
+ *     loaded together; a warp scan of the popcounts gives every tile's first element;
+ *   - the unit's payload words are copied to the warp's shared memory (coalesced), the level table of
+ *     the head is built in the output type;
+ *   - every output row is written by the whole warp as 32 consecutive 8-byte stores (256 bytes).
+ *     Keys: lane l owns channels 4l .. 4l + 3 (four tiles) and walks down the rows, taking the next
+ *     code of a tile when its bit is set. Values: lanes 0-15 / 16-31 own channels 4i .. 4i + 3 of
+ *     channel block 0 / 1 and find their first code with one popcount of the row's tile bitmap.
+ */
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <stdint.h>
+
+#include "decode_kernels.cuh"
+#include "decode_units.cuh"
+#include "numeric.cuh"
+
+namespace sqkv_cuda {
+
+namespace {
+
+constexpr uint32_t kFD = 128;
+constexpr uint32_t kWarps = 8;
+constexpr uint32_t kFull = 0xFFFFFFFFu;
+
+template <uint32_t BITS>
+struct WarpSmem {
+    uint64_t bm[kFD];
+    uint32_t tstart[kFD + 4];
+    uint16_t lev[BITS < 16 ? (1u << BITS) : 4];
+    uint32_t words[BITS < 16 ? 64 * kFD * BITS / 32 + 4 : 1];
+};
+
+template <uint32_t BITS>
+__global__ void __launch_bounds__(32 * kWarps) decode_fast_kernel(DecodeArgs a) {
+    extern __shared__ __align__(16) uint8_t smem_raw[];
+    const uint32_t warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const uint32_t idx = blockIdx.x * kWarps + warp;
+    if (idx >= a.n_units) return; /* whole warps: nothing below synchronizes beyond the warp */
+    WarpSmem<BITS> &s = ((WarpSmem<BITS> *)smem_raw)[warp];
+    const Geometry &g = a.g;
+    const UnitPlan u = unit_at(a, idx);
+    const DecSection &sec = a.sections[u.section];
+    const bool e_bf16 = g.e_bf16 != 0;
+    const uint32_t R = u.rows, nt = u.n_tiles;
+    const uint64_t *sec_bms = (const uint64_t *)sec.body;
+    const uint64_t *gbm = sec_bms + u.tile0;
+
+    /* bitmaps of tiles 4l .. 4l + 3, and the unit's first payload element */
+    uint64_t bm[4];
+#pragma unroll
+    for (uint32_t i = 0; i < 4; i++) bm[i] = 4 * lane + i < nt ? gbm[4 * lane + i] : 0ull;
+    uint64_t e0;
+    if (a.use_offsets) {
+        const uint32_t k = sec.offset_log2;
+        const uint64_t m = u.tile0 >> k, t_first = m << k;
+        const uint32_t base = ((const uint32_t *)(sec.body + sec.offsets_at))[m];
+        uint32_t extra = 0;
+        for (uint64_t t = t_first + lane; t < u.tile0; t += 32) extra += __popcll(sec_bms[t]);
+        e0 = (uint64_t)base + __reduce_add_sync(kFull, extra);
+    } else {
+        e0 = a.stats[idx].start;
+    }
+    uint32_t c[4], mine = 0;
+#pragma unroll
+    for (uint32_t i = 0; i < 4; i++) {
+        c[i] = __popcll(bm[i]);
+        mine += c[i];
+    }
+    uint32_t incl = mine;
+#pragma unroll
+    for (int off = 1; off < 32; off <<= 1) {
+        const uint32_t v = __shfl_up_sync(kFull, incl, off);
+        if (lane >= (uint32_t)off) incl += v;
+    }
+    const uint32_t total = __shfl_sync(kFull, incl, 31);
+    uint32_t ts[4];
+    ts[0] = incl - mine;
+#pragma unroll
+    for (uint32_t i = 1; i < 4; i++) ts[i] = ts[i - 1] + c[i - 1];
+#pragma unroll
+    for (uint32_t i = 0; i < 4; i++) {
+        s.bm[4 * lane + i] = bm[i];
+        s.tstart[4 * lane + i] = ts[i];
+    }
+
+    /* payload words of the unit, and the head's levels in the output type */
+    const uint8_t *payload = sec.body + sec.payload_at;
+    const uint64_t region = sec.decoded_size - sec.payload_at;
+    uint64_t w0 = 0;
+    uint32_t flags = 0;
+    bool ovf = false;
+    if (BITS < 16) {
+        w0 = (e0 * BITS) >> 5;
+        const uint64_t w1 = ((e0 + total) * BITS + 31) >> 5, region_words = region / 4;
+        const uint32_t *pw = (const uint32_t *)payload;
+        for (uint64_t w = w0 + lane; w < w1; w += 32) s.words[w - w0] = w < region_words ? pw[w] : 0u;
+        const uint16_t *scales = (const uint16_t *)(sec.body + sec.scales_at);
+        const uint64_t grp = (uint64_t)u.head * sec.params_per_group;
+        const double sd = e_to_double(scales[grp], e_bf16);
+        const double zd = sec.params_per_group == 2 ? e_to_double(scales[grp + 1], e_bf16) : 0.0;
+        for (uint32_t q = lane; q < (1u << BITS); q += 32) {
+            uint32_t f = 0;
+            s.lev[q] = to_out(quant_level(sec.quantizer, BITS, e_bf16, sd, zd, q), e_bf16, a.out_dtype, &f);
+            ovf |= f != 0;
+        }
+        /* a level beyond fp16 (bf16 file, fp16 output) is an error only where an element uses it */
+        ovf = __any_sync(kFull, ovf);
+    }
+    __syncwarp();
+    uint32_t lv01 = 0, lv23 = 0;
+    if (BITS == 2) {
+        lv01 = (uint32_t)s.lev[0] | ((uint32_t)s.lev[1] << 16);
+        lv23 = (uint32_t)s.lev[2] | ((uint32_t)s.lev[3] << 16);
+    }
+    const uint16_t *p16 = (const uint16_t *)payload;
+    const uint64_t region16 = region / 2;
+    /* Value of the element whose code starts at bit cur of the staged words (BITS < 16) or whose
+     * payload index is e (BITS = 16), or 0 when it is not kept. Computed without branches: the code
+     * read is always inside the staged words, and the kept flag selects. */
+    auto value = [&](bool kept, uint32_t cur, uint64_t e) -> uint32_t {
+        if constexpr (BITS == 16) {
+            uint32_t x = 0, f = 0;
+            if (kept && e < region16) x = to_out(p16[e], e_bf16, a.out_dtype, &f);
+            flags |= f;
+            return x;
+        } else {
+            const uint32_t code = __funnelshift_r(s.words[cur >> 5], 0u, cur) & ((1u << BITS) - 1u);
+            const uint32_t x = BITS == 2 ? __byte_perm(lv01, lv23, 0x10u + 0x22u * code) & 0xFFFFu : (uint32_t)s.lev[code];
+            return kept ? x : 0u;
+        }
+    };
+    auto check_overflow = [&](uint2 pair) {
+        if (ovf)
+            flags |= (((pair.x & 0x7FFFu) == 0x7C00u) || ((pair.x >> 16 & 0x7FFFu) == 0x7C00u) ||
+                      ((pair.y & 0x7FFFu) == 0x7C00u) || ((pair.y >> 16 & 0x7FFFu) == 0x7C00u))
+                         ? kErrOverflow
+                         : 0u;
+    };
+    const uint32_t head = sec.head_start + u.head, token0 = sec.token_start + 64u * u.chunk;
+    uint16_t *out = (uint16_t *)sec.out + ((uint64_t)head * g.n_tokens + token0) * kFD;
+    /* bit position of payload element e0 in the staged words */
+    const uint32_t cur0 = BITS < 16 ? (uint32_t)(e0 * BITS - w0 * 32) : 0u;
+    if (sec.tensor == 0) {
+        /* keys: tiles 4l .. 4l + 3 are channels 4l .. 4l + 3; a lane walks down the rows */
+        uint32_t cur[4];
+        uint64_t e[4];
+#pragma unroll
+        for (uint32_t i = 0; i < 4; i++) {
+            cur[i] = cur0 + ts[i] * (BITS & 15u);
+            e[i] = e0 + ts[i];
+        }
+        uint2 *dst = (uint2 *)(out + 4 * lane);
+#pragma unroll
+        for (uint32_t hh = 0; hh < 2; hh++) {
+            uint32_t bw[4];
+#pragma unroll
+            for (uint32_t i = 0; i < 4; i++) bw[i] = (uint32_t)(bm[i] >> (32 * (1 - hh)));
+#pragma unroll
+            for (uint32_t rr = 0; rr < 32; rr++) {
+                const uint32_t r = 32 * hh + rr;
+                if (r >= R) break;
+                uint32_t v[4];
+#pragma unroll
+                for (uint32_t i = 0; i < 4; i++) {
+                    const bool kept = (bw[i] >> (31 - rr)) & 1u;
+                    v[i] = value(kept, cur[i], e[i]);
+                    if (BITS < 16) cur[i] += kept ? BITS : 0u;
+                    else e[i] += kept ? 1u : 0u;
+                }
+                const uint2 pair = make_uint2(v[0] | (v[1] << 16), v[2] | (v[3] << 16));
+                check_overflow(pair);
+                dst[r * (kFD / 4)] = pair;
+            }
+        }
+    } else {
+        /* values: tile h * R + r is row r, channels 64h .. 64h + 63; lane l holds channels 4i .. 4i + 3 of
+         * block h (i = l mod 16) and finds its first code with one popcount of the row's bitmap */
+        const uint32_t h = lane >> 4, i0 = 4 * (lane & 15u);
+        const uint64_t before_mask = ~(~0ull >> i0); /* the tile's elements before i0 */
+        uint2 *dst = (uint2 *)(out + 64 * h + i0);
+#pragma unroll 4
+        for (uint32_t r = 0; r < R; r++) {
+            const uint32_t t = h * R + r;
+            const uint64_t tb = s.bm[t];
+            const uint32_t rank = s.tstart[t] + (uint32_t)__popcll(tb & before_mask);
+            const uint32_t nib = (uint32_t)(tb >> (60 - i0)) & 0xFu;
+            uint32_t cur = cur0 + rank * (BITS & 15u);
+            uint64_t ee = e0 + rank;
+            uint32_t v[4];
+#pragma unroll
+            for (uint32_t j = 0; j < 4; j++) {
+                const bool kept = (nib >> (3 - j)) & 1u;
+                v[j] = value(kept, cur, ee);
+                if (BITS < 16) cur += kept ? BITS : 0u;
+                else ee += kept ? 1u : 0u;
+            }
+            const uint2 pair = make_uint2(v[0] | (v[1] << 16), v[2] | (v[3] << 16));
+            check_overflow(pair);
+            dst[(uint64_t)r * (kFD / 4)] = pair;
+        }
+    }
+    if (flags) atomicOr(&a.errors[u.section], flags);
+}
+
+template <uint32_t BITS>
+sqkv_cuda_status launch_bits(const DecodeArgs &a, cudaStream_t stream) {
+    const size_t smem = sizeof(WarpSmem<BITS>) * kWarps;
+    SQKV_CUDA_TRY(cudaFuncSetAttribute(decode_fast_kernel<BITS>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    decode_fast_kernel<BITS><<<(a.n_units + kWarps - 1) / kWarps, 32 * kWarps, smem, stream>>>(a);
+    SQKV_CUDA_LAUNCHED();
+    return SQKV_OK;
+}
+
+}  // namespace
+
+sqkv_cuda_status launch_decode_fast(const DecodeArgs &a, cudaStream_t stream) {
+    if (a.n_units == 0) return SQKV_OK;
+    if (a.g.head_dim != kFD) return SQKV_ERR_STATE;
+    switch (a.fast_bits) {
+        case 2: return launch_bits<2>(a, stream);
+        case 4: return launch_bits<4>(a, stream);
+        case 8: return launch_bits<8>(a, stream);
+        case 16: return launch_bits<16>(a, stream);
+        default: return SQKV_ERR_STATE;
+    }
+}
+
+}  // namespace sqkv_cuda

@@ -1,0 +1,679 @@
+/*
+ * encode_fast.cu: the encoder's fast path for the common case: fp16 elements from an fp16 source,
+ * head_dim 128, PER_HEAD scales (SYMMETRIC or ASYMMETRIC) or EXACT values. It writes the same bytes
+ * as the general kernels of encode_kernels.cu, which handle every other case.
+ *
+ *   prune_fast_kernel    one 128-thread block per unit (64 rows x 128 channels): the unit is copied
+ *                        to shared memory with cp.async (16-byte pieces, XOR-swizzled so that the row
+ *                        reads below are free of bank conflicts); two lanes per row hold the row's
+ *                        magnitudes in registers and find the row threshold by bisection over the
+ *                        15-bit magnitude, counting with packed fp16 compares; bitmaps come from
+ *                        ballots (keys) or register masks (values); kept values are staged in payload
+ *                        order; offset-table entries that fall in the unit are written unit-relative.
+ *   section_fast_kernel  one block per SPARSE section: unit payload positions, offset entries made
+ *                        absolute, PER_HEAD parameters, and the code boundaries of each head (the
+ *                        smallest order key of each code, so that packing compares 16-bit keys
+ *                        instead of searching binary64 levels), stream padding, body size.
+ *   pack_fast_kernel     one warp per unit: codes of the staged values at the unit's payload position.
+ *
+ * Selection is exact (spec/FORMAT.md §14): T is the largest magnitude with count(|x| >= T) >= keep;
+ * when the elements equal to T are more than the keep - count(|x| > T) still needed, the lower
+ * channels win: the magnitudes of the other ties are set to 0 in registers, after which a row keeps
+ * exactly its elements of magnitude >= A (A = T, or 1 when all nonzero elements are kept; zeros are
+ * never kept).
+ */
+#include <cuda_fp16.h>
+#include <stdint.h>
+
+#include "encode_fast.cuh"
+#include "numeric.cuh"
+
+namespace sqkv_cuda {
+
+namespace {
+
+constexpr uint32_t kFD = 128;        /* head_dim of the fast path */
+constexpr int kFastThreads = 128;    /* two lanes per row of a 64-row unit */
+constexpr uint32_t kFull = 0xFFFFFFFFu;
+
+struct FastSmem {
+    uint16_t tile[64 * kFD];  /* the unit, row r at r * 128, 16-byte piece c at (c ^ (r & 7)) */
+    uint32_t raw[4 * 64];     /* keys: per warp and local channel, the ballot of the kept bits */
+    uint32_t cnt[kFD];        /* values: kept elements per tile */
+    uint32_t tstart[kFD + 4]; /* exclusive prefix of the tile counts; [nt] = unit count */
+    uint32_t wsum[4];
+    uint32_t misc[4];         /* [0] largest kept magnitude, [1] smallest / [2] largest kept order key */
+};
+
+__device__ __forceinline__ __half2 as_h2(uint32_t u) {
+    __half2 h;
+    memcpy(&h, &u, 4);
+    return h;
+}
+
+__device__ __forceinline__ void cp_async16(void *smem, const void *gmem) {
+    const uint32_t s = (uint32_t)__cvta_generic_to_shared(smem);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem) : "memory");
+}
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
+
+/* Elements of this row (both halves: the partner lane is lane ^ 8) with magnitude >= t. */
+__device__ __forceinline__ float count_ge(const uint32_t (&m)[32], uint32_t t) {
+    const __half2 t2 = as_h2(t * 0x10001u);
+    __half2 a0 = __float2half2_rn(0.f), a1 = a0, a2 = a0, a3 = a0;
+#pragma unroll
+    for (int k = 0; k < 32; k += 4) {
+        a0 = __hadd2(a0, __hge2(as_h2(m[k]), t2));
+        a1 = __hadd2(a1, __hge2(as_h2(m[k + 1]), t2));
+        a2 = __hadd2(a2, __hge2(as_h2(m[k + 2]), t2));
+        a3 = __hadd2(a3, __hge2(as_h2(m[k + 3]), t2));
+    }
+    const __half2 s = __hadd2(__hadd2(a0, a1), __hadd2(a2, a3));
+    const float own = __low2float(s) + __high2float(s); /* at most 64: exact */
+    return own + __shfl_xor_sync(kFull, own, 8);
+}
+
+/* Packed 0xFFFF/0 kept flags of the two elements of word k of this lane's half row (magnitudes
+ * already adjusted for a tie cut, see prune_fast_kernel). */
+__device__ __forceinline__ uint32_t kept_pair(const uint32_t (&m)[32], int k, uint32_t a2) {
+    return __hge2_mask(as_h2(m[k]), as_h2(a2));
+}
+
+/* Outer perfect shuffle: bit k -> 2k, bit 16 + k -> 2k + 1. */
+__device__ __forceinline__ uint32_t shuffle32(uint32_t x) {
+    uint32_t t;
+    t = (x ^ (x >> 8)) & 0x0000FF00u;
+    x = x ^ t ^ (t << 8);
+    t = (x ^ (x >> 4)) & 0x00F000F0u;
+    x = x ^ t ^ (t << 4);
+    t = (x ^ (x >> 2)) & 0x0C0C0C0Cu;
+    x = x ^ t ^ (t << 2);
+    t = (x ^ (x >> 1)) & 0x22222222u;
+    x = x ^ t ^ (t << 1);
+    return x;
+}
+
+/* Exclusive prefix of cnt[0..n) into tstart[0..n] by the block (n <= 128). */
+__device__ __forceinline__ void scan128(const uint32_t *cnt, uint32_t *tstart, uint32_t n, uint32_t *wsum) {
+    const uint32_t tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const uint32_t c = tid < n ? cnt[tid] : 0u;
+    uint32_t incl = c;
+#pragma unroll
+    for (int off = 1; off < 32; off <<= 1) {
+        const uint32_t v = __shfl_up_sync(kFull, incl, off);
+        if (lane >= (uint32_t)off) incl += v;
+    }
+    if (lane == 31) wsum[warp] = incl;
+    __syncthreads();
+    uint32_t before = 0;
+    for (uint32_t w = 0; w < warp; w++) before += wsum[w];
+    if (tid < n) tstart[tid] = before + incl - c;
+    if (tid == kFastThreads - 1) tstart[n] = before + incl; /* n <= 128: the last thread has the total */
+    __syncthreads();
+}
+
+template <bool kAsym>
+__device__ __forceinline__ void key_stat(uint16_t v, uint32_t &mn, uint32_t &mx) {
+    if (kAsym) {
+        const uint32_t k = e_order_key(v);
+        mn = min(mn, k);
+        mx = max(mx, k);
+    }
+}
+
+/* Kept bits of this lane's half row as a value tile bitmap (bit 63 - i = channel 64h + i). */
+__device__ __forceinline__ uint64_t value_tile_mask(const uint32_t (&m)[32], uint32_t A) {
+    const uint32_t a2 = A * 0x10001u;
+    uint32_t acc_a = 0, acc_b = 0;
+#pragma unroll
+    for (int k = 0; k < 32; k++) {
+        const uint32_t pm = kept_pair(m, k, a2);
+        const uint32_t sel = (1u << (k & 15)) | (1u << (16 + (k & 15)));
+        if (k < 16) acc_a |= pm & sel;
+        else acc_b |= pm & sel;
+    }
+    return ((uint64_t)__brev(shuffle32(acc_a)) << 32) | __brev(shuffle32(acc_b));
+}
+
+/* Ballots of the kept bits of the 64 local channels of this warp's 16 rows (keys). */
+__device__ __forceinline__ void key_ballots(const uint32_t (&m)[32], uint32_t A, uint32_t *raw_warp, uint32_t lane) {
+    const uint32_t a2 = A * 0x10001u;
+    uint32_t p0 = 0, p1 = 0;
+#pragma unroll
+    for (int k = 0; k < 32; k++) {
+        const uint32_t pm = kept_pair(m, k, a2);
+        const uint32_t b0 = __ballot_sync(kFull, pm & 1u), b1 = __ballot_sync(kFull, pm & 0x10000u);
+        if (k & 1) {
+            if (lane == 0) *(uint4 *)(raw_warp + 2 * k - 2) = make_uint4(p0, p1, b0, b1);
+        } else {
+            p0 = b0;
+            p1 = b1;
+        }
+    }
+}
+
+template <bool kAsym>
+__global__ void __launch_bounds__(kFastThreads, 7) prune_fast_kernel(EncodeArgs a) {
+    extern __shared__ __align__(16) uint8_t smem_raw[];
+    FastSmem &s = *(FastSmem *)smem_raw;
+    uint16_t *outbuf = (uint16_t *)(smem_raw + sizeof(FastSmem));
+    const uint32_t layer = blockIdx.y, uidx = blockIdx.x, tid = threadIdx.x;
+    const uint32_t warp = tid >> 5, lane = tid & 31;
+    const UnitPlan u = a.units[uidx];
+    const SectionPlan &sec = a.sections[u.section];
+    const uint32_t R = u.rows, nt = u.n_tiles;
+    const bool keys = sec.tensor == 0;
+    const uint16_t *src = (const uint16_t *)a.src[2 * layer + sec.tensor];
+    const uint32_t head = sec.head_start + u.head;
+    const uint64_t row0 = ((uint64_t)head * a.g.n_tokens + sec.token_start + 64ull * u.chunk) * kFD;
+    if (tid < 4) s.misc[tid] = tid == 1 ? 0xFFFFFFFFu : 0u;
+
+    /* P0: the unit's rows to shared memory (coalesced 16-byte pieces), rows beyond R zero. */
+#pragma unroll
+    for (uint32_t q = tid; q < 64 * 16; q += kFastThreads) {
+        const uint32_t r = q >> 4, c = q & 15;
+        uint16_t *dst = s.tile + r * kFD + ((c ^ (r & 7)) << 3);
+        if (r < R) cp_async16(dst, src + row0 + r * kFD + c * 8);
+        else *(uint4 *)dst = make_uint4(0, 0, 0, 0);
+    }
+    cp_async_wait_all();
+    __syncthreads();
+
+    /* P1: row thresholds. Lanes 0-7 / 16-23 hold channels 0-63 of rows 0-7 / 8-15 of the warp's 16
+     * rows, lanes 8-15 / 24-31 channels 64-127 of the same rows: each quarter warp reads eight rows,
+     * so the 16-byte reads hit distinct banks. */
+    const uint32_t half = (lane >> 3) & 1u, r = warp * 16 + ((lane & 7u) | ((lane >> 4) << 3));
+    const uint32_t d0 = 64 * half;
+    uint32_t m[32];
+    {
+        const uint4 *rp = (const uint4 *)(s.tile + r * kFD);
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            const uint4 v = rp[8 * half + ((uint32_t)j ^ (r & 7u))];
+            m[4 * j] = v.x & 0x7FFF7FFFu;
+            m[4 * j + 1] = v.y & 0x7FFF7FFFu;
+            m[4 * j + 2] = v.z & 0x7FFF7FFFu;
+            m[4 * j + 3] = v.w & 0x7FFF7FFFu;
+        }
+    }
+    uint32_t mx2 = m[0];
+#pragma unroll
+    for (int k = 1; k < 32; k++) mx2 = __vmaxu2(mx2, m[k]);
+    uint32_t rmax = max(mx2 & 0xFFFFu, mx2 >> 16);
+    rmax = max(rmax, __shfl_xor_sync(kFull, rmax, 8));
+    if (rmax >= 0x7C00u && half == 0) atomicOr(a.error, 1u); /* NaN or infinity in the source */
+
+    const uint32_t keep = a.g.keep;
+    uint32_t A = 1; /* default: every nonzero element */
+    bool partial = false;
+    uint32_t need = 0;
+    if (keep < kFD) {
+        /* invariant: count(>= lo) = c_lo >= keep > c_hi = count(>= hi) */
+        uint32_t lo = 0, hi = min(rmax, 0x7BFFu) + 1;
+        float c_lo = (float)kFD, c_hi = 0.f;
+        const float fkeep = (float)keep;
+        bool exact = false;
+        /* bisection (an interpolation search measured slower on the H200: more work per probe, fewer
+         * resident blocks, and the warp waits for its slowest row anyway) */
+        while (__any_sync(kFull, hi - lo > 1)) {
+            const uint32_t mid = (lo + hi) >> 1;
+            const float c = count_ge(m, mid);
+            if (c >= fkeep) {
+                lo = mid;
+                c_lo = c;
+            } else {
+                hi = mid;
+                c_hi = c;
+            }
+            if (c == fkeep) { /* exactly keep elements reach mid: they are the kept ones */
+                exact = true;
+                hi = lo + 1;
+            }
+        }
+        if (exact) {
+            A = lo;
+        } else if (lo > 0) { /* else fewer nonzero elements than keep: all of them */
+            A = lo;
+            need = keep - (uint32_t)c_hi;
+            partial = need < (uint32_t)c_lo - (uint32_t)c_hi;
+        }
+    }
+    if (__any_sync(kFull, partial)) {
+        /* Rare: ties at T that are not all kept. The lane pair of such a row finds cut = 1 + the
+         * channel of the need-th element equal to T and zeroes the later ties in shared memory (they
+         * are not kept, so their values are never needed again); every lane of the warp then reloads
+         * its magnitudes. Done in shared memory to keep registers for the common path. */
+        uint16_t *row = s.tile + r * kFD;
+        const uint32_t sw = r & 7u;
+        uint32_t eq = 0;
+        if (partial) {
+#pragma unroll 1
+            for (uint32_t i = 0; i < 64; i++) {
+                const uint32_t d = d0 + i;
+                eq += (row[(((d >> 3) ^ sw) << 3) | (d & 7u)] & 0x7FFFu) == A ? 1u : 0u;
+            }
+        }
+        const uint32_t eq_other = __shfl_xor_sync(kFull, eq, 8);
+        const uint32_t eq0 = half ? eq_other : eq;
+        uint32_t found = 0;
+        if (partial) {
+            const bool in0 = need <= eq0;
+            uint32_t rank = in0 ? need : need - eq0;
+            if (half == (in0 ? 0u : 1u)) {
+#pragma unroll 1
+                for (uint32_t i = 0; i < 64; i++) {
+                    const uint32_t d = d0 + i;
+                    if ((row[(((d >> 3) ^ sw) << 3) | (d & 7u)] & 0x7FFFu) == A && --rank == 0) {
+                        found = d + 1;
+                        break;
+                    }
+                }
+            }
+        }
+        found = max(found, __shfl_xor_sync(kFull, found, 8));
+        if (partial) {
+#pragma unroll 1
+            for (uint32_t i = 0; i < 64; i++) {
+                const uint32_t d = d0 + i, at = (((d >> 3) ^ sw) << 3) | (d & 7u);
+                if (d >= found && (row[at] & 0x7FFFu) == A) row[at] = 0;
+            }
+        }
+        __syncwarp();
+        const uint4 *rp = (const uint4 *)(s.tile + r * kFD);
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            const uint4 v = rp[8 * half + ((uint32_t)j ^ (r & 7u))];
+            m[4 * j] = v.x & 0x7FFF7FFFu;
+            m[4 * j + 1] = v.y & 0x7FFF7FFFu;
+            m[4 * j + 2] = v.z & 0x7FFF7FFFu;
+            m[4 * j + 3] = v.w & 0x7FFF7FFFu;
+        }
+    }
+    /* the row maximum is always kept (keep >= 1): the unit's largest kept magnitude */
+    {
+        const uint32_t um = __reduce_max_sync(kFull, rmax < 0x7C00u ? rmax : 0u);
+        if (lane == 0 && um) atomicMax(&s.misc[0], um);
+    }
+
+    /* P2: bitmaps and tile counts */
+    uint64_t my_bm = 0; /* keys: the bitmap of channel tid */
+    if (keys) {
+        key_ballots(m, A, s.raw + warp * 64, lane);
+        __syncthreads();
+        const uint32_t h = tid >> 6, c = tid & 63, sel = h ? 0x4431u : 0x4420u;
+        uint64_t comb = 0;
+#pragma unroll
+        for (int w = 0; w < 4; w++) comb |= (uint64_t)__byte_perm(s.raw[w * 64 + c], 0, sel) << (16 * w);
+        my_bm = __brevll(comb);
+        s.cnt[tid] = __popcll(my_bm);
+    } else {
+        my_bm = value_tile_mask(m, A);
+        if (r < R) s.cnt[half * R + r] = __popcll(my_bm);
+    }
+    __syncthreads();
+    scan128(s.cnt, s.tstart, nt, s.wsum);
+
+    /* P3: kept values in payload order into outbuf */
+    uint32_t mnk = 0xFFFFFFFFu, mxk = 0;
+    if (keys) {
+        const uint32_t d = tid;
+        uint32_t off[8];
+#pragma unroll
+        for (uint32_t q = 0; q < 8; q++) off[q] = ((((d >> 3) ^ q) << 3) | (d & 7u));
+        uint32_t pos = s.tstart[d];
+#pragma unroll 1
+        for (uint32_t g8 = 0; g8 < 8; g8++) {
+            const uint16_t *rows = s.tile + g8 * 8 * kFD;
+            const uint32_t byte = (uint32_t)(my_bm >> (56 - 8 * g8)); /* rows 8 g8 .. 8 g8 + 7, first at bit 7 */
+#pragma unroll
+            for (uint32_t q = 0; q < 8; q++) {
+                const uint16_t v = rows[q * kFD + off[q]];
+                const bool kept = (byte >> (7 - q)) & 1u;
+                if (kept) {
+                    outbuf[pos] = v;
+                    key_stat<kAsym>(v, mnk, mxk);
+                }
+                pos += kept ? 1u : 0u;
+            }
+        }
+    } else if (r < R) {
+        uint32_t pos = s.tstart[half * R + r];
+        const uint4 *rp = (const uint4 *)(s.tile + r * kFD);
+        const uint32_t bhi = (uint32_t)(my_bm >> 32), blo = (uint32_t)my_bm;
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            const uint4 v4 = rp[8 * half + ((uint32_t)j ^ (r & 7u))];
+            const uint32_t w4[4] = {v4.x, v4.y, v4.z, v4.w};
+#pragma unroll
+            for (int q = 0; q < 4; q++) {
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    const int i = 8 * j + 2 * q + e; /* element of the tile */
+                    const bool kept = i < 32 ? ((bhi >> (31 - i)) & 1u) : ((blo >> (63 - i)) & 1u);
+                    const uint16_t v = (uint16_t)(e ? w4[q] >> 16 : w4[q]);
+                    if (kept) {
+                        outbuf[pos] = v;
+                        key_stat<kAsym>(v, mnk, mxk);
+                    }
+                    pos += kept ? 1u : 0u;
+                }
+            }
+        }
+    }
+    if (kAsym) {
+        mnk = __reduce_min_sync(kFull, mnk);
+        mxk = __reduce_max_sync(kFull, mxk);
+        if (lane == 0) {
+            atomicMin(&s.misc[1], mnk);
+            atomicMax(&s.misc[2], mxk);
+        }
+    }
+    __syncthreads();
+
+    /* P4: bitmaps, staged values, unit-relative offset entries, statistics */
+    uint8_t *body = a.out + (uint64_t)layer * a.layer_capacity + sec.slot + 64;
+    uint64_t *gbm = (uint64_t *)body + u.tile0;
+    if (keys) gbm[tid] = my_bm;
+    else if (r < R) gbm[half * R + r] = my_bm;
+    const uint32_t kept_total = s.tstart[nt];
+    uint16_t *stage = a.temp + ((uint64_t)layer * a.n_units + uidx) * a.unit_cap;
+    for (uint32_t i = tid; i < (kept_total + 7) / 8; i += kFastThreads) ((uint4 *)stage)[i] = ((const uint4 *)outbuf)[i];
+    {
+        const uint32_t k = a.g.offset_log2;
+        const uint64_t t0 = u.tile0, t1 = u.tile0 + nt;
+        uint32_t *offs = (uint32_t *)(body + sec.offsets_at);
+        for (uint64_t mm = (t0 >> k) + 1 + tid; mm < sec.n_offsets; mm += kFastThreads) {
+            const uint64_t tm = min(mm << k, sec.n_tiles);
+            if (tm > t1) break;
+            offs[mm] = s.tstart[tm - t0];
+        }
+    }
+    if (tid == 0) {
+        UnitStat st;
+        st.count = kept_total;
+        st.max_mag = s.misc[0];
+        st.min_key = s.misc[1];
+        st.max_key = s.misc[2];
+        st.start = 0;
+        st.padded = 0;
+        st.pad0 = 0;
+        a.stats[(uint64_t)layer * a.n_units + uidx] = st;
+    }
+}
+
+/* ---- per section ---------------------------------------------------------------------------------- */
+
+__device__ void zero_range(uint8_t *p, uint64_t from, uint64_t to) {
+    for (uint64_t i = from + threadIdx.x; i < to; i += blockDim.x) p[i] = 0;
+}
+
+constexpr int kSectionThreads = 256;
+
+__global__ void __launch_bounds__(kSectionThreads) section_fast_kernel(EncodeArgs a) {
+    const uint32_t layer = blockIdx.y;
+    const SectionPlan &sec = a.sections[blockIdx.x];
+    if (sec.kind != kKindSparse) return;
+    const Geometry &g = a.g;
+    UnitStat *st = a.stats + (uint64_t)layer * a.n_units + sec.unit_first;
+    uint8_t *body = a.out + (uint64_t)layer * a.layer_capacity + sec.slot + 64;
+    __shared__ uint64_t warp_sums[kSectionThreads / 32];
+    __shared__ uint64_t carry;
+    __shared__ uint32_t red[3];
+    __shared__ uint16_t params[2];
+    __shared__ double levels[256];
+    if (threadIdx.x == 0) carry = 0;
+    __syncthreads();
+    for (uint32_t base = 0; base < sec.n_units; base += kSectionThreads) {
+        const uint32_t i = base + threadIdx.x;
+        const uint64_t c = i < sec.n_units ? st[i].count : 0;
+        uint64_t incl = c;
+        for (int off = 1; off < 32; off <<= 1) {
+            const uint64_t v = __shfl_up_sync(kFull, incl, off);
+            if ((threadIdx.x & 31) >= (uint32_t)off) incl += v;
+        }
+        if ((threadIdx.x & 31) == 31) warp_sums[threadIdx.x >> 5] = incl;
+        __syncthreads();
+        uint64_t before = carry;
+        for (uint32_t w = 0; w < (threadIdx.x >> 5); w++) before += warp_sums[w];
+        if (i < sec.n_units) st[i].start = before + incl - c;
+        __syncthreads();
+        if (threadIdx.x == kSectionThreads - 1) carry = before + incl;
+        __syncthreads();
+    }
+    const uint64_t P = carry;
+    /* offset entries: the pruning pass wrote each entry relative to the unit holding its last tile */
+    {
+        uint32_t *offs = (uint32_t *)(body + sec.offsets_at);
+        const uint32_t k = g.offset_log2;
+        const uint64_t per_unit = sec.tensor == 0 ? (uint64_t)g.head_dim : 64ull * g.hb;
+        if (threadIdx.x == 0) offs[0] = 0;
+        for (uint64_t mm = 1 + threadIdx.x; mm < sec.n_offsets; mm += kSectionThreads) {
+            const uint64_t tau = min(mm << k, sec.n_tiles) - 1;
+            const uint64_t j = tau / sec.tiles_per_head, c = (tau % sec.tiles_per_head) / per_unit;
+            offs[mm] += (uint32_t)st[j * sec.chunks + c].start;
+        }
+    }
+    const bool bf16 = g.e_bf16 != 0;
+    if (g.granularity == 1) {
+        const uint32_t L = 1u << g.bits;
+        for (uint32_t j = 0; j < sec.head_count; j++) {
+            if (threadIdx.x == 0) {
+                red[0] = 0;
+                red[1] = 0xFFFFFFFFu;
+                red[2] = 0;
+            }
+            __syncthreads();
+            uint32_t mx = 0, mnk = 0xFFFFFFFFu, mxk = 0;
+            for (uint32_t c = threadIdx.x; c < sec.chunks; c += kSectionThreads) {
+                const UnitStat &x = st[(uint64_t)j * sec.chunks + c];
+                if (x.count) {
+                    mx = max(mx, x.max_mag);
+                    mnk = min(mnk, x.min_key);
+                    mxk = max(mxk, x.max_key);
+                }
+            }
+            atomicMax(&red[0], mx);
+            atomicMin(&red[1], mnk);
+            atomicMax(&red[2], mxk);
+            __syncthreads();
+            if (threadIdx.x == 0) {
+                const uint64_t head_first = st[(uint64_t)j * sec.chunks].start;
+                const uint64_t head_end = j + 1 < sec.head_count ? st[(uint64_t)(j + 1) * sec.chunks].start : P;
+                uint16_t sv, zv;
+                choose_params((int)g.quantizer, g.bits, bf16, head_end > head_first ? 1u : 0u, red[0], red[1], red[2],
+                              &sv, &zv);
+                uint16_t *sc = (uint16_t *)(body + sec.scales_at) + (uint64_t)sec.params_per_group * j;
+                sc[0] = sv;
+                if (sec.params_per_group == 2) sc[1] = zv;
+                params[0] = sv;
+                params[1] = zv;
+            }
+            __syncthreads();
+            /* code boundaries: the smallest order key whose nearest level has code >= c */
+            const double sd = e_to_double(params[0], bf16), zd = e_to_double(params[1], bf16);
+            for (uint32_t c = threadIdx.x; c < L; c += kSectionThreads)
+                levels[c] = e_to_double(quant_level((int)g.quantizer, g.bits, bf16, sd, zd, c), bf16);
+            __syncthreads();
+            uint16_t *bnd = a.bounds + ((uint64_t)layer * a.bounds_per_layer + sec.bound_first + j) * 256;
+            for (uint32_t c = 1 + threadIdx.x; c < L; c += kSectionThreads) {
+                /* finite E values only: order keys of -max_finite .. +max_finite */
+                const uint32_t kmin = e_order_key(bf16 ? 0xFF7Fu : 0xFBFFu), kmax = e_order_key(bf16 ? 0x7F7Fu : 0x7BFFu);
+                uint32_t lo = kmin, hi = kmax + 1; /* answer in [lo, hi]; hi = none */
+                while (lo < hi) {
+                    const uint32_t mid = (lo + hi) / 2;
+                    const double x = e_to_double(e_from_order_key(mid), bf16);
+                    if (nearest_code(TableLevels{levels}, L, x) >= c) hi = mid;
+                    else lo = mid + 1;
+                }
+                bnd[c] = (uint16_t)lo; /* kmax + 1: no finite value has this code */
+            }
+            __syncthreads();
+        }
+    }
+    const uint64_t payload_bytes = (P * g.bits + 7) / 8;
+    const uint64_t end = sec.payload_at + align_up(payload_bytes, 8);
+    zero_range(body, sec.offsets_at + 4 * sec.n_offsets, sec.scales_at);
+    zero_range(body, sec.scales_at + 2 * sec.n_groups * sec.params_per_group, sec.payload_at);
+    if (g.bits < 8) {
+        uint64_t *p = (uint64_t *)(body + sec.payload_at);
+        for (uint64_t i = threadIdx.x; i < (end - sec.payload_at) / 8; i += kSectionThreads) p[i] = 0;
+    } else {
+        zero_range(body, sec.payload_at + payload_bytes, end);
+    }
+    if (threadIdx.x == 0) {
+        SectionResult res;
+        res.stored_size = end;
+        res.kept = P;
+        a.results[(uint64_t)layer * a.n_sections + blockIdx.x] = res;
+    }
+}
+
+/* ---- packing ---------------------------------------------------------------------------------------- */
+
+constexpr int kPackWarps = 8;
+
+/* Order key of an fp16 value (numeric.cuh e_order_key) in three operations. */
+__device__ __forceinline__ uint32_t order_key(uint32_t h) { return h ^ (0x8000u | ((0u - (h >> 15)) & 0x7FFFu)); }
+
+/* Code of order key k: the number of boundaries <= k (bnd[1..L-1] ascending). */
+template <uint32_t BITS>
+__device__ __forceinline__ uint32_t code_of_key(uint32_t k, const uint16_t *bnd, uint32_t b1, uint32_t b2, uint32_t b3) {
+    if constexpr (BITS == 2) return (k >= b1 ? 1u : 0u) + (k >= b2 ? 1u : 0u) + (k >= b3 ? 1u : 0u);
+    uint32_t c = 0;
+#pragma unroll
+    for (uint32_t step = (1u << BITS) >> 1; step; step >>= 1)
+        if (k >= bnd[c + step]) c += step;
+    return c;
+}
+
+/* One warp per unit. Widths 2 and 4: lane g takes the 32 / BITS staged values of group g (one 16- or
+ * 32-byte aligned piece of the staging buffer), so its codes are one 32-bit word; that word lands at
+ * a fixed bit shift s = (e0 * BITS) mod 32 from the unit's first word, and word W0 + g is the group's
+ * low part OR the previous group's high part (one shuffle). Only the unit's first and last words can
+ * be shared with a neighbouring unit: those are OR-ed atomically into the zeroed payload. */
+template <uint32_t BITS>
+__global__ void __launch_bounds__(32 * kPackWarps) pack_fast_kernel(EncodeArgs a) {
+    __shared__ uint16_t s_bnd[kPackWarps][256];
+    const uint32_t warp = threadIdx.x >> 5, lane = threadIdx.x & 31, layer = blockIdx.y;
+    const uint32_t uidx = blockIdx.x * kPackWarps + warp;
+    if (uidx >= a.n_units) return; /* whole warps; no block-wide barrier below */
+    const UnitPlan u = a.units[uidx];
+    const SectionPlan &sec = a.sections[u.section];
+    const UnitStat st = a.stats[(uint64_t)layer * a.n_units + uidx];
+    uint16_t *bnd = s_bnd[warp];
+    uint32_t b1 = 0, b2 = 0, b3 = 0;
+    if (BITS < 16) {
+        const uint16_t *gb = a.bounds + ((uint64_t)layer * a.bounds_per_layer + sec.bound_first + u.head) * 256;
+        for (uint32_t c = lane; c < (1u << BITS); c += 32) bnd[c] = c ? gb[c] : 0;
+        __syncwarp();
+        if (BITS == 2) {
+            b1 = bnd[1];
+            b2 = bnd[2];
+            b3 = bnd[3];
+        }
+    }
+    const uint32_t count = st.count;
+    if (count == 0) return;
+    uint8_t *payload = a.out + (uint64_t)layer * a.layer_capacity + sec.slot + 64 + sec.payload_at;
+    const uint16_t *stage = a.temp + ((uint64_t)layer * a.n_units + uidx) * a.unit_cap;
+    const uint64_t e0 = st.start;
+    if constexpr (BITS == 16) {
+        uint16_t *p = (uint16_t *)payload + e0;
+        for (uint32_t i = lane; i < count; i += 32) p[i] = stage[i];
+    } else if constexpr (BITS == 8) {
+        for (uint32_t i = lane; i < count; i += 32) payload[e0 + i] = (uint8_t)code_of_key<8>(order_key(stage[i]), bnd, 0, 0, 0);
+    } else {
+        constexpr uint32_t G = 32 / BITS; /* codes per word */
+        const uint32_t ngroups = (count + G - 1) / G;
+        const uint32_t s = (uint32_t)((e0 * BITS) & 31u);
+        const uint64_t W0 = (e0 * BITS) >> 5, Wlast = ((e0 + count) * BITS - 1) >> 5;
+        uint32_t *words = (uint32_t *)payload;
+        uint32_t carry = 0; /* high part of the previous iteration's last group */
+        for (uint32_t base = 0; base <= ngroups; base += 32) {
+            const uint32_t g = base + lane;
+            uint32_t cw = 0;
+            if (g < ngroups) {
+                uint32_t h[G / 2]; /* G values as G / 2 words */
+                const uint4 *src = (const uint4 *)(stage + (size_t)g * G);
+#pragma unroll
+                for (uint32_t q = 0; q < G / 8; q++) {
+                    const uint4 v = src[q];
+                    h[4 * q] = v.x;
+                    h[4 * q + 1] = v.y;
+                    h[4 * q + 2] = v.z;
+                    h[4 * q + 3] = v.w;
+                }
+                const uint32_t valid = min(G, count - g * G);
+#pragma unroll
+                for (uint32_t j = 0; j < G; j++) {
+                    const uint32_t x = (j & 1) ? h[j / 2] >> 16 : h[j / 2] & 0xFFFFu;
+                    const uint32_t c = code_of_key<BITS>(order_key(x), bnd, b1, b2, b3);
+                    cw |= (j < valid ? c : 0u) << (BITS * j);
+                }
+            }
+            const uint32_t hi = s ? cw >> (32 - s) : 0u;
+            uint32_t prev = __shfl_up_sync(kFull, hi, 1);
+            if (lane == 0) prev = carry;
+            carry = __shfl_sync(kFull, hi, 31);
+            const uint64_t W = W0 + g;
+            if (g <= ngroups && W <= Wlast) {
+                const uint32_t word = (cw << s) | prev;
+                if (W == W0 || W == Wlast) atomicOr(words + W, word);
+                else words[W] = word;
+            }
+        }
+    }
+}
+
+}  // namespace
+
+bool fast_encode_geometry(const Geometry &g) {
+    if (g.head_dim != kFD || g.e_bf16 || g.src_dtype != 1) return false;
+    if (g.quantizer == 0) return g.bits == 16;
+    return (g.quantizer == 1 || g.quantizer == 2) && g.granularity == 1 && g.bits <= 8;
+}
+
+size_t prune_fast_smem_bytes(uint64_t unit_cap) { return sizeof(FastSmem) + align_up(2 * unit_cap, 16); }
+
+namespace {
+
+template <bool kAsym>
+sqkv_cuda_status launch_prune_variant(const EncodeArgs &a, size_t smem, cudaStream_t stream) {
+    SQKV_CUDA_TRY(cudaFuncSetAttribute(prune_fast_kernel<kAsym>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    /* all of the unified L1 as shared memory: residency is then set by registers (7 blocks) */
+    SQKV_CUDA_TRY(cudaFuncSetAttribute(prune_fast_kernel<kAsym>, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                       (int)cudaSharedmemCarveoutMaxShared));
+    prune_fast_kernel<kAsym><<<dim3(a.n_units, a.n_layers), kFastThreads, smem, stream>>>(a);
+    SQKV_CUDA_LAUNCHED();
+    return SQKV_OK;
+}
+
+}  // namespace
+
+sqkv_cuda_status launch_prune_fast(const EncodeArgs &a, cudaStream_t stream) {
+    if (a.n_units == 0) return SQKV_OK;
+    const size_t smem = prune_fast_smem_bytes(a.unit_cap);
+    return a.g.quantizer == 2 ? launch_prune_variant<true>(a, smem, stream) : launch_prune_variant<false>(a, smem, stream);
+}
+
+sqkv_cuda_status launch_section_fast(const EncodeArgs &a, cudaStream_t stream) {
+    section_fast_kernel<<<dim3(a.n_sections, a.n_layers), kSectionThreads, 0, stream>>>(a);
+    SQKV_CUDA_LAUNCHED();
+    return SQKV_OK;
+}
+
+sqkv_cuda_status launch_pack_fast(const EncodeArgs &a, cudaStream_t stream) {
+    if (a.n_units == 0) return SQKV_OK;
+    const dim3 grid((a.n_units + kPackWarps - 1) / kPackWarps, a.n_layers);
+    switch (a.g.bits) {
+        case 2: pack_fast_kernel<2><<<grid, 32 * kPackWarps, 0, stream>>>(a); break;
+        case 4: pack_fast_kernel<4><<<grid, 32 * kPackWarps, 0, stream>>>(a); break;
+        case 8: pack_fast_kernel<8><<<grid, 32 * kPackWarps, 0, stream>>>(a); break;
+        case 16: pack_fast_kernel<16><<<grid, 32 * kPackWarps, 0, stream>>>(a); break;
+        default: return SQKV_ERR_STATE;
+    }
+    SQKV_CUDA_LAUNCHED();
+    return SQKV_OK;
+}
+
+}  // namespace sqkv_cuda
