@@ -39,10 +39,10 @@ const sqkv_geometry kGeometry = MakeGeometry(2, 2, 64, 70, 6);
 TEST(WriterOptions, DefaultsAreTheDocumentedOnes) {
     const sqkv_writer_options o = Defaults();
     EXPECT_EQ(o.prune, SQKV_PRUNE_MAGNITUDE);
-    EXPECT_EQ(o.sparsity, 0.7);
+    EXPECT_EQ(o.sparsity, 0.8);
     EXPECT_EQ(o.payload_bits, 2u);
-    EXPECT_EQ(o.quantizer, SQKV_QUANT_SYMMETRIC);
-    EXPECT_EQ(o.scales, SQKV_SCALE_PER_HEAD);
+    EXPECT_EQ(o.quantizer, SQKV_QUANT_ASYMMETRIC);
+    EXPECT_EQ(o.scales, SQKV_SCALE_PER_TILE);
     EXPECT_EQ(o.offset_interval_log2, 4u);
     EXPECT_EQ(o.heads_per_section, 1u);
     EXPECT_EQ(o.tokens_per_section, 0u);
@@ -65,7 +65,7 @@ TEST(WriterOptions, BadOptionsAreInvalidArgument) {
         {"payload_bits 32", [](sqkv_writer_options *o) { o->payload_bits = 32; }},
         {"16 bits with SYMMETRIC", [](sqkv_writer_options *o) { o->payload_bits = 16; }},
         {"EXACT with 2 bits", [](sqkv_writer_options *o) { o->quantizer = SQKV_QUANT_EXACT; }},
-        {"EXACT with PER_HEAD",
+        {"EXACT with PER_TILE",
          [](sqkv_writer_options *o) {
              o->quantizer = SQKV_QUANT_EXACT;
              o->payload_bits = 16;

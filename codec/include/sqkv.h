@@ -46,7 +46,7 @@ typedef enum sqkv_error {
     SQKV_ERR_STATE = 5,              /* call out of order (e.g. writing before every layer was added) */
     SQKV_ERR_LIMIT = 6,              /* beyond a format maximum or a configured sqkv_limits value */
     SQKV_ERR_NONFINITE_INPUT = 7,    /* encoder input holds NaN or infinity */
-    SQKV_ERR_RANGE_INPUT = 8,        /* encoder input does not fit the element type (e.g. > 65504 for fp16) */
+    SQKV_ERR_RANGE_INPUT = 8,        /* encoder input rounds to infinity in the element type (fp16: |x| >= 65520) */
     SQKV_ERR_UNSUPPORTED = 9,        /* valid file, but the request cannot be expressed (e.g. Mustafar
                                         layout for a section split not on a 64-token boundary) */
     SQKV_ERR_ABORTED = 10,           /* a caller's callback returned nonzero and so stopped the work */
@@ -166,8 +166,10 @@ typedef struct sqkv_writer_options {
     uint32_t zstd_level;
 } sqkv_writer_options;
 
-/* Defaults: magnitude pruning at 0.7, 2-bit SYMMETRIC, PER_HEAD scales, k = 4, one head per section,
- * whole sparse region per section, zstd off. */
+/* Defaults: magnitude pruning at 0.8, 2-bit ASYMMETRIC levels, PER_TILE scales (about 1.94 bits per
+ * element: the lowest attention error per bit near 2 bits in results/quality.md; why in
+ * spec/QUANTIZATION.md), k = 4, one head per section, whole sparse region per section, zstd off (level 1
+ * saves about a quarter of the file for 4-33% of the decode speed: results/stream_bench.md). */
 void sqkv_writer_options_default(sqkv_writer_options *opts);
 
 typedef struct sqkv_writer sqkv_writer;

@@ -81,10 +81,10 @@ void sqkv_writer_options_default(sqkv_writer_options *opts) {
     if (!opts) return;
     memset(opts, 0, sizeof *opts);
     opts->prune = SQKV_PRUNE_MAGNITUDE;
-    opts->sparsity = 0.7;
+    opts->sparsity = 0.8;
     opts->payload_bits = 2;
-    opts->quantizer = SQKV_QUANT_SYMMETRIC;
-    opts->scales = SQKV_SCALE_PER_HEAD;
+    opts->quantizer = SQKV_QUANT_ASYMMETRIC;
+    opts->scales = SQKV_SCALE_PER_TILE;
     opts->offset_interval_log2 = 4;
     opts->heads_per_section = 1;
     opts->tokens_per_section = 0;

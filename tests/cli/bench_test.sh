@@ -12,7 +12,7 @@ expect_out "cache      2 layers x 2 KV heads x 512 tokens x head_dim 128, 1.0 Mi
 expect_out "runs       2 per measurement, median"
 check "memcpy row" grep -qE '^memcpy +1048576 +100\.00% +[0-9.]+ +[0-9.]+$' out
 check "zstd row" grep -qE '^zstd -3 +[0-9]+ +[0-9.]+% +[0-9.]+ +[0-9.]+$' out
-check "sqkv row" grep -qE '^sqkv 2-bit sym/head +[0-9]+ +[0-9.]+% +[0-9.]+ +[0-9.]+$' out
+check "sqkv row" grep -qE '^sqkv 2-bit asym/tile +[0-9]+ +[0-9.]+% +[0-9.]+ +[0-9.]+$' out
 
 expect_rc 0 bench --json --runs 3 --layers 2 --heads 2 --tokens 512 --bits 4 --scales tile && cp out b.json
 python3 - <<'PY' || fail "bench --json content"
@@ -20,11 +20,11 @@ import json
 j = json.load(open('b.json'))
 assert j['bytes'] == 2 * 2 * 2 * 2 * 512 * 128 and j['runs'] == 3, j
 m = {x['name']: x for x in j['methods']}
-assert list(m) == ['memcpy', 'zstd -3', 'sqkv 4-bit sym/tile'], list(m)
+assert list(m) == ['memcpy', 'zstd -3', 'sqkv 4-bit asym/tile'], list(m)
 assert m['memcpy']['size'] == j['bytes']
 assert 0 < m['zstd -3']['size'] < j['bytes'], m['zstd -3']
 # SQKV keeps 30% of the elements at 4 bits: far smaller than zstd on the same fp16 bytes.
-assert 0 < m['sqkv 4-bit sym/tile']['size'] < m['zstd -3']['size'] / 2, m
+assert 0 < m['sqkv 4-bit asym/tile']['size'] < m['zstd -3']['size'] / 2, m
 for x in j['methods']:
     assert x['encode_mb_s'] > 0 and x['decode_mb_s'] > 0 and x['encode_s'] > 0, x
 PY
@@ -50,7 +50,7 @@ tokens_extent = 64 + (4 * 256 + 7) // 8 * 8
 assert m['sqkv 8-bit asym/tile']['size'] == int(sys.argv[1]) - tokens_extent - 40, (m, sys.argv[1])
 PY
 # A dense input and an option override.
-expect_rc 0 bench --runs 1 --bits 16 kv && expect_out "sqkv       sparsity 0.70 (per-token magnitude), kept values exact (16-bit)"
+expect_rc 0 bench --runs 1 --bits 16 kv && expect_out "sqkv       sparsity 0.80 (per-token magnitude), kept values exact (16-bit)"
 expect_out "sqkv exact"
 expect_rc 0 bench --runs 1 kv.k.npy && expect_out "sqkv bench: kv.k.npy (npy pair, fp16)"
 # Errors.

@@ -12,7 +12,7 @@ for label in "cache        " "encoding     " "fp16 size    " "file size    " "K 
     check "demo prints '$label'" grep -q "^$label" demo.txt
 done
 expect_out "cache        2 layers x 2 KV heads x 256 tokens x head_dim 64, K and V (synthetic, seed 1)"
-expect_out "encoding     sparsity 0.70 (per-token magnitude), 2-bit symmetric, per-head scales"
+expect_out "encoding     sparsity 0.80 (per-token magnitude), 2-bit asymmetric, per-tile scales"
 expect_out "fp16 size    256.0 KiB (262144 bytes)"
 expect_out "verify       OK: 12 sections, every checksum matches"
 expect_out "file         $TMP/small.sqkv"

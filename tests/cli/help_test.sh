@@ -9,7 +9,7 @@ expect_rc 0 --help && expect_out "Usage: sqkv" && expect_out "Exit status: 0 suc
 expect_rc 0 --version && expect_out "SQKV format 1.0" && expect_out "sqkv 1.0.0"
 expect_rc 0 -V && expect_out "SQKV format 1.0"
 expect_rc 0 help && expect_out "Commands:"
-for cmd in demo info verify encode decode bench compare; do
+for cmd in demo info verify encode decode bench compare append repair; do
     expect_rc 0 "$cmd" --help && expect_out "Usage: sqkv $cmd" && expect_out "Common options:"
     expect_rc 0 "$cmd" -h && expect_out "Usage: sqkv $cmd"
     expect_rc 0 help "$cmd" && expect_out "Usage: sqkv $cmd"
@@ -17,17 +17,17 @@ for cmd in demo info verify encode decode bench compare; do
 done
 # The main command's help lists every command.
 expect_rc 0 --help
-for cmd in demo info verify encode decode bench compare; do expect_out "  $cmd "; done
+for cmd in demo info verify encode decode bench compare append repair; do expect_out "  $cmd "; done
 # Documentation promised by the issue.
 expect_rc 0 demo --help && expect_out "rotary embedding" && expect_out "Student-t" && expect_out "outlier channels"
 expect_rc 0 encode --help && expect_out "PREFIX.k.npy" && expect_out "layers.{i}.key" && expect_out "streaming encoder is future work"
 expect_rc 0 encode --help && expect_out "--token-ids FILE" && expect_out "--fingerprint HEX|@FILE" && expect_out "--meta KEY=VALUE"
 for opt in --sparsity --no-prune --bits --quantizer --scales --dense-window --offset-interval-log2 \
-    --heads-per-section --tokens-per-section --element-type; do
+    --heads-per-section --tokens-per-section --element-type --zstd; do
     expect_out "$opt"
 done
 expect_rc 0 decode --help && expect_out "--dtype" && expect_out "--layers LIST" && expect_out "streaming"
-expect_rc 0 decode --help && expect_out "decoder is future work"
+expect_rc 0 decode --help && expect_out "the input is streamed"
 
 # Usage errors: exit 2 with a message on stderr and nothing on stdout.
 expect_rc 2 && expect_err "Usage: sqkv" && expect_no_out

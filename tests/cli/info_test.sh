@@ -7,7 +7,7 @@ _lib=$(dirname "$0")/lib.sh
 . "$_lib" || exit 1
 
 $KVTOOL make safetensors in.safetensors 3 2 200 64 --tokens --meta model=tiny || fail "kvtool make"
-expect_rc 0 encode --bits 4 --scales tile --dense-window 8 --offset-interval-log2 3 --fingerprint a1b2c3 \
+expect_rc 0 encode --bits 4 --quantizer symmetric --scales tile --dense-window 8 --offset-interval-log2 3 --fingerprint a1b2c3 \
     --meta "$(printf 'line=two\nlines')" --meta 'back=a\b' in.safetensors f.sqkv
 size=$(stat -c %s f.sqkv)
 

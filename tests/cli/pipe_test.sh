@@ -49,7 +49,7 @@ check "truncated stdin fails with 1" test $? = 1
 check "truncated stdin names the problem" grep -q "SQKV_ERR_" v.err
 
 # The in-memory limit for stdin: over it, exit 1 with a message naming the option.
-"$SQKV" --quiet verify --stdin-limit 1K - < f.sqkv 2> lim.err
+"$SQKV" --quiet info --stdin-limit 1K - < f.sqkv 2> lim.err
 check "stdin over the limit exits 1" test $? = 1
 check "limit message" grep -qF "larger than the in-memory limit of 1024 bytes" lim.err
 "$SQKV" decode --stdin-limit 64M - lim.npy < f.sqkv 2>/dev/null

@@ -9,6 +9,7 @@
 #include "tools/sqkv/dense_output.h"
 #include "tools/sqkv/output_file.h"
 #include "tools/sqkv/cli_sqkv.h"
+#include "tools/sqkv/stream_decode.h"
 
 static const char help[] =
     "Usage: sqkv decode [options] IN OUT\n"
@@ -21,8 +22,13 @@ static const char help[] =
     "                    and the file's metadata as \"__metadata__\"\n"
     "  -                 stdout, as .safetensors unless --format says otherwise\n"
     "These are the forms `sqkv encode` reads. Only the sections holding the selected layers and heads\n"
-    "are read and checked. stdin is read fully into memory first (up to --stdin-limit); a streaming\n"
-    "decoder is future work.\n"
+    "are read and checked.\n"
+    "From stdin to one .npy file (IN \"-\", OUT.npy, all layers and heads) the input is streamed\n"
+    "(streaming decoder): each section is verified and written to its place as it arrives, one section in memory, so any length\n"
+    "works; a stream cut short fails (exit 1) naming the section where it stopped and what is missing,\n"
+    "and leaves no output. Other outputs from stdin (.safetensors, PREFIX, stdout, --layers/--heads)\n"
+    "read stdin fully into memory first (up to --stdin-limit). A file that was appended to (`sqkv\n"
+    "append`) cannot be streamed: give it as a path.\n"
     "\n"
     "Options:\n"
     "      --dtype T      fp16 | bf16 | fp32 (default: the file's element type; fp32 for a bf16 file\n"
@@ -152,9 +158,23 @@ int cmd_decode(int argc, char **argv, cli_ctx *ctx) {
         return EXIT_USAGE;
     }
 
+    const double t0 = sqkv_now();
+    if (strcmp(paths[0], "-") == 0 && spec.format == DENSE_OUT_NPY && strcmp(paths[1], "-") != 0 && !layers_arg &&
+        !heads_arg) {
+        int src = dense_out_check(paths[1], &spec, ctx);
+        uint64_t written = 0;
+        sqkv_geometry g;
+        if (!src) src = stream_decode_npy(paths[1], dtype, ctx, &written, &g);
+        if (!src) {
+            char a[32];
+            cli_note(ctx, 1, "(stdin) -> %s: %u layers x %u heads x %u tokens x %u, streamed, %s, %.2f s", paths[1],
+                     g.n_layers, g.n_kv_heads, g.n_tokens, g.head_dim, sqkv_human_size(written, a, sizeof a),
+                     sqkv_now() - t0);
+        }
+        return src;
+    }
     decode_job j;
     memset(&j, 0, sizeof j);
-    const double t0 = sqkv_now();
     int rc = cli_sqkv_open(paths[0], ctx, 0, &j.in);
     if (rc) return rc;
     const sqkv_geometry *g = &j.in.geometry;

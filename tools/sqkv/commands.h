@@ -11,5 +11,7 @@ int cmd_encode(int argc, char **argv, cli_ctx *ctx);
 int cmd_decode(int argc, char **argv, cli_ctx *ctx);
 int cmd_bench(int argc, char **argv, cli_ctx *ctx);
 int cmd_compare(int argc, char **argv, cli_ctx *ctx);
+int cmd_append(int argc, char **argv, cli_ctx *ctx);
+int cmd_repair(int argc, char **argv, cli_ctx *ctx);
 
 #endif

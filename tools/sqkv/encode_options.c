@@ -20,6 +20,7 @@ enum {
     OPT_HEADS_PER_SECTION,
     OPT_TOKENS_PER_SECTION,
     OPT_ELEMENT_TYPE,
+    OPT_ZSTD,
     OPT_TOKEN_IDS,
     OPT_FINGERPRINT,
     OPT_META
@@ -36,6 +37,7 @@ const cli_option encode_option_table[] = {
     {"heads-per-section", 0, 1, OPT_HEADS_PER_SECTION},
     {"tokens-per-section", 0, 1, OPT_TOKENS_PER_SECTION},
     {"element-type", 0, 1, OPT_ELEMENT_TYPE},
+    {"zstd", 0, 1, OPT_ZSTD},
     {NULL, 0, 0, 0},
 };
 
@@ -49,17 +51,19 @@ const cli_option encode_extra_table[] = {
 const char encode_options_help[] =
     "Encoder options (defaults: the library's reference encoder):\n"
     "  -s, --sparsity F           fraction of each token's head_dim elements pruned by magnitude, in [0, 1)\n"
-    "                             (default 0.7: 39 of 128 kept); 0 keeps every element\n"
+    "                             (default 0.8: 26 of 128 kept); 0 keeps every element\n"
     "      --no-prune             keep every nonzero element (input already sparse)\n"
     "  -b, --bits N               payload bits per kept element: 2, 4, 8, or 16 = exact (default 2)\n"
-    "      --quantizer Q          symmetric | asymmetric | exact (default: symmetric, exact for 16 bits)\n"
-    "      --scales G             scale granularity: head | tile | none (default: head, none for exact)\n"
+    "      --quantizer Q          symmetric | asymmetric | exact (default: asymmetric, exact for 16 bits)\n"
+    "      --scales G             scale granularity: head | tile | none (default: tile, none for exact)\n"
     "  -w, --dense-window N       newest N tokens stored exactly, unpruned (default 0)\n"
     "      --offset-interval-log2 K  one offset-table entry per 2^K tiles, 0..20 (default 4)\n"
     "      --heads-per-section N  heads per section (default 1)\n"
     "      --tokens-per-section N tokens of the sparse region per section, a multiple of 64 (default 0 = all)\n"
     "      --element-type T       fp16 | bf16: the file's element type (default: bf16 for bf16 input,\n"
-    "                             fp16 otherwise)\n";
+    "                             fp16 otherwise)\n"
+    "      --zstd LEVEL           zstd layer (spec 5.1) at LEVEL 1..22; 0 = off (default 0). Kept per\n"
+    "                             stream only where it makes the stream smaller\n";
 
 const char encode_extra_help[] =
     "      --token-ids FILE       prompt token ids: .npy int32 [n] or text (decimal ids); replaces the\n"
@@ -88,6 +92,8 @@ int encode_settings_apply(encode_settings *s, int id, const char *value) {
 }
 
 static int was_set(const encode_settings *s, int id) { return (s->set_mask >> (id - OPT_SPARSITY)) & 1u; }
+
+int encode_settings_zstd_given(const encode_settings *s) { return was_set(s, OPT_ZSTD); }
 
 void encode_settings_adopt(encode_settings *s, const file_options *fo, const sqkv_geometry *g, uint32_t keep) {
     sqkv_writer_options *o = &s->opts;
@@ -173,6 +179,7 @@ static int apply(encode_settings *s, int id, const char *value) {
             return -1;
         }
         return 1;
+    case OPT_ZSTD: return cli_parse_u32("--zstd", value, 0, 22, &s->opts.zstd_level) ? -1 : 1;
     case OPT_TOKEN_IDS: s->token_ids_path = value; return 1;
     case OPT_FINGERPRINT: s->fingerprint = value; return 1;
     case OPT_META: {
@@ -196,8 +203,10 @@ static int apply(encode_settings *s, int id, const char *value) {
 int encode_settings_finish(encode_settings *s) {
     sqkv_writer_options *o = &s->opts;
     if (!s->bits_set && s->quantizer_set) o->payload_bits = o->quantizer == SQKV_QUANT_EXACT ? 16 : 2;
-    if (!s->quantizer_set) o->quantizer = o->payload_bits == 16 ? SQKV_QUANT_EXACT : SQKV_QUANT_SYMMETRIC;
-    if (!s->scales_set) o->scales = o->quantizer == SQKV_QUANT_EXACT ? SQKV_SCALE_NONE : SQKV_SCALE_PER_HEAD;
+    sqkv_writer_options library_default;
+    sqkv_writer_options_default(&library_default);
+    if (!s->quantizer_set) o->quantizer = o->payload_bits == 16 ? SQKV_QUANT_EXACT : library_default.quantizer;
+    if (!s->scales_set) o->scales = o->quantizer == SQKV_QUANT_EXACT ? SQKV_SCALE_NONE : library_default.scales;
     if ((o->payload_bits == 16) != (o->quantizer == SQKV_QUANT_EXACT)) {
         cli_error("--quantizer exact goes with --bits 16, and --bits 16 with --quantizer exact");
         return -1;

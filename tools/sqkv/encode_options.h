@@ -47,6 +47,9 @@ sqkv_dtype encode_settings_element_type(const encode_settings *s, sqt_dtype inpu
 struct file_options;
 void encode_settings_adopt(encode_settings *s, const struct file_options *fo, const sqkv_geometry *g, uint32_t keep);
 
+/* Whether --zstd was given (the file does not record the level, so append cannot adopt it). */
+int encode_settings_zstd_given(const encode_settings *s);
+
 /* "sparsity 0.70, 2-bit symmetric, per-head scales" into buf. */
 void encode_settings_describe(const encode_settings *s, char *buf, size_t cap);
 

@@ -23,6 +23,8 @@ static const command commands[] = {
     {"decode", cmd_decode, "decode an .sqkv file into .npy or .safetensors"},
     {"bench", cmd_bench, "throughput and size against memcpy and zstd (like zstd -b)"},
     {"compare", cmd_compare, "error of an .sqkv file against the dense original"},
+    {"append", cmd_append, "add the tokens of a dense cache to an .sqkv file in place"},
+    {"repair", cmd_repair, "cut an interrupted append back to the last valid file"},
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 
@@ -39,7 +41,7 @@ static void print_usage(FILE *out) {
             "\n"
             "Try `sqkv demo` first. `sqkv COMMAND --help` (or `sqkv help COMMAND`) describes a command.\n"
             "\"-\" as a file name is stdin or stdout: sqkv encode in.safetensors - | ssh host sqkv decode - out.npy\n"
-            "(stdin is read fully into memory, up to --stdin-limit; streaming is future work).\n"
+            "(`verify -` and `decode - FILE` stream; other commands read stdin into memory, up to --stdin-limit).\n"
             "\n"
             "Options (also accepted after COMMAND):\n"
             "  -h, --help       this help\n"
@@ -70,7 +72,8 @@ static const command *find_command(const char *name) {
 }
 
 static int unknown_command(const char *name) {
-    cli_error("'%s' is not a command; commands: demo, info, verify, encode, decode, bench, compare "
+    cli_error("'%s' is not a command; commands: demo, info, verify, encode, decode, bench, compare, "
+              "append, repair "
               "(see 'sqkv --help')", name);
     return EXIT_USAGE;
 }
