@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Full test run: the test suite (gcc), then the same suite under
-# ASan + UBSan (clang, --config=asan). Exits non-zero if either fails,
+# ASan + UBSan (clang, --config=asan), then the CUDA targets (nvcc) whose
+# tests skip without a GPU. Exits non-zero if either fails,
 # including Bazel's exit code 4 ("no test targets").
 # Extra arguments go to both `bazel test` runs, e.g. scripts/test.sh --jobs=2
 set -uo pipefail
@@ -28,5 +29,15 @@ bazel test --config=asan //... --test_output=errors "$@"
 rc=$?
 echo "== test.sh: asan+ubsan tests: $(explain $rc)" >&2
 ((rc == 0)) || status=1
+
+# CUDA: the GPU tests build with nvcc and report a clear skip where there is no GPU (CI has none).
+if [[ -x /usr/local/cuda/bin/nvcc ]]; then
+  bazel test --config=cuda //cuda/... --test_output=errors "$@"
+  rc=$?
+  echo "== test.sh: cuda build + tests (skip without a GPU): $(explain $rc)" >&2
+  ((rc == 0)) || status=1
+else
+  echo "== test.sh: cuda: /usr/local/cuda/bin/nvcc not found, CUDA targets not built" >&2
+fi
 
 exit "$status"
