@@ -83,11 +83,11 @@ sqkv_error sqkv_reader_mustafar_sizes(sqkv_reader *r, uint32_t layer, sqkv_tenso
     sqkv_error err = head_region(r, fn, layer, tensor, head, &first, &end);
     if (err) return err;
     if (!sizes) return sqkv_reader_fail(r, SQKV_ERR_INVALID_ARGUMENT, "sqkv_reader_mustafar_sizes: sizes is NULL");
-    sqkv_sparse_view *view = malloc(sizeof *view);
-    if (!view) return sqkv_reader_fail(r, SQKV_ERR_OUT_OF_MEMORY, "malloc failed");
+    sqkv_sparse_view *view = sqkv_reader_alloc(r, sizeof *view); /* ~8 KiB, counted in max_memory */
+    if (!view) return r->error;
     uint64_t tiles, words;
     err = count_region(r, fn, first, end, head, view, &tiles, &words);
-    free(view);
+    sqkv_reader_free(r, view, sizeof *view);
     if (err) return err;
     sizes->n_tiles = tiles;
     sizes->value_count = 2 * words + TAIL_SLACK;
@@ -131,8 +131,8 @@ sqkv_error sqkv_reader_decode_mustafar(sqkv_reader *r, uint32_t layer, sqkv_tens
     if (err) return err;
     if (!bitmaps || !accum_counts || !values || !sizes)
         return sqkv_reader_fail(r, SQKV_ERR_INVALID_ARGUMENT, "sqkv_reader_decode_mustafar: a buffer or sizes is NULL");
-    sqkv_sparse_view *view = malloc(sizeof *view);
-    if (!view) return sqkv_reader_fail(r, SQKV_ERR_OUT_OF_MEMORY, "malloc failed");
+    sqkv_sparse_view *view = sqkv_reader_alloc(r, sizeof *view); /* ~8 KiB, counted in max_memory */
+    if (!view) return r->error;
     uint64_t tiles, words;
     err = count_region(r, fn, first, end, head, view, &tiles, &words);
     if (!err && sizes->n_tiles != tiles)
@@ -150,7 +150,7 @@ sqkv_error sqkv_reader_decode_mustafar(sqkv_reader *r, uint32_t layer, sqkv_tens
                        values);
         tile_base += view->tiles_per_head;
     }
-    free(view);
+    sqkv_reader_free(r, view, sizeof *view);
     if (err) return err;
     memset(values + 2 * words, 0, TAIL_SLACK * sizeof *values);
     return SQKV_OK;

@@ -316,9 +316,18 @@ sqkv_error sqkv_parse_index_section(const uint8_t *index_section, sqkv_file_info
     const uint8_t *body = index_section + SQKV_SECTION_HEADER_SIZE + SQKV_INDEX_PREFIX_SIZE;
     uint64_t next = info->header_size;
     uint32_t superseded = 0;
+    int first_segment = 1; /* before the first INDEX section: the file as first written (§2.1 item 5) */
     for (uint32_t i = 0; i < n; i++) {
         sqkv_entry *e = &idx->entries[i];
         err = check_entry(body + (size_t)i * SQKV_INDEX_ENTRY_SIZE, info, limits, &next, e, diag);
+        if (!err && e->kind == SQKV_KIND_INDEX) first_segment = 0;
+        /* The first segment must be a valid file on its own, so its tensor sections lie within the
+         * header's n_tokens, not merely within the grown length. */
+        if (!err && first_segment && sqkv_kind_is_tensor(e->kind) &&
+            (uint64_t)e->token_start + e->token_count > info->header_n_tokens)
+            err = sqkv_diag_fail(diag, SQKV_ERR_SECTION_RANGE, "tokens %" PRIu32 "+%" PRIu32 " of a section written"
+                                 " before the first INDEX exceed the header's n_tokens %" PRIu32 " (§9.1)",
+                                 e->token_start, e->token_count, info->header_n_tokens);
         if (!err && !e->superseded) {
             uint32_t *slot = ancillary_slot(idx, e->kind);
             if (slot && *slot != SQKV_NO_SECTION)

@@ -382,8 +382,8 @@ sqkv_error sqkv_reader_decode(sqkv_reader *r, uint32_t layer, sqkv_tensor tensor
         return sqkv_reader_fail(r, SQKV_ERR_BUFFER_TOO_SMALL, "sqkv_reader_decode: out_size is smaller than"
                                 " sqkv_dense_size(head_count, n_tokens, head_dim, dtype)");
 
-    sqkv_sparse_view *view = malloc(sizeof *view);
-    if (!view) return sqkv_reader_fail(r, SQKV_ERR_OUT_OF_MEMORY, "malloc failed");
+    sqkv_sparse_view *view = sqkv_reader_alloc(r, sizeof *view); /* ~8 KiB, counted in max_memory */
+    if (!view) return r->error;
     const uint32_t end_head = head_start + head_count;
     uint32_t pos, group_end;
     sqkv_reader_head_sections(r, layer, (uint32_t)tensor, head_start, &pos, &group_end);
@@ -396,6 +396,6 @@ sqkv_error sqkv_reader_decode(sqkv_reader *r, uint32_t layer, sqkv_tensor tensor
         err = decode_section(r, ref->entry, lo, hi, dtype, (uint8_t *)out + (size_t)(lo - head_start) * head_bytes,
                              (size_t)head_bytes, view);
     }
-    free(view);
+    sqkv_reader_free(r, view, sizeof *view);
     return err;
 }

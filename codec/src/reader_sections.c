@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#define ZSTD_STATIC_LINKING_ONLY /* ZSTD_estimateDCtxSize: the context once it has decoded */
 #include <zstd.h>
 
 #include "codec_streams.h"
@@ -54,7 +55,15 @@ static sqkv_error decode_streams(sqkv_reader *r, uint32_t entry, const sqkv_sect
     sqkv_error err = sqkv_streams_check(stored, h, &plan, &d);
     if (err) return sqkv_reader_fail_section(r, err, &d, entry);
     if (mode == BODY_CHECK_ONLY) return SQKV_OK;
-    if (!r->zstd && !(r->zstd = ZSTD_createDCtx())) return sqkv_reader_fail(r, SQKV_ERR_OUT_OF_MEMORY, "ZSTD_createDCtx failed");
+    if (!r->zstd) {
+        /* The context is fixed-size (no file can grow it), but it is memory the reader holds: count it,
+         * before creating it, at the size it grows to on first use. */
+        const uint64_t held = (uint64_t)ZSTD_estimateDCtxSize();
+        if (held > r->limits.max_memory - r->memory_used)
+            return sqkv_reader_fail(r, SQKV_ERR_LIMIT, "the zstd decompression context would exceed max_memory");
+        if (!(r->zstd = ZSTD_createDCtx())) return sqkv_reader_fail(r, SQKV_ERR_OUT_OF_MEMORY, "ZSTD_createDCtx failed");
+        r->memory_used += held;
+    }
     uint8_t *out;
     if (mode == BODY_OWNED) {
         if (!(out = sqkv_reader_alloc(r, h->decoded_size))) return r->error;
@@ -228,10 +237,10 @@ sqkv_error sqkv_reader_verify_from(sqkv_reader *r, uint32_t first) {
     if (!r) return SQKV_ERR_INVALID_ARGUMENT;
     sqkv_error err = sqkv_reader_usable(r, "sqkv_reader_verify");
     if (err) return err;
-    sqkv_sparse_view *view = malloc(sizeof *view); /* ~8 KiB, off the stack */
-    if (!view) return sqkv_reader_fail(r, SQKV_ERR_OUT_OF_MEMORY, "malloc failed");
+    sqkv_sparse_view *view = sqkv_reader_alloc(r, sizeof *view); /* ~8 KiB, counted in max_memory */
+    if (!view) return r->error;
     for (uint32_t i = first; i < r->index.n_entries && !err; i++) err = verify_section(r, i, view);
-    free(view);
+    sqkv_reader_free(r, view, sizeof *view);
     return err;
 }
 

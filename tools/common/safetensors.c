@@ -228,7 +228,7 @@ static int check_names(sqt_st_file *f, sqt_error *err) {
 }
 
 static int check_layout(sqt_st_file *f, const uint8_t *data, uint64_t data_size, sqt_error *err) {
-    qsort(f->tensors, f->n_tensors, sizeof *f->tensors, by_offsets);
+    if (f->n_tensors > 1) qsort(f->tensors, f->n_tensors, sizeof *f->tensors, by_offsets); /* NULL when empty */
     uint64_t at = 0;
     for (size_t i = 0; i < f->n_tensors; i++) {
         sqt_st_tensor *t = &f->tensors[i];
