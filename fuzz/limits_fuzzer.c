@@ -91,7 +91,8 @@ typedef struct run_result {
     sqkv_error open_err, verify_err, decode_err;
     sqkv_geometry g;
     size_t n_sections;
-    uint64_t max_stored, max_decoded; /* largest stored / decoded body */
+    uint64_t max_stored;  /* largest stored body, as the index says (open checks these) */
+    uint64_t max_decoded; /* largest size a section header states (read later, by verify) */
     uint64_t peak;    /* most bytes held at once, the reader object included */
     uint64_t created; /* bytes held by a fresh reader: the object the limits do not cover */
 } run_result;
@@ -119,8 +120,12 @@ static run_result run(const uint8_t *data, size_t size, const sqkv_limits *limit
             /* max_section_size bounds stored and decoded body bytes alike (sqkv.h); the index gives the
              * stored sizes at open, a decoded size is known when its section is read. */
             const uint64_t decoded = sqkv_load_u64(data + info.offset + SQKV_SEC_DECODED_SIZE);
+            /* The section header's own stored_size may differ from the index's (INDEX_MISMATCH comes
+             * after the size checks): it is seen when the section is read, like decoded_size. */
+            const uint64_t header_stored = sqkv_load_u64(data + info.offset + SQKV_SEC_STORED_SIZE);
             if (info.stored_size > res.max_stored) res.max_stored = info.stored_size;
             if (decoded > res.max_decoded) res.max_decoded = decoded;
+            if (header_stored > res.max_decoded) res.max_decoded = header_stored;
         }
         res.verify_err = CALL(sqkv_reader_verify(r));
         res.decode_err = res.verify_err;

@@ -61,6 +61,7 @@ extra_sources() {
 }
 
 build_direct() {
+  # shellcheck disable=SC2054,SC2206  # -fsanitize lists take commas; FUZZ_EXTRA_CFLAGS is split on purpose
   local cflags=(-std=c11 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wvla
     -D_POSIX_C_SOURCE=200809L -g -O1 -fno-omit-frame-pointer -DSQKV_FUZZING=1
     -fsanitize=address,undefined -fno-sanitize-recover=all
@@ -153,6 +154,7 @@ for name in "${names[@]}"; do
   fi
   printf '%-22s %8s %12s  %s\n' "$name" "$seconds" "${execs:-?}" "$result"
   if [[ -n $record ]]; then
+    # shellcheck disable=SC2016  # the single quotes are part of the recorded command line
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$name" "$seconds" "${execs:-0}" \
       "${result%% *}" "$(git rev-parse --short HEAD 2>/dev/null || echo -)" \
       "${FUZZ_EXTRA_CFLAGS:+FUZZ_EXTRA_CFLAGS='$FUZZ_EXTRA_CFLAGS' }scripts/fuzz.sh -t $seconds$( ((direct)) && echo ' --direct')" \

@@ -273,7 +273,9 @@ TEST_F(AppendedFile, SupersededSectionsKeepTheirOwnRules) {
     const int tokens = Find(appended_, kKindTokens);
     RawFile whole = appended_;
     whole.sections[static_cast<size_t>(tokens)].body.resize(4 * 63);
-    EXPECT_ERR(Assemble(whole), SQKV_OK);
+    // The TOKENS section itself is fine, but the old INDEX section still lists its former size: an old
+    // index must describe the same sections as the current one (§9.1), found when it is verified.
+    EXPECT_ERR(Assemble(whole), SQKV_ERR_INDEX_MISMATCH);
     RawFile partial = appended_;
     partial.sections[static_cast<size_t>(tokens)].body.resize(4 * 63 + 2);
     EXPECT_ERR(Assemble(partial), SQKV_ERR_TOKENS_COUNT);

@@ -160,7 +160,7 @@ static sqkv_error check_append_chain(const sqkv_index *idx, const sqkv_file_info
 }
 
 sqkv_error sqkv_check_old_index(const uint8_t *body, uint64_t size, uint32_t position, uint64_t offset,
-                                const sqkv_file_info *f, sqkv_diag *diag) {
+                                const sqkv_file_info *f, const sqkv_entry *current, sqkv_diag *diag) {
     /* size = 32 + 40 n was checked with the section. */
     const uint8_t *tail = body + size - SQKV_TAIL_SIZE;
     if (memcmp(tail + 8, sqkv_end_magic, SQKV_MAGIC_SIZE) != 0)
@@ -179,6 +179,17 @@ sqkv_error sqkv_check_old_index(const uint8_t *body, uint64_t size, uint32_t pos
     if (prev >= offset)
         return sqkv_diag_fail(diag, SQKV_ERR_SECTION_LAYOUT, "its previous_index_offset %" PRIu64
                               " is not before it (§9.1)", prev);
+    for (uint32_t i = 0; i < position; i++) {
+        uint8_t flags;
+        const sqkv_entry old = unpack_entry(body + SQKV_INDEX_PREFIX_SIZE + (size_t)i * SQKV_INDEX_ENTRY_SIZE, &flags);
+        const sqkv_entry *now = &current[i];
+        if ((flags & ~SQKV_ENTRY_SUPERSEDED) || old.offset != now->offset || old.stored_size != now->stored_size ||
+            old.kind != now->kind || old.tensor != now->tensor || old.layer != now->layer ||
+            old.head_start != now->head_start || old.head_count != now->head_count ||
+            old.token_start != now->token_start || old.token_count != now->token_count)
+            return sqkv_diag_fail(diag, SQKV_ERR_INDEX_MISMATCH, "its entry %" PRIu32 " does not describe the section"
+                                  " the current index lists there (§9, §9.1)", i);
+    }
     return SQKV_OK;
 }
 
@@ -323,7 +334,7 @@ sqkv_error sqkv_parse_index_section(const uint8_t *index_section, sqkv_file_info
         if (!err && e->kind == SQKV_KIND_INDEX) first_segment = 0;
         /* The first segment must be a valid file on its own, so its tensor sections lie within the
          * header's n_tokens, not merely within the grown length. */
-        if (!err && first_segment && sqkv_kind_is_tensor(e->kind) &&
+        if (!err && first_segment && info->previous_index_offset && sqkv_kind_is_tensor(e->kind) &&
             (uint64_t)e->token_start + e->token_count > info->header_n_tokens)
             err = sqkv_diag_fail(diag, SQKV_ERR_SECTION_RANGE, "tokens %" PRIu32 "+%" PRIu32 " of a section written"
                                  " before the first INDEX exceed the header's n_tokens %" PRIu32 " (§9.1)",

@@ -49,9 +49,11 @@ sqkv_error sqkv_parse_index_section(const uint8_t *index_section, sqkv_file_info
                                     uint64_t memory_budget, sqkv_index *idx, sqkv_diag *diag);
 /* Body rules of a superseded INDEX section (its section already checked) at entry `position`, file
  * offset `offset`: its tail (BAD_TAIL, SECTION_LAYOUT), its entry count equal to the sections before it
- * and an earlier previous_index_offset (SECTION_LAYOUT), an earlier cache length (SECTION_FIELD). */
+ * and an earlier previous_index_offset (SECTION_LAYOUT), an earlier cache length (SECTION_FIELD), and
+ * entries that describe the same sections as the current index's first `position` entries `current`
+ * (INDEX_MISMATCH; only the SUPERSEDED flag may differ, since later appends set it). */
 sqkv_error sqkv_check_old_index(const uint8_t *body, uint64_t size, uint32_t position, uint64_t offset,
-                                const sqkv_file_info *f, sqkv_diag *diag);
+                                const sqkv_file_info *f, const sqkv_entry *current, sqkv_diag *diag);
 void sqkv_index_free(sqkv_index *idx);
 
 #endif

@@ -222,7 +222,7 @@ static sqkv_error verify_section(sqkv_reader *r, uint32_t entry, sqkv_sparse_vie
     if (e->kind == SQKV_KIND_DENSE) {
         err = sqkv_dense_validate(body, &h, r->file.head_dim, r->file.value_dtype, &d);
     } else if (e->kind == SQKV_KIND_INDEX) {
-        err = sqkv_check_old_index(body, h.decoded_size, entry, e->offset, &r->file, &d);
+        err = sqkv_check_old_index(body, h.decoded_size, entry, e->offset, &r->file, r->index.entries, &d);
     } else if (e->kind == SQKV_KIND_METADATA) {
         sqkv_metadata_entry *entries;
         uint32_t n;
