@@ -309,8 +309,9 @@ sqkv_error sqkv_reader_verify(sqkv_reader *r);
 sqkv_error sqkv_reader_tokens(sqkv_reader *r, int32_t *tokens, size_t cap, size_t *count);
 /* Fingerprint bytes, same two-phase pattern; *size = 0 when absent. */
 sqkv_error sqkv_reader_fingerprint(sqkv_reader *r, void *buf, size_t cap, size_t *size);
-/* Metadata entries: count, then each entry's key and value as pointers into the file's bytes (not
- * NUL-terminated, valid until destroy). */
+/* Metadata entries: count, then each entry's key and value as pointers into the file's bytes, or into
+ * the reader's decompressed copy when the section is zstd-compressed (not NUL-terminated; valid until
+ * destroy either way). */
 sqkv_error sqkv_reader_metadata_count(sqkv_reader *r, size_t *count);
 sqkv_error sqkv_reader_metadata_entry(sqkv_reader *r, size_t i, const char **key, size_t *key_size,
                                       const char **value, size_t *value_size);
