@@ -344,6 +344,14 @@ extern "C" sqkv_cuda_status sqkv_cuda_decoder_create(const void *host_file, size
                 return fail(d, SQKV_ERR_UNSUPPORTED, "%s: codec %u is decoded on the host only", describe(s).c_str(),
                             s.h.codec);
             }
+            const uint32_t b = s.h.payload_bits;
+            if (s.h.kind == SQKV_KIND_SPARSE &&
+                (s.h.flags != 0 || s.h.scale_granularity == SQKV_SCALE_PER_HALF_TILE ||
+                 (b != 2 && b != 4 && b != 8 && b != 16))) {
+                *out = d;
+                return fail(d, SQKV_ERR_UNSUPPORTED, "%s: format 1.1 features (widths other than 2, 4, 8, 16, half-tile"
+                            " scales, ALL_KEPT) are decoded on the host only", describe(s).c_str());
+            }
             s.body_offset = (uint64_t)(body - d->host);
             if (s.h.kind == SQKV_KIND_SPARSE) {
                 const uint64_t nt = sqkv_tiles_per_head((sqkv_tensor)s.h.tensor, s.h.token_count, geo.head_dim) *

@@ -56,6 +56,11 @@ int sqkv_cuda_device_available(void);
  * layer_capacity bytes. Slots are sized for the worst case (every non-padding element kept), so the
  * caller can allocate before encoding; the actual extent of each section is known after
  * encode_results. Section i of a layer starts at byte slot_offset[i] of the layer's region.
+ *
+ * Format 1.1 features (spec/FORMAT.md §4.1: widths 1, 3, 5, 6, 7, PER_HALF_TILE scales, KEEP_ALL) and
+ * the range search option (§14) are not implemented on the GPU yet: encoder_create returns
+ * SQKV_ERR_UNSUPPORTED for such options, and a
+ * decoder whose file has a section that uses one fails with SQKV_ERR_UNSUPPORTED (use the CPU reader).
  * ---------------------------------------------------------------------------------------------- */
 typedef struct sqkv_cuda_encoder sqkv_cuda_encoder;
 

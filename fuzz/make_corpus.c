@@ -112,7 +112,7 @@ static void fill_values(float *x, size_t n, uint32_t dim, uint64_t *rng, int sty
 /* Writes one file with the writer; returns malloc'ed bytes. */
 static uint8_t *encode(const geometry_case *gc, sqkv_dtype value_dtype, const sqkv_writer_options *o, int ancillary,
                        int style, uint64_t seed, size_t *size) {
-    sqkv_geometry g = {gc->layers, gc->heads, gc->dim, gc->tokens, gc->window, value_dtype, SQKV_DTYPE_FP32};
+    sqkv_geometry g = {gc->layers, gc->heads, gc->dim, gc->tokens, gc->window, value_dtype, SQKV_DTYPE_FP32, 0};
     sqkv_writer *w = NULL;
     sqkv_error err = sqkv_writer_create(&g, o, &w);
     if (err != SQKV_OK) {
@@ -416,6 +416,35 @@ int main(int argc, char **argv) {
             }
             free(file);
         }
+    }
+    /* Format 1.1 (spec/FORMAT.md §4.1): straddling code widths, half-tile groups and ALL_KEPT sections,
+     * one file per geometry, options cycling so that each feature meets every kind of geometry. */
+    for (size_t gi = 0; gi < n_geometries; gi++) {
+        static const uint32_t WIDTHS[] = {3, 5, 1, 6, 7, 2, 4};
+        static const sqkv_scale_granularity SCALES[] = {SQKV_SCALE_PER_HALF_TILE, SQKV_SCALE_PER_TILE,
+                                                        SQKV_SCALE_PER_HALF_TILE, SQKV_SCALE_PER_HEAD};
+        static const sqkv_prune_mode PRUNES[] = {SQKV_PRUNE_KEEP_ALL, SQKV_PRUNE_MAGNITUDE, SQKV_PRUNE_NONE};
+        const geometry_case *gc = &GEOMETRIES[gi];
+        sqkv_writer_options o;
+        sqkv_writer_options_default(&o);
+        o.payload_bits = WIDTHS[gi % 7];
+        o.quantizer = (gi & 1) ? SQKV_QUANT_SYMMETRIC : SQKV_QUANT_ASYMMETRIC;
+        o.scales = SCALES[gi % 4];
+        o.prune = PRUNES[gi % 3];
+        o.sparsity = 0.6;
+        o.range_search = gi % 5 == 0;
+        const sqkv_dtype e = (gi % 3 == 1) ? SQKV_DTYPE_BF16 : SQKV_DTYPE_FP16;
+        size_t size = 0;
+        uint8_t *file = encode(gc, e, &o, gi % 2 ? 1 : 0, 0, 7000 + gi, &size);
+        char name[32];
+        snprintf(name, sizeof name, "v11-g%02zu", gi);
+        emit_file(dir, name, file, size);
+        total += size;
+        if (gi % 3 == 0) {
+            snprintf(name, sizeof name, "zstd-v11-g%02zu", gi);
+            emit_compressed(dir, name, file, size, 0xF);
+        }
+        free(file);
     }
     {
         sqkv_writer_options o;

@@ -153,8 +153,9 @@ static inline uint32_t edit_stream_plan(const edit_section *s, uint32_t head_dim
     const uint32_t hc = sqkv_load_u32(h + SQKV_SEC_HEAD_COUNT), tc = sqkv_load_u32(h + SQKV_SEC_TOKEN_COUNT);
     const uint64_t n_tiles = hc * sqkv_tiles_per_head((sqkv_tensor)h[SQKV_SEC_TENSOR], tc, head_dim);
     sqkv_sparse_layout l;
-    sqkv_sparse_layout_compute(n_tiles, h[SQKV_SEC_OFFSET_INTERVAL_LOG2], h[SQKV_SEC_QUANTIZER],
-                               h[SQKV_SEC_SCALE_GRANULARITY], h[SQKV_SEC_PAYLOAD_BITS], hc, 0, &l);
+    sqkv_sparse_layout_compute_flags(n_tiles, h[SQKV_SEC_OFFSET_INTERVAL_LOG2], h[SQKV_SEC_QUANTIZER],
+                                     h[SQKV_SEC_SCALE_GRANULARITY], h[SQKV_SEC_PAYLOAD_BITS], hc, 0,
+                                     (sqkv_load_u32(h + SQKV_SEC_FLAGS) & SQKV_SECTION_FLAG_ALL_KEPT) != 0, &l);
     const uint64_t starts[5] = {l.bitmaps_at, l.offsets_at, l.scales_at, l.payload_at, body};
     for (int i = 0; i < 4; i++) {
         at[i] = starts[i];

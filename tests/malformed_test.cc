@@ -200,7 +200,8 @@ TEST_F(Malformed, HeaderChecksum) {
 }
 
 TEST_F(Malformed, UnknownRequiredFeature) {
-    for (uint32_t bit : {0u, 7u, 31u}) EXPECT_ERR(EditHeader32(*asym_tile_, hdr::kRequired, 1u << bit), SQKV_ERR_UNSUPPORTED_FEATURE) << bit;
+    // Bits 0..2 are the 1.1 features (§4.1); the rest are unknown to this decoder.
+    for (uint32_t bit : {3u, 7u, 31u}) EXPECT_ERR(EditHeader32(*asym_tile_, hdr::kRequired, 1u << bit), SQKV_ERR_UNSUPPORTED_FEATURE) << bit;
 }
 
 TEST_F(Malformed, UnknownOptionalFeatureIsIgnored) {
@@ -852,7 +853,8 @@ TEST_F(Malformed, PayloadParameterCombinations) {
         {sym_head_, sec::kGranularity, 0, SQKV_ERR_PAYLOAD_PARAMS, "SYMMETRIC with NONE"},
         {sym_head_, sec::kQuantizer, 0, SQKV_ERR_PAYLOAD_PARAMS, "EXACT with 2 bits"},
         {sym_head_, sec::kQuantizer, 3, SQKV_ERR_PAYLOAD_PARAMS, "quantizer 3"},
-        {sym_head_, sec::kGranularity, 3, SQKV_ERR_PAYLOAD_PARAMS, "granularity 3"},
+        {sym_head_, sec::kGranularity, 3, SQKV_ERR_SECTION_FIELD, "granularity 3 without HALF_TILE_SCALES"},
+        {sym_head_, sec::kGranularity, 4, SQKV_ERR_PAYLOAD_PARAMS, "granularity 4"},
         {asym_tile_, sec::kQuantizer, 255, SQKV_ERR_PAYLOAD_PARAMS, "quantizer 255"},
         {sym_head_, sec::kBits, 3, SQKV_ERR_SECTION_FIELD, "3 bits"},
         {sym_head_, sec::kBits, 1, SQKV_ERR_SECTION_FIELD, "1 bit"},

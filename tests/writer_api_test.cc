@@ -59,8 +59,15 @@ TEST(WriterOptions, BadOptionsAreInvalidArgument) {
         {"sparsity -0.1", [](sqkv_writer_options *o) { o->sparsity = -0.1; }},
         {"sparsity NaN", [](sqkv_writer_options *o) { o->sparsity = std::nan(""); }},
         {"sparsity inf", [](sqkv_writer_options *o) { o->sparsity = INFINITY; }},
-        {"prune mode 2", [](sqkv_writer_options *o) { o->prune = static_cast<sqkv_prune_mode>(2); }},
-        {"payload_bits 3", [](sqkv_writer_options *o) { o->payload_bits = 3; }},
+        {"prune mode 3", [](sqkv_writer_options *o) { o->prune = static_cast<sqkv_prune_mode>(3); }},
+        {"payload_bits 9", [](sqkv_writer_options *o) { o->payload_bits = 9; }},
+        {"KEEP_ALL with EXACT",
+         [](sqkv_writer_options *o) {
+             o->prune = SQKV_PRUNE_KEEP_ALL;
+             o->quantizer = SQKV_QUANT_EXACT;
+             o->payload_bits = 16;
+             o->scales = SQKV_SCALE_NONE;
+         }},
         {"payload_bits 0", [](sqkv_writer_options *o) { o->payload_bits = 0; }},
         {"payload_bits 32", [](sqkv_writer_options *o) { o->payload_bits = 32; }},
         {"16 bits with SYMMETRIC", [](sqkv_writer_options *o) { o->payload_bits = 16; }},
@@ -72,7 +79,7 @@ TEST(WriterOptions, BadOptionsAreInvalidArgument) {
          }},
         {"SYMMETRIC with NONE", [](sqkv_writer_options *o) { o->scales = SQKV_SCALE_NONE; }},
         {"quantizer 3", [](sqkv_writer_options *o) { o->quantizer = static_cast<sqkv_quantizer>(3); }},
-        {"granularity 3", [](sqkv_writer_options *o) { o->scales = static_cast<sqkv_scale_granularity>(3); }},
+        {"granularity 4", [](sqkv_writer_options *o) { o->scales = static_cast<sqkv_scale_granularity>(4); }},
         {"offset_interval_log2 21", [](sqkv_writer_options *o) { o->offset_interval_log2 = 21; }},
         {"heads_per_section 0", [](sqkv_writer_options *o) { o->heads_per_section = 0; }},
         {"tokens_per_section 65", [](sqkv_writer_options *o) { o->tokens_per_section = 65; }},

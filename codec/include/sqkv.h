@@ -29,8 +29,10 @@ extern "C" {
 #endif
 
 #define SQKV_FORMAT_VERSION_MAJOR 1
-#define SQKV_FORMAT_VERSION_MINOR 0
-#define SQKV_LIBRARY_VERSION_STRING "1.0.0"
+/* The newest format version this library reads and writes. Files that use no 1.1 feature are written
+ * with version_minor 0 (spec/FORMAT.md §4.1), byte for byte as a 1.0 encoder would write them. */
+#define SQKV_FORMAT_VERSION_MINOR 1
+#define SQKV_LIBRARY_VERSION_STRING "1.1.0"
 
 /* ------------------------------------------------------------------------------------------------
  * Errors. Decoding errors name the spec rule that failed (spec/FORMAT.md uses the same names without
@@ -115,9 +117,21 @@ typedef enum sqkv_quantizer {
 typedef enum sqkv_scale_granularity {
     SQKV_SCALE_NONE = 0,       /* EXACT only */
     SQKV_SCALE_PER_HEAD = 1,   /* one parameter group per (layer, tensor, head, section) */
-    SQKV_SCALE_PER_TILE = 2    /* one per 64-element tile: keys per channel x 64 tokens,
+    SQKV_SCALE_PER_TILE = 2,   /* one per 64-element tile: keys per channel x 64 tokens,
                                   values per token x 64 channels */
+    SQKV_SCALE_PER_HALF_TILE = 3 /* one per 32 elements of a tile (KIVI's groups): keys per channel x 32
+                                    tokens, values per token x 32 channels; format 1.1 feature
+                                    HALF_TILE_SCALES */
 } sqkv_scale_granularity;
+
+/* Required features of format 1.1 (spec/FORMAT.md §4.1): bits of the file header's required_features.
+ * A file that uses none of them is a 1.0 file, byte for byte. */
+#define SQKV_FEATURE_CODE_WIDTHS 0x1u      /* payload_bits 1, 3, 5, 6, 7 */
+#define SQKV_FEATURE_HALF_TILE_SCALES 0x2u /* SQKV_SCALE_PER_HALF_TILE */
+#define SQKV_FEATURE_ALL_KEPT 0x4u         /* SPARSE sections without bitmaps (SQKV_PRUNE_KEEP_ALL) */
+#define SQKV_FEATURES_KNOWN 0x7u           /* every feature this library decodes */
+/* SPARSE section header flag bit 0 (§7.6): every non-padding element kept, no bitmaps stored. */
+#define SQKV_SECTION_FLAG_ALL_KEPT 0x1u
 
 /* The shape of a cache. value_dtype is the file's element type E (fp16 or bf16): 16-bit payloads,
  * scales and the dense window are stored in it. */
@@ -129,6 +143,8 @@ typedef struct sqkv_geometry {
     uint32_t dense_window;     /* newest tokens stored unpruned, <= n_tokens */
     sqkv_dtype value_dtype;    /* FP16 or BF16 */
     sqkv_dtype source_dtype;   /* informative: what the encoder was given (reader output only) */
+    uint32_t required_features; /* reader output only: the file's SQKV_FEATURE_* bits; the writer
+                                   ignores it and derives the bits from its options */
 } sqkv_geometry;
 
 /* Bytes needed for one dense [head_count, n_tokens, head_dim] tensor of dtype; 0 on overflow or a bad
@@ -146,16 +162,20 @@ uint64_t sqkv_dense_size(uint32_t head_count, uint32_t n_tokens, uint32_t head_d
  * ---------------------------------------------------------------------------------------------- */
 typedef enum sqkv_prune_mode {
     SQKV_PRUNE_NONE = 0,       /* keep every nonzero element (input already sparse, or sparsity 0) */
-    SQKV_PRUNE_MAGNITUDE = 1   /* per token and head keep the D - floor(sparsity*D) largest |x| */
+    SQKV_PRUNE_MAGNITUDE = 1,  /* per token and head keep the D - floor(sparsity*D) largest |x| */
+    SQKV_PRUNE_KEEP_ALL = 2    /* keep every element, zeros included, and store no bitmaps (ALL_KEPT
+                                  sections, format 1.1): quantization without pruning, as KIVI does;
+                                  not with the EXACT quantizer (a DENSE window is the exact form) */
 } sqkv_prune_mode;
 
 typedef struct sqkv_writer_options {
     sqkv_prune_mode prune;
     double sparsity;                    /* in [0, 1), used with SQKV_PRUNE_MAGNITUDE */
-    uint32_t payload_bits;              /* 2, 4, 8 or 16 */
+    uint32_t payload_bits;              /* 1..8 or 16 (1, 3, 5, 6, 7: format 1.1 feature CODE_WIDTHS) */
     sqkv_quantizer quantizer;           /* EXACT iff payload_bits == 16 */
     sqkv_scale_granularity scales;      /* NONE iff payload_bits == 16 */
-    uint32_t offset_interval_log2;      /* 0..20: one offset-table entry per 2^k tiles */
+    uint32_t offset_interval_log2;      /* 0..20: one offset-table entry per 2^k tiles (ignored, and
+                                           written as 0, with SQKV_PRUNE_KEEP_ALL: no table then) */
     uint32_t heads_per_section;         /* >= 1 */
     uint32_t tokens_per_section;        /* 0 = the whole sparse region; else a multiple of 64 */
     /* zstd layer (spec/FORMAT.md §5.1, codec 1): 0 = off; 1..22 = zstd level. Each stream of a section
@@ -164,6 +184,13 @@ typedef struct sqkv_writer_options {
      * body comes out smaller than without it. So it never makes a file larger. The INDEX is never
      * compressed. Same inputs, options and zstd build give the same bytes. */
     uint32_t zstd_level;
+    /* Parameter choice for SYMMETRIC and ASYMMETRIC groups (spec/FORMAT.md §14): 0 = the group's
+     * extremes (the default; the GPU encoder's choice too); 1 = range search: try the extremes' range
+     * and 7 narrower ones (down to 9/16 of it, about the centre) and keep the one with the least squared
+     * error over the group's kept values. The narrower ranges clip a few outliers to gain resolution
+     * for every other value, which lowers the error most at 2 to 4 bits. Encoding is several times
+     * slower; decoders need nothing (the file holds the chosen parameters). Not on the GPU. */
+    uint32_t range_search;
 } sqkv_writer_options;
 
 /* Defaults: magnitude pruning at 0.8, 2-bit ASYMMETRIC levels, PER_TILE scales (about 1.94 bits per

@@ -265,6 +265,11 @@ static sqkv_error append_segment(append_job *j, const sqkv_writer_options *opts,
     if (has_tokens != (token_ids != NULL))
         return say(j, SQKV_ERR_INVALID_ARGUMENT, has_tokens ? "the file has a TOKENS section: token_ids are required"
                                                             : "the file has no TOKENS section: token_ids must be NULL");
+    /* §9.1: the header is never rewritten, so new sections may use only the features it declares. */
+    const uint32_t missing = sqkv_features_of_options(opts) & ~f->required_features;
+    if (missing)
+        return say(j, SQKV_ERR_UNSUPPORTED, "the options need format features 0x%" PRIx32 " that the file header"
+                   " does not declare (spec §4.1, §9.1); write a new file instead", missing);
     uint32_t hps;
     sqkv_error err = head_grouping(j, &hps);
     if (err) return err;

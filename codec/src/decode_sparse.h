@@ -14,9 +14,13 @@
 #include "sparse_layout.h"
 #include "sqkv.h"
 
-/* Bytes 24..27 of a SPARSE header: payload_bits and offset_interval_log2 (SECTION_FIELD), then the
- * quantizer / granularity / bits combination of §7.4 (PAYLOAD_PARAMS). */
-sqkv_error sqkv_sparse_check_fields(const sqkv_section_header *h, sqkv_diag *diag);
+/* Bytes 24..31 of a SPARSE header, in the order of §5.2 step 4: payload_bits, offset_interval_log2,
+ * flags and each against the file's required features (SECTION_FIELD), then the quantizer / granularity
+ * / bits / ALL_KEPT combination of §7.4 and §7.6 (PAYLOAD_PARAMS). */
+sqkv_error sqkv_sparse_check_fields(const sqkv_section_header *h, uint32_t features, sqkv_diag *diag);
+
+/* P of an ALL_KEPT section (§7.6): every element of its heads and tokens. */
+uint64_t sqkv_sparse_all_kept_count(const sqkv_section_header *h, uint32_t head_dim);
 
 /* decoded_size against what the header alone allows: at least the streams with no kept element, at
  * most with every non-padding element kept (SIZE_MISMATCH). Fields and coordinates already checked. */
@@ -50,6 +54,9 @@ sqkv_error sqkv_sparse_validate(const uint8_t *body, const sqkv_section_header *
  * infinity in out_dtype (bf16 files decoded to fp16). */
 sqkv_error sqkv_sparse_decode(const sqkv_sparse_view *v, uint32_t first, uint32_t count, sqkv_dtype out_dtype,
                               uint8_t *out, size_t head_stride, sqkv_diag *diag);
+
+/* The bitmap of section tile t: the stored one, or with ALL_KEPT the implied one (§7.6). */
+uint64_t sqkv_sparse_tile_bitmap(const sqkv_sparse_view *v, uint64_t t);
 
 /* The kept values of section head j as E bits, in payload order (head_first[j+1] - head_first[j]
  * of them): the level of each code, or the stored value for EXACT. */

@@ -114,17 +114,19 @@ typedef struct bit_packer {
     uint8_t *out;
     uint64_t pos; /* bytes written */
     uint64_t acc;
-    uint32_t fill; /* bits in acc; b divides 64 so a word fills exactly */
+    uint32_t fill; /* bits in acc, < 64 */
 } bit_packer;
 
+/* §7.5: one little-endian bit string. With 3, 5, 6 or 7 bits a code may straddle two words: its high
+ * bits start the next one. */
 static inline void pack_code(bit_packer *p, uint32_t code, uint32_t bits) {
     p->acc |= (uint64_t)code << p->fill;
     p->fill += bits;
-    if (p->fill == 64) {
+    if (p->fill >= 64) {
         sqkv_store_u64(p->out + p->pos, p->acc);
         p->pos += 8;
-        p->acc = 0;
-        p->fill = 0;
+        p->fill -= 64;
+        p->acc = p->fill ? (uint64_t)code >> (bits - p->fill) : 0;
     }
 }
 
@@ -154,13 +156,13 @@ static void block_keys(const uint16_t *values, uint16_t keys[64]) {
 static void codes_from_table(const uint16_t *values, uint32_t n, const sqkv_code_table *t, const uint8_t *lut,
                              uint8_t *codes) {
     uint32_t i = 0;
-    if (t->bits == 8) {
+    if (t->bits == 8 || t->bits == 6 || t->bits == 7) {
         if (lut)
             for (; i < n; i++) codes[i] = lut[sqkv_e_order_key(values[i])];
         for (; i < n; i++) codes[i] = (uint8_t)sqkv_code_lookup(t, values[i]);
         return;
     }
-    uint16_t th[16];
+    uint16_t th[32];
     const uint32_t n_thresholds = (1u << t->bits) - 1u;
     for (uint32_t c = 1; c <= n_thresholds; c++) th[c] = threshold16(t, c);
     uint16_t keys[64];
@@ -170,9 +172,13 @@ static void codes_from_table(const uint16_t *values, uint32_t n, const sqkv_code
         if (t->bits == 2) {
             for (uint32_t k = 0; k < 64; k++)
                 out[k] = (uint8_t)((keys[k] >= th[1]) + (keys[k] >= th[2]) + (keys[k] >= th[3]));
-        } else {
+        } else if (t->bits == 4) {
             for (uint32_t k = 0; k < 64; k++) out[k] = 0;
             for (uint32_t c = 1; c <= 15; c++)
+                for (uint32_t k = 0; k < 64; k++) out[k] = (uint8_t)(out[k] + (keys[k] >= th[c]));
+        } else { /* 1, 3 or 5 bits */
+            for (uint32_t k = 0; k < 64; k++) out[k] = 0;
+            for (uint32_t c = 1; c <= n_thresholds; c++)
                 for (uint32_t k = 0; k < 64; k++) out[k] = (uint8_t)(out[k] + (keys[k] >= th[c]));
         }
     }
@@ -204,6 +210,10 @@ static uint64_t compact8(uint64_t x, uint32_t bits) {
 
 static void pack_codes(bit_packer *p, const uint8_t *codes, uint32_t n, uint32_t bits) {
     uint32_t i = 0;
+    if (bits != 2 && bits != 4 && bits != 8) { /* compact8 knows 2 and 4; 1, 3, 5, 6, 7 go code by code */
+        for (; i < n; i++) pack_code(p, codes[i], bits);
+        return;
+    }
     while (i < n && p->fill != 0) pack_code(p, codes[i++], bits);
     const uint32_t per_word = 64u / bits;
     for (; i + per_word <= n; i += per_word) {
@@ -256,6 +266,42 @@ static uint64_t group_extremes(sqkv_quantizer q, const uint16_t *values, uint64_
     return 2;
 }
 
+/* Range search (§14): the candidate parameters with the least sum of squared errors over the group,
+ * the earlier candidate on ties. Codes are the reference choice for each candidate's levels. */
+static void search_range(const sqkv_sparse_input *in, const uint16_t *values, uint64_t n, const uint16_t extremes[2],
+                         uint16_t *best_s, uint16_t *best_z) {
+    const uint32_t bits = in->payload_bits, n_levels = 1u << bits;
+    double best_error = -1.0;
+    for (uint32_t i = 0; i < SQKV_RANGE_CANDIDATES; i++) {
+        uint16_t s, z, levels[SQKV_MAX_LEVELS];
+        sqkv_quant_candidate_params(in->quantizer, bits, in->e, extremes, i, &s, &z);
+        if (i == 0) {
+            *best_s = s;
+            *best_z = z;
+        }
+        if (sqkv_quant_levels(in->quantizer, bits, in->e, s, z, levels) != SQKV_OK) continue;
+        sqkv_code_table table;
+        sqkv_code_table_build(levels, bits, in->e, &table);
+        double d[SQKV_MAX_LEVELS];
+        for (uint32_t c = 0; c < n_levels; c++) d[c] = e_to_double_fast(levels[c], in->e);
+        double error = 0.0;
+        uint8_t codes[CODE_CHUNK];
+        for (uint64_t done = 0; done < n && (best_error < 0 || error < best_error); done += CODE_CHUNK) {
+            const uint32_t chunk = n - done < CODE_CHUNK ? (uint32_t)(n - done) : CODE_CHUNK;
+            codes_from_table(values + done, chunk, &table, NULL, codes);
+            for (uint32_t k = 0; k < chunk; k++) {
+                const double diff = e_to_double_fast(values[done + k], in->e) - d[codes[k]];
+                error += diff * diff;
+            }
+        }
+        if (best_error < 0 || error < best_error) {
+            best_error = error;
+            *best_s = s;
+            *best_z = z;
+        }
+    }
+}
+
 /* Codes one parameter group: writes its parameters to scales (Q E values) and its codes to the payload. */
 static sqkv_error encode_group(const sqkv_sparse_input *in, const uint16_t *values, uint64_t n, uint8_t *scales,
                                sqkv_sparse_scratch *scratch, bit_packer *p) {
@@ -265,7 +311,10 @@ static sqkv_error encode_group(const sqkv_sparse_input *in, const uint16_t *valu
      * keys and passed alone, instead of converting every value to binary64. */
     uint16_t s, z, extremes[2];
     const uint64_t extreme_count = group_extremes(in->quantizer, values, n, extremes);
-    sqkv_quant_choose_params(in->quantizer, bits, in->e, extremes, extreme_count, &s, &z);
+    if (in->range_search)
+        search_range(in, values, n, extremes, &s, &z);
+    else
+        sqkv_quant_choose_params(in->quantizer, bits, in->e, extremes, extreme_count, &s, &z);
     sqkv_store_u16(scales, s);
     if (in->quantizer == SQKV_QUANT_ASYMMETRIC) sqkv_store_u16(scales + 2, z);
 
@@ -296,8 +345,16 @@ static sqkv_error encode_group(const sqkv_sparse_input *in, const uint16_t *valu
         if (use_table) {
             codes_from_table(values + done, chunk, &table, lut, codes);
         } else {
-            for (uint32_t i = 0; i < chunk; i++)
-                codes[i] = (uint8_t)sqkv_quant_nearest_double(d, n_levels, e_to_double_fast(values[done + i], in->e));
+            /* A guess from the level formula (exact or off by one), then the reference's choice. */
+            const double sd = e_to_double_fast(s, in->e);
+            const double base = in->quantizer == SQKV_QUANT_ASYMMETRIC ? e_to_double_fast(z, in->e) : d[0];
+            const double per_code = sd > 0 ? (in->quantizer == SQKV_QUANT_ASYMMETRIC ? 1.0 / sd : 0.5 / sd) : 0.0;
+            for (uint32_t i = 0; i < chunk; i++) {
+                const double x = e_to_double_fast(values[done + i], in->e);
+                const double g = (x - base) * per_code + 0.5;
+                const uint32_t guess = g > 0 ? (g < (double)n_levels ? (uint32_t)g : n_levels - 1) : 0;
+                codes[i] = (uint8_t)sqkv_quant_nearest_double_near(d, n_levels, x, guess);
+            }
         }
         pack_codes(p, codes, chunk, bits);
     }
@@ -349,6 +406,25 @@ static uint64_t head_bitmaps(const sqkv_sparse_input *in, const uint16_t *rows, 
     return kept;
 }
 
+/* ALL_KEPT (§7.6): the implied bitmaps of one head, every non-padding element; returns TC * D. */
+static uint64_t head_all_kept_bitmaps(const sqkv_sparse_input *in, uint64_t *bm) {
+    const uint32_t d = in->head_dim, tc = in->token_count, hb = (d + 63u) / 64u;
+    uint64_t t = 0;
+    for (uint32_t c0 = 0; c0 < tc; c0 += 64u) {
+        const uint32_t rows = tc - c0 < 64u ? tc - c0 : 64u;
+        if (in->tensor == SQKV_TENSOR_K) {
+            const uint64_t mask = sqkv_valid_mask(rows);
+            for (uint32_t ch = 0; ch < d; ch++) bm[t++] = mask;
+        } else {
+            for (uint32_t h = 0; h < hb; h++) {
+                const uint64_t mask = sqkv_valid_mask(d - 64u * h < 64u ? d - 64u * h : 64u);
+                for (uint32_t r = 0; r < rows; r++) bm[t++] = mask;
+            }
+        }
+    }
+    return (uint64_t)tc * d;
+}
+
 /* ---- gather ------------------------------------------------------------------------------------ */
 
 /* Appends the kept values of one head in payload order (tile order, then element index) to out. */
@@ -397,28 +473,33 @@ sqkv_error sqkv_encode_sparse(const sqkv_sparse_input *in, sqkv_sparse_scratch *
 
     uint64_t total_kept = 0;
     for (uint32_t j = 0; j < in->head_count; j++) {
-        scratch->head_kept[j] = head_bitmaps(in, in->rows + j * in->head_stride, scratch->bitmaps + j * nt);
+        scratch->head_kept[j] = in->all_kept ? head_all_kept_bitmaps(in, scratch->bitmaps + j * nt)
+                                             : head_bitmaps(in, in->rows + j * in->head_stride, scratch->bitmaps + j * nt);
         total_kept += scratch->head_kept[j];
     }
 
     sqkv_sparse_layout layout;
-    sqkv_sparse_layout_compute(n_tiles, in->offset_interval_log2, (uint32_t)in->quantizer,
-                               (uint32_t)in->granularity, in->payload_bits, in->head_count, total_kept, &layout);
+    sqkv_sparse_layout_compute_flags(n_tiles, in->offset_interval_log2, (uint32_t)in->quantizer,
+                                     (uint32_t)in->granularity, in->payload_bits, in->head_count, total_kept,
+                                     in->all_kept, &layout);
     err = sqkv_blob_alloc(out, layout.body_size);
     if (err != SQKV_OK) return err;
     uint8_t *body = sqkv_blob_body(out);
 
-    /* Bitmaps and the offset table (kept counts before every 2^k-th tile, then P). */
-    const uint64_t interval_mask = ((uint64_t)1 << in->offset_interval_log2) - 1u;
-    uint64_t running = 0;
-    for (uint64_t n = 0; n < n_tiles; n++) {
-        const uint64_t bits = scratch->bitmaps[n];
-        sqkv_store_u64(body + layout.bitmaps_at + 8 * n, bits);
-        if ((n & interval_mask) == 0)
-            sqkv_store_u32(body + layout.offsets_at + 4 * (n >> in->offset_interval_log2), (uint32_t)running);
-        running += (uint64_t)__builtin_popcountll(bits);
+    /* Bitmaps and the offset table (kept counts before every 2^k-th tile, then P); neither is stored
+     * with ALL_KEPT. */
+    if (!in->all_kept) {
+        const uint64_t interval_mask = ((uint64_t)1 << in->offset_interval_log2) - 1u;
+        uint64_t running = 0;
+        for (uint64_t n = 0; n < n_tiles; n++) {
+            const uint64_t bits = scratch->bitmaps[n];
+            sqkv_store_u64(body + layout.bitmaps_at + 8 * n, bits);
+            if ((n & interval_mask) == 0)
+                sqkv_store_u32(body + layout.offsets_at + 4 * (n >> in->offset_interval_log2), (uint32_t)running);
+            running += (uint64_t)__builtin_popcountll(bits);
+        }
+        sqkv_store_u32(body + layout.offsets_at + 4 * (layout.n_offsets - 1), (uint32_t)running);
     }
-    sqkv_store_u32(body + layout.offsets_at + 4 * (layout.n_offsets - 1), (uint32_t)running);
 
     /* Kept values in payload order: straight into the payload for EXACT, else into scratch. */
     uint16_t *kept;
@@ -448,10 +529,17 @@ sqkv_error sqkv_encode_sparse(const sqkv_sparse_input *in, sqkv_sparse_scratch *
                 if (scratch->head_kept[j]) group += scratch->head_kept[j];
             }
         } else {
+            /* PER_TILE: one group per tile; PER_HALF_TILE: elements 0..31 (bits 63..32), then 32..63. */
+            const int halves = in->granularity == SQKV_SCALE_PER_HALF_TILE;
+            const uint64_t part_masks[2] = {halves ? 0xFFFFFFFF00000000ull : ~0ull, 0x00000000FFFFFFFFull};
+            uint8_t *group_scales = scales;
             for (uint64_t n = 0; n < n_tiles && err == SQKV_OK; n++) {
-                const uint64_t count = (uint64_t)__builtin_popcountll(scratch->bitmaps[n]);
-                err = encode_group(in, group, count, scales + n * group_bytes, scratch, &packer);
-                if (count) group += count;
+                for (int part = 0; part <= halves && err == SQKV_OK; part++) {
+                    const uint64_t count = (uint64_t)__builtin_popcountll(scratch->bitmaps[n] & part_masks[part]);
+                    err = encode_group(in, group, count, group_scales, scratch, &packer);
+                    group_scales += group_bytes;
+                    if (count) group += count;
+                }
             }
         }
         if (err != SQKV_OK) {
@@ -470,5 +558,6 @@ sqkv_error sqkv_encode_sparse(const sqkv_sparse_input *in, sqkv_sparse_scratch *
     h->quantizer = (uint8_t)in->quantizer;
     h->scale_granularity = (uint8_t)in->granularity;
     h->offset_interval_log2 = (uint8_t)in->offset_interval_log2;
+    h->flags = in->all_kept ? SQKV_SECTION_FLAG_ALL_KEPT : 0u;
     return SQKV_OK;
 }

@@ -22,7 +22,9 @@ typedef struct sqkv_sparse_input {
     uint32_t payload_bits;           /* a combination sqkv_writer_create accepted (§7.4) */
     sqkv_quantizer quantizer;
     sqkv_scale_granularity granularity;
-    uint32_t offset_interval_log2;
+    uint32_t offset_interval_log2;   /* 0 with all_kept */
+    int all_kept;                    /* §7.6: keep every element, zeros too; no bitmaps or offsets stored */
+    int range_search;                /* §14: least squared error over SQKV_RANGE_CANDIDATES parameter sets */
 } sqkv_sparse_input;
 
 /* Working memory reused from one section to the next (zero-initialize; free with the function below). */

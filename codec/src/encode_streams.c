@@ -11,7 +11,6 @@
 /* Rewrites the header for codec 1 and checksums the new stored body. */
 static void seal_codec1(sqkv_section_blob *b, uint64_t stored_size) {
     b->header.codec = SQKV_CODEC_STREAMS;
-    b->header.flags = 0;
     b->header.stored_size = stored_size;
     b->header.body_checksum = sqkv_checksum(sqkv_blob_body(b), (size_t)stored_size);
     sqkv_section_header_pack(&b->header, b->bytes);

@@ -100,6 +100,11 @@ extern const uint8_t sqkv_end_magic[SQKV_MAGIC_SIZE]; /* the magic reversed (§9
 #define SQKV_IDX_TOKEN_COUNT 36
 #define SQKV_TAIL_SIZE 16u
 
+/* §4.1: version_minor is 1 exactly when some required feature is declared. */
+static inline uint16_t sqkv_version_minor_for(uint32_t required_features) {
+    return (uint16_t)(required_features != 0);
+}
+
 static inline uint64_t sqkv_align8(uint64_t n) { return (n + 7u) & ~(uint64_t)7u; }
 
 static inline uint16_t sqkv_load_u16(const uint8_t *p) {

@@ -62,9 +62,9 @@ static sqkv_error count_region(sqkv_reader *r, const char *fn, uint32_t first, u
         sqkv_error err = sqkv_reader_sparse(r, entry, 0, view);
         if (err) return err;
         const uint64_t j = head - r->index.entries[entry].head_start;
-        const uint8_t *bitmaps = view->body + view->layout.bitmaps_at + 8 * j * view->tiles_per_head;
+        const uint64_t first_tile = j * view->tiles_per_head;
         for (uint64_t n = 0; n < view->tiles_per_head; n++)
-            *words += tile_words((uint64_t)__builtin_popcountll(sqkv_rd64(bitmaps + 8 * n)));
+            *words += tile_words((uint64_t)__builtin_popcountll(sqkv_sparse_tile_bitmap(view, first_tile + n)));
         *tiles += view->tiles_per_head;
     }
     if (*words > INT32_MAX) {
@@ -99,9 +99,9 @@ sqkv_error sqkv_reader_mustafar_sizes(sqkv_reader *r, uint32_t layer, sqkv_tenso
 static void export_section(const sqkv_sparse_view *view, uint32_t j, int64_t *bitmaps, int32_t *accum,
                            uint16_t *values) {
     const uint64_t nt = view->tiles_per_head;
-    const uint8_t *src = view->body + view->layout.bitmaps_at + 8 * (uint64_t)j * nt;
+    const uint64_t first_tile = (uint64_t)j * nt;
     for (uint64_t n = 0; n < nt; n++) {
-        const uint64_t bm = sqkv_rd64(src + 8 * n);
+        const uint64_t bm = sqkv_sparse_tile_bitmap(view, first_tile + n); /* implied with ALL_KEPT */
         memcpy(&bitmaps[n], &bm, sizeof bm); /* the same 64 bits, as Mustafar's int64 */
         accum[n + 1] = (int32_t)((uint64_t)accum[n] + tile_words((uint64_t)__builtin_popcountll(bm)));
     }
@@ -112,7 +112,7 @@ static void export_section(const sqkv_sparse_view *view, uint32_t j, int64_t *bi
     sqkv_sparse_head_values(view, j, base);
     uint64_t packed_end = view->head_first[j + 1] - view->head_first[j];
     for (uint64_t n = nt; n-- > 0;) {
-        const uint64_t kept = (uint64_t)__builtin_popcountll(sqkv_rd64(src + 8 * n));
+        const uint64_t kept = (uint64_t)__builtin_popcountll(sqkv_sparse_tile_bitmap(view, first_tile + n));
         const uint64_t padded = 2 * tile_words(kept);
         uint16_t *dst = values + 2 * (uint64_t)accum[n];
         packed_end -= kept;

@@ -51,9 +51,11 @@ sqkv_error sqkv_parse_file_header(const uint8_t *data, uint64_t size, const sqkv
         return sqkv_diag_fail(diag, SQKV_ERR_HEADER_CHECKSUM, "file header: checksum mismatch (§4)");
 
     const uint32_t required = sqkv_load_u32(data + SQKV_HDR_REQUIRED_FEATURES);
-    if (required != 0)
+    if (required & ~SQKV_FEATURES_KNOWN)
         return sqkv_diag_fail(diag, SQKV_ERR_UNSUPPORTED_FEATURE, "file header: required_features 0x%08" PRIx32
-                              " (§12: v1.0 defines none)", required);
+                              " has bits this decoder does not implement: 0x%08" PRIx32 " (§4.1, §12)", required,
+                              required & ~SQKV_FEATURES_KNOWN);
+    info->required_features = required;
     info->optional_features = sqkv_load_u32(data + SQKV_HDR_OPTIONAL_FEATURES);
     if (!sqkv_all_zero(data + SQKV_HDR_RESERVED, 8))
         return sqkv_diag_fail(diag, SQKV_ERR_RESERVED, "file header: reserved bytes 48..55 are not zero (§4)");

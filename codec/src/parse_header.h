@@ -18,6 +18,7 @@ typedef struct sqkv_file_info {
     uint64_t file_size;
     uint32_t version_major, version_minor;
     uint32_t header_size;
+    uint32_t required_features; /* §4.1: SQKV_FEATURE_* bits, all known to this decoder */
     uint32_t optional_features; /* ignored, kept for tools */
     uint32_t n_layers, n_kv_heads, head_dim;
     uint32_t header_n_tokens, header_dense_window; /* the file header's: the cache as first written */

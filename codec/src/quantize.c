@@ -29,6 +29,16 @@ sqkv_error sqkv_quant_levels(sqkv_quantizer q, uint32_t bits, sqkv_dtype e, uint
     return SQKV_OK;
 }
 
+/* Whether the top level (code 2^bits - 1) of a group with step s is finite: the formula of
+ * sqkv_quant_levels for that one code. */
+static int top_level_finite(sqkv_quantizer q, uint32_t bits, sqkv_dtype e, uint16_t s, double zd) {
+    const uint32_t top = (1u << bits) - 1;
+    const double sd = sqkv_e_to_double(s, e);
+    if (q == SQKV_QUANT_SYMMETRIC) return sqkv_e_is_finite(sqkv_double_to_e((double)(int32_t)top * sd, e), e);
+    volatile double product = (double)top * sd; /* volatile: no fused multiply-add, as in the table */
+    return sqkv_e_is_finite(sqkv_double_to_e(product + zd, e), e);
+}
+
 /* The E value just below positive finite h (h > 0). */
 static uint16_t e_prev(uint16_t h) { return (uint16_t)(h - 1u); }
 
@@ -39,8 +49,9 @@ static uint16_t choose_step(sqkv_quantizer q, uint32_t bits, sqkv_dtype e, doubl
     uint16_t s = sqkv_double_to_e(range / (double)(n - 1), e);
     if (range > 0 && sqkv_e_magnitude(s) == 0) s = 1; /* smallest positive subnormal */
     if (!sqkv_e_is_finite(s, e)) s = sqkv_e_max_finite(e);
-    uint16_t levels[SQKV_MAX_LEVELS];
-    while (s != 0 && sqkv_quant_levels(q, bits, e, s, z, levels) != SQKV_OK) s = e_prev(s);
+    /* Levels are non-decreasing and the lowest is z or -top, so all are finite iff the top one is. */
+    const double zd = q == SQKV_QUANT_ASYMMETRIC ? sqkv_e_to_double(z, e) : 0.0;
+    while (s != 0 && !top_level_finite(q, bits, e, s, zd)) s = e_prev(s);
     return s;
 }
 
@@ -73,9 +84,33 @@ void sqkv_quant_choose_params(sqkv_quantizer q, uint32_t bits, sqkv_dtype e, con
     *s = choose_step(q, bits, e, hi - lo, lo_bits);
 }
 
+void sqkv_quant_candidate_params(sqkv_quantizer q, uint32_t bits, sqkv_dtype e, const uint16_t *extremes,
+                                 uint32_t candidate, uint16_t *s, uint16_t *z) {
+    if (candidate == 0) { /* the plain rule, bit for bit (a -0 minimum stays -0) */
+        sqkv_quant_choose_params(q, bits, e, extremes, q == SQKV_QUANT_SYMMETRIC ? 1 : 2, s, z);
+        return;
+    }
+    /* alpha = 1 - candidate/16 and every product below are exact in binary64 (E values have at most 11
+     * significant bits and a 40-bit exponent range), so every encoder computes the same candidates. */
+    const double alpha = 1.0 - (double)candidate / 16.0;
+    if (q == SQKV_QUANT_SYMMETRIC) {
+        *z = 0;
+        *s = choose_step(q, bits, e, alpha * sqkv_e_to_double(extremes[0], e), 0);
+        return;
+    }
+    const double lo = sqkv_e_to_double(extremes[0], e), hi = sqkv_e_to_double(extremes[1], e);
+    const double center = 0.5 * (lo + hi), half = 0.5 * alpha * (hi - lo);
+    *z = sqkv_double_to_e(center - half, e);
+    const double range = center + half - sqkv_e_to_double(*z, e);
+    *s = choose_step(q, bits, e, range > 0 ? range : 0.0, *z);
+}
+
 void sqkv_quant_levels_to_double(const uint16_t *levels, uint32_t n_levels, sqkv_dtype e, double *out) {
     for (uint32_t c = 0; c < n_levels; c++) out[c] = sqkv_e_to_double(levels[c], e);
 }
+
+/* The code nearest to x given lo, the first code whose level is >= x (n_levels if none). */
+static uint32_t nearest_from_boundary(const double *levels, uint32_t n_levels, double x, uint32_t lo);
 
 uint32_t sqkv_quant_nearest_double(const double *levels, uint32_t n_levels, double x) {
     /* First code whose level is >= x, by binary search over the non-decreasing table. */
@@ -87,6 +122,19 @@ uint32_t sqkv_quant_nearest_double(const double *levels, uint32_t n_levels, doub
         else
             hi = mid;
     }
+    return nearest_from_boundary(levels, n_levels, x, lo);
+}
+
+uint32_t sqkv_quant_nearest_double_near(const double *levels, uint32_t n_levels, double x, uint32_t guess) {
+    /* The same boundary, found by stepping from the guess: a table is non-decreasing, so the first code
+     * whose level is >= x is where the steps stop, whatever the guess. */
+    uint32_t lo = guess < n_levels ? guess : n_levels - 1;
+    while (lo > 0 && levels[lo - 1] >= x) lo--;
+    while (lo < n_levels && levels[lo] < x) lo++;
+    return nearest_from_boundary(levels, n_levels, x, lo);
+}
+
+static uint32_t nearest_from_boundary(const double *levels, uint32_t n_levels, double x, uint32_t lo) {
     if (lo == n_levels) {
         /* Above every level: the top level, or the first of a run of equal top levels (a tie). */
         uint32_t c = n_levels - 1;

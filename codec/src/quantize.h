@@ -26,6 +26,14 @@ sqkv_error sqkv_quant_levels(sqkv_quantizer q, uint32_t bits, sqkv_dtype e, uint
 void sqkv_quant_choose_params(sqkv_quantizer q, uint32_t bits, sqkv_dtype e, const uint16_t *values,
                               uint64_t count, uint16_t *s, uint16_t *z);
 
+/* Range search (spec/FORMAT.md §14, writer option range_search): the parameters of candidate i
+ * (0 <= i < SQKV_RANGE_CANDIDATES) for a group whose extremes are given as group_extremes finds them
+ * (SYMMETRIC: largest magnitude; ASYMMETRIC: smallest and largest value, E bits). Candidate 0 is
+ * sqkv_quant_choose_params' choice; candidate i shrinks the range about its centre to 1 - i/16 of it. */
+#define SQKV_RANGE_CANDIDATES 8u
+void sqkv_quant_candidate_params(sqkv_quantizer q, uint32_t bits, sqkv_dtype e, const uint16_t *extremes,
+                                 uint32_t candidate, uint16_t *s, uint16_t *z);
+
 /* Reference encoder: the code of the level nearest to x (ties to the lower code). levels must be
  * non-decreasing, as every valid level table is. */
 uint32_t sqkv_quant_nearest(const uint16_t *levels, uint32_t n_levels, sqkv_dtype e, uint16_t x);
@@ -33,6 +41,8 @@ uint32_t sqkv_quant_nearest(const uint16_t *levels, uint32_t n_levels, sqkv_dtyp
 /* Level tables as doubles, to choose codes without converting the same level twice. */
 void sqkv_quant_levels_to_double(const uint16_t *levels, uint32_t n_levels, sqkv_dtype e, double *out);
 uint32_t sqkv_quant_nearest_double(const double *levels, uint32_t n_levels, double x);
+/* The same code, found from a guess (any code; a close one makes it fast). */
+uint32_t sqkv_quant_nearest_double_near(const double *levels, uint32_t n_levels, double x, uint32_t guess);
 
 #ifdef __cplusplus
 }

@@ -273,6 +273,7 @@ sqkv_error sqkv_reader_geometry(const sqkv_reader *r, sqkv_geometry *out) {
     out->dense_window = r->file.dense_window;
     out->value_dtype = r->file.value_dtype;
     out->source_dtype = r->file.source_dtype;
+    out->required_features = r->file.required_features;
     return SQKV_OK;
 }
 

@@ -33,13 +33,13 @@ static inline sqkv_error sqkv_blob_alloc(sqkv_section_blob *b, uint64_t body_siz
     if (!b->bytes) return SQKV_ERR_OUT_OF_MEMORY;
     b->header.stored_size = body_size;
     b->header.decoded_size = body_size;
+    b->header.flags = 0; /* the SPARSE encoder sets ALL_KEPT after this (§7.6); no other kind has flags */
     return SQKV_OK;
 }
 
 /* Computes the body checksum and writes the packed header in front of the body. */
 static inline void sqkv_blob_seal(sqkv_section_blob *b) {
     b->header.codec = SQKV_CODEC_NONE;
-    b->header.flags = 0;
     b->header.body_checksum = sqkv_checksum(sqkv_blob_body(b), (size_t)b->header.stored_size);
     sqkv_section_header_pack(&b->header, b->bytes);
 }

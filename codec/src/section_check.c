@@ -150,18 +150,17 @@ static sqkv_error check_decoded_size(const sqkv_section_header *h, int supersede
 }
 
 /* Payload fields (bytes 24..27) and flags (§5). */
-static sqkv_error check_payload_fields(const sqkv_section_header *h, sqkv_diag *diag) {
-    if (h->kind == SQKV_KIND_SPARSE) {
-        sqkv_error err = sqkv_sparse_check_fields(h, diag);
-        if (err) return err;
-    } else if (sqkv_kind_known(h->kind)) {
+static sqkv_error check_payload_fields(const sqkv_section_header *h, uint32_t features, sqkv_diag *diag) {
+    if (h->kind == SQKV_KIND_SPARSE) return sqkv_sparse_check_fields(h, features, diag); /* flags too */
+    if (sqkv_kind_known(h->kind)) {
         if (h->payload_bits || h->quantizer || h->scale_granularity || h->offset_interval_log2)
             return sqkv_diag_fail(diag, SQKV_ERR_SECTION_FIELD,
                                   "payload_bits, quantizer, scale_granularity and offset_interval_log2 must be zero"
                                   " for a %s section (§5)", sqkv_kind_name(h->kind));
     }
     if (h->flags != 0)
-        return sqkv_diag_fail(diag, SQKV_ERR_SECTION_FIELD, "flags 0x%08" PRIx32 " (§5: v1.0 defines none)", h->flags);
+        return sqkv_diag_fail(diag, SQKV_ERR_SECTION_FIELD, "flags 0x%08" PRIx32 " (§5: no flag is defined for a"
+                              " %s section)", h->flags, sqkv_kind_name(h->kind));
     return SQKV_OK;
 }
 
@@ -214,10 +213,11 @@ sqkv_error sqkv_check_section_header(const uint8_t *p, const sqkv_file_info *f, 
     if (h->codec != SQKV_CODEC_NONE && h->codec != SQKV_CODEC_STREAMS)
         return sqkv_diag_fail(diag, SQKV_ERR_UNSUPPORTED_CODEC, "codec %u (§5.1: 0 none, 1 streams)", h->codec);
 
+    /* §5.2 step 4: field values (SECTION_FIELD, PAYLOAD_PARAMS), then coordinates (SECTION_RANGE). */
     const sqkv_entry got = entry_of_header(h, e->offset);
-    sqkv_error err = sqkv_check_coordinates(&got, f, diag);
+    sqkv_error err = check_payload_fields(h, f->required_features, diag);
     if (err) return err;
-    if ((err = check_payload_fields(h, diag))) return err;
+    if ((err = sqkv_check_coordinates(&got, f, diag))) return err;
     if (h->kind == SQKV_KIND_INDEX && h->codec != SQKV_CODEC_NONE)
         return sqkv_diag_fail(diag, SQKV_ERR_SECTION_FIELD, "an INDEX section with codec %u (§5.1: INDEX uses codec 0)",
                               h->codec);

@@ -223,6 +223,7 @@ static sqkv_error header_done(sqkv_stream_decoder *d) {
     d->geometry.dense_window = f->dense_window;
     d->geometry.value_dtype = f->value_dtype;
     d->geometry.source_dtype = f->source_dtype;
+    d->geometry.required_features = f->required_features;
     d->header_ok = 1;
     d->verified = f->header_size;
     d->state = ST_SECTION_HEADER;

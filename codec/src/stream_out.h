@@ -43,6 +43,8 @@ sqkv_error sqkv_stream_out_index(sqkv_stream_out *s, uint32_t n_tokens, uint32_t
 /* Writer hooks for appends. */
 /* The option rules of sqkv_writer_create; the reason goes to why. */
 sqkv_error sqkv_writer_check_options(const sqkv_writer_options *o, char *why, size_t why_size);
+/* The required features (spec/FORMAT.md §4.1) that files written with valid options o use. */
+uint32_t sqkv_features_of_options(const sqkv_writer_options *o);
 /* Applies the zstd layer of opt.zstd_level (nothing at 0) to a sealed section. */
 sqkv_error sqkv_writer_compress(sqkv_writer *w, sqkv_section_blob *b);
 /* Tensor sections the writer makes for the whole cache. */

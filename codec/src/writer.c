@@ -77,6 +77,15 @@ uint64_t sqkv_dense_size(uint32_t head_count, uint32_t n_tokens, uint32_t head_d
     return elements * dtype_size(dtype);
 }
 
+uint32_t sqkv_features_of_options(const sqkv_writer_options *o) {
+    const uint32_t b = o->payload_bits;
+    uint32_t f = 0;
+    if (b != 2 && b != 4 && b != 8 && b != 16) f |= SQKV_FEATURE_CODE_WIDTHS;
+    if (o->scales == SQKV_SCALE_PER_HALF_TILE) f |= SQKV_FEATURE_HALF_TILE_SCALES;
+    if (o->prune == SQKV_PRUNE_KEEP_ALL) f |= SQKV_FEATURE_ALL_KEPT;
+    return f;
+}
+
 void sqkv_writer_options_default(sqkv_writer_options *opts) {
     if (!opts) return;
     memset(opts, 0, sizeof *opts);
@@ -121,8 +130,9 @@ static sqkv_error check_geometry(const sqkv_geometry *g, char *why, size_t why_s
 }
 
 sqkv_error sqkv_writer_check_options(const sqkv_writer_options *o, char *why, size_t why_size) {
-    if (o->prune != SQKV_PRUNE_NONE && o->prune != SQKV_PRUNE_MAGNITUDE) {
-        snprintf(why, why_size, "options.prune must be SQKV_PRUNE_NONE or SQKV_PRUNE_MAGNITUDE (got %d)", (int)o->prune);
+    if (o->prune != SQKV_PRUNE_NONE && o->prune != SQKV_PRUNE_MAGNITUDE && o->prune != SQKV_PRUNE_KEEP_ALL) {
+        snprintf(why, why_size, "options.prune must be SQKV_PRUNE_NONE, SQKV_PRUNE_MAGNITUDE or SQKV_PRUNE_KEEP_ALL"
+                 " (got %d)", (int)o->prune);
         return SQKV_ERR_INVALID_ARGUMENT;
     }
     if (!(o->sparsity >= 0.0 && o->sparsity < 1.0)) { /* also rejects NaN */
@@ -130,8 +140,8 @@ sqkv_error sqkv_writer_check_options(const sqkv_writer_options *o, char *why, si
         return SQKV_ERR_INVALID_ARGUMENT;
     }
     const uint32_t b = o->payload_bits;
-    if (b != 2 && b != 4 && b != 8 && b != 16) {
-        snprintf(why, why_size, "options.payload_bits must be 2, 4, 8 or 16 (got %u)", (unsigned)b);
+    if (!((b >= 1 && b <= 8) || b == 16)) {
+        snprintf(why, why_size, "options.payload_bits must be 1..8 or 16 (got %u)", (unsigned)b);
         return SQKV_ERR_INVALID_ARGUMENT;
     }
     if (o->quantizer != SQKV_QUANT_EXACT && o->quantizer != SQKV_QUANT_SYMMETRIC &&
@@ -139,8 +149,10 @@ sqkv_error sqkv_writer_check_options(const sqkv_writer_options *o, char *why, si
         snprintf(why, why_size, "options.quantizer must be EXACT, SYMMETRIC or ASYMMETRIC (got %d)", (int)o->quantizer);
         return SQKV_ERR_INVALID_ARGUMENT;
     }
-    if (o->scales != SQKV_SCALE_NONE && o->scales != SQKV_SCALE_PER_HEAD && o->scales != SQKV_SCALE_PER_TILE) {
-        snprintf(why, why_size, "options.scales must be NONE, PER_HEAD or PER_TILE (got %d)", (int)o->scales);
+    if (o->scales != SQKV_SCALE_NONE && o->scales != SQKV_SCALE_PER_HEAD && o->scales != SQKV_SCALE_PER_TILE &&
+        o->scales != SQKV_SCALE_PER_HALF_TILE) {
+        snprintf(why, why_size, "options.scales must be NONE, PER_HEAD, PER_TILE or PER_HALF_TILE (got %d)",
+                 (int)o->scales);
         return SQKV_ERR_INVALID_ARGUMENT;
     }
     /* §7.4: EXACT <=> 16 bits <=> no scales. */
@@ -150,8 +162,18 @@ sqkv_error sqkv_writer_check_options(const sqkv_writer_options *o, char *why, si
         return SQKV_ERR_INVALID_ARGUMENT;
     }
     if ((o->quantizer == SQKV_QUANT_EXACT) != (o->scales == SQKV_SCALE_NONE)) {
-        snprintf(why, why_size, "options.scales must be NONE with the EXACT quantizer and PER_HEAD or PER_TILE "
-                 "otherwise (got scales %d, quantizer %d)", (int)o->scales, (int)o->quantizer);
+        snprintf(why, why_size, "options.scales must be NONE with the EXACT quantizer and PER_HEAD, PER_TILE or "
+                 "PER_HALF_TILE otherwise (got scales %d, quantizer %d)", (int)o->scales, (int)o->quantizer);
+        return SQKV_ERR_INVALID_ARGUMENT;
+    }
+    /* §7.6: an exact section without pruning is a DENSE section's job. */
+    if (o->prune == SQKV_PRUNE_KEEP_ALL && o->quantizer == SQKV_QUANT_EXACT) {
+        snprintf(why, why_size, "options.prune SQKV_PRUNE_KEEP_ALL needs a SYMMETRIC or ASYMMETRIC quantizer "
+                 "(for exact values without pruning use a dense window)");
+        return SQKV_ERR_INVALID_ARGUMENT;
+    }
+    if (o->range_search > 1) {
+        snprintf(why, why_size, "options.range_search must be 0 or 1 (got %u)", (unsigned)o->range_search);
         return SQKV_ERR_INVALID_ARGUMENT;
     }
     if (o->offset_interval_log2 > SQKV_MAX_OFFSET_INTERVAL_LOG2) {
@@ -439,7 +461,9 @@ static sqkv_error encode_tensor(sqkv_writer *w, uint32_t layer, sqkv_tensor tens
             const uint32_t tc = tps == 0 || w->sparse_tokens - t0 < tps ? w->sparse_tokens - t0 : tps;
             const sqkv_sparse_input in = {
                 tensor, g->value_dtype, g->head_dim, hc, tc, rows + (uint64_t)t0 * g->head_dim, head_stride,
-                w->keep, w->opt.payload_bits, w->opt.quantizer, w->opt.scales, w->opt.offset_interval_log2};
+                w->keep, w->opt.payload_bits, w->opt.quantizer, w->opt.scales,
+                w->opt.prune == SQKV_PRUNE_KEEP_ALL ? 0u : w->opt.offset_interval_log2,
+                w->opt.prune == SQKV_PRUNE_KEEP_ALL, w->opt.range_search != 0};
             err = sqkv_encode_sparse(&in, &w->sparse, slot);
             if (err != SQKV_OK)
                 return fail(w, err, "layer %u %s heads %u..%u tokens %u..%u: %s while encoding a SPARSE section",
@@ -528,8 +552,10 @@ void sqkv_writer_build_file_header(sqkv_writer *w) {
     memset(h, 0, sizeof w->file_header);
     memcpy(h + SQKV_HDR_MAGIC, sqkv_magic, SQKV_MAGIC_SIZE);
     sqkv_store_u16(h + SQKV_HDR_VERSION_MAJOR, SQKV_FORMAT_VERSION_MAJOR);
-    sqkv_store_u16(h + SQKV_HDR_VERSION_MINOR, SQKV_FORMAT_VERSION_MINOR);
+    const uint32_t features = sqkv_features_of_options(&w->opt);
+    sqkv_store_u16(h + SQKV_HDR_VERSION_MINOR, sqkv_version_minor_for(features));
     sqkv_store_u32(h + SQKV_HDR_HEADER_SIZE, SQKV_HEADER_SIZE_V1);
+    sqkv_store_u32(h + SQKV_HDR_REQUIRED_FEATURES, features);
     sqkv_store_u32(h + SQKV_HDR_N_LAYERS, w->geo.n_layers);
     sqkv_store_u32(h + SQKV_HDR_N_KV_HEADS, w->geo.n_kv_heads);
     sqkv_store_u32(h + SQKV_HDR_HEAD_DIM, w->geo.head_dim);

@@ -6,8 +6,8 @@ _lib=$(dirname "$0")/lib.sh
 . "$_lib" || exit 1
 
 expect_rc 0 --help && expect_out "Usage: sqkv" && expect_out "Exit status: 0 success; 1 bad or corrupt data"
-expect_rc 0 --version && expect_out "SQKV format 1.0" && expect_out "sqkv 1.0.0"
-expect_rc 0 -V && expect_out "SQKV format 1.0"
+expect_rc 0 --version && expect_out "SQKV format 1.1" && expect_out "sqkv 1.0.0"
+expect_rc 0 -V && expect_out "SQKV format 1.1"
 expect_rc 0 help && expect_out "Commands:"
 for cmd in demo info verify encode decode bench compare append repair; do
     expect_rc 0 "$cmd" --help && expect_out "Usage: sqkv $cmd" && expect_out "Common options:"
