@@ -1,7 +1,10 @@
 /*
  * encode_fast.cu: the encoder's fast path for the common case: fp16 elements from an fp16 source,
- * head_dim 128, PER_HEAD scales (SYMMETRIC or ASYMMETRIC) or EXACT values. It writes the same bytes
- * as the general kernels of encode_kernels.cu, which handle every other case.
+ * head_dim 128, PER_HEAD or PER_TILE scales (SYMMETRIC or ASYMMETRIC, 2, 4 or 8 bits) or EXACT values. It
+ * writes the same bytes as the general kernels of encode_kernels.cu, which handle every other case.
+ * PER_TILE parameters are local to one tile, which one thread of the pruning pass stages anyway (keys:
+ * a channel's walk down the rows; values: half a row), so that thread also chooses the tile's
+ * parameters and replaces its staged values by their codes; packing then only places codes.
  *
  *   prune_fast_kernel    one 128-thread block per unit (64 rows x 128 channels): the unit is copied
  *                        to shared memory with cp.async (16-byte pieces, XOR-swizzled so that the row
@@ -152,7 +155,43 @@ __device__ __forceinline__ void key_ballots(const uint32_t (&m)[32], uint32_t A,
     }
 }
 
-template <bool kAsym>
+/* PER_TILE: the parameters of one tile from its kept values staged at buf[p0, p1) (statistics gathered
+ * while staging), written to the scales stream at sc; the staged values are then replaced by their codes
+ * (packing copies codes). 2 and 4 bits: code boundaries (numeric.cuh group_code_bounds) and integer
+ * compares; 8 bits: the reference nearest-level search. */
+template <uint32_t BITS, bool kAsym>
+__device__ __forceinline__ void code_tile(uint16_t *buf, uint32_t p0, uint32_t p1, uint32_t max_mag, uint32_t min_key,
+                                          uint32_t max_key, uint16_t *sc) {
+    constexpr uint32_t L = 1u << BITS;
+    const int q = kAsym ? 2 : 1;
+    uint16_t sv, zv;
+    choose_params(q, BITS, false, p1 - p0, max_mag, min_key, max_key, &sv, &zv);
+    sc[0] = sv;
+    if (kAsym) sc[1] = zv;
+    if (p1 == p0) return;
+    const double sd = e_to_double(sv, false), zd = e_to_double(zv, false);
+    if constexpr (BITS <= 4) {
+        uint16_t lev[L];
+#pragma unroll
+        for (uint32_t c = 0; c < L; c++) lev[c] = quant_level(q, BITS, false, sd, zd, c);
+        uint32_t B[L];
+        group_code_bounds<L>(lev, B);
+#pragma unroll 1
+        for (uint32_t i = p0; i < p1; i++) {
+            const uint32_t k = e_order_key(buf[i]);
+            uint32_t c = 0;
+#pragma unroll
+            for (uint32_t j = 1; j < L; j++) c += k >= B[j] ? 1u : 0u;
+            buf[i] = (uint16_t)c;
+        }
+    } else {
+        const OnTheFlyLevels lv{q, BITS, false, sd, zd};
+#pragma unroll 1
+        for (uint32_t i = p0; i < p1; i++) buf[i] = (uint16_t)nearest_code(lv, L, e_to_double(buf[i], false));
+    }
+}
+
+template <bool kAsym, uint32_t kTileBits>
 __global__ void __launch_bounds__(kFastThreads, 7) prune_fast_kernel(EncodeArgs a) {
     extern __shared__ __align__(16) uint8_t smem_raw[];
     FastSmem &s = *(FastSmem *)smem_raw;
@@ -313,8 +352,10 @@ __global__ void __launch_bounds__(kFastThreads, 7) prune_fast_kernel(EncodeArgs 
     __syncthreads();
     scan128(s.cnt, s.tstart, nt, s.wsum);
 
-    /* P3: kept values in payload order into outbuf */
-    uint32_t mnk = 0xFFFFFFFFu, mxk = 0;
+    /* P3: kept values in payload order into outbuf (PER_TILE: then their codes) */
+    uint32_t mnk = 0xFFFFFFFFu, mxk = 0, mxm = 0;
+    uint8_t *body = a.out + (uint64_t)layer * a.layer_capacity + sec.slot + 64;
+    uint16_t *tile_scales = (uint16_t *)(body + sec.scales_at) + (uint64_t)sec.params_per_group * u.tile0;
     if (keys) {
         const uint32_t d = tid;
         uint32_t off[8];
@@ -332,10 +373,13 @@ __global__ void __launch_bounds__(kFastThreads, 7) prune_fast_kernel(EncodeArgs 
                 if (kept) {
                     outbuf[pos] = v;
                     key_stat<kAsym>(v, mnk, mxk);
+                    if (kTileBits && !kAsym) mxm = max(mxm, (uint32_t)(v & 0x7FFFu));
                 }
                 pos += kept ? 1u : 0u;
             }
         }
+        if constexpr (kTileBits != 0)
+            code_tile<kTileBits, kAsym>(outbuf, s.tstart[d], pos, mxm, mnk, mxk, tile_scales + sec.params_per_group * d);
     } else if (r < R) {
         uint32_t pos = s.tstart[half * R + r];
         const uint4 *rp = (const uint4 *)(s.tile + r * kFD);
@@ -354,13 +398,18 @@ __global__ void __launch_bounds__(kFastThreads, 7) prune_fast_kernel(EncodeArgs 
                     if (kept) {
                         outbuf[pos] = v;
                         key_stat<kAsym>(v, mnk, mxk);
+                        if (kTileBits && !kAsym) mxm = max(mxm, (uint32_t)(v & 0x7FFFu));
                     }
                     pos += kept ? 1u : 0u;
                 }
             }
         }
+        if constexpr (kTileBits != 0) {
+            const uint32_t t = half * R + r;
+            code_tile<kTileBits, kAsym>(outbuf, s.tstart[t], pos, mxm, mnk, mxk, tile_scales + sec.params_per_group * t);
+        }
     }
-    if (kAsym) {
+    if (kAsym && kTileBits == 0) {
         mnk = __reduce_min_sync(kFull, mnk);
         mxk = __reduce_max_sync(kFull, mxk);
         if (lane == 0) {
@@ -370,8 +419,7 @@ __global__ void __launch_bounds__(kFastThreads, 7) prune_fast_kernel(EncodeArgs 
     }
     __syncthreads();
 
-    /* P4: bitmaps, staged values, unit-relative offset entries, statistics */
-    uint8_t *body = a.out + (uint64_t)layer * a.layer_capacity + sec.slot + 64;
+    /* P4: bitmaps, staged values (or codes), unit-relative offset entries, statistics */
     uint64_t *gbm = (uint64_t *)body + u.tile0;
     if (keys) gbm[tid] = my_bm;
     else if (r < R) gbm[half * R + r] = my_bm;
@@ -551,7 +599,7 @@ __device__ __forceinline__ uint32_t code_of_key(uint32_t k, const uint16_t *bnd,
  * a fixed bit shift s = (e0 * BITS) mod 32 from the unit's first word, and word W0 + g is the group's
  * low part OR the previous group's high part (one shuffle). Only the unit's first and last words can
  * be shared with a neighbouring unit: those are OR-ed atomically into the zeroed payload. */
-template <uint32_t BITS>
+template <uint32_t BITS, bool kCodes>
 __global__ void __launch_bounds__(32 * kPackWarps) pack_fast_kernel(EncodeArgs a) {
     __shared__ uint16_t s_bnd[kPackWarps][256];
     const uint32_t warp = threadIdx.x >> 5, lane = threadIdx.x & 31, layer = blockIdx.y;
@@ -562,7 +610,7 @@ __global__ void __launch_bounds__(32 * kPackWarps) pack_fast_kernel(EncodeArgs a
     const UnitStat st = a.stats[(uint64_t)layer * a.n_units + uidx];
     uint16_t *bnd = s_bnd[warp];
     uint32_t b1 = 0, b2 = 0, b3 = 0;
-    if (BITS < 16) {
+    if (BITS < 16 && !kCodes) {
         const uint16_t *gb = a.bounds + ((uint64_t)layer * a.bounds_per_layer + sec.bound_first + u.head) * 256;
         for (uint32_t c = lane; c < (1u << BITS); c += 32) bnd[c] = c ? gb[c] : 0;
         __syncwarp();
@@ -581,7 +629,8 @@ __global__ void __launch_bounds__(32 * kPackWarps) pack_fast_kernel(EncodeArgs a
         uint16_t *p = (uint16_t *)payload + e0;
         for (uint32_t i = lane; i < count; i += 32) p[i] = stage[i];
     } else if constexpr (BITS == 8) {
-        for (uint32_t i = lane; i < count; i += 32) payload[e0 + i] = (uint8_t)code_of_key<8>(order_key(stage[i]), bnd, 0, 0, 0);
+        for (uint32_t i = lane; i < count; i += 32)
+            payload[e0 + i] = (uint8_t)(kCodes ? stage[i] : code_of_key<8>(order_key(stage[i]), bnd, 0, 0, 0));
     } else {
         constexpr uint32_t G = 32 / BITS; /* codes per word */
         const uint32_t ngroups = (count + G - 1) / G;
@@ -607,7 +656,7 @@ __global__ void __launch_bounds__(32 * kPackWarps) pack_fast_kernel(EncodeArgs a
 #pragma unroll
                 for (uint32_t j = 0; j < G; j++) {
                     const uint32_t x = (j & 1) ? h[j / 2] >> 16 : h[j / 2] & 0xFFFFu;
-                    const uint32_t c = code_of_key<BITS>(order_key(x), bnd, b1, b2, b3);
+                    const uint32_t c = kCodes ? x : code_of_key<BITS>(order_key(x), bnd, b1, b2, b3);
                     cw |= (j < valid ? c : 0u) << (BITS * j);
                 }
             }
@@ -630,20 +679,22 @@ __global__ void __launch_bounds__(32 * kPackWarps) pack_fast_kernel(EncodeArgs a
 bool fast_encode_geometry(const Geometry &g) {
     if (g.head_dim != kFD || g.e_bf16 || g.src_dtype != 1) return false;
     if (g.quantizer == 0) return g.bits == 16;
-    return (g.quantizer == 1 || g.quantizer == 2) && g.granularity == 1 && g.bits <= 8;
+    return (g.quantizer == 1 || g.quantizer == 2) && (g.granularity == 1 || g.granularity == 2) &&
+           (g.bits == 2 || g.bits == 4 || g.bits == 8);
 }
 
 size_t prune_fast_smem_bytes(uint64_t unit_cap) { return sizeof(FastSmem) + align_up(2 * unit_cap, 16); }
 
 namespace {
 
-template <bool kAsym>
+template <bool kAsym, uint32_t kTileBits>
 sqkv_cuda_status launch_prune_variant(const EncodeArgs &a, size_t smem, cudaStream_t stream) {
-    SQKV_CUDA_TRY(cudaFuncSetAttribute(prune_fast_kernel<kAsym>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    const auto kernel = prune_fast_kernel<kAsym, kTileBits>;
+    SQKV_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     /* all of the unified L1 as shared memory: residency is then set by registers (7 blocks) */
-    SQKV_CUDA_TRY(cudaFuncSetAttribute(prune_fast_kernel<kAsym>, cudaFuncAttributePreferredSharedMemoryCarveout,
+    SQKV_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
                                        (int)cudaSharedmemCarveoutMaxShared));
-    prune_fast_kernel<kAsym><<<dim3(a.n_units, a.n_layers), kFastThreads, smem, stream>>>(a);
+    kernel<<<dim3(a.n_units, a.n_layers), kFastThreads, smem, stream>>>(a);
     SQKV_CUDA_LAUNCHED();
     return SQKV_OK;
 }
@@ -653,7 +704,15 @@ sqkv_cuda_status launch_prune_variant(const EncodeArgs &a, size_t smem, cudaStre
 sqkv_cuda_status launch_prune_fast(const EncodeArgs &a, cudaStream_t stream) {
     if (a.n_units == 0) return SQKV_OK;
     const size_t smem = prune_fast_smem_bytes(a.unit_cap);
-    return a.g.quantizer == 2 ? launch_prune_variant<true>(a, smem, stream) : launch_prune_variant<false>(a, smem, stream);
+    const bool asym = a.g.quantizer == 2;
+    if (a.g.granularity != 2)
+        return asym ? launch_prune_variant<true, 0>(a, smem, stream) : launch_prune_variant<false, 0>(a, smem, stream);
+    switch (a.g.bits) {
+        case 2: return asym ? launch_prune_variant<true, 2>(a, smem, stream) : launch_prune_variant<false, 2>(a, smem, stream);
+        case 4: return asym ? launch_prune_variant<true, 4>(a, smem, stream) : launch_prune_variant<false, 4>(a, smem, stream);
+        case 8: return asym ? launch_prune_variant<true, 8>(a, smem, stream) : launch_prune_variant<false, 8>(a, smem, stream);
+        default: return SQKV_ERR_STATE;
+    }
 }
 
 sqkv_cuda_status launch_section_fast(const EncodeArgs &a, cudaStream_t stream) {
@@ -665,11 +724,21 @@ sqkv_cuda_status launch_section_fast(const EncodeArgs &a, cudaStream_t stream) {
 sqkv_cuda_status launch_pack_fast(const EncodeArgs &a, cudaStream_t stream) {
     if (a.n_units == 0) return SQKV_OK;
     const dim3 grid((a.n_units + kPackWarps - 1) / kPackWarps, a.n_layers);
+    const bool codes = a.g.granularity == 2; /* PER_TILE: the pruning pass staged codes */
     switch (a.g.bits) {
-        case 2: pack_fast_kernel<2><<<grid, 32 * kPackWarps, 0, stream>>>(a); break;
-        case 4: pack_fast_kernel<4><<<grid, 32 * kPackWarps, 0, stream>>>(a); break;
-        case 8: pack_fast_kernel<8><<<grid, 32 * kPackWarps, 0, stream>>>(a); break;
-        case 16: pack_fast_kernel<16><<<grid, 32 * kPackWarps, 0, stream>>>(a); break;
+        case 2:
+            if (codes) pack_fast_kernel<2, true><<<grid, 32 * kPackWarps, 0, stream>>>(a);
+            else pack_fast_kernel<2, false><<<grid, 32 * kPackWarps, 0, stream>>>(a);
+            break;
+        case 4:
+            if (codes) pack_fast_kernel<4, true><<<grid, 32 * kPackWarps, 0, stream>>>(a);
+            else pack_fast_kernel<4, false><<<grid, 32 * kPackWarps, 0, stream>>>(a);
+            break;
+        case 8:
+            if (codes) pack_fast_kernel<8, true><<<grid, 32 * kPackWarps, 0, stream>>>(a);
+            else pack_fast_kernel<8, false><<<grid, 32 * kPackWarps, 0, stream>>>(a);
+            break;
+        case 16: pack_fast_kernel<16, false><<<grid, 32 * kPackWarps, 0, stream>>>(a); break;
         default: return SQKV_ERR_STATE;
     }
     SQKV_CUDA_LAUNCHED();

@@ -133,6 +133,7 @@ struct Config {
     uint32_t bits;
     sqkv_quantizer q;
     sqkv_scale_granularity g;
+    double sparsity; /* < 0: the writer's default */
 };
 
 void bench_copy(cudaStream_t s) {
@@ -161,7 +162,7 @@ void bench_shape(const Shape &sh, const Config &cf, cudaStream_t s, bool decode_
     o.payload_bits = cf.bits;
     o.quantizer = cf.q;
     o.scales = cf.g;
-    o.sparsity = 0.7; /* the benchmark's shape, whatever the writer's default is */
+    if (cf.sparsity >= 0) o.sparsity = cf.sparsity;
     sqkv_cuda_encoder *enc = nullptr;
     SK(sqkv_cuda_encoder_create(&g, &o, &enc));
     sqkv_cuda_encode_sizes sz;
@@ -430,9 +431,17 @@ int main(int argc, char **argv) {
     CK(cudaStreamCreate(&s));
     bench_copy(s);
     const Shape shapes[] = {{"llama3-8b", 32, 8, 4096, 128}, {"larger", 32, 8, 16384, 128}};
-    const Config configs[] = {{"2-bit sym per-head", 2, SQKV_QUANT_SYMMETRIC, SQKV_SCALE_PER_HEAD},
-                              {"4-bit asym per-tile", 4, SQKV_QUANT_ASYMMETRIC, SQKV_SCALE_PER_TILE},
-                              {"16-bit exact", 16, SQKV_QUANT_EXACT, SQKV_SCALE_NONE}};
+    /* the writer's default options first (2-bit ASYMMETRIC PER_TILE, sparsity 0.8), checked here so that
+     * the row's name cannot drift from what it measures */
+    sqkv_writer_options d;
+    sqkv_writer_options_default(&d);
+    if (d.payload_bits != 2 || d.quantizer != SQKV_QUANT_ASYMMETRIC || d.scales != SQKV_SCALE_PER_TILE ||
+        d.sparsity != 0.8)
+        fprintf(stderr, "note: the writer defaults changed; the first row is named after the old ones\n");
+    const Config configs[] = {{"2-bit asym per-tile s=0.8 (writer default)", 2, SQKV_QUANT_ASYMMETRIC, SQKV_SCALE_PER_TILE, -1},
+                              {"2-bit sym per-head s=0.7", 2, SQKV_QUANT_SYMMETRIC, SQKV_SCALE_PER_HEAD, 0.7},
+                              {"4-bit asym per-tile s=0.8", 4, SQKV_QUANT_ASYMMETRIC, SQKV_SCALE_PER_TILE, 0.8},
+                              {"16-bit exact s=0.7", 16, SQKV_QUANT_EXACT, SQKV_SCALE_NONE, 0.7}};
     for (const Shape &sh : shapes) {
         for (const Config &cf : configs) {
             bench_shape(sh, cf, s, true);
