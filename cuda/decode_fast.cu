@@ -131,14 +131,21 @@ __global__ void __launch_bounds__(32 * kWarps) decode_fast_kernel(DecodeArgs a) 
             }
             ovf = true; /* levels are converted per element */
         } else {
+            /* a lane per tile: its parameters are read and converted once */
             const uint16_t *ts = scales + u.tile0 * ppg;
-            for (uint32_t q = lane; q < (nt << BITS); q += 32) {
-                const uint64_t grp = (uint64_t)(q >> BITS) * ppg;
+            for (uint32_t t = lane; t < nt; t += 32) {
+                const uint64_t grp = (uint64_t)t * ppg;
                 const double sd = e_to_double(ts[grp], e_bf16), zd = ppg == 2 ? e_to_double(ts[grp + 1], e_bf16) : 0.0;
+                uint32_t lv[1u << BITS];
                 uint32_t f = 0;
-                s.tl[q] = to_out(quant_level(sec.quantizer, BITS, e_bf16, sd, zd, q & ((1u << BITS) - 1u)), e_bf16,
-                                 a.out_dtype, &f);
+#pragma unroll
+                for (uint32_t c = 0; c < (1u << BITS); c++)
+                    lv[c] = to_out(quant_level(sec.quantizer, BITS, e_bf16, sd, zd, c), e_bf16, a.out_dtype, &f);
                 ovf |= f != 0;
+                uint2 *dst = (uint2 *)(s.tl + (t << BITS)); /* 8-byte aligned: bm before it, 4 levels per uint2 */
+#pragma unroll
+                for (uint32_t c = 0; c < (1u << BITS); c += 4)
+                    dst[c / 4] = make_uint2(lv[c] | (lv[c + 1] << 16), lv[c + 2] | (lv[c + 3] << 16));
             }
         }
         /* a level beyond fp16 (bf16 file, fp16 output) is an error only where an element uses it */

@@ -46,6 +46,7 @@ struct FastSmem {
     uint32_t tstart[kFD + 4]; /* exclusive prefix of the tile counts; [nt] = unit count */
     uint32_t wsum[4];
     uint32_t misc[4];         /* [0] largest kept magnitude, [1] smallest / [2] largest kept order key */
+    alignas(8) uint16_t tbnd[kFD * 16]; /* PER_TILE: per tile, what coding needs (tile_params) */
 };
 
 __device__ __forceinline__ __half2 as_h2(uint32_t u) {
@@ -155,39 +156,52 @@ __device__ __forceinline__ void key_ballots(const uint32_t (&m)[32], uint32_t A,
     }
 }
 
-/* PER_TILE: the parameters of one tile from its kept values staged at buf[p0, p1) (statistics gathered
- * while staging), written to the scales stream at sc; the staged values are then replaced by their codes
- * (packing copies codes). 2 and 4 bits: code boundaries (numeric.cuh group_code_bounds) and integer
- * compares; 8 bits: the reference nearest-level search. */
+/* PER_TILE: the parameters of one tile from the statistics of its kept values (gathered while staging
+ * them), written to the scales stream at sc, and what coding needs in the tile's 16 slots of bnd: 2 and
+ * 4 bits, the code boundaries (numeric.cuh group_code_bounds: order keys, at most 0xFC00); 8 bits, s and
+ * z for the reference nearest-level search. */
 template <uint32_t BITS, bool kAsym>
-__device__ __forceinline__ void code_tile(uint16_t *buf, uint32_t p0, uint32_t p1, uint32_t max_mag, uint32_t min_key,
-                                          uint32_t max_key, uint16_t *sc) {
+__device__ __forceinline__ void tile_params(uint32_t count, uint32_t max_mag, uint32_t min_key, uint32_t max_key,
+                                            uint16_t *sc, uint16_t *bnd) {
     constexpr uint32_t L = 1u << BITS;
     const int q = kAsym ? 2 : 1;
     uint16_t sv, zv;
-    choose_params(q, BITS, false, p1 - p0, max_mag, min_key, max_key, &sv, &zv);
+    choose_params(q, BITS, false, count, max_mag, min_key, max_key, &sv, &zv);
     sc[0] = sv;
     if (kAsym) sc[1] = zv;
-    if (p1 == p0) return;
-    const double sd = e_to_double(sv, false), zd = e_to_double(zv, false);
     if constexpr (BITS <= 4) {
+        if (count == 0) return;
+        const double sd = e_to_double(sv, false), zd = e_to_double(zv, false);
         uint16_t lev[L];
 #pragma unroll
         for (uint32_t c = 0; c < L; c++) lev[c] = quant_level(q, BITS, false, sd, zd, c);
         uint32_t B[L];
         group_code_bounds<L>(lev, B);
-#pragma unroll 1
-        for (uint32_t i = p0; i < p1; i++) {
-            const uint32_t k = e_order_key(buf[i]);
-            uint32_t c = 0;
 #pragma unroll
-            for (uint32_t j = 1; j < L; j++) c += k >= B[j] ? 1u : 0u;
-            buf[i] = (uint16_t)c;
-        }
+        for (uint32_t c = 1; c < L; c++) bnd[c] = (uint16_t)B[c];
     } else {
-        const OnTheFlyLevels lv{q, BITS, false, sd, zd};
-#pragma unroll 1
-        for (uint32_t i = p0; i < p1; i++) buf[i] = (uint16_t)nearest_code(lv, L, e_to_double(buf[i], false));
+        bnd[0] = sv;
+        bnd[1] = zv;
+    }
+}
+
+/* Code of staged fp16 value x of a tile whose tile_params slots are bnd. */
+template <uint32_t BITS, bool kAsym>
+__device__ __forceinline__ uint32_t tile_code(uint32_t x, const uint16_t *bnd) {
+    if constexpr (BITS == 2) {
+        const uint32_t k = x ^ (0x8000u | ((0u - (x >> 15)) & 0x7FFFu)); /* e_order_key */
+        const uint2 b = *(const uint2 *)bnd; /* slots 1-3, one load (FastSmem keeps tbnd 8-byte aligned) */
+        return (k >= (b.x >> 16) ? 1u : 0u) + (k >= (b.y & 0xFFFFu) ? 1u : 0u) + (k >= (b.y >> 16) ? 1u : 0u);
+    } else if constexpr (BITS == 4) {
+        const uint32_t k = x ^ (0x8000u | ((0u - (x >> 15)) & 0x7FFFu)); /* e_order_key */
+        uint32_t c = 0;
+#pragma unroll
+        for (uint32_t step = (1u << BITS) >> 1; step; step >>= 1)
+            if (k >= bnd[c + step]) c += step;
+        return c;
+    } else {
+        const OnTheFlyLevels lv{kAsym ? 2 : 1, BITS, false, e_to_double(bnd[0], false), e_to_double(bnd[1], false)};
+        return nearest_code(lv, 1u << BITS, e_to_double((uint16_t)x, false));
     }
 }
 
@@ -196,6 +210,8 @@ __global__ void __launch_bounds__(kFastThreads, 7) prune_fast_kernel(EncodeArgs 
     extern __shared__ __align__(16) uint8_t smem_raw[];
     FastSmem &s = *(FastSmem *)smem_raw;
     uint16_t *outbuf = (uint16_t *)(smem_raw + sizeof(FastSmem));
+    /* PER_TILE: the unit tile of each staged value (so that coding is spread evenly over the block) */
+    uint8_t *tilemap = (uint8_t *)outbuf + align_up(2 * a.unit_cap, 16);
     const uint32_t layer = blockIdx.y, uidx = blockIdx.x, tid = threadIdx.x;
     const uint32_t warp = tid >> 5, lane = tid & 31;
     const UnitPlan u = a.units[uidx];
@@ -352,7 +368,7 @@ __global__ void __launch_bounds__(kFastThreads, 7) prune_fast_kernel(EncodeArgs 
     __syncthreads();
     scan128(s.cnt, s.tstart, nt, s.wsum);
 
-    /* P3: kept values in payload order into outbuf (PER_TILE: then their codes) */
+    /* P3: kept values in payload order into outbuf (PER_TILE: also their tiles, and each tile's parameters) */
     uint32_t mnk = 0xFFFFFFFFu, mxk = 0, mxm = 0;
     uint8_t *body = a.out + (uint64_t)layer * a.layer_capacity + sec.slot + 64;
     uint16_t *tile_scales = (uint16_t *)(body + sec.scales_at) + (uint64_t)sec.params_per_group * u.tile0;
@@ -372,6 +388,7 @@ __global__ void __launch_bounds__(kFastThreads, 7) prune_fast_kernel(EncodeArgs 
                 const bool kept = (byte >> (7 - q)) & 1u;
                 if (kept) {
                     outbuf[pos] = v;
+                    if (kTileBits) tilemap[pos] = (uint8_t)d;
                     key_stat<kAsym>(v, mnk, mxk);
                     if (kTileBits && !kAsym) mxm = max(mxm, (uint32_t)(v & 0x7FFFu));
                 }
@@ -379,7 +396,8 @@ __global__ void __launch_bounds__(kFastThreads, 7) prune_fast_kernel(EncodeArgs 
             }
         }
         if constexpr (kTileBits != 0)
-            code_tile<kTileBits, kAsym>(outbuf, s.tstart[d], pos, mxm, mnk, mxk, tile_scales + sec.params_per_group * d);
+            tile_params<kTileBits, kAsym>(pos - s.tstart[d], mxm, mnk, mxk, tile_scales + sec.params_per_group * d,
+                                          s.tbnd + 16 * d);
     } else if (r < R) {
         uint32_t pos = s.tstart[half * R + r];
         const uint4 *rp = (const uint4 *)(s.tile + r * kFD);
@@ -397,6 +415,7 @@ __global__ void __launch_bounds__(kFastThreads, 7) prune_fast_kernel(EncodeArgs 
                     const uint16_t v = (uint16_t)(e ? w4[q] >> 16 : w4[q]);
                     if (kept) {
                         outbuf[pos] = v;
+                        if (kTileBits) tilemap[pos] = (uint8_t)(half * R + r);
                         key_stat<kAsym>(v, mnk, mxk);
                         if (kTileBits && !kAsym) mxm = max(mxm, (uint32_t)(v & 0x7FFFu));
                     }
@@ -406,7 +425,8 @@ __global__ void __launch_bounds__(kFastThreads, 7) prune_fast_kernel(EncodeArgs 
         }
         if constexpr (kTileBits != 0) {
             const uint32_t t = half * R + r;
-            code_tile<kTileBits, kAsym>(outbuf, s.tstart[t], pos, mxm, mnk, mxk, tile_scales + sec.params_per_group * t);
+            tile_params<kTileBits, kAsym>(pos - s.tstart[t], mxm, mnk, mxk, tile_scales + sec.params_per_group * t,
+                                          s.tbnd + 16 * t);
         }
     }
     if (kAsym && kTileBits == 0) {
@@ -425,7 +445,23 @@ __global__ void __launch_bounds__(kFastThreads, 7) prune_fast_kernel(EncodeArgs 
     else if (r < R) gbm[half * R + r] = my_bm;
     const uint32_t kept_total = s.tstart[nt];
     uint16_t *stage = a.temp + ((uint64_t)layer * a.n_units + uidx) * a.unit_cap;
-    for (uint32_t i = tid; i < (kept_total + 7) / 8; i += kFastThreads) ((uint4 *)stage)[i] = ((const uint4 *)outbuf)[i];
+    for (uint32_t i = tid; i < (kept_total + 7) / 8; i += kFastThreads) {
+        uint4 w = ((const uint4 *)outbuf)[i];
+        if constexpr (kTileBits != 0) {
+            /* PER_TILE: codes instead of values (the slack beyond the count is never read) */
+            const uint2 tw = ((const uint2 *)tilemap)[i];
+            uint32_t h[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                const uint32_t t0 = ((j < 2 ? tw.x : tw.y) >> (16 * (j & 1))) & 0x7Fu;
+                const uint32_t t1 = ((j < 2 ? tw.x : tw.y) >> (16 * (j & 1) + 8)) & 0x7Fu;
+                h[j] = tile_code<kTileBits, kAsym>(h[j] & 0xFFFFu, s.tbnd + 16 * t0) |
+                       (tile_code<kTileBits, kAsym>(h[j] >> 16, s.tbnd + 16 * t1) << 16);
+            }
+            w = make_uint4(h[0], h[1], h[2], h[3]);
+        }
+        ((uint4 *)stage)[i] = w;
+    }
     {
         const uint32_t k = a.g.offset_log2;
         const uint64_t t0 = u.tile0, t1 = u.tile0 + nt;
@@ -683,7 +719,9 @@ bool fast_encode_geometry(const Geometry &g) {
            (g.bits == 2 || g.bits == 4 || g.bits == 8);
 }
 
-size_t prune_fast_smem_bytes(uint64_t unit_cap) { return sizeof(FastSmem) + align_up(2 * unit_cap, 16); }
+size_t prune_fast_smem_bytes(uint64_t unit_cap) {
+    return sizeof(FastSmem) + align_up(2 * unit_cap, 16) + align_up(unit_cap, 16);
+}
 
 namespace {
 

@@ -86,6 +86,10 @@ SQKV_HD uint16_t e_max_finite(bool bf16) { return bf16 ? 0x7F7Fu : 0x7BFFu; }
 
 /* Exact E -> binary64, built from the bits (finite inputs; infinities and NaN also handled). */
 SQKV_HD double e_to_double(uint16_t h, bool bf16) {
+#ifdef __CUDA_ARCH__
+    /* finite fp16 (subnormals included) is exactly a float: the hardware conversions are exact */
+    if (!bf16 && (h & 0x7C00u) != 0x7C00u) return (double)__half2float(__ushort_as_half(h));
+#endif
     const int mb = bf16 ? 7 : 10, bias = bf16 ? 127 : 15, emax = bf16 ? 255 : 31;
     const uint64_t sign = (uint64_t)(h >> 15) << 63;
     const int ex = (h >> mb) & emax;
