@@ -208,7 +208,112 @@ __global__ void __launch_bounds__(32 * kWarps) decode_fast_kernel(DecodeArgs a) 
     uint16_t *out = (uint16_t *)sec.out + ((uint64_t)head * g.n_tokens + token0) * kFD;
     /* bit position of payload element e0 in the staged words */
     const uint32_t cur0 = BITS < 16 ? (uint32_t)(e0 * BITS - w0 * 32) : 0u;
-    if (sec.tensor == 0) {
+    if constexpr (BITS < 16) {
+        /* Codes are read through 32-bit windows: the next codes of a stream from one funnel shift of two
+         * staged words, consumed by shifting the window when an element is kept (no per-element shared
+         * memory read or bit-position arithmetic). */
+        constexpr uint32_t MASK = (1u << BITS) - 1u;
+        auto window = [&](uint32_t cur) -> uint32_t {
+            const uint32_t wi = cur >> 5;
+            return __funnelshift_r(s.words[wi], s.words[wi + 1], cur);
+        };
+        /* level of code c (0 when not kept), PER_HEAD or PER_TILE (ctx as for value above) */
+        auto level_of = [&](uint32_t c, uint2 ctx, uint32_t kept) -> uint32_t {
+            uint32_t x;
+            if constexpr (BITS == 2)
+                x = __byte_perm(kTile ? ctx.x : lv01, kTile ? ctx.y : lv23, 0x10u + 0x22u * c) & 0xFFFFu;
+            else if constexpr (!kTile)
+                x = s.lev[c];
+            else if constexpr (BITS == 4)
+                x = s.tl[ctx.x + c];
+            else {
+                uint32_t f = 0;
+                x = to_out(quant_level(sec.quantizer, BITS, e_bf16, e_to_double((uint16_t)ctx.x, e_bf16),
+                                       e_to_double((uint16_t)ctx.y, e_bf16), c),
+                           e_bf16, a.out_dtype, &f);
+                flags |= kept ? f : 0u;
+            }
+            return kept ? x : 0u;
+        };
+        /* two neighbouring elements of one tile: for 2 bits one byte permute selects both levels */
+        auto pair_of = [&](uint32_t c0, uint32_t c1, uint32_t k0, uint32_t k1, uint2 ctx) -> uint32_t {
+            if constexpr (BITS == 2) {
+                const uint32_t x = __byte_perm(kTile ? ctx.x : lv01, kTile ? ctx.y : lv23, 0x1010u + 0x22u * (c0 | (c1 << 8)));
+                return x & ((0u - k0) & 0xFFFFu | ((0u - k1) << 16));
+            } else {
+                return level_of(c0, ctx, k0) | (level_of(c1, ctx, k1) << 16);
+            }
+        };
+        if (sec.tensor == 0) {
+            /* keys: tiles 4l .. 4l + 3 are channels 4l .. 4l + 3; a lane walks down the rows, G rows per
+             * window of each tile */
+            constexpr uint32_t G = 32 / BITS;
+            uint32_t cur[4];
+            uint2 ctx[4];
+#pragma unroll
+            for (uint32_t i = 0; i < 4; i++) {
+                cur[i] = cur0 + ts[i] * BITS;
+                ctx[i] = tile_ctx(4 * lane + i);
+            }
+            uint2 *dst = (uint2 *)(out + 4 * lane);
+#pragma unroll
+            for (uint32_t hh = 0; hh < 2; hh++) {
+                uint32_t bw[4];
+#pragma unroll
+                for (uint32_t i = 0; i < 4; i++) bw[i] = (uint32_t)(bm[i] >> (32 * (1 - hh)));
+#pragma unroll
+                for (uint32_t gi = 0; gi < 32 / G; gi++) {
+                    if (32 * hh + G * gi >= R) break;
+                    uint32_t win[4];
+#pragma unroll
+                    for (uint32_t i = 0; i < 4; i++) win[i] = window(cur[i]);
+#pragma unroll
+                    for (uint32_t rr = 0; rr < G; rr++) {
+                        const uint32_t q = G * gi + rr, r = 32 * hh + q;
+                        if (r >= R) break;
+                        uint32_t v[4];
+#pragma unroll
+                        for (uint32_t i = 0; i < 4; i++) {
+                            const uint32_t kept = (bw[i] >> (31 - q)) & 1u;
+                            v[i] = level_of(win[i] & MASK, ctx[i], kept);
+                            win[i] = kept ? win[i] >> BITS : win[i];
+                        }
+                        const uint2 pair = make_uint2(v[0] | (v[1] << 16), v[2] | (v[3] << 16));
+                        check_overflow(pair);
+                        dst[r * (kFD / 4)] = pair;
+                    }
+#pragma unroll
+                    for (uint32_t i = 0; i < 4; i++)
+                        cur[i] += BITS * (uint32_t)__popc((bw[i] >> (32 - G * (gi + 1))) & ((1u << G) - 1u));
+                }
+            }
+        } else {
+            /* values: as below, the lane's four codes from one window */
+            const uint32_t h = lane >> 4, i0 = 4 * (lane & 15u);
+            const uint64_t before_mask = ~(~0ull >> i0);
+            uint2 *dst = (uint2 *)(out + 64 * h + i0);
+#pragma unroll 4
+            for (uint32_t r = 0; r < R; r++) {
+                const uint32_t t = h * R + r;
+                const uint64_t tb = s.bm[t];
+                const uint32_t rank = s.tstart[t] + (uint32_t)__popcll(tb & before_mask);
+                const uint32_t nib = (uint32_t)(tb >> (60 - i0)) & 0xFu;
+                uint32_t w = window(cur0 + rank * BITS);
+                const uint2 ctx = tile_ctx(t);
+                const uint32_t k0 = nib >> 3, k1 = (nib >> 2) & 1u, k2 = (nib >> 1) & 1u, k3 = nib & 1u;
+                const uint32_t c0 = w & MASK;
+                w = k0 ? w >> BITS : w;
+                const uint32_t c1 = w & MASK;
+                w = k1 ? w >> BITS : w;
+                const uint32_t c2 = w & MASK;
+                w = k2 ? w >> BITS : w;
+                const uint32_t c3 = w & MASK;
+                const uint2 pair = make_uint2(pair_of(c0, c1, k0, k1, ctx), pair_of(c2, c3, k2, k3, ctx));
+                check_overflow(pair);
+                dst[(uint64_t)r * (kFD / 4)] = pair;
+            }
+        }
+    } else if (sec.tensor == 0) {
         /* keys: tiles 4l .. 4l + 3 are channels 4l .. 4l + 3; a lane walks down the rows */
         uint32_t cur[4];
         uint64_t e[4];

@@ -294,54 +294,44 @@ __global__ void __launch_bounds__(kFastThreads, 7) prune_fast_kernel(EncodeArgs 
         }
     }
     if (__any_sync(kFull, partial)) {
-        /* Rare: ties at T that are not all kept. The lane pair of such a row finds cut = 1 + the
-         * channel of the need-th element equal to T and zeroes the later ties in shared memory (they
-         * are not kept, so their values are never needed again); every lane of the warp then reloads
-         * its magnitudes. Done in shared memory to keep registers for the common path. */
-        uint16_t *row = s.tile + r * kFD;
-        const uint32_t sw = r & 7u;
-        uint32_t eq = 0;
-        if (partial) {
-#pragma unroll 1
-            for (uint32_t i = 0; i < 64; i++) {
-                const uint32_t d = d0 + i;
-                eq += (row[(((d >> 3) ^ sw) << 3) | (d & 7u)] & 0x7FFFu) == A ? 1u : 0u;
-            }
+        /* Ties at T that are not all kept (frequent with fp16 data: 16 rows per warp). The lane pair of
+         * such a row finds cut = 1 + the channel of the need-th element equal to T and sets the later
+         * ties' magnitudes to 0 in registers (they are not kept; the values in shared memory are read
+         * only where the bitmaps say kept). m[k] holds channels d0 + 2k (low half) and d0 + 2k + 1. */
+        const uint32_t a2 = A * 0x10001u;
+        uint32_t tie_lo = 0, tie_hi = 0; /* bit b: channel d0 + b (b < 32) / d0 + 32 + b equals T */
+#pragma unroll
+        for (int k = 0; k < 32; k++) {
+            const uint32_t eqm = __heq2_mask(as_h2(m[k]), as_h2(a2));
+            const uint32_t two = (eqm & 1u) | ((eqm >> 30) & 2u);
+            if (k < 16) tie_lo |= two << (2 * k);
+            else tie_hi |= two << (2 * (k - 16));
         }
+        const uint32_t eq = partial ? (uint32_t)(__popc(tie_lo) + __popc(tie_hi)) : 0u;
         const uint32_t eq_other = __shfl_xor_sync(kFull, eq, 8);
         const uint32_t eq0 = half ? eq_other : eq;
         uint32_t found = 0;
         if (partial) {
             const bool in0 = need <= eq0;
-            uint32_t rank = in0 ? need : need - eq0;
+            const uint32_t rank = in0 ? need : need - eq0;
             if (half == (in0 ? 0u : 1u)) {
-#pragma unroll 1
-                for (uint32_t i = 0; i < 64; i++) {
-                    const uint32_t d = d0 + i;
-                    if ((row[(((d >> 3) ^ sw) << 3) | (d & 7u)] & 0x7FFFu) == A && --rank == 0) {
-                        found = d + 1;
-                        break;
-                    }
-                }
+                uint64_t tm = ((uint64_t)tie_hi << 32) | tie_lo;
+                for (uint32_t i = 1; i < rank; i++) tm &= tm - 1; /* drop the ties before the rank-th */
+                found = d0 + (uint32_t)__ffsll((long long)tm);   /* 1 + its channel */
             }
         }
         found = max(found, __shfl_xor_sync(kFull, found, 8));
         if (partial) {
-#pragma unroll 1
-            for (uint32_t i = 0; i < 64; i++) {
-                const uint32_t d = d0 + i, at = (((d >> 3) ^ sw) << 3) | (d & 7u);
-                if (d >= found && (row[at] & 0x7FFFu) == A) row[at] = 0;
-            }
-        }
-        __syncwarp();
-        const uint4 *rp = (const uint4 *)(s.tile + r * kFD);
+            /* ties at channels >= found (bit index >= found - d0) are dropped */
+            const uint32_t cb = found > d0 ? min(found - d0, 64u) : 0u;
+            const uint64_t tm = ((uint64_t)tie_hi << 32) | tie_lo;
+            const uint64_t drop = cb >= 64 ? 0ull : tm & (~0ull << cb);
+            const uint32_t drop_lo = (uint32_t)drop, drop_hi = (uint32_t)(drop >> 32);
 #pragma unroll
-        for (int j = 0; j < 8; j++) {
-            const uint4 v = rp[8 * half + ((uint32_t)j ^ (r & 7u))];
-            m[4 * j] = v.x & 0x7FFF7FFFu;
-            m[4 * j + 1] = v.y & 0x7FFF7FFFu;
-            m[4 * j + 2] = v.z & 0x7FFF7FFFu;
-            m[4 * j + 3] = v.w & 0x7FFF7FFFu;
+            for (int k = 0; k < 32; k++) {
+                const uint32_t two = k < 16 ? drop_lo >> (2 * k) : drop_hi >> (2 * (k - 16));
+                m[k] &= ~(((two & 1u) ? 0xFFFFu : 0u) | ((two & 2u) ? 0xFFFF0000u : 0u));
+            }
         }
     }
     /* the row maximum is always kept (keep >= 1): the unit's largest kept magnitude */
