@@ -116,15 +116,6 @@ __device__ __forceinline__ void scan128(const uint32_t *cnt, uint32_t *tstart, u
     __syncthreads();
 }
 
-template <bool kAsym>
-__device__ __forceinline__ void key_stat(uint16_t v, uint32_t &mn, uint32_t &mx) {
-    if (kAsym) {
-        const uint32_t k = e_order_key(v);
-        mn = min(mn, k);
-        mx = max(mx, k);
-    }
-}
-
 /* Kept bits of this lane's half row as a value tile bitmap (bit 63 - i = channel 64h + i). */
 __device__ __forceinline__ uint64_t value_tile_mask(const uint32_t (&m)[32], uint32_t A) {
     const uint32_t a2 = A * 0x10001u;
@@ -362,6 +353,30 @@ __global__ void __launch_bounds__(kFastThreads, 7) prune_fast_kernel(EncodeArgs 
     uint32_t mnk = 0xFFFFFFFFu, mxk = 0, mxm = 0;
     uint8_t *body = a.out + (uint64_t)layer * a.layer_capacity + sec.slot + 64;
     uint16_t *tile_scales = (uint16_t *)(body + sec.scales_at) + (uint64_t)sec.params_per_group * u.tile0;
+    /* One staged element, without branches (a branch per element costs more than the work): the
+     * smallest and largest kept values (ASYMMETRIC) as fp16 minimum / maximum, order keys at the end. */
+    const __half pinf = __ushort_as_half(0x7C00u), ninf = __ushort_as_half(0xFC00u);
+    __half mnv = pinf, mxv = ninf;
+    auto take = [&](uint32_t v, uint32_t kept, uint32_t tile, uint32_t &pos) {
+        if (kAsym) {
+            const __half hv = __ushort_as_half((unsigned short)v);
+            mnv = __hmin(mnv, kept ? hv : pinf);
+            mxv = __hmax(mxv, kept ? hv : ninf);
+        }
+        if (kTileBits && !kAsym) mxm = max(mxm, kept ? (v & 0x7FFFu) : 0u);
+        if (kept) {
+            outbuf[pos] = (uint16_t)v;
+            if (kTileBits) tilemap[pos] = (uint8_t)tile;
+        }
+        pos += kept;
+    };
+    /* order keys of the kept extremes (none kept: the empty statistics) */
+    auto finish_keys = [&]() {
+        if (kAsym && __half_as_ushort(mnv) != 0x7C00u) {
+            mnk = e_order_key(__half_as_ushort(mnv));
+            mxk = e_order_key(__half_as_ushort(mxv));
+        }
+    };
     if (keys) {
         const uint32_t d = tid;
         uint32_t off[8];
@@ -374,17 +389,10 @@ __global__ void __launch_bounds__(kFastThreads, 7) prune_fast_kernel(EncodeArgs 
             const uint32_t byte = (uint32_t)(my_bm >> (56 - 8 * g8)); /* rows 8 g8 .. 8 g8 + 7, first at bit 7 */
 #pragma unroll
             for (uint32_t q = 0; q < 8; q++) {
-                const uint16_t v = rows[q * kFD + off[q]];
-                const bool kept = (byte >> (7 - q)) & 1u;
-                if (kept) {
-                    outbuf[pos] = v;
-                    if (kTileBits) tilemap[pos] = (uint8_t)d;
-                    key_stat<kAsym>(v, mnk, mxk);
-                    if (kTileBits && !kAsym) mxm = max(mxm, (uint32_t)(v & 0x7FFFu));
-                }
-                pos += kept ? 1u : 0u;
+                take(rows[q * kFD + off[q]], (byte >> (7 - q)) & 1u, d, pos);
             }
         }
+        finish_keys();
         if constexpr (kTileBits != 0)
             tile_params<kTileBits, kAsym>(pos - s.tstart[d], mxm, mnk, mxk, tile_scales + sec.params_per_group * d,
                                           s.tbnd + 16 * d);
@@ -401,18 +409,12 @@ __global__ void __launch_bounds__(kFastThreads, 7) prune_fast_kernel(EncodeArgs 
 #pragma unroll
                 for (int e = 0; e < 2; e++) {
                     const int i = 8 * j + 2 * q + e; /* element of the tile */
-                    const bool kept = i < 32 ? ((bhi >> (31 - i)) & 1u) : ((blo >> (63 - i)) & 1u);
-                    const uint16_t v = (uint16_t)(e ? w4[q] >> 16 : w4[q]);
-                    if (kept) {
-                        outbuf[pos] = v;
-                        if (kTileBits) tilemap[pos] = (uint8_t)(half * R + r);
-                        key_stat<kAsym>(v, mnk, mxk);
-                        if (kTileBits && !kAsym) mxm = max(mxm, (uint32_t)(v & 0x7FFFu));
-                    }
-                    pos += kept ? 1u : 0u;
+                    const uint32_t kept = i < 32 ? ((bhi >> (31 - i)) & 1u) : ((blo >> (63 - i)) & 1u);
+                    take(e ? w4[q] >> 16 : w4[q] & 0xFFFFu, kept, half * R + r, pos);
                 }
             }
         }
+        finish_keys();
         if constexpr (kTileBits != 0) {
             const uint32_t t = half * R + r;
             tile_params<kTileBits, kAsym>(pos - s.tstart[t], mxm, mnk, mxk, tile_scales + sec.params_per_group * t,

@@ -3,7 +3,7 @@
  * run (CUDA events, warm-up, medians). Throughput is in GB/s of dense fp16: bytes read for encode,
  * bytes written for decode; the copy counts bytes read plus bytes written, as usual.
  *
- *   sqkv_cuda_bench [--reps N] [--quick] [--out FILE]
+ *   sqkv_cuda_bench [--reps N] [--quick] [--config N] [--out FILE]
  */
 #include <cuda_runtime.h>
 #include <stdarg.h>
@@ -411,10 +411,12 @@ void bench_shape(const Shape &sh, const Config &cf, cudaStream_t s, bool decode_
 
 int main(int argc, char **argv) {
     bool quick = false;
+    int only_config = -1; /* --config N: only configs[N], first shape (profiling) */
     const char *out_path = nullptr;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--reps") && i + 1 < argc) g_reps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--quick")) quick = true;
+        else if (!strcmp(argv[i], "--config") && i + 1 < argc) only_config = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--out") && i + 1 < argc) out_path = argv[++i];
     }
     cudaDeviceProp p;
@@ -444,9 +446,11 @@ int main(int argc, char **argv) {
                               {"16-bit exact s=0.7", 16, SQKV_QUANT_EXACT, SQKV_SCALE_NONE, 0.7}};
     for (const Shape &sh : shapes) {
         for (const Config &cf : configs) {
+            if (only_config >= 0 && &cf != &configs[only_config % 4]) continue;
             bench_shape(sh, cf, s, true);
             if (quick) break;
         }
+        if (only_config >= 0) break;
         if (quick) break;
     }
     CK(cudaStreamDestroy(s));
