@@ -271,24 +271,14 @@ __global__ void __launch_bounds__(32 * kWarps) decode_fast_kernel(DecodeArgs a) 
                     for (uint32_t rr = 0; rr < G; rr++) {
                         const uint32_t q = G * gi + rr, r = 32 * hh + q;
                         if (r >= R) break;
-                        uint32_t kept[4], c[4];
+                        uint32_t v[4];
 #pragma unroll
                         for (uint32_t i = 0; i < 4; i++) {
-                            kept[i] = (bw[i] >> (31 - q)) & 1u;
-                            c[i] = win[i] & MASK;
-                            win[i] = kept[i] ? win[i] >> BITS : win[i];
+                            const uint32_t kept = (bw[i] >> (31 - q)) & 1u;
+                            v[i] = level_of(win[i] & MASK, ctx[i], kept);
+                            win[i] = kept ? win[i] >> BITS : win[i];
                         }
-                        uint2 pair;
-                        if constexpr (BITS == 2 && !kTile) {
-                            /* one level table for the head: one byte permute per two channels */
-                            pair = make_uint2(pair_of(c[0], c[1], kept[0], kept[1], ctx[0]),
-                                              pair_of(c[2], c[3], kept[2], kept[3], ctx[0]));
-                        } else {
-                            uint32_t v[4];
-#pragma unroll
-                            for (uint32_t i = 0; i < 4; i++) v[i] = level_of(c[i], ctx[i], kept[i]);
-                            pair = make_uint2(v[0] | (v[1] << 16), v[2] | (v[3] << 16));
-                        }
+                        const uint2 pair = make_uint2(v[0] | (v[1] << 16), v[2] | (v[3] << 16));
                         check_overflow(pair);
                         dst[r * (kFD / 4)] = pair;
                     }
