@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include <cmath>
 #include <random>
 #include <string>
 #include <vector>
@@ -71,7 +72,11 @@ inline std::vector<uint8_t> random_tensor(std::mt19937_64 &rng, uint32_t H, uint
             if (kind < 2) x = 0.0;                                    /* zero row */
             else if (kind < 4) x = constant;                          /* constant row: all ties */
             else if (kind < 10) x = (double)((int)(rng() % 7) - 3) * scale; /* few distinct values */
-            else {
+            else if (kind < 13) {
+                /* a large offset with a range of a few ulps: ASYMMETRIC levels that rounding merges */
+                x = constant * 512.0 + nd(rng) * scale;
+                if (std::fabs(x) > 30000.0) x = std::copysign(30000.0, x);
+            } else {
                 x = nd(rng) * scale;
                 const int r = pick(rng);
                 if (r < 5) x = 0.0;

@@ -242,16 +242,25 @@ sqkv_cuda_status prepare_call(sqkv_cuda_decoder *d, CallPlan &p, uint8_t *ws, ui
     a->errors = (uint32_t *)(ws + lay->errors);
     a->max_bits = 2;
     a->fast_bits = 0;
+    a->fast_tile = 0;
     if (fast_path_enabled() && d->geo.head_dim == 128) {
-        uint32_t bits = 0;
+        uint32_t bits = 0, gran = 0;
         bool ok = true;
         for (const DecSection &x : p.secs)
             if (x.kind == SQKV_KIND_SPARSE) {
-                if (x.granularity == SQKV_SCALE_PER_TILE || (bits && x.bits != bits) || ((uintptr_t)x.out & 15u))
+                if ((bits && (x.bits != bits || x.granularity != gran)) || ((uintptr_t)x.out & 15u)) ok = false;
+                /* widths and granularities the fast kernel knows (later format versions may add others) */
+                if ((x.bits != 2 && x.bits != 4 && x.bits != 8 && x.bits != 16) ||
+                    (x.granularity != SQKV_SCALE_PER_HEAD && x.granularity != SQKV_SCALE_PER_TILE &&
+                     x.granularity != SQKV_SCALE_NONE))
                     ok = false;
                 bits = x.bits;
+                gran = x.granularity;
             }
-        if (ok) a->fast_bits = bits;
+        if (ok) {
+            a->fast_bits = bits;
+            a->fast_tile = gran == SQKV_SCALE_PER_TILE ? 1u : 0u;
+        }
     }
     bool small_k = true;
     for (const DecSection &x : p.secs)

@@ -1,6 +1,8 @@
 /*
- * decode_fast.cu: the decoder's fast path for head_dim 128 with PER_HEAD scales or EXACT values (the
- * general decode_kernel of decode_kernels.cu handles every other case), bit for bit the same output.
+ * decode_fast.cu: the decoder's fast path for head_dim 128 with PER_HEAD or PER_TILE scales or EXACT
+ * values (the general decode_kernel of decode_kernels.cu handles every other case), bit for bit the same
+ * output. PER_TILE levels are built per unit in the warp's shared memory (2 and 4 bits: every tile's
+ * level table; 8 bits: each tile's parameters, levels per element).
  *
  * One warp per unit (64 tokens x 128 channels of one head) and no block-wide barrier, so a block's
  * eight units proceed independently and many units are in flight per multiprocessor:
@@ -30,21 +32,29 @@ constexpr uint32_t kFD = 128;
 constexpr uint32_t kWarps = 8;
 constexpr uint32_t kFull = 0xFFFFFFFFu;
 
-template <uint32_t BITS>
+/* PER_TILE levels of the unit's tiles in the output type: tile t's code c at tl[(t << BITS) + c] (2 and
+ * 4 bits); 8 bits: the tile's parameters (s at tl[2t], z at tl[2t + 1]), levels computed per element. */
+template <uint32_t BITS, bool kTile>
+constexpr uint32_t tile_level_slots() {
+    return !kTile ? 4u : BITS == 8 ? 2u * kFD : kFD << BITS;
+}
+
+template <uint32_t BITS, bool kTile>
 struct WarpSmem {
     uint64_t bm[kFD];
+    uint16_t tl[tile_level_slots<BITS, kTile>()];
     uint32_t tstart[kFD + 4];
     uint16_t lev[BITS < 16 ? (1u << BITS) : 4];
     uint32_t words[BITS < 16 ? 64 * kFD * BITS / 32 + 4 : 1];
 };
 
-template <uint32_t BITS>
+template <uint32_t BITS, bool kTile>
 __global__ void __launch_bounds__(32 * kWarps) decode_fast_kernel(DecodeArgs a) {
     extern __shared__ __align__(16) uint8_t smem_raw[];
     const uint32_t warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const uint32_t idx = blockIdx.x * kWarps + warp;
     if (idx >= a.n_units) return; /* whole warps: nothing below synchronizes beyond the warp */
-    WarpSmem<BITS> &s = ((WarpSmem<BITS> *)smem_raw)[warp];
+    WarpSmem<BITS, kTile> &s = ((WarpSmem<BITS, kTile> *)smem_raw)[warp];
     const Geometry &g = a.g;
     const UnitPlan u = unit_at(a, idx);
     const DecSection &sec = a.sections[u.section];
@@ -103,20 +113,47 @@ __global__ void __launch_bounds__(32 * kWarps) decode_fast_kernel(DecodeArgs a) 
         const uint32_t *pw = (const uint32_t *)payload;
         for (uint64_t w = w0 + lane; w < w1; w += 32) s.words[w - w0] = w < region_words ? pw[w] : 0u;
         const uint16_t *scales = (const uint16_t *)(sec.body + sec.scales_at);
-        const uint64_t grp = (uint64_t)u.head * sec.params_per_group;
-        const double sd = e_to_double(scales[grp], e_bf16);
-        const double zd = sec.params_per_group == 2 ? e_to_double(scales[grp + 1], e_bf16) : 0.0;
-        for (uint32_t q = lane; q < (1u << BITS); q += 32) {
-            uint32_t f = 0;
-            s.lev[q] = to_out(quant_level(sec.quantizer, BITS, e_bf16, sd, zd, q), e_bf16, a.out_dtype, &f);
-            ovf |= f != 0;
+        const uint32_t ppg = sec.params_per_group;
+        if constexpr (!kTile) {
+            const uint64_t grp = (uint64_t)u.head * ppg;
+            const double sd = e_to_double(scales[grp], e_bf16);
+            const double zd = ppg == 2 ? e_to_double(scales[grp + 1], e_bf16) : 0.0;
+            for (uint32_t q = lane; q < (1u << BITS); q += 32) {
+                uint32_t f = 0;
+                s.lev[q] = to_out(quant_level(sec.quantizer, BITS, e_bf16, sd, zd, q), e_bf16, a.out_dtype, &f);
+                ovf |= f != 0;
+            }
+        } else if constexpr (BITS == 8) {
+            const uint16_t *ts = scales + u.tile0 * ppg;
+            for (uint32_t t = lane; t < nt; t += 32) {
+                s.tl[2 * t] = ts[(uint64_t)t * ppg];
+                s.tl[2 * t + 1] = ppg == 2 ? ts[(uint64_t)t * ppg + 1] : 0;
+            }
+            ovf = true; /* levels are converted per element */
+        } else {
+            /* a lane per tile: its parameters are read and converted once */
+            const uint16_t *ts = scales + u.tile0 * ppg;
+            for (uint32_t t = lane; t < nt; t += 32) {
+                const uint64_t grp = (uint64_t)t * ppg;
+                const double sd = e_to_double(ts[grp], e_bf16), zd = ppg == 2 ? e_to_double(ts[grp + 1], e_bf16) : 0.0;
+                uint32_t lv[1u << BITS];
+                uint32_t f = 0;
+#pragma unroll
+                for (uint32_t c = 0; c < (1u << BITS); c++)
+                    lv[c] = to_out(quant_level(sec.quantizer, BITS, e_bf16, sd, zd, c), e_bf16, a.out_dtype, &f);
+                ovf |= f != 0;
+                uint2 *dst = (uint2 *)(s.tl + (t << BITS)); /* 8-byte aligned: bm before it, 4 levels per uint2 */
+#pragma unroll
+                for (uint32_t c = 0; c < (1u << BITS); c += 4)
+                    dst[c / 4] = make_uint2(lv[c] | (lv[c + 1] << 16), lv[c + 2] | (lv[c + 3] << 16));
+            }
         }
         /* a level beyond fp16 (bf16 file, fp16 output) is an error only where an element uses it */
         ovf = __any_sync(kFull, ovf);
     }
     __syncwarp();
     uint32_t lv01 = 0, lv23 = 0;
-    if (BITS == 2) {
+    if (BITS == 2 && !kTile) {
         lv01 = (uint32_t)s.lev[0] | ((uint32_t)s.lev[1] << 16);
         lv23 = (uint32_t)s.lev[2] | ((uint32_t)s.lev[3] << 16);
     }
@@ -125,7 +162,10 @@ __global__ void __launch_bounds__(32 * kWarps) decode_fast_kernel(DecodeArgs a) 
     /* Value of the element whose code starts at bit cur of the staged words (BITS < 16) or whose
      * payload index is e (BITS = 16), or 0 when it is not kept. Computed without branches: the code
      * read is always inside the staged words, and the kept flag selects. */
-    auto value = [&](bool kept, uint32_t cur, uint64_t e) -> uint32_t {
+    /* ctx: where the element's levels are. PER_HEAD: unused (2 bits: lv01/lv23, else s.lev). PER_TILE,
+     * 2 bits: the tile's four levels (x: codes 0-1, y: 2-3); 4 bits: x = the tile's first slot in s.tl;
+     * 8 bits: the tile's s and z. */
+    auto value = [&](bool kept, uint32_t cur, uint64_t e, uint2 ctx) -> uint32_t {
         if constexpr (BITS == 16) {
             uint32_t x = 0, f = 0;
             if (kept && e < region16) x = to_out(p16[e], e_bf16, a.out_dtype, &f);
@@ -133,9 +173,29 @@ __global__ void __launch_bounds__(32 * kWarps) decode_fast_kernel(DecodeArgs a) 
             return x;
         } else {
             const uint32_t code = __funnelshift_r(s.words[cur >> 5], 0u, cur) & ((1u << BITS) - 1u);
-            const uint32_t x = BITS == 2 ? __byte_perm(lv01, lv23, 0x10u + 0x22u * code) & 0xFFFFu : (uint32_t)s.lev[code];
+            uint32_t x;
+            if constexpr (!kTile)
+                x = BITS == 2 ? __byte_perm(lv01, lv23, 0x10u + 0x22u * code) & 0xFFFFu : (uint32_t)s.lev[code];
+            else if constexpr (BITS == 2)
+                x = __byte_perm(ctx.x, ctx.y, 0x10u + 0x22u * code) & 0xFFFFu;
+            else if constexpr (BITS == 4)
+                x = s.tl[ctx.x + code];
+            else {
+                uint32_t f = 0;
+                x = to_out(quant_level(sec.quantizer, BITS, e_bf16, e_to_double((uint16_t)ctx.x, e_bf16),
+                                       e_to_double((uint16_t)ctx.y, e_bf16), code),
+                           e_bf16, a.out_dtype, &f);
+                flags |= kept ? f : 0u;
+            }
             return kept ? x : 0u;
         }
+    };
+    /* the level context of unit tile t (PER_TILE) */
+    auto tile_ctx = [&](uint32_t t) -> uint2 {
+        if constexpr (!kTile || BITS == 16) return make_uint2(0, 0);
+        else if constexpr (BITS == 2) return ((const uint2 *)s.tl)[t];
+        else if constexpr (BITS == 4) return make_uint2(t << 4, 0);
+        else return make_uint2(s.tl[2 * t], s.tl[2 * t + 1]);
     };
     auto check_overflow = [&](uint2 pair) {
         if (ovf)
@@ -148,14 +208,121 @@ __global__ void __launch_bounds__(32 * kWarps) decode_fast_kernel(DecodeArgs a) 
     uint16_t *out = (uint16_t *)sec.out + ((uint64_t)head * g.n_tokens + token0) * kFD;
     /* bit position of payload element e0 in the staged words */
     const uint32_t cur0 = BITS < 16 ? (uint32_t)(e0 * BITS - w0 * 32) : 0u;
-    if (sec.tensor == 0) {
+    if constexpr (BITS < 16) {
+        /* Codes are read through 32-bit windows: the next codes of a stream from one funnel shift of two
+         * staged words, consumed by shifting the window when an element is kept (no per-element shared
+         * memory read or bit-position arithmetic). */
+        constexpr uint32_t MASK = (1u << BITS) - 1u;
+        auto window = [&](uint32_t cur) -> uint32_t {
+            const uint32_t wi = cur >> 5;
+            return __funnelshift_r(s.words[wi], s.words[wi + 1], cur);
+        };
+        /* level of code c (0 when not kept), PER_HEAD or PER_TILE (ctx as for value above) */
+        auto level_of = [&](uint32_t c, uint2 ctx, uint32_t kept) -> uint32_t {
+            uint32_t x;
+            if constexpr (BITS == 2)
+                x = __byte_perm(kTile ? ctx.x : lv01, kTile ? ctx.y : lv23, 0x10u + 0x22u * c) & 0xFFFFu;
+            else if constexpr (!kTile)
+                x = s.lev[c];
+            else if constexpr (BITS == 4)
+                x = s.tl[ctx.x + c];
+            else {
+                uint32_t f = 0;
+                x = to_out(quant_level(sec.quantizer, BITS, e_bf16, e_to_double((uint16_t)ctx.x, e_bf16),
+                                       e_to_double((uint16_t)ctx.y, e_bf16), c),
+                           e_bf16, a.out_dtype, &f);
+                flags |= kept ? f : 0u;
+            }
+            return kept ? x : 0u;
+        };
+        /* two neighbouring elements of one tile: for 2 bits one byte permute selects both levels */
+        auto pair_of = [&](uint32_t c0, uint32_t c1, uint32_t k0, uint32_t k1, uint2 ctx) -> uint32_t {
+            if constexpr (BITS == 2) {
+                const uint32_t x = __byte_perm(kTile ? ctx.x : lv01, kTile ? ctx.y : lv23, 0x1010u + 0x22u * (c0 | (c1 << 8)));
+                return x & ((0u - k0) & 0xFFFFu | ((0u - k1) << 16));
+            } else {
+                return level_of(c0, ctx, k0) | (level_of(c1, ctx, k1) << 16);
+            }
+        };
+        if (sec.tensor == 0) {
+            /* keys: tiles 4l .. 4l + 3 are channels 4l .. 4l + 3; a lane walks down the rows, G rows per
+             * window of each tile */
+            constexpr uint32_t G = 32 / BITS;
+            uint32_t cur[4];
+            uint2 ctx[4];
+#pragma unroll
+            for (uint32_t i = 0; i < 4; i++) {
+                cur[i] = cur0 + ts[i] * BITS;
+                ctx[i] = tile_ctx(4 * lane + i);
+            }
+            uint2 *dst = (uint2 *)(out + 4 * lane);
+#pragma unroll
+            for (uint32_t hh = 0; hh < 2; hh++) {
+                uint32_t bw[4];
+#pragma unroll
+                for (uint32_t i = 0; i < 4; i++) bw[i] = (uint32_t)(bm[i] >> (32 * (1 - hh)));
+#pragma unroll
+                for (uint32_t gi = 0; gi < 32 / G; gi++) {
+                    if (32 * hh + G * gi >= R) break;
+                    uint32_t win[4];
+#pragma unroll
+                    for (uint32_t i = 0; i < 4; i++) win[i] = window(cur[i]);
+#pragma unroll
+                    for (uint32_t rr = 0; rr < G; rr++) {
+                        const uint32_t q = G * gi + rr, r = 32 * hh + q;
+                        if (r >= R) break;
+                        uint32_t v[4];
+#pragma unroll
+                        for (uint32_t i = 0; i < 4; i++) {
+                            const uint32_t kept = (bw[i] >> (31 - q)) & 1u;
+                            v[i] = level_of(win[i] & MASK, ctx[i], kept);
+                            win[i] = kept ? win[i] >> BITS : win[i];
+                        }
+                        const uint2 pair = make_uint2(v[0] | (v[1] << 16), v[2] | (v[3] << 16));
+                        check_overflow(pair);
+                        dst[r * (kFD / 4)] = pair;
+                    }
+#pragma unroll
+                    for (uint32_t i = 0; i < 4; i++)
+                        cur[i] += BITS * (uint32_t)__popc((bw[i] >> (32 - G * (gi + 1))) & ((1u << G) - 1u));
+                }
+            }
+        } else {
+            /* values: as below, the lane's four codes from one window */
+            const uint32_t h = lane >> 4, i0 = 4 * (lane & 15u);
+            const uint64_t before_mask = ~(~0ull >> i0);
+            uint2 *dst = (uint2 *)(out + 64 * h + i0);
+#pragma unroll 4
+            for (uint32_t r = 0; r < R; r++) {
+                const uint32_t t = h * R + r;
+                const uint64_t tb = s.bm[t];
+                const uint32_t rank = s.tstart[t] + (uint32_t)__popcll(tb & before_mask);
+                const uint32_t nib = (uint32_t)(tb >> (60 - i0)) & 0xFu;
+                uint32_t w = window(cur0 + rank * BITS);
+                const uint2 ctx = tile_ctx(t);
+                const uint32_t k0 = nib >> 3, k1 = (nib >> 2) & 1u, k2 = (nib >> 1) & 1u, k3 = nib & 1u;
+                const uint32_t c0 = w & MASK;
+                w = k0 ? w >> BITS : w;
+                const uint32_t c1 = w & MASK;
+                w = k1 ? w >> BITS : w;
+                const uint32_t c2 = w & MASK;
+                w = k2 ? w >> BITS : w;
+                const uint32_t c3 = w & MASK;
+                const uint2 pair = make_uint2(pair_of(c0, c1, k0, k1, ctx), pair_of(c2, c3, k2, k3, ctx));
+                check_overflow(pair);
+                dst[(uint64_t)r * (kFD / 4)] = pair;
+            }
+        }
+    } else if (sec.tensor == 0) {
         /* keys: tiles 4l .. 4l + 3 are channels 4l .. 4l + 3; a lane walks down the rows */
         uint32_t cur[4];
         uint64_t e[4];
+        uint2 ctx[4];
 #pragma unroll
         for (uint32_t i = 0; i < 4; i++) {
             cur[i] = cur0 + ts[i] * (BITS & 15u);
             e[i] = e0 + ts[i];
+            ctx[i] = tile_ctx(4 * lane + i);
         }
         uint2 *dst = (uint2 *)(out + 4 * lane);
 #pragma unroll
@@ -171,7 +338,7 @@ __global__ void __launch_bounds__(32 * kWarps) decode_fast_kernel(DecodeArgs a) 
 #pragma unroll
                 for (uint32_t i = 0; i < 4; i++) {
                     const bool kept = (bw[i] >> (31 - rr)) & 1u;
-                    v[i] = value(kept, cur[i], e[i]);
+                    v[i] = value(kept, cur[i], e[i], ctx[i]);
                     if (BITS < 16) cur[i] += kept ? BITS : 0u;
                     else e[i] += kept ? 1u : 0u;
                 }
@@ -194,11 +361,12 @@ __global__ void __launch_bounds__(32 * kWarps) decode_fast_kernel(DecodeArgs a) 
             const uint32_t nib = (uint32_t)(tb >> (60 - i0)) & 0xFu;
             uint32_t cur = cur0 + rank * (BITS & 15u);
             uint64_t ee = e0 + rank;
+            const uint2 ctx = tile_ctx(t);
             uint32_t v[4];
 #pragma unroll
             for (uint32_t j = 0; j < 4; j++) {
                 const bool kept = (nib >> (3 - j)) & 1u;
-                v[j] = value(kept, cur, ee);
+                v[j] = value(kept, cur, ee, ctx);
                 if (BITS < 16) cur += kept ? BITS : 0u;
                 else ee += kept ? 1u : 0u;
             }
@@ -210,11 +378,12 @@ __global__ void __launch_bounds__(32 * kWarps) decode_fast_kernel(DecodeArgs a) 
     if (flags) atomicOr(&a.errors[u.section], flags);
 }
 
-template <uint32_t BITS>
+template <uint32_t BITS, bool kTile>
 sqkv_cuda_status launch_bits(const DecodeArgs &a, cudaStream_t stream) {
-    const size_t smem = sizeof(WarpSmem<BITS>) * kWarps;
-    SQKV_CUDA_TRY(cudaFuncSetAttribute(decode_fast_kernel<BITS>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-    decode_fast_kernel<BITS><<<(a.n_units + kWarps - 1) / kWarps, 32 * kWarps, smem, stream>>>(a);
+    const size_t smem = sizeof(WarpSmem<BITS, kTile>) * kWarps;
+    const auto kernel = decode_fast_kernel<BITS, kTile>;
+    SQKV_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    kernel<<<(a.n_units + kWarps - 1) / kWarps, 32 * kWarps, smem, stream>>>(a);
     SQKV_CUDA_LAUNCHED();
     return SQKV_OK;
 }
@@ -224,11 +393,12 @@ sqkv_cuda_status launch_bits(const DecodeArgs &a, cudaStream_t stream) {
 sqkv_cuda_status launch_decode_fast(const DecodeArgs &a, cudaStream_t stream) {
     if (a.n_units == 0) return SQKV_OK;
     if (a.g.head_dim != kFD) return SQKV_ERR_STATE;
+    const bool tile = a.fast_tile != 0;
     switch (a.fast_bits) {
-        case 2: return launch_bits<2>(a, stream);
-        case 4: return launch_bits<4>(a, stream);
-        case 8: return launch_bits<8>(a, stream);
-        case 16: return launch_bits<16>(a, stream);
+        case 2: return tile ? launch_bits<2, true>(a, stream) : launch_bits<2, false>(a, stream);
+        case 4: return tile ? launch_bits<4, true>(a, stream) : launch_bits<4, false>(a, stream);
+        case 8: return tile ? launch_bits<8, true>(a, stream) : launch_bits<8, false>(a, stream);
+        case 16: return launch_bits<16, false>(a, stream);
         default: return SQKV_ERR_STATE;
     }
 }

@@ -44,6 +44,7 @@ struct DecodeArgs {
     uint32_t use_offsets;      /* unit starts from the (validated) offset tables instead of stats */
     uint32_t max_bits;         /* largest payload_bits of the call's sections (shared memory size) */
     uint32_t fast_bits;        /* payload_bits of every SPARSE section when decode_fast.cu applies, else 0 */
+    uint32_t fast_tile;        /* with fast_bits < 16: every SPARSE section has PER_TILE (1) or PER_HEAD (0) */
     /* Mustafar export of one head */
     const uint32_t *m_units;   /* units of the head, in tile order */
     uint32_t m_n_units;
@@ -65,8 +66,9 @@ sqkv_cuda_status launch_decode_check(const DecodeArgs &a, const uint32_t *dense_
 /* Dense output of every unit and DENSE section. */
 sqkv_cuda_status launch_decode_dense(const DecodeArgs &a, const uint32_t *dense_ids, uint32_t n_dense,
                                      uint64_t max_dense_elems, cudaStream_t stream);
-/* The fast decoding kernel (decode_fast.cu): head_dim 128, PER_HEAD scales or EXACT values, one
- * payload width (a.fast_bits) for every SPARSE section, 16-byte aligned outputs (checked by the host). */
+/* The fast decoding kernel (decode_fast.cu): head_dim 128, PER_HEAD or PER_TILE scales (one of them,
+ * a.fast_tile) or EXACT values, one payload width (a.fast_bits) for every SPARSE section, 16-byte aligned
+ * outputs (checked by the host). */
 sqkv_cuda_status launch_decode_fast(const DecodeArgs &a, cudaStream_t stream);
 
 /* Mustafar arrays of one head (m_* fields). */

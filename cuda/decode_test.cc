@@ -173,6 +173,30 @@ TEST(CudaDecode, MatchesCpuAcrossGeometriesAndOptions) {
         }
 }
 
+/* head_dim 128 takes decode_fast.cu; PER_TILE there: every width, both quantizers, fp16 and bf16 files
+ * (each decoded to fp16 and bf16), partial chunks, token splits, both unit-start sources. */
+TEST(CudaDecode, FastPathPerTileWidthsQuantizers) {
+    SKIP_WITHOUT_GPU();
+    uint64_t n = 0;
+    for (uint32_t bits : {2u, 4u, 8u})
+        for (int q = 1; q <= 2; q++)
+            for (sqkv_dtype e : {SQKV_DTYPE_FP16, SQKV_DTYPE_BF16}) {
+                Case c = base_case();
+                c.bits = bits;
+                c.q = (sqkv_quantizer)q;
+                c.gran = SQKV_SCALE_PER_TILE;
+                c.e = e;
+                c.sparsity = (n % 3 == 0) ? 0.0 : (n % 3 == 1) ? 0.8 : 0.99;
+                c.heads = 1 + (uint32_t)(n % 3);
+                c.hps = 1 + (uint32_t)(n % 2);
+                c.tps = (n % 4 == 1) ? 64 : 0;
+                c.tokens = 100 + 37 * (uint32_t)(n % 5);
+                SCOPED_TRACE(c.name());
+                compare_decode(make_file(c, seed_of("decode-tile") + n), 0, 1 + (uint32_t)(n % 2));
+                n++;
+            }
+}
+
 TEST(CudaDecode, ManyHeadsAndLayersInOneCall) {
     SKIP_WITHOUT_GPU();
     Case c = base_case();

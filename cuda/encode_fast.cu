@@ -1,7 +1,10 @@
 /*
  * encode_fast.cu: the encoder's fast path for the common case: fp16 elements from an fp16 source,
- * head_dim 128, PER_HEAD scales (SYMMETRIC or ASYMMETRIC) or EXACT values. It writes the same bytes
- * as the general kernels of encode_kernels.cu, which handle every other case.
+ * head_dim 128, PER_HEAD or PER_TILE scales (SYMMETRIC or ASYMMETRIC, 2, 4 or 8 bits) or EXACT values. It
+ * writes the same bytes as the general kernels of encode_kernels.cu, which handle every other case.
+ * PER_TILE parameters are local to one tile, which one thread of the pruning pass stages anyway (keys:
+ * a channel's walk down the rows; values: half a row), so that thread also chooses the tile's
+ * parameters and replaces its staged values by their codes; packing then only places codes.
  *
  *   prune_fast_kernel    one 128-thread block per unit (64 rows x 128 channels): the unit is copied
  *                        to shared memory with cp.async (16-byte pieces, XOR-swizzled so that the row
@@ -43,6 +46,7 @@ struct FastSmem {
     uint32_t tstart[kFD + 4]; /* exclusive prefix of the tile counts; [nt] = unit count */
     uint32_t wsum[4];
     uint32_t misc[4];         /* [0] largest kept magnitude, [1] smallest / [2] largest kept order key */
+    alignas(8) uint16_t tbnd[kFD * 16]; /* PER_TILE: per tile, what coding needs (tile_params) */
 };
 
 __device__ __forceinline__ __half2 as_h2(uint32_t u) {
@@ -112,15 +116,6 @@ __device__ __forceinline__ void scan128(const uint32_t *cnt, uint32_t *tstart, u
     __syncthreads();
 }
 
-template <bool kAsym>
-__device__ __forceinline__ void key_stat(uint16_t v, uint32_t &mn, uint32_t &mx) {
-    if (kAsym) {
-        const uint32_t k = e_order_key(v);
-        mn = min(mn, k);
-        mx = max(mx, k);
-    }
-}
-
 /* Kept bits of this lane's half row as a value tile bitmap (bit 63 - i = channel 64h + i). */
 __device__ __forceinline__ uint64_t value_tile_mask(const uint32_t (&m)[32], uint32_t A) {
     const uint32_t a2 = A * 0x10001u;
@@ -152,11 +147,62 @@ __device__ __forceinline__ void key_ballots(const uint32_t (&m)[32], uint32_t A,
     }
 }
 
-template <bool kAsym>
+/* PER_TILE: the parameters of one tile from the statistics of its kept values (gathered while staging
+ * them), written to the scales stream at sc, and what coding needs in the tile's 16 slots of bnd: 2 and
+ * 4 bits, the code boundaries (numeric.cuh group_code_bounds: order keys, at most 0xFC00); 8 bits, s and
+ * z for the reference nearest-level search. */
+template <uint32_t BITS, bool kAsym>
+__device__ __forceinline__ void tile_params(uint32_t count, uint32_t max_mag, uint32_t min_key, uint32_t max_key,
+                                            uint16_t *sc, uint16_t *bnd) {
+    constexpr uint32_t L = 1u << BITS;
+    const int q = kAsym ? 2 : 1;
+    uint16_t sv, zv;
+    choose_params(q, BITS, false, count, max_mag, min_key, max_key, &sv, &zv);
+    sc[0] = sv;
+    if (kAsym) sc[1] = zv;
+    if constexpr (BITS <= 4) {
+        if (count == 0) return;
+        const double sd = e_to_double(sv, false), zd = e_to_double(zv, false);
+        uint16_t lev[L];
+#pragma unroll
+        for (uint32_t c = 0; c < L; c++) lev[c] = quant_level(q, BITS, false, sd, zd, c);
+        uint32_t B[L];
+        group_code_bounds<L>(lev, B);
+#pragma unroll
+        for (uint32_t c = 1; c < L; c++) bnd[c] = (uint16_t)B[c];
+    } else {
+        bnd[0] = sv;
+        bnd[1] = zv;
+    }
+}
+
+/* Code of staged fp16 value x of a tile whose tile_params slots are bnd. */
+template <uint32_t BITS, bool kAsym>
+__device__ __forceinline__ uint32_t tile_code(uint32_t x, const uint16_t *bnd) {
+    if constexpr (BITS == 2) {
+        const uint32_t k = x ^ (0x8000u | ((0u - (x >> 15)) & 0x7FFFu)); /* e_order_key */
+        const uint2 b = *(const uint2 *)bnd; /* slots 1-3, one load (FastSmem keeps tbnd 8-byte aligned) */
+        return (k >= (b.x >> 16) ? 1u : 0u) + (k >= (b.y & 0xFFFFu) ? 1u : 0u) + (k >= (b.y >> 16) ? 1u : 0u);
+    } else if constexpr (BITS == 4) {
+        const uint32_t k = x ^ (0x8000u | ((0u - (x >> 15)) & 0x7FFFu)); /* e_order_key */
+        uint32_t c = 0;
+#pragma unroll
+        for (uint32_t step = (1u << BITS) >> 1; step; step >>= 1)
+            if (k >= bnd[c + step]) c += step;
+        return c;
+    } else {
+        const OnTheFlyLevels lv{kAsym ? 2 : 1, BITS, false, e_to_double(bnd[0], false), e_to_double(bnd[1], false)};
+        return nearest_code(lv, 1u << BITS, e_to_double((uint16_t)x, false));
+    }
+}
+
+template <bool kAsym, uint32_t kTileBits>
 __global__ void __launch_bounds__(kFastThreads, 7) prune_fast_kernel(EncodeArgs a) {
     extern __shared__ __align__(16) uint8_t smem_raw[];
     FastSmem &s = *(FastSmem *)smem_raw;
     uint16_t *outbuf = (uint16_t *)(smem_raw + sizeof(FastSmem));
+    /* PER_TILE: the unit tile of each staged value (so that coding is spread evenly over the block) */
+    uint8_t *tilemap = (uint8_t *)outbuf + align_up(2 * a.unit_cap, 16);
     const uint32_t layer = blockIdx.y, uidx = blockIdx.x, tid = threadIdx.x;
     const uint32_t warp = tid >> 5, lane = tid & 31;
     const UnitPlan u = a.units[uidx];
@@ -239,54 +285,44 @@ __global__ void __launch_bounds__(kFastThreads, 7) prune_fast_kernel(EncodeArgs 
         }
     }
     if (__any_sync(kFull, partial)) {
-        /* Rare: ties at T that are not all kept. The lane pair of such a row finds cut = 1 + the
-         * channel of the need-th element equal to T and zeroes the later ties in shared memory (they
-         * are not kept, so their values are never needed again); every lane of the warp then reloads
-         * its magnitudes. Done in shared memory to keep registers for the common path. */
-        uint16_t *row = s.tile + r * kFD;
-        const uint32_t sw = r & 7u;
-        uint32_t eq = 0;
-        if (partial) {
-#pragma unroll 1
-            for (uint32_t i = 0; i < 64; i++) {
-                const uint32_t d = d0 + i;
-                eq += (row[(((d >> 3) ^ sw) << 3) | (d & 7u)] & 0x7FFFu) == A ? 1u : 0u;
-            }
+        /* Ties at T that are not all kept (frequent with fp16 data: 16 rows per warp). The lane pair of
+         * such a row finds cut = 1 + the channel of the need-th element equal to T and sets the later
+         * ties' magnitudes to 0 in registers (they are not kept; the values in shared memory are read
+         * only where the bitmaps say kept). m[k] holds channels d0 + 2k (low half) and d0 + 2k + 1. */
+        const uint32_t a2 = A * 0x10001u;
+        uint32_t tie_lo = 0, tie_hi = 0; /* bit b: channel d0 + b (b < 32) / d0 + 32 + b equals T */
+#pragma unroll
+        for (int k = 0; k < 32; k++) {
+            const uint32_t eqm = __heq2_mask(as_h2(m[k]), as_h2(a2));
+            const uint32_t two = (eqm & 1u) | ((eqm >> 30) & 2u);
+            if (k < 16) tie_lo |= two << (2 * k);
+            else tie_hi |= two << (2 * (k - 16));
         }
+        const uint32_t eq = partial ? (uint32_t)(__popc(tie_lo) + __popc(tie_hi)) : 0u;
         const uint32_t eq_other = __shfl_xor_sync(kFull, eq, 8);
         const uint32_t eq0 = half ? eq_other : eq;
         uint32_t found = 0;
         if (partial) {
             const bool in0 = need <= eq0;
-            uint32_t rank = in0 ? need : need - eq0;
+            const uint32_t rank = in0 ? need : need - eq0;
             if (half == (in0 ? 0u : 1u)) {
-#pragma unroll 1
-                for (uint32_t i = 0; i < 64; i++) {
-                    const uint32_t d = d0 + i;
-                    if ((row[(((d >> 3) ^ sw) << 3) | (d & 7u)] & 0x7FFFu) == A && --rank == 0) {
-                        found = d + 1;
-                        break;
-                    }
-                }
+                uint64_t tm = ((uint64_t)tie_hi << 32) | tie_lo;
+                for (uint32_t i = 1; i < rank; i++) tm &= tm - 1; /* drop the ties before the rank-th */
+                found = d0 + (uint32_t)__ffsll((long long)tm);   /* 1 + its channel */
             }
         }
         found = max(found, __shfl_xor_sync(kFull, found, 8));
         if (partial) {
-#pragma unroll 1
-            for (uint32_t i = 0; i < 64; i++) {
-                const uint32_t d = d0 + i, at = (((d >> 3) ^ sw) << 3) | (d & 7u);
-                if (d >= found && (row[at] & 0x7FFFu) == A) row[at] = 0;
-            }
-        }
-        __syncwarp();
-        const uint4 *rp = (const uint4 *)(s.tile + r * kFD);
+            /* ties at channels >= found (bit index >= found - d0) are dropped */
+            const uint32_t cb = found > d0 ? min(found - d0, 64u) : 0u;
+            const uint64_t tm = ((uint64_t)tie_hi << 32) | tie_lo;
+            const uint64_t drop = cb >= 64 ? 0ull : tm & (~0ull << cb);
+            const uint32_t drop_lo = (uint32_t)drop, drop_hi = (uint32_t)(drop >> 32);
 #pragma unroll
-        for (int j = 0; j < 8; j++) {
-            const uint4 v = rp[8 * half + ((uint32_t)j ^ (r & 7u))];
-            m[4 * j] = v.x & 0x7FFF7FFFu;
-            m[4 * j + 1] = v.y & 0x7FFF7FFFu;
-            m[4 * j + 2] = v.z & 0x7FFF7FFFu;
-            m[4 * j + 3] = v.w & 0x7FFF7FFFu;
+            for (int k = 0; k < 32; k++) {
+                const uint32_t two = k < 16 ? drop_lo >> (2 * k) : drop_hi >> (2 * (k - 16));
+                m[k] &= ~(((two & 1u) ? 0xFFFFu : 0u) | ((two & 2u) ? 0xFFFF0000u : 0u));
+            }
         }
     }
     /* the row maximum is always kept (keep >= 1): the unit's largest kept magnitude */
@@ -313,8 +349,34 @@ __global__ void __launch_bounds__(kFastThreads, 7) prune_fast_kernel(EncodeArgs 
     __syncthreads();
     scan128(s.cnt, s.tstart, nt, s.wsum);
 
-    /* P3: kept values in payload order into outbuf */
-    uint32_t mnk = 0xFFFFFFFFu, mxk = 0;
+    /* P3: kept values in payload order into outbuf (PER_TILE: also their tiles, and each tile's parameters) */
+    uint32_t mnk = 0xFFFFFFFFu, mxk = 0, mxm = 0;
+    uint8_t *body = a.out + (uint64_t)layer * a.layer_capacity + sec.slot + 64;
+    uint16_t *tile_scales = (uint16_t *)(body + sec.scales_at) + (uint64_t)sec.params_per_group * u.tile0;
+    /* One staged element, without branches (a branch per element costs more than the work): the
+     * smallest and largest kept values (ASYMMETRIC) as fp16 minimum / maximum, order keys at the end. */
+    const __half pinf = __ushort_as_half(0x7C00u), ninf = __ushort_as_half(0xFC00u);
+    __half mnv = pinf, mxv = ninf;
+    auto take = [&](uint32_t v, uint32_t kept, uint32_t tile, uint32_t &pos) {
+        if (kAsym) {
+            const __half hv = __ushort_as_half((unsigned short)v);
+            mnv = __hmin(mnv, kept ? hv : pinf);
+            mxv = __hmax(mxv, kept ? hv : ninf);
+        }
+        if (kTileBits && !kAsym) mxm = max(mxm, kept ? (v & 0x7FFFu) : 0u);
+        if (kept) {
+            outbuf[pos] = (uint16_t)v;
+            if (kTileBits) tilemap[pos] = (uint8_t)tile;
+        }
+        pos += kept;
+    };
+    /* order keys of the kept extremes (none kept: the empty statistics) */
+    auto finish_keys = [&]() {
+        if (kAsym && __half_as_ushort(mnv) != 0x7C00u) {
+            mnk = e_order_key(__half_as_ushort(mnv));
+            mxk = e_order_key(__half_as_ushort(mxv));
+        }
+    };
     if (keys) {
         const uint32_t d = tid;
         uint32_t off[8];
@@ -327,15 +389,13 @@ __global__ void __launch_bounds__(kFastThreads, 7) prune_fast_kernel(EncodeArgs 
             const uint32_t byte = (uint32_t)(my_bm >> (56 - 8 * g8)); /* rows 8 g8 .. 8 g8 + 7, first at bit 7 */
 #pragma unroll
             for (uint32_t q = 0; q < 8; q++) {
-                const uint16_t v = rows[q * kFD + off[q]];
-                const bool kept = (byte >> (7 - q)) & 1u;
-                if (kept) {
-                    outbuf[pos] = v;
-                    key_stat<kAsym>(v, mnk, mxk);
-                }
-                pos += kept ? 1u : 0u;
+                take(rows[q * kFD + off[q]], (byte >> (7 - q)) & 1u, d, pos);
             }
         }
+        finish_keys();
+        if constexpr (kTileBits != 0)
+            tile_params<kTileBits, kAsym>(pos - s.tstart[d], mxm, mnk, mxk, tile_scales + sec.params_per_group * d,
+                                          s.tbnd + 16 * d);
     } else if (r < R) {
         uint32_t pos = s.tstart[half * R + r];
         const uint4 *rp = (const uint4 *)(s.tile + r * kFD);
@@ -349,18 +409,19 @@ __global__ void __launch_bounds__(kFastThreads, 7) prune_fast_kernel(EncodeArgs 
 #pragma unroll
                 for (int e = 0; e < 2; e++) {
                     const int i = 8 * j + 2 * q + e; /* element of the tile */
-                    const bool kept = i < 32 ? ((bhi >> (31 - i)) & 1u) : ((blo >> (63 - i)) & 1u);
-                    const uint16_t v = (uint16_t)(e ? w4[q] >> 16 : w4[q]);
-                    if (kept) {
-                        outbuf[pos] = v;
-                        key_stat<kAsym>(v, mnk, mxk);
-                    }
-                    pos += kept ? 1u : 0u;
+                    const uint32_t kept = i < 32 ? ((bhi >> (31 - i)) & 1u) : ((blo >> (63 - i)) & 1u);
+                    take(e ? w4[q] >> 16 : w4[q] & 0xFFFFu, kept, half * R + r, pos);
                 }
             }
         }
+        finish_keys();
+        if constexpr (kTileBits != 0) {
+            const uint32_t t = half * R + r;
+            tile_params<kTileBits, kAsym>(pos - s.tstart[t], mxm, mnk, mxk, tile_scales + sec.params_per_group * t,
+                                          s.tbnd + 16 * t);
+        }
     }
-    if (kAsym) {
+    if (kAsym && kTileBits == 0) {
         mnk = __reduce_min_sync(kFull, mnk);
         mxk = __reduce_max_sync(kFull, mxk);
         if (lane == 0) {
@@ -370,14 +431,29 @@ __global__ void __launch_bounds__(kFastThreads, 7) prune_fast_kernel(EncodeArgs 
     }
     __syncthreads();
 
-    /* P4: bitmaps, staged values, unit-relative offset entries, statistics */
-    uint8_t *body = a.out + (uint64_t)layer * a.layer_capacity + sec.slot + 64;
+    /* P4: bitmaps, staged values (or codes), unit-relative offset entries, statistics */
     uint64_t *gbm = (uint64_t *)body + u.tile0;
     if (keys) gbm[tid] = my_bm;
     else if (r < R) gbm[half * R + r] = my_bm;
     const uint32_t kept_total = s.tstart[nt];
     uint16_t *stage = a.temp + ((uint64_t)layer * a.n_units + uidx) * a.unit_cap;
-    for (uint32_t i = tid; i < (kept_total + 7) / 8; i += kFastThreads) ((uint4 *)stage)[i] = ((const uint4 *)outbuf)[i];
+    for (uint32_t i = tid; i < (kept_total + 7) / 8; i += kFastThreads) {
+        uint4 w = ((const uint4 *)outbuf)[i];
+        if constexpr (kTileBits != 0) {
+            /* PER_TILE: codes instead of values (the slack beyond the count is never read) */
+            const uint2 tw = ((const uint2 *)tilemap)[i];
+            uint32_t h[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                const uint32_t t0 = ((j < 2 ? tw.x : tw.y) >> (16 * (j & 1))) & 0x7Fu;
+                const uint32_t t1 = ((j < 2 ? tw.x : tw.y) >> (16 * (j & 1) + 8)) & 0x7Fu;
+                h[j] = tile_code<kTileBits, kAsym>(h[j] & 0xFFFFu, s.tbnd + 16 * t0) |
+                       (tile_code<kTileBits, kAsym>(h[j] >> 16, s.tbnd + 16 * t1) << 16);
+            }
+            w = make_uint4(h[0], h[1], h[2], h[3]);
+        }
+        ((uint4 *)stage)[i] = w;
+    }
     {
         const uint32_t k = a.g.offset_log2;
         const uint64_t t0 = u.tile0, t1 = u.tile0 + nt;
@@ -551,7 +627,7 @@ __device__ __forceinline__ uint32_t code_of_key(uint32_t k, const uint16_t *bnd,
  * a fixed bit shift s = (e0 * BITS) mod 32 from the unit's first word, and word W0 + g is the group's
  * low part OR the previous group's high part (one shuffle). Only the unit's first and last words can
  * be shared with a neighbouring unit: those are OR-ed atomically into the zeroed payload. */
-template <uint32_t BITS>
+template <uint32_t BITS, bool kCodes>
 __global__ void __launch_bounds__(32 * kPackWarps) pack_fast_kernel(EncodeArgs a) {
     __shared__ uint16_t s_bnd[kPackWarps][256];
     const uint32_t warp = threadIdx.x >> 5, lane = threadIdx.x & 31, layer = blockIdx.y;
@@ -562,7 +638,7 @@ __global__ void __launch_bounds__(32 * kPackWarps) pack_fast_kernel(EncodeArgs a
     const UnitStat st = a.stats[(uint64_t)layer * a.n_units + uidx];
     uint16_t *bnd = s_bnd[warp];
     uint32_t b1 = 0, b2 = 0, b3 = 0;
-    if (BITS < 16) {
+    if (BITS < 16 && !kCodes) {
         const uint16_t *gb = a.bounds + ((uint64_t)layer * a.bounds_per_layer + sec.bound_first + u.head) * 256;
         for (uint32_t c = lane; c < (1u << BITS); c += 32) bnd[c] = c ? gb[c] : 0;
         __syncwarp();
@@ -581,7 +657,8 @@ __global__ void __launch_bounds__(32 * kPackWarps) pack_fast_kernel(EncodeArgs a
         uint16_t *p = (uint16_t *)payload + e0;
         for (uint32_t i = lane; i < count; i += 32) p[i] = stage[i];
     } else if constexpr (BITS == 8) {
-        for (uint32_t i = lane; i < count; i += 32) payload[e0 + i] = (uint8_t)code_of_key<8>(order_key(stage[i]), bnd, 0, 0, 0);
+        for (uint32_t i = lane; i < count; i += 32)
+            payload[e0 + i] = (uint8_t)(kCodes ? stage[i] : code_of_key<8>(order_key(stage[i]), bnd, 0, 0, 0));
     } else {
         constexpr uint32_t G = 32 / BITS; /* codes per word */
         const uint32_t ngroups = (count + G - 1) / G;
@@ -607,7 +684,7 @@ __global__ void __launch_bounds__(32 * kPackWarps) pack_fast_kernel(EncodeArgs a
 #pragma unroll
                 for (uint32_t j = 0; j < G; j++) {
                     const uint32_t x = (j & 1) ? h[j / 2] >> 16 : h[j / 2] & 0xFFFFu;
-                    const uint32_t c = code_of_key<BITS>(order_key(x), bnd, b1, b2, b3);
+                    const uint32_t c = kCodes ? x : code_of_key<BITS>(order_key(x), bnd, b1, b2, b3);
                     cw |= (j < valid ? c : 0u) << (BITS * j);
                 }
             }
@@ -630,20 +707,24 @@ __global__ void __launch_bounds__(32 * kPackWarps) pack_fast_kernel(EncodeArgs a
 bool fast_encode_geometry(const Geometry &g) {
     if (g.head_dim != kFD || g.e_bf16 || g.src_dtype != 1) return false;
     if (g.quantizer == 0) return g.bits == 16;
-    return (g.quantizer == 1 || g.quantizer == 2) && g.granularity == 1 && g.bits <= 8;
+    return (g.quantizer == 1 || g.quantizer == 2) && (g.granularity == 1 || g.granularity == 2) &&
+           (g.bits == 2 || g.bits == 4 || g.bits == 8);
 }
 
-size_t prune_fast_smem_bytes(uint64_t unit_cap) { return sizeof(FastSmem) + align_up(2 * unit_cap, 16); }
+size_t prune_fast_smem_bytes(uint64_t unit_cap) {
+    return sizeof(FastSmem) + align_up(2 * unit_cap, 16) + align_up(unit_cap, 16);
+}
 
 namespace {
 
-template <bool kAsym>
+template <bool kAsym, uint32_t kTileBits>
 sqkv_cuda_status launch_prune_variant(const EncodeArgs &a, size_t smem, cudaStream_t stream) {
-    SQKV_CUDA_TRY(cudaFuncSetAttribute(prune_fast_kernel<kAsym>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    const auto kernel = prune_fast_kernel<kAsym, kTileBits>;
+    SQKV_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     /* all of the unified L1 as shared memory: residency is then set by registers (7 blocks) */
-    SQKV_CUDA_TRY(cudaFuncSetAttribute(prune_fast_kernel<kAsym>, cudaFuncAttributePreferredSharedMemoryCarveout,
+    SQKV_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
                                        (int)cudaSharedmemCarveoutMaxShared));
-    prune_fast_kernel<kAsym><<<dim3(a.n_units, a.n_layers), kFastThreads, smem, stream>>>(a);
+    kernel<<<dim3(a.n_units, a.n_layers), kFastThreads, smem, stream>>>(a);
     SQKV_CUDA_LAUNCHED();
     return SQKV_OK;
 }
@@ -653,7 +734,15 @@ sqkv_cuda_status launch_prune_variant(const EncodeArgs &a, size_t smem, cudaStre
 sqkv_cuda_status launch_prune_fast(const EncodeArgs &a, cudaStream_t stream) {
     if (a.n_units == 0) return SQKV_OK;
     const size_t smem = prune_fast_smem_bytes(a.unit_cap);
-    return a.g.quantizer == 2 ? launch_prune_variant<true>(a, smem, stream) : launch_prune_variant<false>(a, smem, stream);
+    const bool asym = a.g.quantizer == 2;
+    if (a.g.granularity != 2)
+        return asym ? launch_prune_variant<true, 0>(a, smem, stream) : launch_prune_variant<false, 0>(a, smem, stream);
+    switch (a.g.bits) {
+        case 2: return asym ? launch_prune_variant<true, 2>(a, smem, stream) : launch_prune_variant<false, 2>(a, smem, stream);
+        case 4: return asym ? launch_prune_variant<true, 4>(a, smem, stream) : launch_prune_variant<false, 4>(a, smem, stream);
+        case 8: return asym ? launch_prune_variant<true, 8>(a, smem, stream) : launch_prune_variant<false, 8>(a, smem, stream);
+        default: return SQKV_ERR_STATE;
+    }
 }
 
 sqkv_cuda_status launch_section_fast(const EncodeArgs &a, cudaStream_t stream) {
@@ -665,11 +754,21 @@ sqkv_cuda_status launch_section_fast(const EncodeArgs &a, cudaStream_t stream) {
 sqkv_cuda_status launch_pack_fast(const EncodeArgs &a, cudaStream_t stream) {
     if (a.n_units == 0) return SQKV_OK;
     const dim3 grid((a.n_units + kPackWarps - 1) / kPackWarps, a.n_layers);
+    const bool codes = a.g.granularity == 2; /* PER_TILE: the pruning pass staged codes */
     switch (a.g.bits) {
-        case 2: pack_fast_kernel<2><<<grid, 32 * kPackWarps, 0, stream>>>(a); break;
-        case 4: pack_fast_kernel<4><<<grid, 32 * kPackWarps, 0, stream>>>(a); break;
-        case 8: pack_fast_kernel<8><<<grid, 32 * kPackWarps, 0, stream>>>(a); break;
-        case 16: pack_fast_kernel<16><<<grid, 32 * kPackWarps, 0, stream>>>(a); break;
+        case 2:
+            if (codes) pack_fast_kernel<2, true><<<grid, 32 * kPackWarps, 0, stream>>>(a);
+            else pack_fast_kernel<2, false><<<grid, 32 * kPackWarps, 0, stream>>>(a);
+            break;
+        case 4:
+            if (codes) pack_fast_kernel<4, true><<<grid, 32 * kPackWarps, 0, stream>>>(a);
+            else pack_fast_kernel<4, false><<<grid, 32 * kPackWarps, 0, stream>>>(a);
+            break;
+        case 8:
+            if (codes) pack_fast_kernel<8, true><<<grid, 32 * kPackWarps, 0, stream>>>(a);
+            else pack_fast_kernel<8, false><<<grid, 32 * kPackWarps, 0, stream>>>(a);
+            break;
+        case 16: pack_fast_kernel<16, false><<<grid, 32 * kPackWarps, 0, stream>>>(a); break;
         default: return SQKV_ERR_STATE;
     }
     SQKV_CUDA_LAUNCHED();

@@ -208,8 +208,8 @@ TEST(CudaEncode, SparsityLevelsAndNoPruning) {
     check_case(c, seed_of("noprune"));
 }
 
-/* head_dim 128 with an fp16 source takes the fast kernels (encode_fast.cu) for PER_HEAD scales and EXACT
- * values: every keep count (one element, ties cut inside a row, no pruning at all), both quantizers,
+/* head_dim 128 with an fp16 source takes the fast kernels (encode_fast.cu) for PER_HEAD and PER_TILE
+ * scales and EXACT values; here PER_HEAD and EXACT: every keep count (one element, ties cut inside a row, no pruning at all), both quantizers,
  * every payload width, partial last chunks and token splits. */
 TEST(CudaEncode, FastPathKeepCountsQuantizersWidths) {
     SKIP_WITHOUT_GPU();
@@ -238,6 +238,35 @@ TEST(CudaEncode, FastPathKeepCountsQuantizersWidths) {
     Case c = base_case();
     c.prune = SQKV_PRUNE_NONE;
     check_case(c, seed_of("fast-noprune"));
+}
+
+/* PER_TILE on the fast kernels: each tile's parameters and codes come from the pruning pass (boundaries
+ * for 2 and 4 bits, the nearest-level search for 8), in both tensors, at every keep count, with empty
+ * tiles, partial chunks and section splits. */
+TEST(CudaEncode, FastPathPerTileQuantizersWidths) {
+    SKIP_WITHOUT_GPU();
+    uint64_t n = 0;
+    for (uint32_t bits : {2u, 4u, 8u})
+        for (int q = 1; q <= 2; q++)
+            for (double sp : {0.0, 0.8, 0.995}) {
+                Case c = base_case();
+                c.bits = bits;
+                c.q = (sqkv_quantizer)q;
+                c.gran = SQKV_SCALE_PER_TILE;
+                c.sparsity = sp;
+                c.heads = 1 + (uint32_t)(n % 3);
+                c.hps = 1 + (uint32_t)(n % 2);
+                c.tps = (n % 3 == 1) ? 128 : 0;
+                c.k = (uint32_t)(n % 5);
+                c.tokens = 64 * 2 + 7 + 29 * (uint32_t)(n % 4);
+                c.window = (uint32_t)(n % 2) * 6;
+                check_case(c, seed_of("fast-tile") + n++);
+            }
+    Case c = base_case();
+    c.gran = SQKV_SCALE_PER_TILE;
+    c.q = SQKV_QUANT_ASYMMETRIC;
+    c.prune = SQKV_PRUNE_NONE;
+    check_case(c, seed_of("fast-tile-noprune"));
 }
 
 TEST(CudaEncode, ManyLayersInBatches) {

@@ -15,6 +15,10 @@
 #include <string.h>
 
 #ifdef __CUDACC__
+#include <cuda_fp16.h>
+#endif
+
+#ifdef __CUDACC__
 #define SQKV_HD __host__ __device__ __forceinline__
 #else
 #define SQKV_HD inline
@@ -82,6 +86,10 @@ SQKV_HD uint16_t e_max_finite(bool bf16) { return bf16 ? 0x7F7Fu : 0x7BFFu; }
 
 /* Exact E -> binary64, built from the bits (finite inputs; infinities and NaN also handled). */
 SQKV_HD double e_to_double(uint16_t h, bool bf16) {
+#ifdef __CUDA_ARCH__
+    /* finite fp16 (subnormals included) is exactly a float: the hardware conversions are exact */
+    if (!bf16 && (h & 0x7C00u) != 0x7C00u) return (double)__half2float(__ushort_as_half(h));
+#endif
     const int mb = bf16 ? 7 : 10, bias = bf16 ? 127 : 15, emax = bf16 ? 255 : 31;
     const uint64_t sign = (uint64_t)(h >> 15) << 63;
     const int ex = (h >> mb) & emax;
@@ -98,6 +106,15 @@ SQKV_HD double e_to_double(uint16_t h, bool bf16) {
 /* binary64 -> E, round to nearest, ties to even, with subnormals and overflow to infinity; NaN gives
  * the quiet NaN float16.c returns. The same result as sqkv_double_to_fp16 / _bf16. */
 SQKV_HD uint16_t double_to_e(double x, bool bf16) {
+#ifdef __CUDA_ARCH__
+    /* Shortcut for fp16: when x is exactly a float, the hardware float -> half conversion (IEEE round to
+     * nearest even, subnormals, overflow to infinity) rounds once, as below. Levels and midpoints of
+     * fp16 values almost always are. */
+    if (!bf16) {
+        const float f = __double2float_rn(x);
+        if ((double)f == x) return __half_as_ushort(__float2half_rn(f));
+    }
+#endif
     const int mb = bf16 ? 7 : 10, bias = bf16 ? 127 : 15, emax = bf16 ? 255 : 31;
     const uint64_t u = dbl_bits(x);
     const uint16_t sign = (uint16_t)((u >> 63) << 15);
@@ -201,6 +218,40 @@ SQKV_HD uint32_t nearest_code(const LevelFn &level, uint32_t n_levels, double x)
     uint32_t c = lo - 1;
     while (c > 0 && level(c - 1) == level(c)) c--;
     return c;
+}
+
+/* Code boundaries of one fp16 group with L <= 16 levels (E values as bits, non-decreasing as values): B[c] (1 <= c < L) is the smallest order key whose value x gets a code >= c from nearest_code,
+ * so that code(x) = the number of c with e_order_key(x) >= B[c]. Derived from nearest_code:
+ *   - c starts a run of equal levels (level(c) > level(c-1)): x gets c or more exactly when
+ *     level(c) - x < x - level(c-1) (exact binary64 differences), i.e. 2x > level(c-1) + level(c):
+ *     B[c] = the smallest E value above that midpoint;
+ *   - c is inside a run that reaches the top level: only x above the top level gets L - 1 (the
+ *     "beyond every level" case): B[c] = the next E value after level(c);
+ *   - c is inside another run: no x gets c, so B[c] = B[c + 1].
+ * The midpoint of two fp16 values is exact in binary64. A sentinel above every finite key means "none". */
+template <uint32_t L>
+SQKV_HD void group_code_bounds(const uint16_t (&lev)[L], uint32_t (&B)[L]) {
+    const bool bf16 = false; /* fp16 only: the midpoint of two bf16 values need not be exact in binary64 */
+    const double top = e_to_double(lev[L - 1], bf16);
+    double hi = top;
+    B[0] = 0;
+#ifdef __CUDA_ARCH__
+#pragma unroll
+#endif
+    for (uint32_t c = L - 1; c >= 1; c--) {
+        const double lo = e_to_double(lev[c - 1], bf16);
+        if (hi > lo) {
+            const double mid = dmul(dadd(lo, hi), 0.5);
+            const uint16_t m = double_to_e(mid, bf16);
+            const uint32_t k = e_order_key(m);
+            B[c] = e_to_double(m, bf16) > mid ? k : k + 1u;
+        } else if (hi == top) {
+            B[c] = e_order_key(lev[c]) + 1u;
+        } else {
+            B[c] = B[c + 1];
+        }
+        hi = lo;
+    }
 }
 
 /* Levels of one group as binary64, computed when asked (PER_TILE groups: few codes per group). */

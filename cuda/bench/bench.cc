@@ -3,7 +3,7 @@
  * run (CUDA events, warm-up, medians). Throughput is in GB/s of dense fp16: bytes read for encode,
  * bytes written for decode; the copy counts bytes read plus bytes written, as usual.
  *
- *   sqkv_cuda_bench [--reps N] [--quick] [--out FILE]
+ *   sqkv_cuda_bench [--reps N] [--quick] [--config N] [--out FILE]
  */
 #include <cuda_runtime.h>
 #include <stdarg.h>
@@ -133,6 +133,7 @@ struct Config {
     uint32_t bits;
     sqkv_quantizer q;
     sqkv_scale_granularity g;
+    double sparsity; /* < 0: the writer's default */
 };
 
 void bench_copy(cudaStream_t s) {
@@ -161,7 +162,7 @@ void bench_shape(const Shape &sh, const Config &cf, cudaStream_t s, bool decode_
     o.payload_bits = cf.bits;
     o.quantizer = cf.q;
     o.scales = cf.g;
-    o.sparsity = 0.7; /* the benchmark's shape, whatever the writer's default is */
+    if (cf.sparsity >= 0) o.sparsity = cf.sparsity;
     sqkv_cuda_encoder *enc = nullptr;
     SK(sqkv_cuda_encoder_create(&g, &o, &enc));
     sqkv_cuda_encode_sizes sz;
@@ -410,10 +411,12 @@ void bench_shape(const Shape &sh, const Config &cf, cudaStream_t s, bool decode_
 
 int main(int argc, char **argv) {
     bool quick = false;
+    int only_config = -1; /* --config N: only configs[N], first shape (profiling) */
     const char *out_path = nullptr;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--reps") && i + 1 < argc) g_reps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--quick")) quick = true;
+        else if (!strcmp(argv[i], "--config") && i + 1 < argc) only_config = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--out") && i + 1 < argc) out_path = argv[++i];
     }
     cudaDeviceProp p;
@@ -430,14 +433,24 @@ int main(int argc, char **argv) {
     CK(cudaStreamCreate(&s));
     bench_copy(s);
     const Shape shapes[] = {{"llama3-8b", 32, 8, 4096, 128}, {"larger", 32, 8, 16384, 128}};
-    const Config configs[] = {{"2-bit sym per-head", 2, SQKV_QUANT_SYMMETRIC, SQKV_SCALE_PER_HEAD},
-                              {"4-bit asym per-tile", 4, SQKV_QUANT_ASYMMETRIC, SQKV_SCALE_PER_TILE},
-                              {"16-bit exact", 16, SQKV_QUANT_EXACT, SQKV_SCALE_NONE}};
+    /* the writer's default options first (2-bit ASYMMETRIC PER_TILE, sparsity 0.8), checked here so that
+     * the row's name cannot drift from what it measures */
+    sqkv_writer_options d;
+    sqkv_writer_options_default(&d);
+    if (d.payload_bits != 2 || d.quantizer != SQKV_QUANT_ASYMMETRIC || d.scales != SQKV_SCALE_PER_TILE ||
+        d.sparsity != 0.8)
+        fprintf(stderr, "note: the writer defaults changed; the first row is named after the old ones\n");
+    const Config configs[] = {{"2-bit asym per-tile s=0.8 (writer default)", 2, SQKV_QUANT_ASYMMETRIC, SQKV_SCALE_PER_TILE, -1},
+                              {"2-bit sym per-head s=0.7", 2, SQKV_QUANT_SYMMETRIC, SQKV_SCALE_PER_HEAD, 0.7},
+                              {"4-bit asym per-tile s=0.8", 4, SQKV_QUANT_ASYMMETRIC, SQKV_SCALE_PER_TILE, 0.8},
+                              {"16-bit exact s=0.7", 16, SQKV_QUANT_EXACT, SQKV_SCALE_NONE, 0.7}};
     for (const Shape &sh : shapes) {
         for (const Config &cf : configs) {
+            if (only_config >= 0 && &cf != &configs[only_config % 4]) continue;
             bench_shape(sh, cf, s, true);
             if (quick) break;
         }
+        if (only_config >= 0) break;
         if (quick) break;
     }
     CK(cudaStreamDestroy(s));

@@ -16,6 +16,8 @@ timeout 300 $B/encode_test >"$OUT/tests.log" 2>&1
 e1=$?
 timeout 300 $B/decode_test >>"$OUT/tests.log" 2>&1
 e2=$?
+timeout 60 $B/code_bounds_test >>"$OUT/tests.log" 2>&1
+e3=$?
 t1=$(date +%s)
 SQKV_CUDA_FAST=0 timeout 120 $B/sqkv_cuda_bench --quick --reps 9 --out "$OUT/bench_general.md" >/dev/null 2>&1
 SQKV_CUDA_FAST=0 SQKV_CUDA_PROFILE=1 timeout 120 $B/sqkv_cuda_bench --quick --reps 3 >/dev/null 2>"$OUT/profile.txt"
@@ -33,12 +35,12 @@ echo "== general kernels (SQKV_CUDA_FAST=0)"
 grep -E "encode|decode|copy" "$OUT/bench_general.md"
 echo "== fast (default)"
 cat "$OUT/bench.md"
-echo "== stage times: general (lines 4-6), fast (lines 13-15)"
-sed -n '4,6p;13,15p' "$OUT/profile.txt"
+echo "== stage times: general (first lines), fast (last lines)"
+grep "encode stages" "$OUT/profile.txt" | sed -n '4,6p;10,12p'
 if [ -f "$OUT/ncu.txt" ]; then
     echo "== ncu"
     grep -E "^  [a-z ]*unnamed|^  void|Duration|Compute \(SM\)|Issue Slots Busy|Achieved Occupancy|Memory Throughput|highest-utilized|Theoretical Occupancy" \
         "$OUT/ncu.txt" | head -60
 fi
-echo "== tests: encode rc=$e1 decode rc=$e2 ($((t1 - t0)) s); bench $((t2 - t1)) s; ncu $((t3 - t2)) s"
+echo "== tests: encode rc=$e1 decode rc=$e2 bounds rc=$e3 ($((t1 - t0)) s); bench $((t2 - t1)) s; ncu $((t3 - t2)) s"
 grep -E "^\[  (PASSED|FAILED) |^\[  FAILED|Failure|^\[       OK" "$OUT/tests.log" | head -40
