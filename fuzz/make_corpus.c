@@ -432,7 +432,7 @@ int main(int argc, char **argv) {
         o.scales = SCALES[gi % 4];
         o.prune = PRUNES[gi % 3];
         o.sparsity = 0.6;
-        o.range_search = gi % 5 == 0;
+        o.range_search = gi % 5 == 0 ? SQKV_RANGE_SEARCH_VALUES : gi % 5 == 1 ? 3u : 0u;
         const sqkv_dtype e = (gi % 3 == 1) ? SQKV_DTYPE_BF16 : SQKV_DTYPE_FP16;
         size_t size = 0;
         uint8_t *file = encode(gc, e, &o, gi % 2 ? 1 : 0, 0, 7000 + gi, &size);

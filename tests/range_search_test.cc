@@ -68,7 +68,7 @@ TEST(RangeSearch, NeverWorseAndBetterAtTwoBits) {
         o.sparsity = 0.6;
         Bytes plain, searched;
         ASSERT_EQ(EncodeCache(cache, o, &plain), SQKV_OK) << s.name;
-        o.range_search = 1;
+        o.range_search = SQKV_RANGE_SEARCH_VALUES | SQKV_RANGE_SEARCH_KEYS;
         ASSERT_EQ(EncodeCache(cache, o, &searched), SQKV_OK) << s.name;
         ASSERT_EQ(ErrName(DecodeEverything(searched)), ErrName(SQKV_OK)) << s.name;
         // Parameters change, sizes do not: the streams' lengths depend only on the bitmaps.
@@ -88,10 +88,21 @@ TEST(RangeSearch, OffMeansTheDefaultBytesAndBadValuesAreRefused) {
     EXPECT_EQ(o.range_search, 0u);
     Bytes a, b;
     ASSERT_EQ(EncodeCache(cache, o, &a), SQKV_OK);
-    o.range_search = 1;
+    o.range_search = SQKV_RANGE_SEARCH_VALUES;
     ASSERT_EQ(EncodeCache(cache, o, &b), SQKV_OK);
     EXPECT_NE(a, b);
-    o.range_search = 2;
+    // Values only: every K section is byte for byte the plain one.
+    ReaderPtr ra, rb;
+    ASSERT_EQ(OpenMemory(a, &ra), SQKV_OK);
+    ASSERT_EQ(OpenMemory(b, &rb), SQKV_OK);
+    Bytes ka, kb, va, vb;
+    ASSERT_EQ(DecodeTensor(ra.get(), 0, SQKV_TENSOR_K, SQKV_DTYPE_FP16, &ka), SQKV_OK);
+    ASSERT_EQ(DecodeTensor(rb.get(), 0, SQKV_TENSOR_K, SQKV_DTYPE_FP16, &kb), SQKV_OK);
+    ASSERT_EQ(DecodeTensor(ra.get(), 0, SQKV_TENSOR_V, SQKV_DTYPE_FP16, &va), SQKV_OK);
+    ASSERT_EQ(DecodeTensor(rb.get(), 0, SQKV_TENSOR_V, SQKV_DTYPE_FP16, &vb), SQKV_OK);
+    EXPECT_EQ(ka, kb);
+    EXPECT_NE(va, vb);
+    o.range_search = 4;
     sqkv_writer *w = nullptr;
     EXPECT_EQ(sqkv_writer_create(&cache.geometry, &o, &w), SQKV_ERR_INVALID_ARGUMENT);
     EXPECT_EQ(w, nullptr);

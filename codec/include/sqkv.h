@@ -133,6 +133,10 @@ typedef enum sqkv_scale_granularity {
 /* SPARSE section header flag bit 0 (§7.6): every non-padding element kept, no bitmaps stored. */
 #define SQKV_SECTION_FLAG_ALL_KEPT 0x1u
 
+/* sqkv_writer_options.range_search bits (an encoder choice; the format is the same). */
+#define SQKV_RANGE_SEARCH_VALUES 0x1u
+#define SQKV_RANGE_SEARCH_KEYS 0x2u
+
 /* The shape of a cache. value_dtype is the file's element type E (fp16 or bf16): 16-bit payloads,
  * scales and the dense window are stored in it. */
 typedef struct sqkv_geometry {
@@ -184,12 +188,15 @@ typedef struct sqkv_writer_options {
      * body comes out smaller than without it. So it never makes a file larger. The INDEX is never
      * compressed. Same inputs, options and zstd build give the same bytes. */
     uint32_t zstd_level;
-    /* Parameter choice for SYMMETRIC and ASYMMETRIC groups (spec/FORMAT.md §14): 0 = the group's
-     * extremes (the default; the GPU encoder's choice too); 1 = range search: try the extremes' range
-     * and 7 narrower ones (down to 9/16 of it, about the centre) and keep the one with the least squared
-     * error over the group's kept values. The narrower ranges clip a few outliers to gain resolution
-     * for every other value, which lowers the error most at 2 to 4 bits. Encoding is several times
-     * slower; decoders need nothing (the file holds the chosen parameters). Not on the GPU. */
+    /* Parameter choice for SYMMETRIC and ASYMMETRIC groups (spec/FORMAT.md §14), per tensor: 0 = the
+     * group's extremes (the default; the GPU encoder's choice too); with SQKV_RANGE_SEARCH_VALUES and/or
+     * SQKV_RANGE_SEARCH_KEYS set, range search for that tensor: try the extremes' range and 7 narrower
+     * ones (down to 9/16 of it, about the centre) and keep the one with the least squared error over
+     * the group's kept values. Clipping a few outliers gains resolution for every other value: at 4
+     * bits without pruning, values' search lowers the attention error by about 1% (results/quality.md).
+     * Keys' search lowers their squared error too but raises the attention error (a key's outliers
+     * decide which tokens attention picks), so VALUES alone is the useful setting. Encoding is several
+     * times slower; decoders need nothing (the file holds the chosen parameters). Not on the GPU. */
     uint32_t range_search;
 } sqkv_writer_options;
 

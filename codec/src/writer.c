@@ -172,8 +172,9 @@ sqkv_error sqkv_writer_check_options(const sqkv_writer_options *o, char *why, si
                  "(for exact values without pruning use a dense window)");
         return SQKV_ERR_INVALID_ARGUMENT;
     }
-    if (o->range_search > 1) {
-        snprintf(why, why_size, "options.range_search must be 0 or 1 (got %u)", (unsigned)o->range_search);
+    if (o->range_search & ~(SQKV_RANGE_SEARCH_VALUES | SQKV_RANGE_SEARCH_KEYS)) {
+        snprintf(why, why_size, "options.range_search must be a combination of SQKV_RANGE_SEARCH_VALUES and "
+                 "SQKV_RANGE_SEARCH_KEYS (got %u)", (unsigned)o->range_search);
         return SQKV_ERR_INVALID_ARGUMENT;
     }
     if (o->offset_interval_log2 > SQKV_MAX_OFFSET_INTERVAL_LOG2) {
@@ -463,7 +464,8 @@ static sqkv_error encode_tensor(sqkv_writer *w, uint32_t layer, sqkv_tensor tens
                 tensor, g->value_dtype, g->head_dim, hc, tc, rows + (uint64_t)t0 * g->head_dim, head_stride,
                 w->keep, w->opt.payload_bits, w->opt.quantizer, w->opt.scales,
                 w->opt.prune == SQKV_PRUNE_KEEP_ALL ? 0u : w->opt.offset_interval_log2,
-                w->opt.prune == SQKV_PRUNE_KEEP_ALL, w->opt.range_search != 0};
+                w->opt.prune == SQKV_PRUNE_KEEP_ALL,
+                (w->opt.range_search & (tensor == SQKV_TENSOR_K ? SQKV_RANGE_SEARCH_KEYS : SQKV_RANGE_SEARCH_VALUES)) != 0};
             err = sqkv_encode_sparse(&in, &w->sparse, slot);
             if (err != SQKV_OK)
                 return fail(w, err, "layer %u %s heads %u..%u tokens %u..%u: %s while encoding a SPARSE section",

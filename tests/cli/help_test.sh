@@ -42,7 +42,7 @@ expect_rc 2 encode a b c && expect_err "too many arguments"
 expect_rc 2 decode x.sqkv && expect_err "expected IN and OUT"
 expect_rc 2 compare x && expect_err "expected ORIGINAL and COMPRESSED"
 expect_rc 2 compare - - && expect_err "only one of ORIGINAL and COMPRESSED can be stdin"
-expect_rc 2 encode --bits 3 a b && expect_err "--bits: 3 is not one of 2, 4, 8, 16"
+expect_rc 2 encode --bits 9 a b && expect_err "--bits: 9 is not one of 1 to 8, or 16"
 expect_rc 2 encode --bits x a b && expect_err "--bits: 'x' is not a non-negative integer"
 expect_rc 2 encode --sparsity 1.5 a b && expect_err "--sparsity: 1.5 is out of range"
 expect_rc 2 encode --sparsity abc a b && expect_err "is not a number"
@@ -66,7 +66,7 @@ expect_rc 2 demo -o - && expect_err "not stdout"
 expect_rc 2 bench --runs 0 && expect_err "--runs: 0 is out of range"
 expect_rc 2 info --stdin-limit 12Q x && expect_err "--stdin-limit"
 # Short options cluster and take values as getopt does.
-expect_rc 2 encode -qb3 a b && expect_err "--bits: 3 is not one of"
+expect_rc 2 encode -qb9 a b && expect_err "--bits: 9 is not one of"
 # "--" ends the options: "--bits" is then a file name, and two names are too few plus one.
 expect_rc 2 encode -- --bits a b && expect_err "too many arguments"
 finish

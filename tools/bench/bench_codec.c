@@ -53,7 +53,7 @@ static uint64_t layer_elements(const bench_cache *c) {
 static sqkv_error encode(const bench_cache *c, const sqkv_writer_options *opts, uint32_t dense_window,
                          void *buf, size_t cap, uint64_t *file_size, char *msg, size_t msg_cap) {
     const sqkv_geometry g = {c->n_layers, c->n_kv_heads, c->head_dim, c->n_tokens, dense_window,
-                             SQKV_DTYPE_FP16, SQKV_DTYPE_FP16};
+                             SQKV_DTYPE_FP16, SQKV_DTYPE_FP16, 0};
     sqkv_writer *w = NULL;
     sqkv_error err = sqkv_writer_create(&g, opts, &w);
     if (err == SQKV_OK && c->tokens) err = sqkv_writer_set_tokens(w, c->tokens, c->n_tokens);

@@ -32,8 +32,9 @@ sqkv_error size_breakdown_compute(sqkv_reader *r, const uint8_t *bytes, size_t s
             const uint64_t tiles =
                 sqkv_tiles_per_head((sqkv_tensor)h.tensor, h.token_count, g.head_dim) * h.head_count;
             sqkv_sparse_layout l;
-            sqkv_sparse_layout_compute(tiles, h.offset_interval_log2, h.quantizer, h.scale_granularity,
-                                       h.payload_bits, h.head_count, 0, &l);
+            sqkv_sparse_layout_compute_flags(tiles, h.offset_interval_log2, h.quantizer, h.scale_granularity,
+                                             h.payload_bits, h.head_count, 0,
+                                             (h.flags & SQKV_SECTION_FLAG_ALL_KEPT) != 0, &l);
             if (l.payload_at > h.decoded_size || info.offset + SQKV_SECTION_HEADER_SIZE + body > size)
                 return SQKV_ERR_SIZE_MISMATCH;
             if (h.codec == SQKV_CODEC_NONE) {

@@ -84,9 +84,9 @@ static void close_group(head_encoder *e, float *out, int has_slot) {
 }
 
 static int setting_ok(const sim_setting *s, uint32_t dim) {
-    if (dim == 0 || dim > 1024 || (s->no_bitmap && s->sparsity != 0.0)) return 0;
-    if (s->bits == 16) return s->quantizer == SQKV_QUANT_EXACT && s->group == 0;
-    return s->bits >= 2 && s->bits <= 8 && s->quantizer != SQKV_QUANT_EXACT &&
+    if (dim == 0 || dim > 1024 || (s->keep_all && s->sparsity != 0.0)) return 0;
+    if (s->bits == 16) return s->quantizer == SQKV_QUANT_EXACT && s->group == 0 && !s->keep_all;
+    return s->bits >= 1 && s->bits <= 8 && s->quantizer != SQKV_QUANT_EXACT &&
            s->group <= 64 && (s->group == 0 || 64 % s->group == 0);
 }
 
@@ -99,8 +99,9 @@ static int encode_head(const uint16_t *in, float *out, uint32_t tokens, uint32_t
     const uint64_t elems = (uint64_t)tokens * dim;
     const uint64_t tiles = sqkv_tiles_per_head(tensor, tokens, dim);
     const uint64_t groups = s->group ? tiles * (64u / s->group) : 1;
-    const uint64_t caps[STREAMS] = {8 * tiles, 4 * ((tiles >> SIM_OFFSET_INTERVAL_LOG2) + 2), 4 * groups,
-                                    (elems * s->bits + 7) / 8 + 8};
+    /* Room for each stream's zero padding to 8 too: codec 1 compresses the padded streams (§5.1). */
+    const uint64_t caps[STREAMS] = {8 * tiles + 8, sqkv_align8(4 * ((tiles >> SIM_OFFSET_INTERVAL_LOG2) + 2)) + 8,
+                                    sqkv_align8(4 * groups) + 8, sqkv_align8((elems * s->bits + 7) / 8) + 8};
     uint8_t *kept = malloc(elems);
     e->values = malloc(elems * sizeof *e->values);
     e->where = malloc(elems * sizeof *e->where);
@@ -114,7 +115,7 @@ static int encode_head(const uint16_t *in, float *out, uint32_t tokens, uint32_t
     const uint32_t keep = sqkv_prune_keep_count(dim, mode, s->sparsity);
     for (uint32_t t = 0; t < tokens; t++) {
         uint64_t mask[16];
-        if (s->no_bitmap)
+        if (s->keep_all)
             memset(mask, 0xFF, sizeof mask);
         else
             sqkv_prune_row(in + (uint64_t)t * dim, dim, keep, mask);
@@ -147,7 +148,7 @@ static int encode_head(const uint16_t *in, float *out, uint32_t tokens, uint32_t
         }
     }
     if (!s->group) close_group(e, out, s->bits != 16);
-    if (s->no_bitmap) e->st[BITMAPS].size = e->st[OFFSETS].size = 0;
+    if (s->keep_all) e->st[BITMAPS].size = e->st[OFFSETS].size = 0;
     free(kept);
     return 0;
 }
@@ -180,7 +181,8 @@ int sim_head_body(const uint16_t *in, float *out, uint32_t tokens, uint32_t dim,
     return *body ? 0 : -1;
 }
 
-/* Stored body size under codec 1 (§5.1) when it is smaller than codec 0's, else codec 0's. */
+/* Stored body size under codec 1 (§5.1) when it is smaller than codec 0's, else codec 0's. Each stream
+ * is compressed with its padding, as the spec cuts the body. */
 static uint64_t stored_size(const head_encoder *e, int level) {
     uint64_t plain = 0;
     for (int i = 0; i < STREAMS; i++) plain += sqkv_align8(e->st[i].size);
@@ -190,10 +192,10 @@ static uint64_t stored_size(const head_encoder *e, int level) {
     for (int i = 0; i < STREAMS; i++) {
         const uint64_t raw = sqkv_align8(e->st[i].size);
         uint64_t best = raw;
-        if (e->st[i].size) {
-            const size_t cap = ZSTD_compressBound(e->st[i].size);
+        if (raw) {
+            const size_t cap = ZSTD_compressBound(raw);
             void *dst = malloc(cap);
-            const size_t z = dst ? ZSTD_compress(dst, cap, e->st[i].data, e->st[i].size, level) : 0;
+            const size_t z = dst ? ZSTD_compress(dst, cap, e->st[i].data, raw, level) : 0;
             if (dst && !ZSTD_isError(z) && sqkv_align8(z) < raw) {
                 best = sqkv_align8(z);
                 any = 1;

@@ -1,11 +1,11 @@
 /*
- * format_sim.h: a model of SQKV's reference encoder that can also express settings the v1.0 format
- * cannot (finer parameter groups, other payload widths, no bitmap when every element is kept) and the
- * zstd stream codec
- * (codec 1), so that sqkv_quality can put numbers on proposed format additions. It follows
- * spec/FORMAT.md §5.1, §7 and §14 with the codec's own pruning and quantizer functions and builds the
- * section bodies byte for byte; for settings v1.0 can express, sqkv_quality checks that the bodies and
- * restored values equal the library's.
+ * format_sim.h: a model of SQKV's reference encoder that can also express settings the format cannot
+ * (parameter groups finer than half a tile), so that sqkv_quality can put numbers on proposed format
+ * additions, and that serves as an independent cross-check of the library on the settings both
+ * express (every width 1..8, PER_HEAD, PER_TILE, PER_HALF_TILE, ALL_KEPT, the zstd stream codec). It
+ * follows spec/FORMAT.md §5.1, §7 and §14 with the codec's own pruning and quantizer functions and
+ * builds the section bodies byte for byte; sqkv_quality checks that the bodies, file sizes and
+ * restored values equal the library's on a list of settings.
  */
 #ifndef SQKV_TOOLS_FORMAT_SIM_H
 #define SQKV_TOOLS_FORMAT_SIM_H
@@ -16,12 +16,13 @@
 
 typedef struct sim_setting {
     double sparsity;           /* per-token magnitude pruning; 0 keeps every nonzero element */
-    uint32_t bits;             /* 2, 4, 8, or 16 (EXACT); 3, 5, 6, 7 are not in v1.0 */
+    uint32_t bits;             /* 1..8, or 16 (EXACT) */
     sqkv_quantizer quantizer;
     uint32_t group;            /* kept elements share parameters per `group` consecutive tile elements
-                                  (64 = PER_TILE; 32, 16 are not in v1.0); 0 = one group per head */
-    int no_bitmap;             /* not in v1.0: every element kept (zeros too), no bitmap and no offset
-                                  table (nothing to locate); sparsity must be 0 */
+                                  (64 = PER_TILE, 32 = PER_HALF_TILE; 16 is not in the format); 0 = one
+                                  group per head */
+    int keep_all;              /* ALL_KEPT sections (§7.6): every element kept (zeros too), no bitmap and
+                                  no offset table; sparsity must be 0 */
     int zstd_level;            /* 0: codec 0; else codec 1 with each stream compressed at this level
                                   when that makes it smaller (§5.1) */
 } sim_setting;

@@ -7,7 +7,7 @@
 sqkv_error sqkv_roundtrip(const quality_cache *c, const sqkv_writer_options *opts, float *k_out,
                           float *v_out, uint64_t *file_size, uint8_t **file_out, char *msg, size_t msg_cap) {
     const sqkv_geometry g = {c->n_layers, c->n_kv_heads, c->head_dim, c->n_tokens, 0, SQKV_DTYPE_FP16,
-                             SQKV_DTYPE_FP16};
+                             SQKV_DTYPE_FP16, 0};
     const uint64_t per_layer = (uint64_t)c->n_kv_heads * c->n_tokens * c->head_dim;
     sqkv_writer *w = NULL;
     sqkv_reader *r = NULL;

@@ -186,6 +186,7 @@ const char *cli_granularity_name(unsigned g) {
     case SQKV_SCALE_NONE: return "none";
     case SQKV_SCALE_PER_HEAD: return "head";
     case SQKV_SCALE_PER_TILE: return "tile";
+    case SQKV_SCALE_PER_HALF_TILE: return "half-tile";
     }
     return "unknown";
 }

@@ -1,6 +1,7 @@
 /* cli_sqkv.c: see cli_sqkv.h. */
 #include "tools/sqkv/cli_sqkv.h"
 
+#include <stdio.h>
 #include <string.h>
 
 #include "section_header.h"
@@ -47,6 +48,7 @@ section_params cli_sqkv_section_params(const cli_sqkv *in, const sqkv_section_in
     p.quantizer = h.quantizer;
     p.granularity = h.scale_granularity;
     p.offset_interval_log2 = h.offset_interval_log2;
+    p.flags = h.flags;
     return p;
 }
 
@@ -67,7 +69,7 @@ void cli_sqkv_options(const cli_sqkv *in, file_options *out) {
         if (!out->sparse.valid) out->sparse = p;
         else if (!p.valid || p.payload_bits != out->sparse.payload_bits || p.quantizer != out->sparse.quantizer ||
                  p.granularity != out->sparse.granularity ||
-                 p.offset_interval_log2 != out->sparse.offset_interval_log2)
+                 p.offset_interval_log2 != out->sparse.offset_interval_log2 || p.flags != out->sparse.flags)
             out->mixed = 1;
         /* A SPARSE section that does not reach the end of the sparse region means the region is split. */
         const uint32_t sparse_end = in->geometry.n_tokens - in->geometry.dense_window;
@@ -86,4 +88,23 @@ const char *cli_kind_name(uint16_t kind) {
     case SQKV_KIND_METADATA: return "METADATA";
     }
     return kind & SQKV_KIND_ANCILLARY_BIT ? "ANCILLARY" : "UNKNOWN";
+}
+
+void cli_feature_names(uint32_t mask, char *buf, size_t cap) {
+    static const char *const NAMES[3] = {"CODE_WIDTHS", "HALF_TILE_SCALES", "ALL_KEPT"};
+    size_t used = 0;
+    if (cap == 0) return;
+    buf[0] = 0;
+    if (mask == 0) {
+        snprintf(buf, cap, "none");
+        return;
+    }
+    for (unsigned bit = 0; bit < 32 && used < cap; bit++) {
+        if (!(mask >> bit & 1u)) continue;
+        int w;
+        if (bit < 3) w = snprintf(buf + used, cap - used, "%s%s", used ? ", " : "", NAMES[bit]);
+        else w = snprintf(buf + used, cap - used, "%sbit %u", used ? ", " : "", bit);
+        if (w < 0) break;
+        used += (size_t)w;
+    }
 }

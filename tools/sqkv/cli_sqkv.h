@@ -30,6 +30,7 @@ typedef struct section_params {
     int valid;
     unsigned codec;            /* 0 = stored as is, 1 = streams, some zstd-compressed (spec §5.1) */
     unsigned payload_bits, quantizer, granularity, offset_interval_log2;
+    unsigned flags;            /* SPARSE: SQKV_SECTION_FLAG_ALL_KEPT (spec §7.6) */
 } section_params;
 section_params cli_sqkv_section_params(const cli_sqkv *in, const sqkv_section_info *info);
 
@@ -47,5 +48,9 @@ void cli_sqkv_options(const cli_sqkv *in, file_options *out);
 
 /* Name of a section kind ("SPARSE", ..., "UNKNOWN"). */
 const char *cli_kind_name(uint16_t kind);
+
+/* Names of the SQKV_FEATURE_* bits of mask, comma-separated ("CODE_WIDTHS, ALL_KEPT"), unknown bits as
+ * "bit N"; "none" for 0. */
+void cli_feature_names(uint32_t mask, char *buf, size_t cap);
 
 #endif

@@ -13,14 +13,16 @@
 static const char help[] =
     "Usage: sqkv info [options] FILE\n"
     "\n"
-    "Describes an .sqkv FILE (\"-\" = stdin): format version, geometry, element type, dense window, the\n"
-    "encoder options (payload bits, quantizer, scale granularity, offset interval, section split), token\n"
-    "count, fingerprint, metadata, the number of sections of each kind, and the bytes of each layer.\n"
+    "Describes an .sqkv FILE (\"-\" = stdin): format version and required features, geometry, element\n"
+    "type, dense window, the encoder options (payload bits, quantizer, scale granularity, keep-all, offset\n"
+    "interval, section split), token count, fingerprint, metadata, the number of sections of each kind,\n"
+    "and the bytes of each layer.\n"
     "It checks the file's structure (header, index, tail), not the section bodies: use `sqkv verify`.\n"
     "\n"
     "Options:\n"
     "      --json         print one JSON object instead (all of the above, every section, token count)\n"
-    "      --sections     also list every section (offset, size, kind, tensor, layer, heads, tokens)\n"
+    "      --sections     also list every section (offset, size, kind, tensor, layer, heads, tokens, and\n"
+    "                     for SPARSE sections width, quantizer, scales, offset interval or keep-all, zstd)\n"
     "\n";
 
 enum { OPT_JSON = 1, OPT_SECTIONS };
@@ -129,7 +131,8 @@ static void print_encoding(const file_options *o) {
     if (p->quantizer == SQKV_QUANT_EXACT) printf("kept values exact (16-bit)");
     else printf("%u-bit %s, per-%s scales", p->payload_bits, cli_quantizer_name(p->quantizer),
                 cli_granularity_name(p->granularity));
-    printf(", offset interval 2^%u tiles", p->offset_interval_log2);
+    if (p->flags & SQKV_SECTION_FLAG_ALL_KEPT) printf(", keep-all (every element kept, no bitmaps)");
+    else printf(", offset interval 2^%u tiles", p->offset_interval_log2);
     if (o->mixed) printf(" (first SPARSE section; others differ)");
     printf("\n");
 }
@@ -144,7 +147,10 @@ static void print_human(info_data *d, int list_sections) {
     const uint64_t dense = dense_fp16_bytes(g), size = d->in.blob.size;
     printf("file           %s (%llu bytes, %s)\n", d->in.name, (unsigned long long)size,
            sqkv_human_size(size, a, sizeof a));
-    printf("format         SQKV %u.%u\n", d->major, d->minor);
+    char features[128];
+    cli_feature_names(g->required_features, features, sizeof features);
+    if (g->required_features) printf("format         SQKV %u.%u, required features %s\n", d->major, d->minor, features);
+    else printf("format         SQKV %u.%u, no required features\n", d->major, d->minor);
     printf("geometry       %u layers x %u KV heads x %u tokens, head_dim %u (K and V)\n", g->n_layers,
            g->n_kv_heads, g->n_tokens, g->head_dim);
     printf("element type   %s (encoder input %s)\n", cli_dtype_name(g->value_dtype), cli_dtype_name(g->source_dtype));
@@ -220,6 +226,9 @@ static void print_human(info_data *d, int list_sections) {
         if (s.kind == SQKV_KIND_SPARSE) {
             const section_params p = cli_sqkv_section_params(&d->in, &s);
             if (!p.valid) printf(" (damaged header)");
+            else if (p.flags & SQKV_SECTION_FLAG_ALL_KEPT)
+                printf(" %u-bit %s/%s keep-all", p.payload_bits, cli_quantizer_name(p.quantizer),
+                       cli_granularity_name(p.granularity));
             else printf(" %u-bit %s/%s k=%u", p.payload_bits, cli_quantizer_name(p.quantizer),
                         cli_granularity_name(p.granularity), p.offset_interval_log2);
         } else {
@@ -244,6 +253,14 @@ static int print_json(info_data *d) {
     sqt_strbuf_json_string(&b, d->in.name, strlen(d->in.name));
     sqt_strbuf_printf(&b, ",\"file_size\":%llu,\"version\":{\"major\":%u,\"minor\":%u}", (unsigned long long)d->in.blob.size,
                       d->major, d->minor);
+    sqt_strbuf_printf(&b, ",\"required_features\":{\"mask\":%u,\"names\":[", (unsigned)g->required_features);
+    for (unsigned bit = 0, n = 0; bit < 32; bit++) {
+        if (!(g->required_features >> bit & 1u)) continue;
+        char name[32];
+        cli_feature_names(1u << bit, name, sizeof name);
+        sqt_strbuf_printf(&b, "%s\"%s\"", n++ ? "," : "", name);
+    }
+    sqt_strbuf_puts(&b, "]}");
     sqt_strbuf_printf(&b, ",\"geometry\":{\"n_layers\":%u,\"n_kv_heads\":%u,\"head_dim\":%u,\"n_tokens\":%u,"
                       "\"dense_window\":%u,\"value_dtype\":\"%s\",\"source_dtype\":\"%s\"}",
                       g->n_layers, g->n_kv_heads, g->head_dim, g->n_tokens, g->dense_window,
@@ -251,6 +268,7 @@ static int print_json(info_data *d) {
     sqt_strbuf_printf(&b, ",\"options\":{\"sparse\":");
     if (d->opts.sparse.valid) json_params(&b, &d->opts.sparse);
     else sqt_strbuf_puts(&b, "null");
+    sqt_strbuf_printf(&b, ",\"keep_all\":%s", d->opts.sparse.valid && (d->opts.sparse.flags & SQKV_SECTION_FLAG_ALL_KEPT) ? "true" : "false");
     sqt_strbuf_printf(&b, ",\"mixed\":%s,\"heads_per_section\":%u,\"tokens_per_section\":%u,\"zstd_sections\":%llu}",
                       d->opts.mixed ? "true" : "false", d->opts.heads_per_section, d->opts.tokens_per_section,
                       (unsigned long long)d->opts.n_zstd);
@@ -292,6 +310,9 @@ static int print_json(info_data *d) {
                               s.head_start, s.head_count, s.token_start, s.token_count);
             if (s.kind == SQKV_KIND_SPARSE) {
                 const section_params p = cli_sqkv_section_params(&d->in, &s);
+                if (p.valid)
+                    sqt_strbuf_printf(&b, ",\"flags\":%u,\"all_kept\":%s", p.flags,
+                                      p.flags & SQKV_SECTION_FLAG_ALL_KEPT ? "true" : "false");
                 sqt_strbuf_puts(&b, ",\"encoding\":");
                 if (p.valid) json_params(&b, &p);
                 else sqt_strbuf_puts(&b, "null");

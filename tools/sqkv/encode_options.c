@@ -12,6 +12,7 @@
 enum {
     OPT_SPARSITY = 500,
     OPT_NO_PRUNE,
+    OPT_KEEP_ALL,
     OPT_BITS,
     OPT_QUANTIZER,
     OPT_SCALES,
@@ -29,6 +30,7 @@ enum {
 const cli_option encode_option_table[] = {
     {"sparsity", 's', 1, OPT_SPARSITY},
     {"no-prune", 0, 0, OPT_NO_PRUNE},
+    {"keep-all", 0, 0, OPT_KEEP_ALL},
     {"bits", 'b', 1, OPT_BITS},
     {"quantizer", 0, 1, OPT_QUANTIZER},
     {"scales", 0, 1, OPT_SCALES},
@@ -53,11 +55,17 @@ const char encode_options_help[] =
     "  -s, --sparsity F           fraction of each token's head_dim elements pruned by magnitude, in [0, 1)\n"
     "                             (default 0.8: 26 of 128 kept); 0 keeps every element\n"
     "      --no-prune             keep every nonzero element (input already sparse)\n"
-    "  -b, --bits N               payload bits per kept element: 2, 4, 8, or 16 = exact (default 2)\n"
+    "      --keep-all             no pruning and no bitmaps: every element is kept and quantized, zeros\n"
+    "                             included (as KIVI does; format 1.1 feature ALL_KEPT); not with --bits 16\n"
+    "  -b, --bits N               payload bits per kept element: 1 to 8, or 16 = exact (default 2);\n"
+    "                             1, 3, 5, 6, 7 make a format 1.1 file (feature CODE_WIDTHS)\n"
     "      --quantizer Q          symmetric | asymmetric | exact (default: asymmetric, exact for 16 bits)\n"
-    "      --scales G             scale granularity: head | tile | none (default: tile, none for exact)\n"
+    "      --scales G             scale granularity: head | tile | half-tile | none (default: tile, none for\n"
+    "                             exact); half-tile = one scale per 32 elements of a tile, KIVI's groups\n"
+    "                             (format 1.1 feature HALF_TILE_SCALES)\n"
     "  -w, --dense-window N       newest N tokens stored exactly, unpruned (default 0)\n"
-    "      --offset-interval-log2 K  one offset-table entry per 2^K tiles, 0..20 (default 4)\n"
+    "      --offset-interval-log2 K  one offset-table entry per 2^K tiles, 0..20 (default 4; no table\n"
+    "                             with --keep-all)\n"
     "      --heads-per-section N  heads per section (default 1)\n"
     "      --tokens-per-section N tokens of the sparse region per section, a multiple of 64 (default 0 = all)\n"
     "      --element-type T       fp16 | bf16: the file's element type (default: bf16 for bf16 input,\n"
@@ -111,12 +119,19 @@ void encode_settings_adopt(encode_settings *s, const file_options *fo, const sqk
             s->scales_set = 1;
         }
         if (!was_set(s, OPT_OFFSET_INTERVAL)) o->offset_interval_log2 = fo->sparse.offset_interval_log2;
+        if (!was_set(s, OPT_SPARSITY) && !was_set(s, OPT_NO_PRUNE) && !was_set(s, OPT_KEEP_ALL) &&
+            (fo->sparse.flags & SQKV_SECTION_FLAG_ALL_KEPT)) {
+            o->prune = SQKV_PRUNE_KEEP_ALL;
+            o->sparsity = 0.0;
+            o->offset_interval_log2 = 4; /* the file records 0, and no table is written anyway */
+        }
     }
     if (!was_set(s, OPT_HEADS_PER_SECTION) && fo->heads_per_section) o->heads_per_section = fo->heads_per_section;
     if (!was_set(s, OPT_TOKENS_PER_SECTION)) o->tokens_per_section = fo->tokens_per_section;
     if (!was_set(s, OPT_DENSE_WINDOW)) s->dense_window = g->dense_window;
     if (!was_set(s, OPT_ELEMENT_TYPE)) s->element_type = g->value_dtype;
-    if (!was_set(s, OPT_SPARSITY) && !was_set(s, OPT_NO_PRUNE) && keep >= 1 && keep <= g->head_dim) {
+    if (!was_set(s, OPT_SPARSITY) && !was_set(s, OPT_NO_PRUNE) && !was_set(s, OPT_KEEP_ALL) &&
+        o->prune != SQKV_PRUNE_KEEP_ALL && keep >= 1 && keep <= g->head_dim) {
         o->prune = SQKV_PRUNE_MAGNITUDE;
         /* keep = D - floor(sparsity * D): aim between two integers so rounding cannot move it. */
         o->sparsity = keep == g->head_dim ? 0.0 : ((double)(g->head_dim - keep) + 0.5) / (double)g->head_dim;
@@ -130,11 +145,11 @@ static int apply(encode_settings *s, int id, const char *value) {
         s->opts.prune = SQKV_PRUNE_MAGNITUDE;
         return 1;
     case OPT_NO_PRUNE: s->opts.prune = SQKV_PRUNE_NONE; return 1;
+    case OPT_KEEP_ALL: s->opts.prune = SQKV_PRUNE_KEEP_ALL; return 1;
     case OPT_BITS:
-        if (cli_parse_u32("--bits", value, 2, 16, &s->opts.payload_bits)) return -1;
-        if (s->opts.payload_bits != 2 && s->opts.payload_bits != 4 && s->opts.payload_bits != 8 &&
-            s->opts.payload_bits != 16) {
-            cli_error("--bits: %s is not one of 2, 4, 8, 16", value);
+        if (cli_parse_u32("--bits", value, 0, UINT32_MAX, &s->opts.payload_bits)) return -1;
+        if (s->opts.payload_bits < 1 || (s->opts.payload_bits > 8 && s->opts.payload_bits != 16)) {
+            cli_error("--bits: %s is not one of 1 to 8, or 16", value);
             return -1;
         }
         s->bits_set = 1;
@@ -152,9 +167,10 @@ static int apply(encode_settings *s, int id, const char *value) {
     case OPT_SCALES:
         if (strcmp(value, "head") == 0) s->opts.scales = SQKV_SCALE_PER_HEAD;
         else if (strcmp(value, "tile") == 0) s->opts.scales = SQKV_SCALE_PER_TILE;
+        else if (strcmp(value, "half-tile") == 0) s->opts.scales = SQKV_SCALE_PER_HALF_TILE;
         else if (strcmp(value, "none") == 0) s->opts.scales = SQKV_SCALE_NONE;
         else {
-            cli_error("--scales: '%s' is not head, tile or none", value);
+            cli_error("--scales: '%s' is not head, tile, half-tile or none", value);
             return -1;
         }
         s->scales_set = 1;
@@ -215,6 +231,32 @@ int encode_settings_finish(encode_settings *s) {
         cli_error("--scales none goes with the exact quantizer (--bits 16) and only with it");
         return -1;
     }
+    /* --sparsity and --no-prune override each other (the last one wins), but either one next to
+     * --keep-all contradicts it, whatever the order; --sparsity 0 is the one that agrees. */
+    if (was_set(s, OPT_KEEP_ALL)) {
+        if (was_set(s, OPT_NO_PRUNE)) {
+            cli_error("--keep-all and --no-prune contradict each other: --no-prune keeps the nonzero elements "
+                      "with bitmaps, --keep-all every element without");
+            return -1;
+        }
+        if (was_set(s, OPT_SPARSITY) && o->sparsity > 0.0) {
+            cli_error("--keep-all keeps every element: it does not go with --sparsity %g", o->sparsity);
+            return -1;
+        }
+        o->prune = SQKV_PRUNE_KEEP_ALL;
+    }
+    if (o->prune == SQKV_PRUNE_KEEP_ALL) {
+        if (o->quantizer == SQKV_QUANT_EXACT) {
+            cli_error("--keep-all quantizes every element: it does not go with --bits 16 (exact values without "
+                      "pruning: --dense-window, or --no-prune)");
+            return -1;
+        }
+        if (was_set(s, OPT_OFFSET_INTERVAL)) {
+            cli_error("--offset-interval-log2 does not go with --keep-all (keep-all sections have no offset table)");
+            return -1;
+        }
+        o->sparsity = 0.0;
+    }
     return 0;
 }
 
@@ -227,6 +269,7 @@ void encode_settings_describe(const encode_settings *s, char *buf, size_t cap) {
     const sqkv_writer_options *o = &s->opts;
     char prune[64];
     if (o->prune == SQKV_PRUNE_NONE) snprintf(prune, sizeof prune, "no pruning");
+    else if (o->prune == SQKV_PRUNE_KEEP_ALL) snprintf(prune, sizeof prune, "keep-all (no pruning, no bitmaps)");
     else snprintf(prune, sizeof prune, "sparsity %.2f (per-token magnitude)", o->sparsity);
     if (o->quantizer == SQKV_QUANT_EXACT)
         snprintf(buf, cap, "%s, kept values exact (16-bit)", prune);

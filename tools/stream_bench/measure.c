@@ -20,7 +20,7 @@ static uint64_t tensor_elems(const sb_cache *c) { return (uint64_t)c->n_kv_heads
 
 static int encode_once(const sb_cache *c, const sqkv_writer_options *opts, uint8_t **file, size_t *size) {
     const sqkv_geometry g = {c->n_layers, c->n_kv_heads, c->head_dim, c->n_tokens, c->dense_window, SQKV_DTYPE_FP16,
-                             SQKV_DTYPE_FP16};
+                             SQKV_DTYPE_FP16, 0};
     sqkv_writer *w = NULL;
     sqkv_error err = sqkv_writer_create(&g, opts, &w);
     if (!err && c->tokens) err = sqkv_writer_set_tokens(w, c->tokens, c->n_tokens);
