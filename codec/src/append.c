@@ -268,8 +268,11 @@ static sqkv_error append_segment(append_job *j, const sqkv_writer_options *opts,
     /* §9.1: the header is never rewritten, so new sections may use only the features it declares. */
     const uint32_t missing = sqkv_features_of_options(opts) & ~f->required_features;
     if (missing)
-        return say(j, SQKV_ERR_UNSUPPORTED, "the options need format features 0x%" PRIx32 " that the file header"
-                   " does not declare (spec §4.1, §9.1); write a new file instead", missing);
+        return say(j, SQKV_ERR_UNSUPPORTED, "the options need format 1.1 features the file header does not declare"
+                   " (%s%s%s; spec §4.1, §9.1); write a new file instead",
+                   missing & SQKV_FEATURE_CODE_WIDTHS ? "CODE_WIDTHS " : "",
+                   missing & SQKV_FEATURE_HALF_TILE_SCALES ? "HALF_TILE_SCALES " : "",
+                   missing & SQKV_FEATURE_ALL_KEPT ? "ALL_KEPT " : "");
     uint32_t hps;
     sqkv_error err = head_grouping(j, &hps);
     if (err) return err;

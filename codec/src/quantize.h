@@ -17,7 +17,7 @@ extern "C" {
 
 /* Fills levels[0 .. 2^bits) for one parameter group. Returns SQKV_ERR_SCALE when the parameters
  * break §7.4 (non-finite s or z, s with its sign bit set, a non-finite level). z is ignored by
- * SYMMETRIC. bits is 2, 4 or 8. */
+ * SYMMETRIC. bits is 1..8. */
 sqkv_error sqkv_quant_levels(sqkv_quantizer q, uint32_t bits, sqkv_dtype e, uint16_t s, uint16_t z,
                              uint16_t *levels);
 
