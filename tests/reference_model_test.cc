@@ -208,4 +208,84 @@ TEST(ReferenceModel, MustafarLayoutOfValueTilesFollowsSpecOrder) {
     EXPECT_EQ(m.values[0], 0x3C00);
 }
 
+TEST(ReferenceModel, HalfTileGroupsFollowSpecOrder) {
+    // §7.4 PER_HALF_TILE: group 2n = elements 0..31 of tile n, 2n + 1 = elements 32..63.
+    // Values, head_dim 80, 2 tokens: tiles (block 0, token 0), (block 0, token 1), (block 1, token 0),
+    // (block 1, token 1); block 1 holds channels 64..79, so its second halves are empty.
+    const auto v = refm::GroupsOfSection(SQKV_TENSOR_V, SQKV_SCALE_PER_HALF_TILE, 2, 80, 0, 1, 0, 2);
+    ASSERT_EQ(v.size(), 8u);
+    EXPECT_EQ(v[0].size(), 32u);
+    EXPECT_EQ(v[0][0], 0u);          // token 0, channel 0
+    EXPECT_EQ(v[1][0], 32u);         // token 0, channel 32
+    EXPECT_EQ(v[2][0], 80u);         // tile 1 = token 1, channel 0
+    EXPECT_EQ(v[4].size(), 16u);     // tile 2 = token 0, channels 64..79
+    EXPECT_EQ(v[4][0], 64u);
+    EXPECT_TRUE(v[5].empty());
+    EXPECT_TRUE(v[7].empty());
+    // Keys, head_dim 2, 40 tokens: one chunk, tiles = channels; the second halves hold tokens 32..39.
+    const auto k = refm::GroupsOfSection(SQKV_TENSOR_K, SQKV_SCALE_PER_HALF_TILE, 40, 2, 0, 1, 0, 40);
+    ASSERT_EQ(k.size(), 4u);
+    EXPECT_EQ(k[0].size(), 32u);
+    EXPECT_EQ(k[1].size(), 8u);
+    EXPECT_EQ(k[1][0], 32u * 2);     // token 32, channel 0
+    EXPECT_EQ(k[2][0], 1u);          // token 0, channel 1
+    // PER_HEAD over 2 heads of a section that starts at token 10 of a 50-token tensor.
+    const auto h = refm::GroupsOfSection(SQKV_TENSOR_K, SQKV_SCALE_PER_HEAD, 50, 3, 1, 2, 10, 20);
+    ASSERT_EQ(h.size(), 2u);
+    EXPECT_EQ(h[0].size(), 60u);
+    EXPECT_EQ(h[0][0], (50u + 10u) * 3u);  // head 1, token 10, channel 0
+}
+
+TEST(ReferenceModel, ValueTilesOfAPartialTokenBlock) {
+    // §7.1: 70 tokens, head_dim 80 (HB = 2): block q = 1 has R = 6 rows; tile 64*2*1 + h*6 + r.
+    const auto tiles = refm::TilesOfSection(SQKV_TENSOR_V, 70, 80, 0, 1, 0, 70);
+    ASSERT_EQ(tiles.size(), 140u);
+    EXPECT_EQ(tiles[128 + 1 * 6 + 2][0], (64u + 2u) * 80u + 64u);  // token 66, channel 64
+    EXPECT_EQ(tiles[128 + 1 * 6 + 2][16], SIZE_MAX);              // channel 80: padding
+}
+
+TEST(ReferenceModel, KeepAllKeepsZerosAndAllZeroGroupsGetZeroParameters) {
+    // §14 keep-all: zeros are kept; an all-zero SYMMETRIC group has s = +0, and every level is a zero
+    // (level 0 = RNE(-(L-1) * 0) = -0), so a zero decodes to -0.
+    refm::Shape shape;
+    shape.heads = 1;
+    shape.tokens = 2;
+    shape.head_dim = 4;
+    refm::Options o;
+    o.prune = false;
+    o.keep_all = true;
+    o.bits = 3;
+    o.quantizer = SQKV_QUANT_SYMMETRIC;
+    o.granularity = SQKV_SCALE_PER_TILE;
+    const std::vector<uint16_t> input = {0, 0, 0, 0, refm::DoubleToFp16(7), 0, refm::DoubleToFp16(-7), 0};
+    const refm::Tensor t = refm::EncodeDecode(shape, o, SQKV_TENSOR_V, input);
+    EXPECT_EQ(t.kept, std::vector<uint8_t>(8, 1));
+    for (int i = 0; i < 4; i++) EXPECT_EQ(t.decoded[i], 0x8000) << i;
+    // Token 1: s = 1, levels -7..7 odd; the zeros tie between -1 and 1: the lower code, -1.
+    EXPECT_EQ(t.decoded[4], refm::DoubleToFp16(7));
+    EXPECT_EQ(t.decoded[5], refm::DoubleToFp16(-1));
+    EXPECT_EQ(t.decoded[6], refm::DoubleToFp16(-7));
+    // Without keep-all the zeros are pruned (+0) and token 0 is an empty group.
+    o.keep_all = false;
+    const refm::Tensor p = refm::EncodeDecode(shape, o, SQKV_TENSOR_V, input);
+    EXPECT_EQ(p.decoded[5], 0);
+    EXPECT_EQ(p.kept[0], 0);
+}
+
+TEST(ReferenceModel, SectionFeaturesFollowSpec) {
+    refm::Options o;
+    o.bits = 2;
+    o.quantizer = SQKV_QUANT_ASYMMETRIC;
+    o.granularity = SQKV_SCALE_PER_TILE;
+    EXPECT_EQ(refm::SectionFeatures(o), 0u);
+    for (uint32_t bits : {1u, 3u, 5u, 6u, 7u}) {
+        o.bits = bits;
+        EXPECT_EQ(refm::SectionFeatures(o), SQKV_FEATURE_CODE_WIDTHS) << bits;
+    }
+    o.bits = 8;
+    o.granularity = SQKV_SCALE_PER_HALF_TILE;
+    o.keep_all = true;
+    EXPECT_EQ(refm::SectionFeatures(o), SQKV_FEATURE_HALF_TILE_SCALES | SQKV_FEATURE_ALL_KEPT);
+}
+
 }  // namespace

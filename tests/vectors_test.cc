@@ -96,8 +96,8 @@ TEST(GoldenVectors, TestVectorsDocumentIsCurrent) {
 }
 
 TEST(GoldenVectors, CoverWhatTheyPromise) {
-    bool widths[17] = {}, quantizers[3] = {}, granularities[3] = {}, bf16 = false, window = false, anc = false,
-         odd_dim = false, odd_tokens = false, split = false;
+    bool widths[17] = {}, quantizers[3] = {}, granularities[4] = {}, bf16 = false, window = false, anc = false,
+         odd_dim = false, odd_tokens = false, split = false, keep_all = false;
     uint64_t total = 0;
     for (const VectorSpec &s : GoldenVectors()) {
         widths[s.options.payload_bits] = true;
@@ -109,6 +109,7 @@ TEST(GoldenVectors, CoverWhatTheyPromise) {
         odd_dim |= s.geometry.head_dim % 64 != 0;
         odd_tokens |= (s.geometry.n_tokens - s.geometry.dense_window) % 64 != 0;
         split |= s.options.tokens_per_section != 0 || s.options.heads_per_section > 1;
+        keep_all |= s.options.prune == SQKV_PRUNE_KEEP_ALL;
         Bytes file;
         if (ReadFile(VectorPath(s, VectorsDir()), &file)) total += file.size();
     }
@@ -116,6 +117,8 @@ TEST(GoldenVectors, CoverWhatTheyPromise) {
     EXPECT_TRUE(quantizers[0] && quantizers[1] && quantizers[2]);
     EXPECT_TRUE(granularities[1] && granularities[2]);
     EXPECT_TRUE(bf16 && window && anc && odd_dim && odd_tokens && split);
+    EXPECT_TRUE(widths[1] && widths[3] && widths[5] && widths[6] && widths[7] && granularities[3] && keep_all)
+        << "format 1.1";
     EXPECT_LT(total, 65536u);
 }
 

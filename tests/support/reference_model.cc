@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 
 namespace refm {
@@ -105,7 +106,11 @@ uint16_t DoubleToFp16(double x) { return RoundToFormat(x, kFp16); }
 uint16_t DoubleToBf16(double x) { return RoundToFormat(x, kBf16); }
 uint16_t DoubleToE(double x, sqkv_dtype e) { return e == SQKV_DTYPE_BF16 ? DoubleToBf16(x) : DoubleToFp16(x); }
 
-bool EIsFinite(uint16_t h, sqkv_dtype e) { return std::isfinite(EToDouble(h, e)); }
+// Not finite exactly when every exponent bit is set (fp16: 5 bits at 10..14; bf16: 8 bits at 7..14).
+bool EIsFinite(uint16_t h, sqkv_dtype e) {
+    const uint16_t exponent = e == SQKV_DTYPE_BF16 ? 0x7F80u : 0x7C00u;
+    return (h & exponent) != exponent;
+}
 bool EIsZero(uint16_t h) { return (h & 0x7FFFu) == 0; }
 
 InputVerdict ConvertInput(const void *data, size_t count, sqkv_dtype dtype, sqkv_dtype e,
@@ -209,8 +214,6 @@ void ChooseParams(sqkv_quantizer q, uint32_t bits, sqkv_dtype e, const std::vect
     while (*s != 0 && !Levels(q, bits, e, *s, *z, &levels)) *s = static_cast<uint16_t>(*s - 1);
 }
 
-namespace {
-
 // NearestCode on levels already converted to binary64 (exact).
 uint32_t NearestCodeOf(const std::vector<double> &levels, double xd) {
     const uint32_t n = static_cast<uint32_t>(levels.size());
@@ -235,8 +238,6 @@ std::vector<double> LevelValues(const std::vector<uint16_t> &levels, sqkv_dtype 
     for (size_t c = 0; c < levels.size(); c++) v[c] = EToDouble(levels[c], e);
     return v;
 }
-
-}  // namespace
 
 uint32_t NearestCode(const std::vector<uint16_t> &levels, sqkv_dtype e, uint16_t x) {
     // §14: the level just below (or at) x and the one above are the candidates; their distances are
@@ -279,9 +280,14 @@ Tensor EncodeDecode(const Shape &shape, const Options &opts, sqkv_tensor tensor,
                 out.decoded[at(h, t, d)] = input[at(h, t, d)];
                 out.kept[at(h, t, d)] = 1;
             }
-        for (uint32_t t = 0; t < S; t++)
+        for (uint32_t t = 0; t < S; t++) {
+            if (opts.keep_all) {  // §14 keep-all: zeros too
+                for (uint32_t d = 0; d < D; d++) out.kept[at(h, t, d)] = 1;
+                continue;
+            }
             for (uint32_t d : KeptChannels(&input[at(h, t, 0)], D, shape.e, opts.prune, opts.sparsity))
                 out.kept[at(h, t, d)] = 1;
+        }
     }
 
     if (opts.quantizer == SQKV_QUANT_EXACT) {
@@ -295,6 +301,9 @@ Tensor EncodeDecode(const Shape &shape, const Options &opts, sqkv_tensor tensor,
     // Parameter groups live inside one section: heads in runs of heads_per_section, tokens of the
     // sparse region in runs of tokens_per_section; tile positions are relative to the section start.
     const uint32_t tokens_per_section = opts.tokens_per_section ? opts.tokens_per_section : std::max(S, 1u);
+    // A tile's elements split into groups of `span`: the whole tile, or its two halves (§7.4 PER_HALF_TILE:
+    // keys 32 tokens of a channel, values 32 channels of a token). Tiles start every 64 tokens / channels.
+    const uint32_t span = opts.granularity == SQKV_SCALE_PER_HALF_TILE ? 32 : 64;
     std::vector<size_t> members;
     for (uint32_t h = 0; h < H; h++) {
         for (uint32_t ts = 0; ts < S; ts += tokens_per_section) {
@@ -306,18 +315,18 @@ Tensor EncodeDecode(const Shape &shape, const Options &opts, sqkv_tensor tensor,
                         if (out.kept[at(h, t, d)]) members.push_back(at(h, t, d));
                 QuantizeGroup(opts, shape.e, input, members, &out.decoded);
             } else if (tensor == SQKV_TENSOR_K) {
-                for (uint32_t chunk = ts; chunk < te; chunk += 64)
+                for (uint32_t chunk = ts; chunk < te; chunk += span)
                     for (uint32_t d = 0; d < D; d++) {
                         members.clear();
-                        for (uint32_t t = chunk; t < std::min(te, chunk + 64); t++)
+                        for (uint32_t t = chunk; t < std::min(te, chunk + span); t++)
                             if (out.kept[at(h, t, d)]) members.push_back(at(h, t, d));
                         QuantizeGroup(opts, shape.e, input, members, &out.decoded);
                     }
             } else {
                 for (uint32_t t = ts; t < te; t++)
-                    for (uint32_t block = 0; block < D; block += 64) {
+                    for (uint32_t block = 0; block < D; block += span) {
                         members.clear();
-                        for (uint32_t d = block; d < std::min(D, block + 64); d++)
+                        for (uint32_t d = block; d < std::min(D, block + span); d++)
                             if (out.kept[at(h, t, d)]) members.push_back(at(h, t, d));
                         QuantizeGroup(opts, shape.e, input, members, &out.decoded);
                     }
@@ -325,6 +334,75 @@ Tensor EncodeDecode(const Shape &shape, const Options &opts, sqkv_tensor tensor,
         }
     }
     return out;
+}
+
+uint32_t SectionFeatures(const Options &opts) {
+    uint32_t features = 0;
+    if (opts.quantizer == SQKV_QUANT_EXACT) return 0;
+    if (opts.bits != 2 && opts.bits != 4 && opts.bits != 8) features |= SQKV_FEATURE_CODE_WIDTHS;
+    if (opts.granularity == SQKV_SCALE_PER_HALF_TILE) features |= SQKV_FEATURE_HALF_TILE_SCALES;
+    if (opts.keep_all) features |= SQKV_FEATURE_ALL_KEPT;
+    return features;
+}
+
+std::vector<std::vector<size_t>> TilesOfSection(sqkv_tensor tensor, uint32_t tokens, uint32_t head_dim,
+                                                uint32_t head_start, uint32_t head_count, uint32_t token_start,
+                                                uint32_t token_count) {
+    const uint32_t D = head_dim, TC = token_count;
+    auto at = [&](uint32_t h, uint32_t t, uint32_t d) {
+        return (static_cast<size_t>(h) * tokens + token_start + t) * D + d;
+    };
+    std::vector<std::vector<size_t>> tiles;
+    for (uint32_t j = 0; j < head_count; j++) {
+        const uint32_t h = head_start + j;
+        if (tensor == SQKV_TENSOR_K) {
+            // Tile c * D + d: token chunk c, channel d; element i is token 64c + i.
+            for (uint32_t c = 0; 64 * c < TC; c++)
+                for (uint32_t d = 0; d < D; d++) {
+                    std::vector<size_t> tile(64, SIZE_MAX);
+                    for (uint32_t i = 0; i < 64; i++)
+                        if (64 * c + i < TC) tile[i] = at(h, 64 * c + i, d);
+                    tiles.push_back(tile);
+                }
+        } else {
+            // Tile 64 * HB * q + hb * R + r: token 64q + r, channel block hb; element i is channel 64hb + i.
+            const uint32_t HB = (D + 63) / 64;
+            for (uint32_t q = 0; 64 * q < TC; q++) {
+                const uint32_t R = std::min(64u, TC - 64 * q);
+                const size_t base = tiles.size();
+                tiles.resize(base + static_cast<size_t>(HB) * R);
+                for (uint32_t hb = 0; hb < HB; hb++)
+                    for (uint32_t r = 0; r < R; r++) {
+                        std::vector<size_t> tile(64, SIZE_MAX);
+                        for (uint32_t i = 0; i < 64; i++)
+                            if (64 * hb + i < D) tile[i] = at(h, 64 * q + r, 64 * hb + i);
+                        tiles[base + static_cast<size_t>(hb) * R + r] = tile;
+                    }
+            }
+        }
+    }
+    return tiles;
+}
+
+std::vector<std::vector<size_t>> GroupsOfSection(sqkv_tensor tensor, sqkv_scale_granularity g, uint32_t tokens,
+                                                 uint32_t head_dim, uint32_t head_start, uint32_t head_count,
+                                                 uint32_t token_start, uint32_t token_count) {
+    const std::vector<std::vector<size_t>> tiles =
+        TilesOfSection(tensor, tokens, head_dim, head_start, head_count, token_start, token_count);
+    std::vector<std::vector<size_t>> groups;
+    if (g == SQKV_SCALE_NONE) return groups;
+    const size_t tiles_per_head = head_count ? tiles.size() / head_count : 0;
+    if (g == SQKV_SCALE_PER_HEAD) groups.resize(head_count);
+    else groups.resize(tiles.size() * (g == SQKV_SCALE_PER_HALF_TILE ? 2 : 1));
+    for (size_t n = 0; n < tiles.size(); n++)
+        for (size_t i = 0; i < 64; i++) {
+            if (tiles[n][i] == SIZE_MAX) continue;
+            const size_t group = g == SQKV_SCALE_PER_HEAD ? n / tiles_per_head
+                                 : g == SQKV_SCALE_PER_TILE ? n
+                                                            : 2 * n + (i >= 32 ? 1 : 0);
+            groups[group].push_back(tiles[n][i]);
+        }
+    return groups;
 }
 
 bool ConvertOutput(const std::vector<uint16_t> &decoded, sqkv_dtype e, sqkv_dtype out_dtype,

@@ -54,13 +54,20 @@ struct Shape {
 
 struct Options {
     bool prune = true;            // magnitude pruning (else: keep every nonzero element)
+    bool keep_all = false;        // §14 keep-all mode (ALL_KEPT sections): every element, zeros included
     double sparsity = 0.7;
     uint32_t bits = 2;
     sqkv_quantizer quantizer = SQKV_QUANT_SYMMETRIC;
     sqkv_scale_granularity granularity = SQKV_SCALE_PER_HEAD;
     uint32_t heads_per_section = 1;
     uint32_t tokens_per_section = 0;  // 0: the whole sparse region
+    uint32_t offset_interval_log2 = 4;  // written as 0 in keep-all mode (§7.6: no table)
+    uint32_t zstd_level = 0;            // §5.1 informative: the reference encoder's zstd layer
 };
+
+// §4.1: the required_features bits that a SPARSE section written with `opts` uses (0 for EXACT and for
+// the 1.0 widths and granularities without keep-all).
+uint32_t SectionFeatures(const Options &opts);
 
 // The decoded tensor of one (layer, tensor), as E bit patterns [heads][tokens][head_dim], and which
 // elements of the sparse region the encoder keeps (1) or prunes (0); the dense window has kept = 1.
@@ -86,6 +93,23 @@ bool Levels(sqkv_quantizer q, uint32_t bits, sqkv_dtype e, uint16_t s, uint16_t 
 
 // Code of the level nearest to x, ties to the lower code (§14).
 uint32_t NearestCode(const std::vector<uint16_t> &levels, sqkv_dtype e, uint16_t x);
+// The same on levels converted to binary64 once (LevelValues), for groups of many elements.
+std::vector<double> LevelValues(const std::vector<uint16_t> &levels, sqkv_dtype e);
+uint32_t NearestCodeOf(const std::vector<double> &level_values, double x);
+
+// The elements of one parameter group (§7.4) as indices into a [heads][tokens][head_dim] tensor, in
+// payload order, for the section [head_start, +head_count) x [token_start, +token_count); padding
+// elements are absent. Groups are returned in scales-stream order. Elements are listed whether kept or
+// not; callers filter by the kept mask.
+std::vector<std::vector<size_t>> GroupsOfSection(sqkv_tensor tensor, sqkv_scale_granularity g, uint32_t tokens,
+                                                 uint32_t head_dim, uint32_t head_start, uint32_t head_count,
+                                                 uint32_t token_start, uint32_t token_count);
+
+// The section's tiles (§7.1) in section tile order: element i of each tile as an index into the
+// [heads][tokens][head_dim] tensor, or SIZE_MAX for a padding element.
+std::vector<std::vector<size_t>> TilesOfSection(sqkv_tensor tensor, uint32_t tokens, uint32_t head_dim,
+                                                uint32_t head_start, uint32_t head_count, uint32_t token_start,
+                                                uint32_t token_count);
 
 // Full model of one tensor: `input` is [heads][tokens][head_dim] already converted to E.
 Tensor EncodeDecode(const Shape &shape, const Options &opts, sqkv_tensor tensor,

@@ -158,16 +158,21 @@ SparseStreams SparseLayout(const RawSection &s, uint32_t head_dim) {
                                               : static_cast<uint64_t>(tc) * ((head_dim + 63) / 64);
     l.tiles = per_head * hc;
     const uint32_t k = s.header[sec::kOffsetLog2];
-    l.offset_entries = ((l.tiles + (uint64_t{1} << k) - 1) >> k) + 1;
+    // §7.6: an ALL_KEPT section stores neither bitmaps nor offsets and keeps every non-padding element.
+    const bool all_kept = (Get32(s.header, sec::kFlags) & 1u) != 0;
+    l.offset_entries = all_kept ? 0 : ((l.tiles + (uint64_t{1} << k) - 1) >> k) + 1;
     const uint8_t q = s.header[sec::kQuantizer], g = s.header[sec::kGranularity];
     l.params = q == 2 ? 2 : q == 1 ? 1 : 0;
-    l.groups = g == 1 ? hc : g == 2 ? l.tiles : 0;
+    l.groups = g == 1 ? hc : g == 2 ? l.tiles : g == 3 ? 2 * l.tiles : 0;
     l.kept = 0;
-    for (uint64_t t = 0; t < l.tiles && 8 * t + 8 <= s.body.size(); t++)
-        l.kept += static_cast<uint64_t>(__builtin_popcountll(Get64(s.body, 8 * t)));
+    if (all_kept)
+        l.kept = static_cast<uint64_t>(hc) * tc * head_dim;
+    else
+        for (uint64_t t = 0; t < l.tiles && 8 * t + 8 <= s.body.size(); t++)
+            l.kept += static_cast<uint64_t>(__builtin_popcountll(Get64(s.body, 8 * t)));
     const uint32_t bits = s.header[sec::kBits];
     l.bitmaps_at = 0;
-    l.offsets_at = Align8(8 * l.tiles);
+    l.offsets_at = all_kept ? 0 : Align8(8 * l.tiles);
     l.scales_at = l.offsets_at + Align8(4 * l.offset_entries);
     l.payload_at = l.scales_at + Align8(2 * l.groups * l.params);
     l.payload_bytes = (l.kept * bits + 7) / 8;

@@ -175,12 +175,15 @@ sqkv_error DecodeEverything(const Bytes &file) {
 refm::Options ToRefOptions(const sqkv_writer_options &opts) {
     refm::Options o;
     o.prune = opts.prune == SQKV_PRUNE_MAGNITUDE;
+    o.keep_all = opts.prune == SQKV_PRUNE_KEEP_ALL;
     o.sparsity = opts.sparsity;
     o.bits = opts.payload_bits;
     o.quantizer = opts.quantizer;
     o.granularity = opts.scales;
     o.heads_per_section = opts.heads_per_section;
     o.tokens_per_section = opts.tokens_per_section;
+    o.offset_interval_log2 = opts.offset_interval_log2;
+    o.zstd_level = opts.zstd_level;
     return o;
 }
 

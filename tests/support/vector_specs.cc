@@ -74,6 +74,40 @@ const std::vector<VectorSpec> &GoldenVectors() {
              MakeGeometry(1, 2, 24, 20, 0, kF16), kF32,
              Options(SQKV_PRUNE_NONE, 0.0, 8, SQKV_QUANT_ASYMMETRIC, SQKV_SCALE_PER_HEAD, 0, 1, 0), 108, false),
         ExampleVector(),
+        // Format 1.1 (FORMAT.md §4.1): each uses required features, so its header has version_minor 1.
+        Spec("v1_1_sym3_tile_d40_t70", "1.1 CODE_WIDTHS: 3-bit SYMMETRIC PER_TILE, codes that cross byte boundaries; "
+                                       "head_dim 40 and 70 tokens: padding in value and key tiles",
+             MakeGeometry(1, 1, 40, 70, 0, kF16), kF32,
+             Options(kMag, 0.5, 3, SQKV_QUANT_SYMMETRIC, SQKV_SCALE_PER_TILE, 4, 1, 0), 111, false),
+        Spec("v1_1_asym5_head_bf16", "1.1 CODE_WIDTHS: 5-bit ASYMMETRIC PER_HEAD, element type bf16 from bf16 input, "
+                                     "dense window 8",
+             MakeGeometry(1, 1, 48, 40, 8, kBf16), kBf16,
+             Options(kMag, 0.6, 5, SQKV_QUANT_ASYMMETRIC, SQKV_SCALE_PER_HEAD, 4, 1, 0), 112, false),
+        Spec("v1_1_asym4_half_tile_d80_t66", "1.1 HALF_TILE_SCALES: 4-bit ASYMMETRIC PER_HALF_TILE; head_dim 80 and 66 "
+                                             "tokens: value and key half tiles that are all padding (empty groups), k = 2",
+             MakeGeometry(1, 1, 80, 66, 0, kF16), kF32,
+             Options(kMag, 0.7, 4, SQKV_QUANT_ASYMMETRIC, SQKV_SCALE_PER_HALF_TILE, 2, 1, 0), 113, false),
+        Spec("v1_1_all_kept_asym4_tile", "1.1 ALL_KEPT: keep-all 4-bit ASYMMETRIC PER_TILE (no bitmaps, zeros coded), "
+                                         "dense window 4",
+             MakeGeometry(1, 1, 32, 40, 4, kF16), kF32,
+             Options(SQKV_PRUNE_KEEP_ALL, 0.0, 4, SQKV_QUANT_ASYMMETRIC, SQKV_SCALE_PER_TILE, 0, 1, 0), 114, false),
+        Spec("v1_1_all_kept_asym2_half_split", "1.1 ALL_KEPT + HALF_TILE_SCALES: keep-all 2-bit ASYMMETRIC PER_HALF_TILE "
+                                               "(KIVI's setting), 2 heads in one section, sparse region split at 64 "
+                                               "tokens (96 = 64 + 32), head_dim 16, dense window 4",
+             MakeGeometry(1, 2, 16, 100, 4, kF16), kF32,
+             Options(SQKV_PRUNE_KEEP_ALL, 0.0, 2, SQKV_QUANT_ASYMMETRIC, SQKV_SCALE_PER_HALF_TILE, 0, 2, 64), 115, false),
+        Spec("v1_1_sym7_half_tile_noprune", "1.1 CODE_WIDTHS + HALF_TILE_SCALES: 7-bit SYMMETRIC PER_HALF_TILE without "
+                                            "pruning (every nonzero kept), k = 1",
+             MakeGeometry(1, 1, 24, 36, 0, kF16), kF32,
+             Options(SQKV_PRUNE_NONE, 0.0, 7, SQKV_QUANT_SYMMETRIC, SQKV_SCALE_PER_HALF_TILE, 1, 1, 0), 116, false),
+        Spec("v1_1_asym6_half_all_features", "1.1, all three features: keep-all 6-bit ASYMMETRIC PER_HALF_TILE, "
+                                             "element type bf16 from fp32",
+             MakeGeometry(1, 1, 24, 20, 2, kBf16), kF32,
+             Options(SQKV_PRUNE_KEEP_ALL, 0.0, 6, SQKV_QUANT_ASYMMETRIC, SQKV_SCALE_PER_HALF_TILE, 0, 1, 0), 117, false),
+        Spec("v1_1_sym1_tile_t70", "1.1 CODE_WIDTHS: 1-bit SYMMETRIC PER_TILE (levels -s and +s), 70 tokens, "
+                                   "dense window 3",
+             MakeGeometry(1, 1, 32, 70, 3, kF16), kF32,
+             Options(kMag, 0.5, 1, SQKV_QUANT_SYMMETRIC, SQKV_SCALE_PER_TILE, 4, 1, 0), 118, false),
     };
     return specs;
 }
@@ -190,6 +224,20 @@ const char kVectorsEnd[] = "<!-- END GENERATED -->";
 
 namespace {
 
+uint32_t Get32LE(const Bytes &b, size_t at) {
+    return static_cast<uint32_t>(b[at]) | (static_cast<uint32_t>(b[at + 1]) << 8) |
+           (static_cast<uint32_t>(b[at + 2]) << 16) | (static_cast<uint32_t>(b[at + 3]) << 24);
+}
+uint32_t Get16LE(const Bytes &b, size_t at) { return static_cast<uint32_t>(b[at]) | (static_cast<uint32_t>(b[at + 1]) << 8); }
+
+std::string FeatureNames(uint32_t features) {
+    static const char *names[] = {"CODE_WIDTHS", "HALF_TILE_SCALES", "ALL_KEPT"};
+    std::string out;
+    for (int bit = 0; bit < 3; bit++)
+        if (features & (1u << bit)) out += std::string(out.empty() ? "" : ", ") + names[bit];
+    return out;
+}
+
 const char *DtypeName(sqkv_dtype d) {
     return d == SQKV_DTYPE_FP16 ? "fp16" : d == SQKV_DTYPE_BF16 ? "bf16" : d == SQKV_DTYPE_FP32 ? "fp32" : "?";
 }
@@ -198,7 +246,7 @@ const char *DtypeName(sqkv_dtype d) {
 
 std::string VectorsDocBlock(const std::string &dir) {
     static const char *quantizers[] = {"EXACT", "SYMMETRIC", "ASYMMETRIC"};
-    static const char *granularities[] = {"NONE", "PER_HEAD", "PER_TILE"};
+    static const char *granularities[] = {"NONE", "PER_HEAD", "PER_TILE", "PER_HALF_TILE"};
     std::ostringstream out;
     out << "\n";
     for (const VectorSpec &v : GoldenVectors()) {
@@ -213,14 +261,20 @@ std::string VectorsDocBlock(const std::string &dir) {
             << " |\n";
         char sparsity[32];
         std::snprintf(sparsity, sizeof sparsity, "%g", o.sparsity);
-        out << "| pruning | " << (o.prune == SQKV_PRUNE_MAGNITUDE ? std::string("magnitude, sparsity ") + sparsity
-                                                                 : std::string("none (every nonzero kept)"))
+        out << "| pruning | "
+            << (o.prune == SQKV_PRUNE_MAGNITUDE ? std::string("magnitude, sparsity ") + sparsity
+                : o.prune == SQKV_PRUNE_KEEP_ALL ? std::string("keep all (every element, zeros included: ALL_KEPT sections)")
+                                                 : std::string("none (every nonzero kept)"))
             << " |\n";
         out << "| payload | " << o.payload_bits << " bits, " << quantizers[o.quantizer] << ", "
             << granularities[o.scales] << " |\n";
         out << "| layout | offset_interval_log2 " << o.offset_interval_log2 << ", heads_per_section "
             << o.heads_per_section << ", tokens_per_section " << o.tokens_per_section << (o.tokens_per_section ? "" : " (all)")
             << ", zstd_level " << o.zstd_level << (o.zstd_level ? "" : " (codec 0 only)") << " |\n";
+        Bytes vector_file;
+        if (ReadFile(VectorPath(v, dir), &vector_file) && vector_file.size() >= 20 && Get32LE(vector_file, 16) != 0)
+            out << "| format | 1." << Get16LE(vector_file, 10) << ", required_features 0x" << std::hex
+                << Get32LE(vector_file, 16) << std::dec << " (" << FeatureNames(Get32LE(vector_file, 16)) << ") |\n";
         out << "| input | " << (v.hand_written ? std::string("hand-written (spec/EXAMPLE.md)")
                                                : "generator seed " + std::to_string(v.seed))
             << (v.ancillary ? "; with TOKENS, FINGERPRINT, METADATA" : "") << " |\n";
