@@ -200,10 +200,12 @@ typedef struct sqkv_writer_options {
     uint32_t range_search;
 } sqkv_writer_options;
 
-/* Defaults: magnitude pruning at 0.8, 2-bit ASYMMETRIC levels, PER_TILE scales (about 1.94 bits per
- * element: the lowest attention error per bit near 2 bits in results/quality.md; why in
- * spec/QUANTIZATION.md), k = 4, one head per section, whole sparse region per section, zstd off (level 1
- * saves about a quarter of the file for 4-33% of the decode speed: results/stream_bench.md). */
+/* Defaults: magnitude pruning at 0.8, 2-bit ASYMMETRIC levels, PER_TILE scales, no range search (about
+ * 1.94 bits per element: the lowest attention error per bit near 2 bits among the settings that both
+ * the CPU writer and the CUDA encoder write and every 1.x decoder reads, results/quality.md; 3-bit
+ * SYMMETRIC per tile is 6.5% better but CPU-only and format 1.1: spec/QUANTIZATION.md §2), k = 4, one
+ * head per section, whole sparse region per section, zstd off (level 1 saves about a quarter of the file
+ * for 4-33% of the decode speed: results/stream_bench.md). */
 void sqkv_writer_options_default(sqkv_writer_options *opts);
 
 typedef struct sqkv_writer sqkv_writer;
