@@ -143,6 +143,11 @@ expect_rc 2 encode --bits 12 kv x.sqkv && expect_err "--bits: 12 is not one of 1
 expect_rc 2 encode --scales quarter-tile kv x.sqkv && expect_err "is not head, tile, half-tile or none"
 expect_rc 2 encode --bits 16 --scales half-tile kv x.sqkv && expect_err "--scales none goes with the exact quantizer"
 check "no output after usage errors" test ! -e x.sqkv
+# Range search on values (an encoder choice, spec 14): the same format and size, still within half a
+# step of its group's own range, and different values than without it.
+expect_rc 0 encode --keep-all --bits 5 --quantizer symmetric --range-search values kvz r.sqkv && expect_rc 0 verify r.sqkv
+check "range search keeps the file size" test "$(wc -c < r.sqkv)" = "$(wc -c < k.sqkv)"
+check "range search changes the values' parameters" test "$(cmp -s r.sqkv k.sqkv; echo $?)" = 1
 # Appending a 1.1 setting to a 1.0 file is refused (its header cannot declare new features).
 expect_rc 1 append --bits 3 n.sqkv kvz && expect_err "file header does not declare"
 finish

@@ -22,6 +22,7 @@ enum {
     OPT_TOKENS_PER_SECTION,
     OPT_ELEMENT_TYPE,
     OPT_ZSTD,
+    OPT_RANGE_SEARCH,
     OPT_TOKEN_IDS,
     OPT_FINGERPRINT,
     OPT_META
@@ -40,6 +41,7 @@ const cli_option encode_option_table[] = {
     {"tokens-per-section", 0, 1, OPT_TOKENS_PER_SECTION},
     {"element-type", 0, 1, OPT_ELEMENT_TYPE},
     {"zstd", 0, 1, OPT_ZSTD},
+    {"range-search", 0, 1, OPT_RANGE_SEARCH},
     {NULL, 0, 0, 0},
 };
 
@@ -71,7 +73,10 @@ const char encode_options_help[] =
     "      --element-type T       fp16 | bf16: the file's element type (default: bf16 for bf16 input,\n"
     "                             fp16 otherwise)\n"
     "      --zstd LEVEL           zstd layer (spec 5.1) at LEVEL 1..22; 0 = off (default 0). Kept per\n"
-    "                             stream only where it makes the stream smaller\n";
+    "                             stream only where it makes the stream smaller\n"
+    "      --range-search T       none | values | keys | both (default none): choose each group's range\n"
+    "                             among 8 by least squared error (spec 14); values only is the useful one\n"
+    "                             (on keys it raises the attention error: spec/QUANTIZATION.md)\n";
 
 const char encode_extra_help[] =
     "      --token-ids FILE       prompt token ids: .npy int32 [n] or text (decimal ids); replaces the\n"
@@ -175,6 +180,16 @@ static int apply(encode_settings *s, int id, const char *value) {
         }
         s->scales_set = 1;
         return 1;
+    case OPT_RANGE_SEARCH:
+        if (strcmp(value, "none") == 0) s->opts.range_search = 0;
+        else if (strcmp(value, "values") == 0) s->opts.range_search = SQKV_RANGE_SEARCH_VALUES;
+        else if (strcmp(value, "keys") == 0) s->opts.range_search = SQKV_RANGE_SEARCH_KEYS;
+        else if (strcmp(value, "both") == 0) s->opts.range_search = SQKV_RANGE_SEARCH_VALUES | SQKV_RANGE_SEARCH_KEYS;
+        else {
+            cli_error("--range-search: '%s' is not none, values, keys or both", value);
+            return -1;
+        }
+        return 1;
     case OPT_DENSE_WINDOW: return cli_parse_u32("--dense-window", value, 0, 1u << 28, &s->dense_window) ? -1 : 1;
     case OPT_OFFSET_INTERVAL:
         return cli_parse_u32("--offset-interval-log2", value, 0, 20, &s->opts.offset_interval_log2) ? -1 : 1;
@@ -276,6 +291,12 @@ void encode_settings_describe(const encode_settings *s, char *buf, size_t cap) {
     else
         snprintf(buf, cap, "%s, %u-bit %s, per-%s scales", prune, (unsigned)o->payload_bits,
                  cli_quantizer_name(o->quantizer), cli_granularity_name(o->scales));
+    if (o->range_search && o->quantizer != SQKV_QUANT_EXACT) {
+        size_t n = strlen(buf);
+        snprintf(buf + n, cap - n, ", range search on %s",
+                 o->range_search == SQKV_RANGE_SEARCH_VALUES ? "values"
+                 : o->range_search == SQKV_RANGE_SEARCH_KEYS ? "keys" : "keys and values");
+    }
     if (s->dense_window) {
         size_t n = strlen(buf);
         snprintf(buf + n, cap - n, ", dense window %u", (unsigned)s->dense_window);
