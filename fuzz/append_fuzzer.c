@@ -107,7 +107,7 @@ static void parse_case(const uint8_t *data, size_t size, ap_case *c) {
     for (uint32_t i = 0; i < c->n_appends; i++) {
         c->add[i] = fuzz_range(&in, 1, 80);
         const uint8_t kind = fuzz_u8(&in);
-        c->invalid[i] = (kind & 7) == 7 ? 1 + (kind >> 3) % 3 : 0;
+        c->invalid[i] = (kind & 7) == 7 ? 1 + (kind >> 3) % 4 : 0;
         c->in_dtype[i] = (sqkv_dtype)(1 + (kind >> 5) % 3);
         if (kind & 0x80) parse_options(&in, &c->ao[i]); /* other payload parameters (§9.1 allows them) */
         else c->ao[i] = c->o;
@@ -390,7 +390,7 @@ static void check_grown(const ap_case *c, const ap_cache *m, const sqkv_writer_o
 }
 
 /* Calls sqkv_append with tokens [t0, t0 + add) of the model as the new tokens, options o and input
- * dtype dt; `invalid` (1..3) makes one argument wrong. */
+ * dtype dt; `invalid` (1..4) makes one argument wrong. */
 static sqkv_error do_append(const ap_case *c, const ap_cache *m, const sqkv_writer_options *o, sqkv_dtype dt,
                             uint32_t t0, uint32_t add, int invalid) {
     const sqkv_geometry *g = &c->g;
@@ -406,6 +406,15 @@ static sqkv_error do_append(const ap_case *c, const ap_cache *m, const sqkv_writ
     case 1: new_tokens = 0; break;
     case 2: ids = c->with_tokens ? NULL : m->ids; break; /* ids where none belong, or none where needed */
     case 3: pass_dt = (sqkv_dtype)7; break;
+    case 4: /* a NaN among the new values: NONFINITE_INPUT */
+        if (dt == SQKV_DTYPE_FP32) {
+            const uint32_t nan32 = 0x7FC00000u;
+            memcpy(v[g->n_layers - 1], &nan32, 4);
+        } else {
+            const uint16_t nan16 = dt == SQKV_DTYPE_FP16 ? 0x7E00u : 0x7FC0u;
+            memcpy(v[g->n_layers - 1], &nan16, 2);
+        }
+        break;
     default: break;
     }
     char detail[256];
@@ -491,13 +500,13 @@ static void check_cut(const ap_case *c, const ap_cache *m, const ap_state *state
 
 /* A flipped byte: no exact data is expected (a fuzzing build ignores checksums), only documented errors
  * and a recovery that ends in a valid file at least as long as every state before the byte. */
-static void check_flip(const ap_state *states, uint32_t n_states, uint64_t at, uint8_t mask) {
+static void check_flip(const ap_case *c, const ap_cache *m, const ap_state *states, uint32_t n_states, uint64_t at,
+                       uint8_t mask) {
     const char *path = temp_path();
     size_t size = 0;
-    uint8_t *file = read_whole(path, &size);
-    file[at] ^= mask;
-    write_whole(path, file, size);
-    free(file);
+    uint8_t *flipped = read_whole(path, &size);
+    flipped[at] ^= mask;
+    write_whole(path, flipped, size);
     sqkv_reader *r = NULL;
     FUZZ_CHECK(sqkv_reader_create(NULL, 0, &r) == SQKV_OK, "reader_create");
     sqkv_error err = sqkv_reader_open_file(r, path);
@@ -505,6 +514,23 @@ static void check_flip(const ap_state *states, uint32_t n_states, uint64_t at, u
     fuzz_check_error_known(err);
     FUZZ_CHECK(err == SQKV_OK || ap_file_error(err), "flipped byte gave %s", sqkv_error_name(err));
     sqkv_reader_destroy(r);
+    /* An append onto the damaged file: refused with a file error and nothing written, or (when the
+     * flip left a valid file: checksums are ignored in a fuzzing build) done. Not when the flip is in
+     * the file header: sqkv_append reads k and v with the file's geometry, which the caller cannot
+     * check, and a fuzzing build accepts a header whose geometry was flipped (its checksum is ignored). */
+    const sqkv_error ae = at >= SQKV_HEADER_SIZE_V1 ? do_append(c, m, &c->o, c->g.value_dtype, 0, 1, 0)
+                                                    : SQKV_ERR_HEADER_CHECKSUM;
+    size_t after_size = 0;
+    uint8_t *after = read_whole(path, &after_size);
+    if (ae != SQKV_OK) {
+        FUZZ_CHECK(ap_file_error(ae), "append onto a flipped file gave %s", sqkv_error_name(ae));
+        FUZZ_CHECK(after_size == size && memcmp(after, flipped, size) == 0, "a refused append changed the file");
+    } else {
+        FUZZ_CHECK(after_size > size && memcmp(after, flipped, size) == 0, "an append changed the bytes before it");
+        size = after_size;
+    }
+    free(after);
+    free(flipped);
     uint64_t intact = 0;
     for (uint32_t s = 0; s < n_states; s++)
         if (states[s].size <= at) intact = states[s].size;
@@ -567,8 +593,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             uint8_t *before = read_whole(temp_path(), &before_size);
             const sqkv_error err = do_append(&c, &m, &c.ao[i], input_dtype(&c, c.in_dtype[i]), n_tokens, c.add[i],
                                              c.invalid[i]);
-            FUZZ_CHECK(err == SQKV_ERR_INVALID_ARGUMENT, "append with invalid argument %d gave %s", c.invalid[i],
-                       sqkv_error_name(err));
+            FUZZ_CHECK(err == (c.invalid[i] == 4 ? SQKV_ERR_NONFINITE_INPUT : SQKV_ERR_INVALID_ARGUMENT),
+                       "append with invalid argument %d gave %s", c.invalid[i], sqkv_error_name(err));
             uint8_t *after = read_whole(temp_path(), &after_size);
             FUZZ_CHECK(after_size == before_size && memcmp(before, after, before_size) == 0,
                        "a refused append changed the file");
@@ -600,7 +626,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     const uint64_t final_size = states[n_states - 1].size;
     if (c.damage == 1) check_cut(&c, &m, states, n_states, (final_size * c.damage_at) >> 16);
-    if (c.damage == 2) check_flip(states, n_states, (final_size * c.damage_at) >> 16, c.flip_mask);
+    if (c.damage == 2) check_flip(&c, &m, states, n_states, (final_size * c.damage_at) >> 16, c.flip_mask);
 
     unlink(temp_path());
     for (uint32_t s = 0; s < n_states; s++) free(states[s].decoded);
