@@ -295,6 +295,21 @@ static void emit_roundtrip_seeds(const char *dir) {
     }
 }
 
+/* Parameter blobs for append_fuzzer: its first byte picks the element type, tokens and damage (none,
+ * cut, flipped byte), the second the payload options; the rest is random (see its parse_case). */
+static void emit_append_seeds(const char *dir) {
+    uint64_t rng = 0xA99E;
+    for (unsigned i = 0; i < 24; i++) {
+        uint8_t blob[48];
+        for (size_t j = 0; j < sizeof blob; j++) blob[j] = (uint8_t)rng_next(&rng);
+        blob[0] = (uint8_t)((i & 1) | ((i >> 1) & 1) << 1 | (i % 3) << 2 | ((i >> 2) & 1) << 4);
+        blob[1] = (uint8_t)((i % 7) | (blob[1] & 0xF8));
+        char name[32];
+        snprintf(name, sizeof name, "ap-%02u", i);
+        write_seed(dir, "append_fuzzer", name, NULL, 0, blob, 16 + i % 32);
+    }
+}
+
 /* .npy seeds for npy_fuzzer, formatted here by hand (independently of the reader under test): format
  * versions 1.0, 2.0 and 3.0, the three accepted dtypes, 0-d to 3-d shapes, an empty array. */
 static void emit_npy_seeds(const char *dir) {
@@ -455,6 +470,7 @@ int main(int argc, char **argv) {
         emit_appended(dir, "appended-50-plus-70", &a50, 70, &o, SQKV_DTYPE_BF16);
     }
     emit_roundtrip_seeds(dir);
+    emit_append_seeds(dir);
     emit_npy_seeds(dir);
     emit_safetensors_seeds(dir);
     fprintf(stderr, "make_corpus: %zu geometries x 5 option sets, %zu bytes of files\n", n_geometries, total);

@@ -3,6 +3,7 @@
 // decoded tensor and the reference model's kept set (reference_model.h: MustafarFromDecoded).
 #include <gtest/gtest.h>
 
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -19,6 +20,10 @@ struct MustafarCase {
     sqkv_geometry geometry;
     sqkv_writer_options options;
 };
+
+// GoogleTest would otherwise print the case byte by byte, padding included, and valgrind reports those
+// uninitialised padding bytes as a use of uninitialised memory.
+void PrintTo(const MustafarCase &c, std::ostream *os) { *os << c.name; }
 
 sqkv_writer_options Opts(uint32_t bits, sqkv_quantizer q, sqkv_scale_granularity g, uint32_t tps = 0,
                          uint32_t hps = 1) {

@@ -5,11 +5,19 @@
 
 #include <cinttypes>
 #include <cstdlib>
+#include <ostream>
 #include <string>
 
 #include "example_doc.h"
 #include "roundtrip_check.h"
 #include "vector_specs.h"
+
+namespace sqkv_test {
+// Found by argument-dependent lookup. GoogleTest would otherwise print the spec byte by byte, padding
+// included, and valgrind reports those uninitialised padding bytes as a use of uninitialised memory.
+void PrintTo(const VectorSpec &spec, std::ostream *os);
+void PrintTo(const VectorSpec &spec, std::ostream *os) { *os << spec.name; }
+}  // namespace sqkv_test
 
 namespace {
 

@@ -179,10 +179,18 @@ sqkv_error sqkv_check_old_index(const uint8_t *body, uint64_t size, uint32_t pos
     if (prev >= offset)
         return sqkv_diag_fail(diag, SQKV_ERR_SECTION_LAYOUT, "its previous_index_offset %" PRIu64
                               " is not before it (§9.1)", prev);
+    /* The first INDEX closes the file as first written, which must be valid on its own (§9.1, §2.1 item
+     * 5: a streaming decoder reads it as the whole file): the rules of a never-appended index. */
+    if (prev == 0 && (n_tokens != f->header_n_tokens || dense_window != f->header_dense_window))
+        return sqkv_diag_fail(diag, SQKV_ERR_COVERAGE, "it is the first INDEX but its n_tokens %" PRIu32 " / dense_window"
+                              " %" PRIu32 " differ from the file header's (§9.1)", n_tokens, dense_window);
     for (uint32_t i = 0; i < position; i++) {
         uint8_t flags;
         const sqkv_entry old = unpack_entry(body + SQKV_INDEX_PREFIX_SIZE + (size_t)i * SQKV_INDEX_ENTRY_SIZE, &flags);
         const sqkv_entry *now = &current[i];
+        if (prev == 0 && (flags & SQKV_ENTRY_SUPERSEDED))
+            return sqkv_diag_fail(diag, SQKV_ERR_COVERAGE, "it is the first INDEX but its entry %" PRIu32 " is"
+                                  " superseded (§9.1: no superseded entries without a previous INDEX)", i);
         if ((flags & ~SQKV_ENTRY_SUPERSEDED) || old.offset != now->offset || old.stored_size != now->stored_size ||
             old.kind != now->kind || old.tensor != now->tensor || old.layer != now->layer ||
             old.head_start != now->head_start || old.head_count != now->head_count ||
