@@ -151,6 +151,15 @@ static void parse_case(const uint8_t *data, size_t size, rt_case *c) {
     c->exponent = (int)fuzz_u8(&in) % 48 - 32;
     c->zero_per_256 = (vm >> 2) * 4;
     c->seed = fuzz_u32(&in);
+    /* Format 1.1 options (spec/FORMAT.md §4.1): straddling widths, half-tile scales, keep-all. Read
+     * last before the value pool, so that inputs made before them still mean the same case. */
+    const uint8_t v11 = fuzz_u8(&in);
+    if (c->o.quantizer != SQKV_QUANT_EXACT) {
+        static const uint32_t WIDTHS[8] = {0, 1, 3, 5, 6, 7, 0, 0}; /* 0: keep the width chosen above */
+        if (WIDTHS[v11 & 7]) c->o.payload_bits = WIDTHS[v11 & 7];
+        if ((v11 & 8) && c->o.scales == SQKV_SCALE_PER_TILE) c->o.scales = SQKV_SCALE_PER_HALF_TILE;
+        if (v11 & 16) c->o.prune = SQKV_PRUNE_KEEP_ALL;
+    }
     c->pool.data = in.data + in.pos;
     c->pool.size = fuzz_remaining(&in);
 }
@@ -332,6 +341,10 @@ static void model_pruning(rt_check *k) {
     const sqkv_geometry *g = &k->c->g;
     const uint32_t D = g->head_dim, S = g->n_tokens - g->dense_window;
     uint32_t keep = D;
+    if (k->c->o.prune == SQKV_PRUNE_KEEP_ALL) { /* §7.6: every element, zeros too */
+        for (uint32_t h = 0; h < g->n_kv_heads; h++) memset(k->kept + at(g, h, 0, 0), 1, (size_t)S * D);
+        return;
+    }
     if (k->c->o.prune == SQKV_PRUNE_MAGNITUDE) {
         const double pruned = floor(k->c->o.sparsity * (double)D);
         keep = D - (uint32_t)pruned;
@@ -438,12 +451,18 @@ static void check_tensor(rt_check *k) {
         if (c->o.scales == SQKV_SCALE_PER_HEAD) {
             const uint32_t step = c->o.tokens_per_section ? c->o.tokens_per_section : S;
             for (uint32_t t0 = 0; t0 < S; t0 += step) check_group(k, h, t0, t0 + step < S ? t0 + step : S, 0, D);
-        } else if (k->tensor == SQKV_TENSOR_K) {
-            for (uint32_t t0 = 0; t0 < S; t0 += 64)
-                for (uint32_t d = 0; d < D; d++) check_group(k, h, t0, t0 + 64 < S ? t0 + 64 : S, d, d + 1);
         } else {
-            for (uint32_t t = 0; t < S; t++)
-                for (uint32_t d0 = 0; d0 < D; d0 += 64) check_group(k, h, t, t + 1, d0, d0 + 64 < D ? d0 + 64 : D);
+            /* A group is a tile (64 elements) or, with PER_HALF_TILE, either half of one (§7.4): tiles
+             * start at multiples of 64 tokens (keys) or channels (values), so halves at multiples of 32. */
+            const uint32_t span = c->o.scales == SQKV_SCALE_PER_HALF_TILE ? 32u : 64u;
+            if (k->tensor == SQKV_TENSOR_K) {
+                for (uint32_t t0 = 0; t0 < S; t0 += span)
+                    for (uint32_t d = 0; d < D; d++) check_group(k, h, t0, t0 + span < S ? t0 + span : S, d, d + 1);
+            } else {
+                for (uint32_t t = 0; t < S; t++)
+                    for (uint32_t d0 = 0; d0 < D; d0 += span)
+                        check_group(k, h, t, t + 1, d0, d0 + span < D ? d0 + span : D);
+            }
         }
     }
 }
@@ -466,7 +485,7 @@ static int sink_write(void *ctx, const void *data, size_t size) {
 /* An invalid option or geometry, by number (1..9). */
 static void break_one(rt_case *c) {
     switch (c->break_option) {
-    case 1: c->o.payload_bits = 3; break;
+    case 1: c->o.payload_bits = 9; break;
     case 2: c->o.quantizer = SQKV_QUANT_EXACT, c->o.payload_bits = 4, c->o.scales = SQKV_SCALE_NONE; break;
     case 3: c->o.quantizer = SQKV_QUANT_SYMMETRIC, c->o.payload_bits = 4, c->o.scales = SQKV_SCALE_NONE; break;
     case 4: c->o.offset_interval_log2 = 21; break;
@@ -589,7 +608,10 @@ static void check_file_view(sqkv_reader *r, const rt_case *c, const uint8_t *fil
         const uint8_t *h = file + info.offset;
         FUZZ_CHECK(h[SQKV_SEC_PAYLOAD_BITS] == c->o.payload_bits && h[SQKV_SEC_QUANTIZER] == (uint8_t)c->o.quantizer &&
                        h[SQKV_SEC_SCALE_GRANULARITY] == (uint8_t)c->o.scales &&
-                       h[SQKV_SEC_OFFSET_INTERVAL_LOG2] == c->o.offset_interval_log2,
+                       h[SQKV_SEC_OFFSET_INTERVAL_LOG2] ==
+                           (c->o.prune == SQKV_PRUNE_KEEP_ALL ? 0u : c->o.offset_interval_log2) &&
+                       sqkv_load_u32(h + SQKV_SEC_FLAGS) ==
+                           (c->o.prune == SQKV_PRUNE_KEEP_ALL ? SQKV_SECTION_FLAG_ALL_KEPT : 0u),
                    "SPARSE section %zu payload parameters differ from the options", i);
     }
     FUZZ_CHECK(n_tensor_sections == (size_t)(g->n_layers * 2 * head_groups * per_group),
