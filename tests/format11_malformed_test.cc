@@ -21,18 +21,6 @@ using namespace sqkv_test;
 
 #define EXPECT_ERR(bytes, code) EXPECT_EQ(ErrName(DecodeEverything(bytes)), ErrName(code))
 
-sqkv_writer_options Opts(uint32_t bits, sqkv_quantizer q, sqkv_scale_granularity g, sqkv_prune_mode prune) {
-    sqkv_writer_options o{};
-    o.prune = prune;
-    o.sparsity = 0.6;
-    o.payload_bits = bits;
-    o.quantizer = q;
-    o.scales = g;
-    o.offset_interval_log2 = 2;
-    o.heads_per_section = 1;
-    o.tokens_per_section = 0;
-    return o;
-}
 
 // ---- §7.5: b = 3, built by hand -------------------------------------------------------------------
 
@@ -205,11 +193,11 @@ Bytes WithRequired(const Base &b, uint32_t features) {
 class Format11Malformed : public ::testing::Test {
   protected:
     static void SetUpTestSuite() {
-        sqkv_writer_options three = Opts(3, SQKV_QUANT_SYMMETRIC, SQKV_SCALE_PER_TILE, SQKV_PRUNE_MAGNITUDE);
+        sqkv_writer_options three = TestOptions(3, SQKV_QUANT_SYMMETRIC, SQKV_SCALE_PER_TILE, SQKV_PRUNE_MAGNITUDE);
         three.sparsity = 0.55;  // 18 of 40 kept per row: 65 * 18 * 3 bits end inside a byte
         three_ = new Base(MakeBase(three));
-        half_ = new Base(MakeBase(Opts(4, SQKV_QUANT_ASYMMETRIC, SQKV_SCALE_PER_HALF_TILE, SQKV_PRUNE_MAGNITUDE)));
-        kept_ = new Base(MakeBase(Opts(4, SQKV_QUANT_ASYMMETRIC, SQKV_SCALE_PER_TILE, SQKV_PRUNE_KEEP_ALL)));
+        half_ = new Base(MakeBase(TestOptions(4, SQKV_QUANT_ASYMMETRIC, SQKV_SCALE_PER_HALF_TILE, SQKV_PRUNE_MAGNITUDE)));
+        kept_ = new Base(MakeBase(TestOptions(4, SQKV_QUANT_ASYMMETRIC, SQKV_SCALE_PER_TILE, SQKV_PRUNE_KEEP_ALL)));
     }
     static void TearDownTestSuite() {
         delete three_;

@@ -27,20 +27,6 @@ using namespace sqkv_test;
 
 // ---- helpers ------------------------------------------------------------------------------------
 
-sqkv_writer_options Opts(uint32_t bits, sqkv_quantizer q, sqkv_scale_granularity g, sqkv_prune_mode prune,
-                         uint32_t zstd = 0) {
-    sqkv_writer_options o{};
-    o.prune = prune;
-    o.sparsity = 0.6;
-    o.payload_bits = bits;
-    o.quantizer = q;
-    o.scales = g;
-    o.offset_interval_log2 = 2;
-    o.heads_per_section = 1;
-    o.tokens_per_section = 0;
-    o.zstd_level = zstd;
-    return o;
-}
 
 // §4.1, spelled out here rather than taken from the model: which bits a file written with `o` declares.
 uint32_t ExpectedFeatures(const sqkv_writer_options &o, const sqkv_geometry &g) {
@@ -128,7 +114,7 @@ TEST_P(Format11RoundTrip, LibraryMatchesReferenceModel) {
         const uint32_t zstd = (n / 3 + wc.g) % 2 ? 3 : 0;
         const sqkv_dtype e = (n / 3 + wc.q + wc.bits / 2) % 2 ? SQKV_DTYPE_BF16 : SQKV_DTYPE_FP16;
         const Geo &geo = kGeos[(wc.bits * 7 + wc.q * 3 + wc.g + n) % (sizeof kGeos / sizeof kGeos[0])];
-        sqkv_writer_options o = Opts(wc.bits, wc.q, wc.g, prune, zstd);
+        sqkv_writer_options o = TestOptions(wc.bits, wc.q, wc.g, prune, zstd);
         o.offset_interval_log2 = static_cast<uint32_t>(n % 5);
         o.heads_per_section = 1 + static_cast<uint32_t>(n % 2);
         o.tokens_per_section = (n + wc.bits + wc.g) % 3 == 0 ? 64 : 0;
@@ -221,10 +207,10 @@ TEST(Format11Header, OneZeroSettingsWriteOneZeroFiles) {
         const char *what;
     };
     const Case cases[] = {
-        {Opts(2, SQKV_QUANT_SYMMETRIC, SQKV_SCALE_PER_TILE, SQKV_PRUNE_MAGNITUDE), "2-bit PER_TILE MAGNITUDE"},
-        {Opts(4, SQKV_QUANT_ASYMMETRIC, SQKV_SCALE_PER_HEAD, SQKV_PRUNE_NONE, 3), "4-bit PER_HEAD NONE zstd"},
-        {Opts(8, SQKV_QUANT_ASYMMETRIC, SQKV_SCALE_PER_TILE, SQKV_PRUNE_MAGNITUDE), "8-bit"},
-        {Opts(16, SQKV_QUANT_EXACT, SQKV_SCALE_NONE, SQKV_PRUNE_MAGNITUDE), "EXACT"},
+        {TestOptions(2, SQKV_QUANT_SYMMETRIC, SQKV_SCALE_PER_TILE, SQKV_PRUNE_MAGNITUDE), "2-bit PER_TILE MAGNITUDE"},
+        {TestOptions(4, SQKV_QUANT_ASYMMETRIC, SQKV_SCALE_PER_HEAD, SQKV_PRUNE_NONE, 3), "4-bit PER_HEAD NONE zstd"},
+        {TestOptions(8, SQKV_QUANT_ASYMMETRIC, SQKV_SCALE_PER_TILE, SQKV_PRUNE_MAGNITUDE), "8-bit"},
+        {TestOptions(16, SQKV_QUANT_EXACT, SQKV_SCALE_NONE, SQKV_PRUNE_MAGNITUDE), "EXACT"},
     };
     const Cache cache = MakeRandomCache(MakeGeometry(1, 2, 80, 70, 3), SQKV_DTYPE_FP32, 5);
     for (const Case &c : cases) {
@@ -251,12 +237,12 @@ TEST(Format11Header, EachFeatureSetsItsOwnBit) {
         uint32_t features;
     };
     const Case cases[] = {
-        {Opts(3, SQKV_QUANT_SYMMETRIC, SQKV_SCALE_PER_TILE, SQKV_PRUNE_MAGNITUDE), 0x1},
-        {Opts(1, SQKV_QUANT_ASYMMETRIC, SQKV_SCALE_PER_HEAD, SQKV_PRUNE_NONE), 0x1},
-        {Opts(2, SQKV_QUANT_ASYMMETRIC, SQKV_SCALE_PER_HALF_TILE, SQKV_PRUNE_MAGNITUDE), 0x2},
-        {Opts(4, SQKV_QUANT_ASYMMETRIC, SQKV_SCALE_PER_TILE, SQKV_PRUNE_KEEP_ALL), 0x4},
-        {Opts(7, SQKV_QUANT_SYMMETRIC, SQKV_SCALE_PER_HALF_TILE, SQKV_PRUNE_KEEP_ALL), 0x7},
-        {Opts(5, SQKV_QUANT_SYMMETRIC, SQKV_SCALE_PER_HALF_TILE, SQKV_PRUNE_MAGNITUDE), 0x3},
+        {TestOptions(3, SQKV_QUANT_SYMMETRIC, SQKV_SCALE_PER_TILE, SQKV_PRUNE_MAGNITUDE), 0x1},
+        {TestOptions(1, SQKV_QUANT_ASYMMETRIC, SQKV_SCALE_PER_HEAD, SQKV_PRUNE_NONE), 0x1},
+        {TestOptions(2, SQKV_QUANT_ASYMMETRIC, SQKV_SCALE_PER_HALF_TILE, SQKV_PRUNE_MAGNITUDE), 0x2},
+        {TestOptions(4, SQKV_QUANT_ASYMMETRIC, SQKV_SCALE_PER_TILE, SQKV_PRUNE_KEEP_ALL), 0x4},
+        {TestOptions(7, SQKV_QUANT_SYMMETRIC, SQKV_SCALE_PER_HALF_TILE, SQKV_PRUNE_KEEP_ALL), 0x7},
+        {TestOptions(5, SQKV_QUANT_SYMMETRIC, SQKV_SCALE_PER_HALF_TILE, SQKV_PRUNE_MAGNITUDE), 0x3},
     };
     for (const Case &c : cases) {
         Bytes lib;
@@ -273,7 +259,7 @@ TEST(Format11Header, AllDenseFileDeclaresItsOptionsFeatures) {
     // §4.1: the file has no SPARSE section yet, but an append with the same options will write some
     // (§9.1 never rewrites the header), so the reference encoder declares what its options use.
     const Cache cache = MakeRandomCache(MakeGeometry(1, 2, 48, 10, 10), SQKV_DTYPE_FP32, 7);
-    const sqkv_writer_options o = Opts(3, SQKV_QUANT_ASYMMETRIC, SQKV_SCALE_PER_HALF_TILE, SQKV_PRUNE_KEEP_ALL);
+    const sqkv_writer_options o = TestOptions(3, SQKV_QUANT_ASYMMETRIC, SQKV_SCALE_PER_HALF_TILE, SQKV_PRUNE_KEEP_ALL);
     Bytes lib, ref;
     std::string why;
     ASSERT_EQ(EncodeCache(cache, o, &lib, &why), SQKV_OK) << why;
@@ -286,12 +272,12 @@ TEST(Format11Header, AllDenseFileDeclaresItsOptionsFeatures) {
 TEST(Format11Writer, KeepAllWithExactIsRefused) {
     const sqkv_geometry g = MakeGeometry(1, 1, 64, 70, 0);
     sqkv_writer *w = nullptr;
-    const sqkv_writer_options o = Opts(16, SQKV_QUANT_EXACT, SQKV_SCALE_NONE, SQKV_PRUNE_KEEP_ALL);
+    const sqkv_writer_options o = TestOptions(16, SQKV_QUANT_EXACT, SQKV_SCALE_NONE, SQKV_PRUNE_KEEP_ALL);
     EXPECT_EQ(ErrName(sqkv_writer_create(&g, &o, &w)), ErrName(SQKV_ERR_INVALID_ARGUMENT));
     EXPECT_EQ(w, nullptr);
     sqkv_writer_destroy(w);
     for (uint32_t bits : {0u, 9u, 15u, 17u}) {
-        const sqkv_writer_options bad = Opts(bits, SQKV_QUANT_SYMMETRIC, SQKV_SCALE_PER_TILE, SQKV_PRUNE_MAGNITUDE);
+        const sqkv_writer_options bad = TestOptions(bits, SQKV_QUANT_SYMMETRIC, SQKV_SCALE_PER_TILE, SQKV_PRUNE_MAGNITUDE);
         EXPECT_EQ(ErrName(sqkv_writer_create(&g, &bad, &w)), ErrName(SQKV_ERR_INVALID_ARGUMENT)) << bits;
         sqkv_writer_destroy(w);
         w = nullptr;
@@ -309,7 +295,7 @@ TEST(Format11KeepAll, ZerosAreCodedLikeAnyValue) {
         for (uint32_t tok = 0; tok < 64; tok++)
             for (uint32_t d = 0; d < 64; d++) x[tok * 64 + d] = tok == 0 ? 0.0f : (d == 5 ? 0.0f : 1.0f + d);
     }
-    const sqkv_writer_options o = Opts(2, SQKV_QUANT_SYMMETRIC, SQKV_SCALE_PER_HALF_TILE, SQKV_PRUNE_KEEP_ALL);
+    const sqkv_writer_options o = TestOptions(2, SQKV_QUANT_SYMMETRIC, SQKV_SCALE_PER_HALF_TILE, SQKV_PRUNE_KEEP_ALL);
     Bytes lib;
     ASSERT_EQ(EncodeCache(cache, o, &lib), SQKV_OK);
     ReaderPtr r;
@@ -396,7 +382,7 @@ TEST(Format11Append, KeepAllThreeBitHalfTileFileGrows) {
     const uint32_t W = 6, N = 70, A = 10;
     Cache full = MakeRandomCache(MakeGeometry(1, 2, 40, N + A, W), SQKV_DTYPE_FP32, 31);
     AddZeros(&full);
-    const sqkv_writer_options o = Opts(3, SQKV_QUANT_ASYMMETRIC, SQKV_SCALE_PER_HALF_TILE, SQKV_PRUNE_KEEP_ALL);
+    const sqkv_writer_options o = TestOptions(3, SQKV_QUANT_ASYMMETRIC, SQKV_SCALE_PER_HALF_TILE, SQKV_PRUNE_KEEP_ALL);
     const Cache first = FirstTokens(full, N, W);
     Bytes file;
     ASSERT_EQ(EncodeCache(first, o, &file), SQKV_OK);
@@ -445,7 +431,7 @@ TEST(Format11Append, KeepAllThreeBitHalfTileFileGrows) {
 TEST(Format11Append, OptionsThatNeedAnUndeclaredFeatureAreRefused) {
     const uint32_t W = 6, N = 70, A = 10;
     const Cache full = MakeRandomCache(MakeGeometry(1, 1, 40, N + A, W), SQKV_DTYPE_FP32, 32);
-    const sqkv_writer_options o = Opts(2, SQKV_QUANT_SYMMETRIC, SQKV_SCALE_PER_TILE, SQKV_PRUNE_MAGNITUDE);
+    const sqkv_writer_options o = TestOptions(2, SQKV_QUANT_SYMMETRIC, SQKV_SCALE_PER_TILE, SQKV_PRUNE_MAGNITUDE);
     Bytes file;
     ASSERT_EQ(EncodeCache(FirstTokens(full, N, W), o, &file), SQKV_OK);
     ASSERT_EQ(Get32(file, hdr::kRequired), 0u);
@@ -453,9 +439,9 @@ TEST(Format11Append, OptionsThatNeedAnUndeclaredFeatureAreRefused) {
     const std::string path = dir + "/cache.sqkv";
     ASSERT_TRUE(WriteFile(path, file));
     const sqkv_writer_options needs[] = {
-        Opts(3, SQKV_QUANT_SYMMETRIC, SQKV_SCALE_PER_TILE, SQKV_PRUNE_MAGNITUDE),
-        Opts(2, SQKV_QUANT_SYMMETRIC, SQKV_SCALE_PER_HALF_TILE, SQKV_PRUNE_MAGNITUDE),
-        Opts(2, SQKV_QUANT_SYMMETRIC, SQKV_SCALE_PER_TILE, SQKV_PRUNE_KEEP_ALL),
+        TestOptions(3, SQKV_QUANT_SYMMETRIC, SQKV_SCALE_PER_TILE, SQKV_PRUNE_MAGNITUDE),
+        TestOptions(2, SQKV_QUANT_SYMMETRIC, SQKV_SCALE_PER_HALF_TILE, SQKV_PRUNE_MAGNITUDE),
+        TestOptions(2, SQKV_QUANT_SYMMETRIC, SQKV_SCALE_PER_TILE, SQKV_PRUNE_KEEP_ALL),
     };
     for (const sqkv_writer_options &n : needs) {
         std::string detail;
@@ -476,9 +462,9 @@ TEST(Format11Mustafar, LayoutOfNewWidthsHalfTilesAndAllKeptSections) {
     // An ALL_KEPT section has no stored bitmaps: Mustafar's bitmaps are the implied ones (§7.6), every
     // non-padding element set, and its values are the coded zeros too.
     const sqkv_writer_options cases[] = {
-        Opts(3, SQKV_QUANT_ASYMMETRIC, SQKV_SCALE_PER_HALF_TILE, SQKV_PRUNE_KEEP_ALL),
-        Opts(5, SQKV_QUANT_SYMMETRIC, SQKV_SCALE_PER_TILE, SQKV_PRUNE_MAGNITUDE),
-        Opts(1, SQKV_QUANT_SYMMETRIC, SQKV_SCALE_PER_HALF_TILE, SQKV_PRUNE_NONE),
+        TestOptions(3, SQKV_QUANT_ASYMMETRIC, SQKV_SCALE_PER_HALF_TILE, SQKV_PRUNE_KEEP_ALL),
+        TestOptions(5, SQKV_QUANT_SYMMETRIC, SQKV_SCALE_PER_TILE, SQKV_PRUNE_MAGNITUDE),
+        TestOptions(1, SQKV_QUANT_SYMMETRIC, SQKV_SCALE_PER_HALF_TILE, SQKV_PRUNE_NONE),
     };
     const sqkv_geometry g = MakeGeometry(1, 2, 80, 100, 4);
     Cache cache = MakeRandomCache(g, SQKV_DTYPE_FP32, 41);

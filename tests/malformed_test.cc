@@ -22,18 +22,6 @@ using namespace sqkv_test;
 constexpr uint32_t kD = 40, kT = 70, kW = 5, kS = kT - kW;  // head_dim 40: value tiles have padding;
                                                            // S = 65: the last key chunk has 1 token
 
-sqkv_writer_options Opts(uint32_t bits, sqkv_quantizer q, sqkv_scale_granularity g) {
-    sqkv_writer_options o{};
-    o.prune = SQKV_PRUNE_MAGNITUDE;
-    o.sparsity = 0.6;
-    o.payload_bits = bits;
-    o.quantizer = q;
-    o.scales = g;
-    o.offset_interval_log2 = 2;
-    o.heads_per_section = 1;
-    o.tokens_per_section = 0;
-    return o;
-}
 
 // A valid file: 2 layers, 2 heads, with TOKENS (odd count: 70 ids), a 5-byte FINGERPRINT (section
 // padding) and METADATA. Head 0's token 3 is all zeros (an empty value tile) and head 1's sparse region
@@ -113,9 +101,9 @@ Bytes DecodedAll(const Bytes &file) {
 class Malformed : public ::testing::Test {
   protected:
     static void SetUpTestSuite() {
-        asym_tile_ = new Base(MakeBase(Opts(4, SQKV_QUANT_ASYMMETRIC, SQKV_SCALE_PER_TILE)));
-        sym_head_ = new Base(MakeBase(Opts(2, SQKV_QUANT_SYMMETRIC, SQKV_SCALE_PER_HEAD)));
-        exact_ = new Base(MakeBase(Opts(16, SQKV_QUANT_EXACT, SQKV_SCALE_NONE)));
+        asym_tile_ = new Base(MakeBase(TestOptions(4, SQKV_QUANT_ASYMMETRIC, SQKV_SCALE_PER_TILE)));
+        sym_head_ = new Base(MakeBase(TestOptions(2, SQKV_QUANT_SYMMETRIC, SQKV_SCALE_PER_HEAD)));
+        exact_ = new Base(MakeBase(TestOptions(16, SQKV_QUANT_EXACT, SQKV_SCALE_NONE)));
     }
     static void TearDownTestSuite() {
         delete asym_tile_;
@@ -816,7 +804,7 @@ TEST_F(Malformed, DenseValues) {
 }
 
 TEST_F(Malformed, Bf16DenseAndExactValues) {
-    const Base b = MakeBase(Opts(16, SQKV_QUANT_EXACT, SQKV_SCALE_NONE), SQKV_DTYPE_BF16);
+    const Base b = MakeBase(TestOptions(16, SQKV_QUANT_EXACT, SQKV_SCALE_NONE), SQKV_DTYPE_BF16);
     ASSERT_EQ(ErrName(DecodeEverything(b.file)), ErrName(SQKV_OK));
     const int d = Find(b.raw, kKindDense, 0, 0, 0);
     EXPECT_ERR(Edit(b, [&](RawFile *raw) { Put16(&raw->sections[d].body, 4, 0x7F80); }), SQKV_ERR_VALUE);

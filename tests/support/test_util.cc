@@ -304,4 +304,19 @@ void RemoveTree(const std::string &dir) {
 
 std::string ErrName(sqkv_error e) { return sqkv_error_name(e); }
 
+sqkv_writer_options TestOptions(uint32_t bits, sqkv_quantizer q, sqkv_scale_granularity g, sqkv_prune_mode prune,
+                                uint32_t zstd) {
+    sqkv_writer_options o{};
+    o.prune = prune;
+    o.sparsity = 0.6;
+    o.payload_bits = bits;
+    o.quantizer = q;
+    o.scales = g;
+    o.offset_interval_log2 = 2;
+    o.heads_per_section = 1;
+    o.tokens_per_section = 0;
+    o.zstd_level = zstd;
+    return o;
+}
+
 }  // namespace sqkv_test

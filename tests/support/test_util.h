@@ -58,6 +58,11 @@ size_t DtypeSize(sqkv_dtype dtype);
 // (r >> 40) - 2^23 times 2^(-25 + (3h + 7d) mod 9), an exact fp32 value, rounded to input_dtype.
 Cache MakeRandomCache(const sqkv_geometry &g, sqkv_dtype input_dtype, uint64_t seed);
 
+// Writer options the format tests share: sparsity 0.6, offset interval 2^2, one head per section, the
+// whole sparse region per section, and the given payload, prune mode and zstd level.
+sqkv_writer_options TestOptions(uint32_t bits, sqkv_quantizer q, sqkv_scale_granularity g,
+                                sqkv_prune_mode prune = SQKV_PRUNE_MAGNITUDE, uint32_t zstd = 0);
+
 // Encodes `cache` with `opts` through the public writer API (tokens, fingerprint, metadata, every
 // layer in order, write_buffer). Returns the first error; *file holds the bytes on success.
 sqkv_error EncodeCache(const Cache &cache, const sqkv_writer_options &opts, Bytes *file,
