@@ -1,6 +1,7 @@
 /*
  * decode.cu: the host side of the GPU decoder: structure validation with the CPU library (file header,
- * tail, index, coverage, every tensor section's header), the per-call plan of sections and units, the
+ * tail, index, coverage, every tensor section's header), the per-call plan of sections and units (kept
+ * in the workspace and reused by a repeat of the same call once its sections are checked), the
  * validation verdict read back before any decoding kernel runs, and the error reports.
  */
 #include <stdarg.h>
@@ -38,6 +39,21 @@ struct HostSection {
     bool validated = false;
 };
 
+/* The plan of the last call that ran as a single decoding kernel (every section already checked): it
+ * stays in the first bytes of that call's workspace (sqkv_cuda.h: leave the workspace untouched between
+ * calls with the same pointer), so a repeat of the call launches the kernel with nothing to upload. */
+struct CachedCall {
+    bool valid = false;
+    const uint8_t *ws = nullptr;
+    uint64_t ws_size = 0;
+    uint32_t first = 0, n = 0, out_dtype = 0;
+    std::vector<void *> outs; /* k_out then v_out */
+    DecodeArgs args;
+    const uint32_t *dense_ids = nullptr;
+    uint32_t n_dense = 0;
+    uint64_t max_dense = 0;
+};
+
 }  // namespace
 
 struct sqkv_cuda_decoder {
@@ -51,6 +67,7 @@ struct sqkv_cuda_decoder {
     std::vector<std::vector<uint32_t>> by_lt;      /* [2 * layer + tensor] -> secs indices, coverage order */
     sqkv_cuda_status error = SQKV_OK;
     std::string detail;
+    CachedCall cache;
 };
 
 namespace {
@@ -182,6 +199,34 @@ sqkv_cuda_status rule_error(uint32_t bits) {
     return SQKV_OK;
 }
 
+/* Tuning knobs of the fast decoding kernel, from the environment (measurements only; the defaults are
+ * the measured best): SQKV_CUDA_DECODE_STCS=0/1 (evict-first output stores), SQKV_CUDA_DECODE_WARPS=1..8
+ * (units per block). */
+void apply_knobs(DecodeArgs *a) {
+    const char *v = getenv("SQKV_CUDA_DECODE_STCS");
+    a->stream_stores = v ? (v[0] == '1') : 0u;
+    v = getenv("SQKV_CUDA_DECODE_WARPS");
+    const int w = v ? atoi(v) : 8;
+    a->fast_warps = w >= 1 && w <= 8 ? (uint32_t)w : 8u;
+}
+
+/* SQKV_CUDA_PLAN_CACHE=0 turns the reuse of a call's uploaded plan off (measurements). */
+bool plan_cache_enabled() {
+    const char *v = getenv("SQKV_CUDA_PLAN_CACHE");
+    return !(v && v[0] == '0');
+}
+
+/* bf16 values beyond the fp16 range: the CPU decoder refuses them (VALUE); so do we, which needs the
+ * kernels' verdict (one synchronization; bf16 files decoded to fp16 only). */
+sqkv_cuda_status overflow_verdict(const uint32_t *dev_errors, size_t n, cudaStream_t stream) {
+    std::vector<uint32_t> errs(n);
+    SQKV_CUDA_TRY(cudaMemcpyAsync(errs.data(), dev_errors, n * 4, cudaMemcpyDeviceToHost, stream));
+    SQKV_CUDA_TRY(cudaStreamSynchronize(stream));
+    for (size_t i = 0; i < n; i++)
+        if (errs[i] & kErrOverflow) return SQKV_ERR_VALUE; /* not sticky: decoding to bf16 still works */
+    return SQKV_OK;
+}
+
 /* Host-side body validation with the CPU decoder (SQKV_CUDA_HOST_VALIDATE). */
 sqkv_cuda_status host_validate(sqkv_cuda_decoder *d, HostSection &s) {
     const int force = !(d->flags & SQKV_CUDA_TRUSTED);
@@ -262,6 +307,15 @@ sqkv_cuda_status prepare_call(sqkv_cuda_decoder *d, CallPlan &p, uint8_t *ws, ui
             a->fast_tile = gran == SQKV_SCALE_PER_TILE ? 1u : 0u;
         }
     }
+    /* equal unit ranges (the writer's usual plan: SPARSE sections of one shape, no DENSE window) */
+    uint32_t ups = 0;
+    bool uniform = !p.secs.empty();
+    for (const DecSection &x : p.secs) {
+        if (x.n_units == 0 || (ups && x.n_units != ups)) uniform = false;
+        ups = x.n_units;
+    }
+    a->units_per_section = uniform ? ups : 0u;
+    apply_knobs(a);
     bool small_k = true;
     for (const DecSection &x : p.secs)
         if (x.kind == SQKV_KIND_SPARSE) {
@@ -456,25 +510,44 @@ extern "C" sqkv_cuda_status sqkv_cuda_decode_layers(sqkv_cuda_decoder *d, uint32
                         const sqkv_cuda_status st = host_validate(d, d->secs[id]);
                         if (st != SQKV_OK) return st;
                     }
+    uint8_t *ws = (uint8_t *)workspace;
+    const bool overflow_check = d->geo.value_dtype == SQKV_DTYPE_BF16 && out_dtype == SQKV_DTYPE_FP16;
+    CachedCall &c = d->cache;
+    if (c.valid && plan_cache_enabled() && c.ws == ws && c.ws_size == workspace_size && c.first == first_layer &&
+        c.n == n_layers && c.out_dtype == (uint32_t)out_dtype &&
+        std::equal(k_out, k_out + n_layers, c.outs.begin()) &&
+        std::equal(v_out, v_out + n_layers, c.outs.begin() + n_layers)) {
+        /* the same call again: its plan is still in the workspace, its sections were checked */
+        DecodeArgs a = c.args;
+        apply_knobs(&a);
+        if (overflow_check) SQKV_CUDA_TRY(cudaMemsetAsync(a.errors, 0, (size_t)a.n_sections * 4, stream));
+        const sqkv_cuda_status st = launch_decode_dense(a, c.dense_ids, c.n_dense, c.max_dense, stream);
+        if (st != SQKV_OK) return fail(d, st, "decode launch: %s", sqkv_cuda_status_name(st));
+        return overflow_check ? overflow_verdict(a.errors, a.n_sections, stream) : SQKV_OK;
+    }
+    c.valid = false; /* this call's plan replaces whatever its workspace held */
     CallPlan p = plan_layers(d, first_layer, n_layers, k_out, v_out);
     DecodeArgs a;
     CallLayout lay;
-    uint8_t *ws = (uint8_t *)workspace;
     sqkv_cuda_status st = prepare_call(d, p, ws, workspace_size, (uint32_t)out_dtype, false, &a, &lay, stream);
     if (st != SQKV_OK) return st;
     st = launch_decode_dense(a, (const uint32_t *)(ws + lay.dense), (uint32_t)p.dense.size(), p.max_dense, stream);
     if (st != SQKV_OK) return fail(d, st, "decode launch: %s", sqkv_cuda_status_name(st));
-    if (d->geo.value_dtype == SQKV_DTYPE_BF16 && out_dtype == SQKV_DTYPE_FP16) {
-        /* bf16 values beyond the fp16 range: the CPU decoder refuses them (VALUE); so do we, which needs
-         * the kernels' verdict */
-        std::vector<uint32_t> errs(p.secs.size());
-        SQKV_CUDA_TRY(cudaMemcpyAsync(errs.data(), ws + lay.errors, errs.size() * 4, cudaMemcpyDeviceToHost, stream));
-        SQKV_CUDA_TRY(cudaStreamSynchronize(stream));
-        for (size_t i = 0; i < errs.size(); i++)
-            if (errs[i] & kErrOverflow)
-                return SQKV_ERR_VALUE; /* not sticky: decoding to bf16 still works */
+    if (a.use_offsets) { /* a single decoding kernel: remember the call */
+        c.ws = ws;
+        c.ws_size = workspace_size;
+        c.first = first_layer;
+        c.n = n_layers;
+        c.out_dtype = (uint32_t)out_dtype;
+        c.outs.assign(k_out, k_out + n_layers);
+        c.outs.insert(c.outs.end(), v_out, v_out + n_layers);
+        c.args = a;
+        c.dense_ids = (const uint32_t *)(ws + lay.dense);
+        c.n_dense = (uint32_t)p.dense.size();
+        c.max_dense = p.max_dense;
+        c.valid = true;
     }
-    return SQKV_OK;
+    return overflow_check ? overflow_verdict(a.errors, p.secs.size(), stream) : SQKV_OK;
 }
 
 extern "C" sqkv_cuda_status sqkv_cuda_decoder_mustafar_sizes(sqkv_cuda_decoder *d, uint32_t layer, sqkv_tensor tensor,
@@ -501,6 +574,7 @@ extern "C" sqkv_cuda_status sqkv_cuda_decode_mustafar(sqkv_cuda_decoder *d, uint
     if (st != SQKV_OK) return st;
     if (sizes->n_tiles != want.n_tiles || sizes->value_count < want.value_count)
         return fail(d, SQKV_ERR_BUFFER_TOO_SMALL, "decode_mustafar: sizes differ from sqkv_cuda_decoder_mustafar_sizes");
+    d->cache.valid = false; /* this call's plan goes into the workspace */
     CallPlan p;
     const bool hash = !(d->flags & (SQKV_CUDA_TRUSTED | SQKV_CUDA_HOST_VALIDATE));
     uint64_t tiles = 0;

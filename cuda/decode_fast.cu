@@ -20,6 +20,8 @@
 #include <cuda_fp16.h>
 #include <stdint.h>
 
+#include <mutex>
+
 #include "decode_kernels.cuh"
 #include "decode_units.cuh"
 #include "numeric.cuh"
@@ -52,13 +54,17 @@ template <uint32_t BITS, bool kTile>
 __global__ void __launch_bounds__(32 * kWarps) decode_fast_kernel(DecodeArgs a) {
     extern __shared__ __align__(16) uint8_t smem_raw[];
     const uint32_t warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const uint32_t idx = blockIdx.x * kWarps + warp;
+    const uint32_t idx = blockIdx.x * (blockDim.x >> 5) + warp;
     if (idx >= a.n_units) return; /* whole warps: nothing below synchronizes beyond the warp */
     WarpSmem<BITS, kTile> &s = ((WarpSmem<BITS, kTile> *)smem_raw)[warp];
     const Geometry &g = a.g;
     const UnitPlan u = unit_at(a, idx);
     const DecSection &sec = a.sections[u.section];
     const bool e_bf16 = g.e_bf16 != 0;
+    /* level of code c of a group whose parameters have bits sb, zb */
+    auto level_bits = [&](uint16_t sb, uint16_t zb, uint32_t c) -> uint16_t {
+        return quant_level(sec.quantizer, BITS, e_bf16, e_to_double(sb, e_bf16), e_to_double(zb, e_bf16), c);
+    };
     const uint32_t R = u.rows, nt = u.n_tiles;
     const uint64_t *sec_bms = (const uint64_t *)sec.body;
     const uint64_t *gbm = sec_bms + u.tile0;
@@ -67,6 +73,29 @@ __global__ void __launch_bounds__(32 * kWarps) decode_fast_kernel(DecodeArgs a) 
     uint64_t bm[4];
 #pragma unroll
     for (uint32_t i = 0; i < 4; i++) bm[i] = 4 * lane + i < nt ? gbm[4 * lane + i] : 0ull;
+    /* the unit's scale parameters, loaded with the bitmaps (a global round trip fewer before the level
+     * tables): PER_TILE, tile lane + 32 j (nt <= 128; 4 bits reads them again below, so these die);
+     * PER_HEAD, the head's group */
+    uint16_t ps[4] = {0, 0, 0, 0}, pz[4] = {0, 0, 0, 0};
+    if constexpr (BITS < 16) {
+        const uint16_t *scales = (const uint16_t *)(sec.body + sec.scales_at);
+        const uint32_t ppg = sec.params_per_group;
+        if constexpr (kTile) {
+            const uint16_t *tsc = scales + u.tile0 * ppg;
+#pragma unroll
+            for (uint32_t j = 0; j < 4; j++) {
+                const uint32_t t = lane + 32 * j;
+                if (t < nt) {
+                    ps[j] = tsc[(uint64_t)t * ppg];
+                    pz[j] = ppg == 2 ? tsc[(uint64_t)t * ppg + 1] : 0;
+                }
+            }
+        } else {
+            const uint64_t grp = (uint64_t)u.head * ppg;
+            ps[0] = scales[grp];
+            pz[0] = ppg == 2 ? scales[grp + 1] : 0;
+        }
+    }
     uint64_t e0;
     if (a.use_offsets) {
         const uint32_t k = sec.offset_log2;
@@ -112,30 +141,28 @@ __global__ void __launch_bounds__(32 * kWarps) decode_fast_kernel(DecodeArgs a) 
         const uint64_t w1 = ((e0 + total) * BITS + 31) >> 5, region_words = region / 4;
         const uint32_t *pw = (const uint32_t *)payload;
         for (uint64_t w = w0 + lane; w < w1; w += 32) s.words[w - w0] = w < region_words ? pw[w] : 0u;
-        const uint16_t *scales = (const uint16_t *)(sec.body + sec.scales_at);
         const uint32_t ppg = sec.params_per_group;
         if constexpr (!kTile) {
-            const uint64_t grp = (uint64_t)u.head * ppg;
-            const double sd = e_to_double(scales[grp], e_bf16);
-            const double zd = ppg == 2 ? e_to_double(scales[grp + 1], e_bf16) : 0.0;
+            const double sd = e_to_double(ps[0], e_bf16);
+            const double zd = ppg == 2 ? e_to_double(pz[0], e_bf16) : 0.0;
             for (uint32_t q = lane; q < (1u << BITS); q += 32) {
                 uint32_t f = 0;
                 s.lev[q] = to_out(quant_level(sec.quantizer, BITS, e_bf16, sd, zd, q), e_bf16, a.out_dtype, &f);
                 ovf |= f != 0;
             }
         } else if constexpr (BITS == 8) {
-            const uint16_t *ts = scales + u.tile0 * ppg;
-            for (uint32_t t = lane; t < nt; t += 32) {
-                s.tl[2 * t] = ts[(uint64_t)t * ppg];
-                s.tl[2 * t + 1] = ppg == 2 ? ts[(uint64_t)t * ppg + 1] : 0;
+#pragma unroll
+            for (uint32_t j = 0; j < 4; j++) {
+                const uint32_t t = lane + 32 * j;
+                if (t < nt) {
+                    s.tl[2 * t] = ps[j];
+                    s.tl[2 * t + 1] = pz[j];
+                }
             }
             ovf = true; /* levels are converted per element */
         } else {
-            /* a lane per tile: its parameters are read and converted once */
-            const uint16_t *ts = scales + u.tile0 * ppg;
-            for (uint32_t t = lane; t < nt; t += 32) {
-                const uint64_t grp = (uint64_t)t * ppg;
-                const double sd = e_to_double(ts[grp], e_bf16), zd = ppg == 2 ? e_to_double(ts[grp + 1], e_bf16) : 0.0;
+            /* a lane per tile: its parameters are converted once */
+            auto build_tile = [&](uint32_t t, double sd, double zd) {
                 uint32_t lv[1u << BITS];
                 uint32_t f = 0;
 #pragma unroll
@@ -146,6 +173,22 @@ __global__ void __launch_bounds__(32 * kWarps) decode_fast_kernel(DecodeArgs a) 
 #pragma unroll
                 for (uint32_t c = 0; c < (1u << BITS); c += 4)
                     dst[c / 4] = make_uint2(lv[c] | (lv[c + 1] << 16), lv[c + 2] | (lv[c + 3] << 16));
+            };
+            if constexpr (BITS == 2) {
+                /* from the parameters loaded with the bitmaps (unrolled: four levels per tile) */
+#pragma unroll
+                for (uint32_t j = 0; j < 4; j++) {
+                    const uint32_t t = lane + 32 * j;
+                    if (t >= nt) break;
+                    build_tile(t, e_to_double(ps[j], e_bf16), ppg == 2 ? e_to_double(pz[j], e_bf16) : 0.0);
+                }
+            } else {
+                /* 4 bits: a rolled loop over the tiles (sixteen levels each; unrolled it measured slower) */
+                const uint16_t *tsc = (const uint16_t *)(sec.body + sec.scales_at) + u.tile0 * ppg;
+                for (uint32_t t = lane; t < nt; t += 32) {
+                    const uint64_t grp = (uint64_t)t * ppg;
+                    build_tile(t, e_to_double(tsc[grp], e_bf16), ppg == 2 ? e_to_double(tsc[grp + 1], e_bf16) : 0.0);
+                }
             }
         }
         /* a level beyond fp16 (bf16 file, fp16 output) is an error only where an element uses it */
@@ -182,9 +225,7 @@ __global__ void __launch_bounds__(32 * kWarps) decode_fast_kernel(DecodeArgs a) 
                 x = s.tl[ctx.x + code];
             else {
                 uint32_t f = 0;
-                x = to_out(quant_level(sec.quantizer, BITS, e_bf16, e_to_double((uint16_t)ctx.x, e_bf16),
-                                       e_to_double((uint16_t)ctx.y, e_bf16), code),
-                           e_bf16, a.out_dtype, &f);
+                x = to_out(level_bits((uint16_t)ctx.x, (uint16_t)ctx.y, code), e_bf16, a.out_dtype, &f);
                 flags |= kept ? f : 0u;
             }
             return kept ? x : 0u;
@@ -196,6 +237,12 @@ __global__ void __launch_bounds__(32 * kWarps) decode_fast_kernel(DecodeArgs a) 
         else if constexpr (BITS == 2) return ((const uint2 *)s.tl)[t];
         else if constexpr (BITS == 4) return make_uint2(t << 4, 0);
         else return make_uint2(s.tl[2 * t], s.tl[2 * t + 1]);
+    };
+    /* output rows are written once and not read back by this kernel: evict-first stores (knob) */
+    const bool stream_out = a.stream_stores != 0;
+    auto put = [&](uint2 *p, uint2 v) {
+        if (stream_out) __stcs(p, v);
+        else *p = v;
     };
     auto check_overflow = [&](uint2 pair) {
         if (ovf)
@@ -228,9 +275,7 @@ __global__ void __launch_bounds__(32 * kWarps) decode_fast_kernel(DecodeArgs a) 
                 x = s.tl[ctx.x + c];
             else {
                 uint32_t f = 0;
-                x = to_out(quant_level(sec.quantizer, BITS, e_bf16, e_to_double((uint16_t)ctx.x, e_bf16),
-                                       e_to_double((uint16_t)ctx.y, e_bf16), c),
-                           e_bf16, a.out_dtype, &f);
+                x = to_out(level_bits((uint16_t)ctx.x, (uint16_t)ctx.y, c), e_bf16, a.out_dtype, &f);
                 flags |= kept ? f : 0u;
             }
             return kept ? x : 0u;
@@ -280,7 +325,7 @@ __global__ void __launch_bounds__(32 * kWarps) decode_fast_kernel(DecodeArgs a) 
                         }
                         const uint2 pair = make_uint2(v[0] | (v[1] << 16), v[2] | (v[3] << 16));
                         check_overflow(pair);
-                        dst[r * (kFD / 4)] = pair;
+                        put(dst + r * (kFD / 4), pair);
                     }
 #pragma unroll
                     for (uint32_t i = 0; i < 4; i++)
@@ -310,7 +355,7 @@ __global__ void __launch_bounds__(32 * kWarps) decode_fast_kernel(DecodeArgs a) 
                 const uint32_t c3 = w & MASK;
                 const uint2 pair = make_uint2(pair_of(c0, c1, k0, k1, ctx), pair_of(c2, c3, k2, k3, ctx));
                 check_overflow(pair);
-                dst[(uint64_t)r * (kFD / 4)] = pair;
+                put(dst + (uint64_t)r * (kFD / 4), pair);
             }
         }
     } else if (sec.tensor == 0) {
@@ -344,7 +389,7 @@ __global__ void __launch_bounds__(32 * kWarps) decode_fast_kernel(DecodeArgs a) 
                 }
                 const uint2 pair = make_uint2(v[0] | (v[1] << 16), v[2] | (v[3] << 16));
                 check_overflow(pair);
-                dst[r * (kFD / 4)] = pair;
+                put(dst + r * (kFD / 4), pair);
             }
         }
     } else {
@@ -372,7 +417,7 @@ __global__ void __launch_bounds__(32 * kWarps) decode_fast_kernel(DecodeArgs a) 
             }
             const uint2 pair = make_uint2(v[0] | (v[1] << 16), v[2] | (v[3] << 16));
             check_overflow(pair);
-            dst[(uint64_t)r * (kFD / 4)] = pair;
+            put(dst + (uint64_t)r * (kFD / 4), pair);
         }
     }
     if (flags) atomicOr(&a.errors[u.section], flags);
@@ -380,10 +425,25 @@ __global__ void __launch_bounds__(32 * kWarps) decode_fast_kernel(DecodeArgs a) 
 
 template <uint32_t BITS, bool kTile>
 sqkv_cuda_status launch_bits(const DecodeArgs &a, cudaStream_t stream) {
-    const size_t smem = sizeof(WarpSmem<BITS, kTile>) * kWarps;
+    const uint32_t warps = a.fast_warps >= 1 && a.fast_warps <= kWarps ? a.fast_warps : kWarps;
+    const size_t smem = sizeof(WarpSmem<BITS, kTile>) * warps;
     const auto kernel = decode_fast_kernel<BITS, kTile>;
-    SQKV_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-    kernel<<<(a.n_units + kWarps - 1) / kWarps, 32 * kWarps, smem, stream>>>(a);
+    /* The attribute (room for kWarps warps) is set once per device: a per-call driver call is a few
+     * microseconds in front of every decode. */
+    static std::mutex mu;
+    static uint64_t configured = 0; /* devices 0..63 */
+    int dev = 0;
+    SQKV_CUDA_TRY(cudaGetDevice(&dev));
+    const uint64_t bit = dev >= 0 && dev < 64 ? 1ull << dev : 0ull;
+    {
+        std::lock_guard<std::mutex> lock(mu);
+        if (!bit || !(configured & bit)) {
+            SQKV_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                               (int)(sizeof(WarpSmem<BITS, kTile>) * kWarps)));
+            configured |= bit;
+        }
+    }
+    kernel<<<(a.n_units + warps - 1) / warps, 32 * warps, smem, stream>>>(a);
     SQKV_CUDA_LAUNCHED();
     return SQKV_OK;
 }

@@ -197,6 +197,89 @@ TEST(CudaDecode, FastPathPerTileWidthsQuantizers) {
             }
 }
 
+/* A call repeated with the same workspace reuses its uploaded plan (sqkv_cuda.h); any change of outputs,
+ * layers, output type or workspace, or a Mustafar call in between, must give a fresh, correct plan. */
+void decode_sequence(const Case &c, uint64_t seed) {
+    const std::vector<uint8_t> file = make_file(c, seed);
+    sqkv_reader *r = nullptr;
+    ASSERT_EQ(SQKV_OK, sqkv_reader_create(nullptr, 0, &r));
+    ASSERT_EQ(SQKV_OK, sqkv_reader_open_memory(r, file.data(), file.size()));
+    sqkv_geometry g;
+    ASSERT_EQ(SQKV_OK, sqkv_reader_geometry(r, &g));
+    DevBuf dfile(file.size());
+    CUDA_OK(cudaMemcpy(dfile.p, file.data(), file.size(), cudaMemcpyHostToDevice));
+    sqkv_cuda_decoder *d = nullptr;
+    SQ_OK(sqkv_cuda_decoder_create(file.data(), file.size(), dfile.p, nullptr, 0, &d));
+    uint64_t wsz = 0;
+    SQ_OK(sqkv_cuda_decoder_workspace_size(d, g.n_layers, &wsz));
+    DevBuf ws1(wsz), ws2(wsz);
+    const uint64_t tb = sqkv_dense_size(g.n_kv_heads, g.n_tokens, g.head_dim, SQKV_DTYPE_FP16); /* bf16: same */
+    DevBuf outa(2 * tb * g.n_layers), outb(2 * tb * g.n_layers);
+    std::vector<uint8_t> want(tb), got(tb);
+    struct Step {
+        int buf, wsi;
+        uint32_t first, n;
+        sqkv_dtype dt;
+        bool mustafar_before;
+    };
+    const Step steps[] = {{0, 0, 0, g.n_layers, SQKV_DTYPE_FP16, false}, {0, 0, 0, g.n_layers, SQKV_DTYPE_FP16, false},
+                          {0, 0, 0, g.n_layers, SQKV_DTYPE_FP16, false}, {1, 0, 0, g.n_layers, SQKV_DTYPE_FP16, false},
+                          {1, 0, 0, g.n_layers, SQKV_DTYPE_FP16, false}, {0, 0, 0, g.n_layers, SQKV_DTYPE_BF16, false},
+                          {0, 0, 0, g.n_layers, SQKV_DTYPE_BF16, false}, {0, 0, 1, g.n_layers - 1, SQKV_DTYPE_FP16, false},
+                          {0, 1, 0, g.n_layers, SQKV_DTYPE_FP16, false}, {0, 0, 0, g.n_layers, SQKV_DTYPE_FP16, false},
+                          {0, 0, 0, g.n_layers, SQKV_DTYPE_FP16, true},  {0, 0, 0, g.n_layers, SQKV_DTYPE_FP16, false}};
+    int step_no = 0;
+    for (const Step &st : steps) {
+        SCOPED_TRACE("step " + std::to_string(step_no++));
+        DevBuf &ws = st.wsi ? ws2 : ws1;
+        if (st.mustafar_before) {
+            sqkv_mustafar_sizes sz;
+            SQ_OK(sqkv_cuda_decoder_mustafar_sizes(d, 0, SQKV_TENSOR_K, 0, &sz));
+            DevBuf dbm(8 * sz.n_tiles), dacc(4 * (sz.n_tiles + 1)), dval(2 * sz.value_count + 2);
+            SQ_OK(sqkv_cuda_decode_mustafar(d, 0, SQKV_TENSOR_K, 0, (int64_t *)dbm.p, (int32_t *)dacc.p,
+                                            (uint16_t *)dval.p, &sz, ws.p, wsz, 0));
+            CUDA_OK(cudaDeviceSynchronize());
+        }
+        DevBuf &out = st.buf ? outb : outa;
+        std::vector<void *> kp(st.n), vp(st.n);
+        for (uint32_t i = 0; i < st.n; i++) {
+            kp[i] = (uint8_t *)out.p + 2 * tb * i;
+            vp[i] = (uint8_t *)out.p + 2 * tb * i + tb;
+        }
+        CUDA_OK(cudaMemset(out.p, 0x5A, out.n));
+        SQ_OK(sqkv_cuda_decode_layers(d, st.first, st.n, st.dt, kp.data(), vp.data(), tb, ws.p, wsz, 0));
+        CUDA_OK(cudaDeviceSynchronize());
+        for (uint32_t i = 0; i < st.n; i++)
+            for (int t = 0; t < 2; t++) {
+                ASSERT_EQ(SQKV_OK, sqkv_reader_decode(r, st.first + i, (sqkv_tensor)t, 0, g.n_kv_heads, st.dt,
+                                                      want.data(), tb));
+                CUDA_OK(cudaMemcpy(got.data(), t ? vp[i] : kp[i], tb, cudaMemcpyDeviceToHost));
+                ASSERT_TRUE(want == got) << "layer " << st.first + i << " tensor " << t;
+            }
+    }
+    sqkv_cuda_decoder_destroy(d);
+    sqkv_reader_destroy(r);
+}
+
+TEST(CudaDecode, RepeatedCallsReuseThePlanSafely) {
+    SKIP_WITHOUT_GPU();
+    uint64_t n = 0;
+    for (uint32_t D : {128u, 64u})
+        for (uint32_t window : {0u, 9u})
+            for (uint32_t gran : {1u, 2u}) {
+                Case c = base_case();
+                c.layers = 3;
+                c.head_dim = D;
+                c.window = window;
+                c.gran = (sqkv_scale_granularity)gran;
+                c.q = gran == 2 ? SQKV_QUANT_ASYMMETRIC : SQKV_QUANT_SYMMETRIC;
+                c.tokens = 130 + 61 * (uint32_t)n;
+                SCOPED_TRACE(c.name());
+                decode_sequence(c, seed_of("repeat") + n);
+                n++;
+            }
+}
+
 TEST(CudaDecode, ManyHeadsAndLayersInOneCall) {
     SKIP_WITHOUT_GPU();
     Case c = base_case();

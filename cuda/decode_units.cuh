@@ -24,10 +24,15 @@ static __device__ __forceinline__ uint16_t to_out(uint16_t h, bool e_bf16, uint3
  * and one 64-token chunk of a SPARSE section), so no per-unit table travels to the device. */
 static __device__ __forceinline__ UnitPlan unit_at(const DecodeArgs &a, uint32_t idx) {
     uint32_t lo = 0, hi = a.n_sections; /* first section whose unit range ends after idx */
-    while (lo < hi) {
-        const uint32_t mid = (lo + hi) / 2;
-        if (a.sections[mid].unit_first + a.sections[mid].n_units > idx) hi = mid;
-        else lo = mid + 1;
+    if (a.units_per_section) {
+        /* the common plan (equal SPARSE sections, no DENSE ones): no chain of dependent loads */
+        lo = idx / a.units_per_section;
+    } else {
+        while (lo < hi) {
+            const uint32_t mid = (lo + hi) / 2;
+            if (a.sections[mid].unit_first + a.sections[mid].n_units > idx) hi = mid;
+            else lo = mid + 1;
+        }
     }
     const DecSection &sec = a.sections[lo];
     const uint32_t li = idx - sec.unit_first, j = li / sec.chunks, c = li % sec.chunks;

@@ -28,6 +28,8 @@
 #include <cuda_fp16.h>
 #include <stdint.h>
 
+#include <mutex>
+
 #include "encode_fast.cuh"
 #include "numeric.cuh"
 
@@ -720,10 +722,29 @@ namespace {
 template <bool kAsym, uint32_t kTileBits>
 sqkv_cuda_status launch_prune_variant(const EncodeArgs &a, size_t smem, cudaStream_t stream) {
     const auto kernel = prune_fast_kernel<kAsym, kTileBits>;
-    SQKV_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-    /* all of the unified L1 as shared memory: residency is then set by registers (7 blocks) */
-    SQKV_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
-                                       (int)cudaSharedmemCarveoutMaxShared));
+    /* attributes once per device (driver calls in front of every encode otherwise), at the largest size
+     * any call asked for */
+    static std::mutex mu;
+    static uint64_t configured = 0; /* devices 0..63 set to configured_smem */
+    static size_t configured_smem = 0;
+    int dev = 0;
+    SQKV_CUDA_TRY(cudaGetDevice(&dev));
+    const uint64_t bit = dev >= 0 && dev < 64 ? 1ull << dev : 0ull;
+    {
+        std::lock_guard<std::mutex> lock(mu);
+        if (!bit || !(configured & bit) || configured_smem < smem) {
+            const size_t want = smem > configured_smem ? smem : configured_smem;
+            SQKV_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)want));
+            /* all of the unified L1 as shared memory: residency is then set by registers (7 blocks) */
+            SQKV_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                               (int)cudaSharedmemCarveoutMaxShared));
+            if (want > configured_smem) {
+                configured = 0; /* the other devices still have the smaller size */
+                configured_smem = want;
+            }
+            configured |= bit;
+        }
+    }
     kernel<<<dim3(a.n_units, a.n_layers), kFastThreads, smem, stream>>>(a);
     SQKV_CUDA_LAUNCHED();
     return SQKV_OK;

@@ -156,7 +156,13 @@ sqkv_cuda_status sqkv_cuda_decoder_workspace_size(const sqkv_cuda_decoder *d, ui
  * arrays of device pointers) receive layer first_layer + i as [n_kv_heads, n_tokens, head_dim] arrays
  * of out_dtype (FP16 or BF16), each out_size bytes (sqkv_dense_size). Sparse region and dense window.
  * Synchronizes stream once (validation verdict) unless SQKV_CUDA_TRUSTED and the bodies were
- * already checked by an earlier call on this decoder; returns after queuing the decoding kernels. */
+ * already checked by an earlier call on this decoder; returns after queuing the decoding kernels.
+ * Workspace rule: the call's plan (its table of sections) is uploaded into the first bytes of
+ * workspace. When every section of the call was already checked, the decoder keeps that plan, and
+ * the next call with the same workspace pointer and size, the same layers, out_dtype and output
+ * pointers queues the decoding kernel alone, uploading nothing. So leave the workspace untouched
+ * between decode calls that pass the same pointer (or pass another pointer); any other call on this
+ * decoder (other layers or outputs, another workspace, a Mustafar call) replaces the kept plan. */
 sqkv_cuda_status sqkv_cuda_decode_layers(sqkv_cuda_decoder *d, uint32_t first_layer, uint32_t n_layers,
                                          sqkv_dtype out_dtype, void *const *k_out, void *const *v_out,
                                          uint64_t out_size, void *workspace, uint64_t workspace_size,
