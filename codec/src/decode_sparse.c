@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "element_convert.h"
+#include "fp16_levels.h"
 #include "float16.h"
 #include "quantize.h"
 #include "tile_layout.h"
@@ -131,16 +132,23 @@ static int group_valid(const group_params *g, uint16_t s, uint16_t z) {
 static void build_table(const group_params *g, uint16_t s, uint16_t z, sqkv_conversion conv, uint32_t *table) {
     const double sd = sqkv_e_to_double(s, g->e);
     const uint32_t n = 1u << g->bits;
-    if (g->q == SQKV_QUANT_SYMMETRIC) {
-        for (uint32_t c = n / 2; c < n; c++) {
-            const uint16_t level = level_of(g, sd, 0.0, c);
-            table[c] = sqkv_convert_element(level, conv);
-            table[n - 1 - c] = sqkv_convert_element((uint16_t)(level ^ 0x8000u), conv);
-        }
-        return;
+    /* The exact binary64 values of §7.4 first (products of an integer of at most 9 bits and an E value,
+     * and for ASYMMETRIC one addition), then one rounding each: in hardware for fp16 when it can
+     * (fp16_levels.h), else in software. */
+    double x[SQKV_MAX_LEVELS];
+    uint16_t levels[SQKV_MAX_LEVELS];
+    const int symmetric = g->q == SQKV_QUANT_SYMMETRIC;
+    const uint32_t first = symmetric ? n / 2 : 0, count = n - first;
+    const double zd = symmetric ? 0.0 : sqkv_e_to_double(z, g->e);
+    for (uint32_t c = first; c < n; c++)
+        x[c - first] = symmetric ? (double)((int32_t)(2 * c + 1) - (int32_t)n) * sd : (double)c * sd + zd;
+    if (!(g->e == SQKV_DTYPE_FP16 && sqkv_fp16_levels()(x, count, levels)))
+        for (uint32_t i = 0; i < count; i++) levels[i] = sqkv_double_to_e(x[i], g->e);
+    for (uint32_t c = first; c < n; c++) {
+        table[c] = sqkv_convert_element(levels[c - first], conv);
+        /* SYMMETRIC levels are odd multiples of s and RNE is symmetric: the lower half mirrors. */
+        if (symmetric) table[n - 1 - c] = sqkv_convert_element((uint16_t)(levels[c - first] ^ 0x8000u), conv);
     }
-    const double zd = sqkv_e_to_double(z, g->e);
-    for (uint32_t c = 0; c < n; c++) table[c] = sqkv_convert_element(level_of(g, sd, zd, c), conv);
 }
 
 /* ---------------------------------------------------------------------------------------------
