@@ -419,7 +419,7 @@ static sqkv_error do_append(const ap_case *c, const ap_cache *m, const sqkv_writ
         break;
     default: break;
     }
-    const sqkv_error err = sqkv_append(temp_path(), o, NULL, new_tokens, ids, pass_dt, (const void *const *)k,
+    const sqkv_error err = sqkv_append(temp_path(), g, o, NULL, new_tokens, ids, pass_dt, (const void *const *)k,
                                        (const void *const *)v, append_detail, sizeof append_detail);
     fuzz_check_error_known(err);
     for (uint32_t l = 0; l < g->n_layers; l++) free(k[l]), free(v[l]);
@@ -522,15 +522,15 @@ static void check_flip(const ap_case *c, const ap_cache *m, const ap_state *stat
     FUZZ_CHECK(err == SQKV_OK || ap_file_error(err), "flipped byte gave %s", sqkv_error_name(err));
     sqkv_reader_destroy(r);
     /* An append onto the damaged file: refused with a file error and nothing written, or (when the
-     * flip left a valid file: checksums are ignored in a fuzzing build) done. Not when the flip is in
-     * the file header: sqkv_append reads k and v with the file's geometry, which the caller cannot
-     * check, and a fuzzing build accepts a header whose geometry was flipped (its checksum is ignored). */
-    const sqkv_error ae = at >= SQKV_HEADER_SIZE_V1 ? do_append(c, m, &c->o, c->g.value_dtype, 0, 1, 0)
-                                                    : SQKV_ERR_HEADER_CHECKSUM;
+     * flip left a valid file: checksums are ignored in a fuzzing build) done. A flip in the header's
+     * geometry (accepted by a fuzzing build, which ignores its checksum) meets the caller's geometry:
+     * GEOMETRY_MISMATCH, before k or v is read. */
+    const sqkv_error ae = do_append(c, m, &c->o, c->g.value_dtype, 0, 1, 0);
     size_t after_size = 0;
     uint8_t *after = read_whole(path, &after_size);
     if (ae != SQKV_OK) {
-        FUZZ_CHECK(ap_file_error(ae) || (tokens_changed && ae == SQKV_ERR_INVALID_ARGUMENT),
+        FUZZ_CHECK(ap_file_error(ae) || ae == SQKV_ERR_GEOMETRY_MISMATCH ||
+                       (tokens_changed && ae == SQKV_ERR_INVALID_ARGUMENT),
                    "append onto a flipped file gave %s (%s)", sqkv_error_name(ae), append_detail);
         FUZZ_CHECK(after_size == size && memcmp(after, flipped, size) == 0, "a refused append changed the file");
     } else {

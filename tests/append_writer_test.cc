@@ -76,7 +76,7 @@ sqkv_error Append(const std::string &path, const Cache &full, uint32_t t0, uint3
         v.push_back(part.v[l].data());
     }
     char text[600];
-    const sqkv_error err = sqkv_append(path.c_str(), &o, nullptr, t1 - t0, full.has_tokens ? part.tokens.data() : nullptr,
+    const sqkv_error err = sqkv_append(path.c_str(), &full.geometry, &o, nullptr, t1 - t0, full.has_tokens ? part.tokens.data() : nullptr,
                                        SQKV_DTYPE_FP32, k.data(), v.data(), text, sizeof text);
     if (detail) *detail = text;
     return err;
@@ -314,7 +314,7 @@ TEST_F(AppendTest, FailuresLeaveTheFileAsItWas) {
     std::vector<const void *> k = {part.k[0].data(), part.k[1].data()}, v = {part.v[0].data(), part.v[1].data()};
     char text[600];
     // token ids are required for a file with TOKENS
-    EXPECT_EQ(sqkv_append(path.c_str(), &o, nullptr, 10, nullptr, SQKV_DTYPE_FP32, k.data(), v.data(), text, sizeof text),
+    EXPECT_EQ(sqkv_append(path.c_str(), &full.geometry, &o, nullptr, 10, nullptr, SQKV_DTYPE_FP32, k.data(), v.data(), text, sizeof text),
               SQKV_ERR_INVALID_ARGUMENT);
     EXPECT_NE(std::string(text).find("token_ids"), std::string::npos) << text;
     // NaN in layer 1's new values: fails after layer 0 was written; the file gets its old size back
@@ -322,28 +322,39 @@ TEST_F(AppendTest, FailuresLeaveTheFileAsItWas) {
     const float nan = NAN;
     memcpy(bad.data() + 4 * 70, &nan, 4);
     std::vector<const void *> v_bad = {part.v[0].data(), bad.data()};
-    EXPECT_EQ(sqkv_append(path.c_str(), &o, nullptr, 10, part.tokens.data(), SQKV_DTYPE_FP32, k.data(), v_bad.data(), text,
+    EXPECT_EQ(sqkv_append(path.c_str(), &full.geometry, &o, nullptr, 10, part.tokens.data(), SQKV_DTYPE_FP32, k.data(), v_bad.data(), text,
                           sizeof text),
               SQKV_ERR_NONFINITE_INPUT);
     EXPECT_NE(std::string(text).find("layer 1 V head 0 new token 1 channel 6"), std::string::npos) << text;
     EXPECT_EQ(Read(path), old_file);
     // bad arguments
-    EXPECT_EQ(sqkv_append(path.c_str(), &o, nullptr, 0, part.tokens.data(), SQKV_DTYPE_FP32, k.data(), v.data(), text,
+    EXPECT_EQ(sqkv_append(path.c_str(), &full.geometry, &o, nullptr, 0, part.tokens.data(), SQKV_DTYPE_FP32, k.data(), v.data(), text,
                           sizeof text),
               SQKV_ERR_INVALID_ARGUMENT);
-    sqkv_writer_options bad_opts = o;
-    bad_opts.zstd_level = 99;
-    EXPECT_EQ(sqkv_append(path.c_str(), &bad_opts, nullptr, 10, part.tokens.data(), SQKV_DTYPE_FP32, k.data(), v.data(),
+    // k and v of another shape than the file's cache: refused before anything is read from them
+    sqkv_geometry other = full.geometry;
+    other.n_kv_heads = 3;
+    EXPECT_EQ(sqkv_append(path.c_str(), &other, &o, nullptr, 10, part.tokens.data(), SQKV_DTYPE_FP32, k.data(), v.data(),
+                          text, sizeof text),
+              SQKV_ERR_GEOMETRY_MISMATCH);
+    EXPECT_NE(std::string(text).find("3 heads"), std::string::npos) << text;
+    EXPECT_EQ(sqkv_append(path.c_str(), nullptr, &o, nullptr, 10, part.tokens.data(), SQKV_DTYPE_FP32, k.data(), v.data(),
                           text, sizeof text),
               SQKV_ERR_INVALID_ARGUMENT);
-    EXPECT_EQ(sqkv_append(Path("missing.sqkv").c_str(), &o, nullptr, 10, part.tokens.data(), SQKV_DTYPE_FP32, k.data(),
+    EXPECT_EQ(Read(path), old_file);
+    sqkv_writer_options bad_opts = o;
+    bad_opts.zstd_level = 99;
+    EXPECT_EQ(sqkv_append(path.c_str(), &full.geometry, &bad_opts, nullptr, 10, part.tokens.data(), SQKV_DTYPE_FP32, k.data(), v.data(),
+                          text, sizeof text),
+              SQKV_ERR_INVALID_ARGUMENT);
+    EXPECT_EQ(sqkv_append(Path("missing.sqkv").c_str(), &full.geometry, &o, nullptr, 10, part.tokens.data(), SQKV_DTYPE_FP32, k.data(),
                           v.data(), text, sizeof text),
               SQKV_ERR_IO);
     // another process holds the lock
     const int fd = open(path.c_str(), O_RDONLY);
     ASSERT_GE(fd, 0);
     ASSERT_EQ(flock(fd, LOCK_EX), 0);
-    EXPECT_EQ(sqkv_append(path.c_str(), &o, nullptr, 10, part.tokens.data(), SQKV_DTYPE_FP32, k.data(), v.data(), text,
+    EXPECT_EQ(sqkv_append(path.c_str(), &full.geometry, &o, nullptr, 10, part.tokens.data(), SQKV_DTYPE_FP32, k.data(), v.data(), text,
                           sizeof text),
               SQKV_ERR_IO);
     EXPECT_NE(std::string(text).find("flock"), std::string::npos) << text;
@@ -353,7 +364,7 @@ TEST_F(AppendTest, FailuresLeaveTheFileAsItWas) {
     sqkv_limits limits;
     sqkv_limits_default(&limits);
     limits.max_tokens = 105;
-    EXPECT_EQ(sqkv_append(path.c_str(), &o, &limits, 10, part.tokens.data(), SQKV_DTYPE_FP32, k.data(), v.data(), text,
+    EXPECT_EQ(sqkv_append(path.c_str(), &full.geometry, &o, &limits, 10, part.tokens.data(), SQKV_DTYPE_FP32, k.data(), v.data(), text,
                           sizeof text),
               SQKV_ERR_LIMIT);
     EXPECT_EQ(Read(path), old_file);

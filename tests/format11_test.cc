@@ -371,7 +371,7 @@ sqkv_error AppendTokens(const std::string &path, const Cache &full, uint32_t t0,
     }
     char text[600] = "";
     const sqkv_error err =
-        sqkv_append(path.c_str(), &o, nullptr, t1 - t0, nullptr, SQKV_DTYPE_FP32, kp.data(), vp.data(), text, sizeof text);
+        sqkv_append(path.c_str(), &full.geometry, &o, nullptr, t1 - t0, nullptr, SQKV_DTYPE_FP32, kp.data(), vp.data(), text, sizeof text);
     *detail = text;
     return err;
 }

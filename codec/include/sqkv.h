@@ -494,6 +494,10 @@ sqkv_error sqkv_stream_decoder_head_tokens(const sqkv_stream_decoder *d, uint32_
 
 /* Grows the cache in the file at path by new_tokens positions, never modifying a byte already there:
  * writes new sections and a new INDEX section after the current end (§9.1), then fsyncs.
+ * - expected: the shape of the caller's k and v (n_layers, n_kv_heads, head_dim; other fields ignored).
+ *   It must equal the file's (GEOMETRY_MISMATCH otherwise; NULL is INVALID_ARGUMENT): the file decides
+ *   how much of k and v is read, so a file other than the one the caller has in mind must not make
+ *   the appender read past the caller's arrays.
  * - k[l] and v[l] (l < n_layers) are [n_kv_heads, new_tokens, head_dim] arrays of dtype (FP16, BF16 or
  *   FP32), converted to the file's element type like add_layer's input.
  * - token_ids: new_tokens ids when the file has a TOKENS section (a new TOKENS section replaces it),
@@ -514,7 +518,8 @@ sqkv_error sqkv_stream_decoder_head_tokens(const sqkv_stream_decoder *d, uint32_
  *   and the DENSE and TOKENS sections it reads are checked like any section a reader reads. An exclusive
  *   flock(2) keeps two appenders (and sqkv_recover) apart: IO when the file is locked.
  * limits (may be NULL) bound what is read; the caller's own memory for k/v is not counted. */
-sqkv_error sqkv_append(const char *path, const sqkv_writer_options *opts, const sqkv_limits *limits,
+sqkv_error sqkv_append(const char *path, const sqkv_geometry *expected, const sqkv_writer_options *opts,
+                       const sqkv_limits *limits,
                        uint32_t new_tokens, const int32_t *token_ids, sqkv_dtype dtype, const void *const *k,
                        const void *const *v, char *detail, size_t detail_size);
 

@@ -253,11 +253,16 @@ static sqkv_error open_and_check(append_job *j, const sqkv_limits *limits) {
     return SQKV_OK;
 }
 
-static sqkv_error append_segment(append_job *j, const sqkv_writer_options *opts, uint32_t new_tokens,
+static sqkv_error append_segment(append_job *j, const sqkv_geometry *expected, const sqkv_writer_options *opts,
+                                 uint32_t new_tokens,
                                  const int32_t *token_ids, sqkv_dtype dtype, const void *const *k,
                                  const void *const *v) {
     sqkv_reader *r = j->r;
     const sqkv_file_info *f = &r->file;
+    if (expected->n_layers != f->n_layers || expected->n_kv_heads != f->n_kv_heads || expected->head_dim != f->head_dim)
+        return say(j, SQKV_ERR_GEOMETRY_MISMATCH, "the caller's k and v are %" PRIu32 " layers x %" PRIu32 " heads x"
+                   " head_dim %" PRIu32 ", the file's cache %" PRIu32 " x %" PRIu32 " x %" PRIu32, expected->n_layers,
+                   expected->n_kv_heads, expected->head_dim, f->n_layers, f->n_kv_heads, f->head_dim);
     if ((uint64_t)f->n_tokens + new_tokens > SQKV_MAX_TOKENS || f->n_tokens + new_tokens > r->limits.max_tokens)
         return say(j, SQKV_ERR_LIMIT, "%" PRIu32 " + %" PRIu32 " tokens exceed the format's 2^28 or the configured"
                    " max_tokens", f->n_tokens, new_tokens);
@@ -339,8 +344,8 @@ static sqkv_error append_segment(append_job *j, const sqkv_writer_options *opts,
     return SQKV_OK;
 }
 
-sqkv_error sqkv_append(const char *path, const sqkv_writer_options *opts, const sqkv_limits *limits,
-                       uint32_t new_tokens, const int32_t *token_ids, sqkv_dtype dtype, const void *const *k,
+sqkv_error sqkv_append(const char *path, const sqkv_geometry *expected, const sqkv_writer_options *opts,
+                       const sqkv_limits *limits, uint32_t new_tokens, const int32_t *token_ids, sqkv_dtype dtype, const void *const *k,
                        const void *const *v, char *detail, size_t detail_size) {
     append_job j;
     memset(&j, 0, sizeof j);
@@ -349,7 +354,8 @@ sqkv_error sqkv_append(const char *path, const sqkv_writer_options *opts, const 
     j.detail_size = detail_size;
     j.fd = -1;
     if (detail && detail_size) detail[0] = '\0';
-    if (!path || !opts || !k || !v) return say(&j, SQKV_ERR_INVALID_ARGUMENT, "path, opts, k or v is NULL");
+    if (!path || !expected || !opts || !k || !v)
+        return say(&j, SQKV_ERR_INVALID_ARGUMENT, "path, expected, opts, k or v is NULL");
     if (new_tokens == 0) return say(&j, SQKV_ERR_INVALID_ARGUMENT, "new_tokens is 0");
     if (dtype != SQKV_DTYPE_FP16 && dtype != SQKV_DTYPE_BF16 && dtype != SQKV_DTYPE_FP32)
         return say(&j, SQKV_ERR_INVALID_ARGUMENT, "dtype must be FP16, BF16 or FP32 (got %d)", (int)dtype);
@@ -358,7 +364,7 @@ sqkv_error sqkv_append(const char *path, const sqkv_writer_options *opts, const 
     if (err) return say(&j, err, "%s", why);
 
     err = open_and_check(&j, limits);
-    if (!err) err = append_segment(&j, opts, new_tokens, token_ids, dtype, k, v);
+    if (!err) err = append_segment(&j, expected, opts, new_tokens, token_ids, dtype, k, v);
     if (err && j.wrote && j.fd >= 0) {
         /* Best effort: give the file its old length back (its old bytes were never touched). */
         if (ftruncate(j.fd, (off_t)j.old_size) == 0) (void)fsync(j.fd);

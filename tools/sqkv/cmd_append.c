@@ -203,7 +203,12 @@ int cmd_append(int argc, char **argv, cli_ctx *ctx) {
         char detail[512] = "";
         uint64_t ignored;
         (void)sqkv_find_valid_prefix(paths[0], NULL, &old_size, &ignored, NULL, 0);
-        sqkv_error e = sqkv_append(paths[0], &s.opts, NULL, in.n_tokens, new_ids, (sqkv_dtype)in.dtype,
+        sqkv_geometry shape; /* of the arrays passed: the library checks it against the file */
+        memset(&shape, 0, sizeof shape);
+        shape.n_layers = in.n_layers;
+        shape.n_kv_heads = in.n_heads;
+        shape.head_dim = in.head_dim;
+        sqkv_error e = sqkv_append(paths[0], &shape, &s.opts, NULL, in.n_tokens, new_ids, (sqkv_dtype)in.dtype,
                                    (const void *const *)k, (const void *const *)v, detail, sizeof detail);
         if (e) rc = cli_report(paths[0], e, detail);
     }
