@@ -4,30 +4,36 @@
 #include <math.h>
 
 #include "float16.h"
+#include "fp16_levels.h"
 
 sqkv_error sqkv_quant_levels(sqkv_quantizer q, uint32_t bits, sqkv_dtype e, uint16_t s, uint16_t z,
                              uint16_t *levels) {
     const uint32_t n = 1u << bits;
     if (!sqkv_e_is_finite(s, e) || (s & 0x8000u)) return SQKV_ERR_SCALE;
+    if (q != SQKV_QUANT_SYMMETRIC && !sqkv_e_is_finite(z, e)) return SQKV_ERR_SCALE;
     const double sd = sqkv_e_to_double(s, e);
-    if (q == SQKV_QUANT_SYMMETRIC) {
-        for (uint32_t c = 0; c < n; c++) {
-            /* (2c + 1 - n) * s is exact in binary64: at most 9 bits times at most 11 bits. */
-            levels[c] = sqkv_double_to_e((double)(int32_t)(2 * c + 1 - n) * sd, e);
-            if (!sqkv_e_is_finite(levels[c], e)) return SQKV_ERR_SCALE;
-        }
-        return SQKV_OK;
-    }
-    if (!sqkv_e_is_finite(z, e)) return SQKV_ERR_SCALE;
-    const double zd = sqkv_e_to_double(z, e);
+    const double zd = q == SQKV_QUANT_SYMMETRIC ? 0.0 : sqkv_e_to_double(z, e);
+    /* The exact binary64 values, then one rounding each (in hardware for fp16 where possible). */
+    double x[SQKV_MAX_LEVELS];
     for (uint32_t c = 0; c < n; c++) {
-        /* c * s is exact; the addition is one binary64 rounding, as the spec states. */
-        volatile double product = (double)c * sd; /* volatile: no fused multiply-add */
-        levels[c] = sqkv_double_to_e(product + zd, e);
-        if (!sqkv_e_is_finite(levels[c], e)) return SQKV_ERR_SCALE;
+        if (q == SQKV_QUANT_SYMMETRIC) {
+            /* (2c + 1 - n) * s is exact in binary64: at most 9 bits times at most 11 bits. */
+            x[c] = (double)(int32_t)(2 * c + 1 - n) * sd;
+        } else {
+            /* c * s is exact; the addition is one binary64 rounding, as the spec states. */
+            volatile double product = (double)c * sd; /* volatile: no fused multiply-add */
+            x[c] = product + zd;
+        }
     }
+    if (!(e == SQKV_DTYPE_FP16 && sqkv_fp16_levels()(x, n, levels)))
+        for (uint32_t c = 0; c < n; c++) levels[c] = sqkv_double_to_e(x[c], e);
+    /* Non-decreasing levels: all are finite iff the lowest and the highest are. */
+    if (!sqkv_e_is_finite(levels[0], e) || !sqkv_e_is_finite(levels[n - 1], e)) return SQKV_ERR_SCALE;
     return SQKV_OK;
 }
+
+/* The E value just below positive finite h (h > 0). */
+static uint16_t e_prev(uint16_t h) { return (uint16_t)(h - 1u); }
 
 /* Whether the top level (code 2^bits - 1) of a group with step s is finite: the formula of
  * sqkv_quant_levels for that one code. */
@@ -38,9 +44,6 @@ static int top_level_finite(sqkv_quantizer q, uint32_t bits, sqkv_dtype e, uint1
     volatile double product = (double)top * sd; /* volatile: no fused multiply-add, as in the table */
     return sqkv_e_is_finite(sqkv_double_to_e(product + zd, e), e);
 }
-
-/* The E value just below positive finite h (h > 0). */
-static uint16_t e_prev(uint16_t h) { return (uint16_t)(h - 1u); }
 
 /* Rounds step = range / (n - 1) to E, keeps it positive when range > 0, and lowers it until the group's
  * top level is finite. */
