@@ -441,6 +441,12 @@ static SQKV_ALWAYS_INLINE void emit_group(const head_job *j, uint64_t group, uin
         return;
     }
     const uint32_t *table = per_tile ? group_table(j, group, buf) : j->table;
+    if (!j->bitmaps) { /* ALL_KEPT (§7.6): the implied bitmap is one run of elements, a plain loop */
+        const unsigned end = 64u - (unsigned)__builtin_ctzll(bm);
+        for (unsigned i = (unsigned)__builtin_clzll(bm); i < end; i++)
+            store(dst + i * stride, next_value(src, table, bits, conv), osz);
+        return;
+    }
     do {
         const unsigned i = (unsigned)__builtin_clzll(bm);
         bm &= ~(TOP_BIT >> i);
