@@ -112,9 +112,6 @@ void sqkv_quant_levels_to_double(const uint16_t *levels, uint32_t n_levels, sqkv
     for (uint32_t c = 0; c < n_levels; c++) out[c] = sqkv_e_to_double(levels[c], e);
 }
 
-/* The code nearest to x given lo, the first code whose level is >= x (n_levels if none). */
-static uint32_t nearest_from_boundary(const double *levels, uint32_t n_levels, double x, uint32_t lo);
-
 uint32_t sqkv_quant_nearest_double(const double *levels, uint32_t n_levels, double x) {
     /* First code whose level is >= x, by binary search over the non-decreasing table. */
     uint32_t lo = 0, hi = n_levels;
@@ -125,34 +122,9 @@ uint32_t sqkv_quant_nearest_double(const double *levels, uint32_t n_levels, doub
         else
             hi = mid;
     }
-    return nearest_from_boundary(levels, n_levels, x, lo);
+    return sqkv_quant_nearest_from_boundary(levels, n_levels, x, lo);
 }
 
-uint32_t sqkv_quant_nearest_double_near(const double *levels, uint32_t n_levels, double x, uint32_t guess) {
-    /* The same boundary, found by stepping from the guess: a table is non-decreasing, so the first code
-     * whose level is >= x is where the steps stop, whatever the guess. */
-    uint32_t lo = guess < n_levels ? guess : n_levels - 1;
-    while (lo > 0 && levels[lo - 1] >= x) lo--;
-    while (lo < n_levels && levels[lo] < x) lo++;
-    return nearest_from_boundary(levels, n_levels, x, lo);
-}
-
-static uint32_t nearest_from_boundary(const double *levels, uint32_t n_levels, double x, uint32_t lo) {
-    if (lo == n_levels) {
-        /* Above every level: the top level, or the first of a run of equal top levels (a tie). */
-        uint32_t c = n_levels - 1;
-        while (c > 0 && levels[c - 1] == levels[c]) c--;
-        return c;
-    }
-    if (lo == 0) return 0;
-    /* Candidates lo - 1 (below x) and lo (at or above x); the tie goes to the lower code. Equal levels
-     * earlier in the table are preferred too, because the search found the first one. */
-    double below = x - levels[lo - 1], above = levels[lo] - x;
-    if (above < below) return lo;
-    uint32_t c = lo - 1;
-    while (c > 0 && levels[c - 1] == levels[c]) c--;
-    return c;
-}
 
 uint32_t sqkv_quant_nearest(const uint16_t *levels, uint32_t n_levels, sqkv_dtype e, uint16_t x) {
     double d[SQKV_MAX_LEVELS];

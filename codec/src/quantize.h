@@ -41,8 +41,36 @@ uint32_t sqkv_quant_nearest(const uint16_t *levels, uint32_t n_levels, sqkv_dtyp
 /* Level tables as doubles, to choose codes without converting the same level twice. */
 void sqkv_quant_levels_to_double(const uint16_t *levels, uint32_t n_levels, sqkv_dtype e, double *out);
 uint32_t sqkv_quant_nearest_double(const double *levels, uint32_t n_levels, double x);
-/* The same code, found from a guess (any code; a close one makes it fast). */
-uint32_t sqkv_quant_nearest_double_near(const double *levels, uint32_t n_levels, double x, uint32_t guess);
+/* The code nearest to x given lo, the first code whose level is >= x (n_levels if none): the lower
+ * code on a tie, and the first of a run of equal levels. Inline: the encoder calls it per value. */
+static inline uint32_t sqkv_quant_nearest_from_boundary(const double *levels, uint32_t n_levels, double x,
+                                                        uint32_t lo) {
+    if (lo == n_levels) {
+        /* Above every level: the top level, or the first of a run of equal top levels (a tie). */
+        uint32_t c = n_levels - 1;
+        while (c > 0 && levels[c - 1] == levels[c]) c--;
+        return c;
+    }
+    if (lo == 0) return 0;
+    /* Candidates lo - 1 (below x) and lo (at or above x); the tie goes to the lower code. Equal levels
+     * earlier in the table are preferred too, because the search found the first one. */
+    const double below = x - levels[lo - 1], above = levels[lo] - x;
+    if (above < below) return lo;
+    uint32_t c = lo - 1;
+    while (c > 0 && levels[c - 1] == levels[c]) c--;
+    return c;
+}
+
+/* The same code as sqkv_quant_nearest_double, found by stepping from a guess (any code; a close one
+ * makes it fast): a table is non-decreasing, so the first code whose level is >= x is where the steps
+ * stop, whatever the guess. */
+static inline uint32_t sqkv_quant_nearest_double_near(const double *levels, uint32_t n_levels, double x,
+                                                      uint32_t guess) {
+    uint32_t lo = guess < n_levels ? guess : n_levels - 1;
+    while (lo > 0 && levels[lo - 1] >= x) lo--;
+    while (lo < n_levels && levels[lo] < x) lo++;
+    return sqkv_quant_nearest_from_boundary(levels, n_levels, x, lo);
+}
 
 #ifdef __cplusplus
 }
