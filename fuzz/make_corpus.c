@@ -310,6 +310,21 @@ static void emit_append_seeds(const char *dir) {
     }
 }
 
+/* Parameter blobs for atomic_file_fuzzer: every path kind with every kind of old target, a fill that
+ * succeeds or fails, and none to four injected faults (see its run_case). */
+static void emit_atomic_file_seeds(const char *dir) {
+    uint64_t rng = 0xA70F11E;
+    for (unsigned i = 0; i < 32; i++) {
+        uint8_t blob[40];
+        for (size_t j = 0; j < sizeof blob; j++) blob[j] = (uint8_t)rng_next(&rng);
+        blob[0] = (uint8_t)(i % 8);       /* path kind */
+        blob[1] = (uint8_t)(i / 8 % 3);   /* old target: none, file, link */
+        char name[32];
+        snprintf(name, sizeof name, "af-%02u", i);
+        write_seed(dir, "atomic_file_fuzzer", name, NULL, 0, blob, 12 + i % 28);
+    }
+}
+
 /* .npy seeds for npy_fuzzer, formatted here by hand (independently of the reader under test): format
  * versions 1.0, 2.0 and 3.0, the three accepted dtypes, 0-d to 3-d shapes, an empty array. */
 static void emit_npy_seeds(const char *dir) {
@@ -471,6 +486,7 @@ int main(int argc, char **argv) {
     }
     emit_roundtrip_seeds(dir);
     emit_append_seeds(dir);
+    emit_atomic_file_seeds(dir);
     emit_npy_seeds(dir);
     emit_safetensors_seeds(dir);
     fprintf(stderr, "make_corpus: %zu geometries x 5 option sets, %zu bytes of files\n", n_geometries, total);
