@@ -132,6 +132,18 @@ static int group_valid(const group_params *g, uint16_t s, uint16_t z) {
 static void build_table(const group_params *g, uint16_t s, uint16_t z, sqkv_conversion conv, uint32_t *table) {
     const double sd = sqkv_e_to_double(s, g->e);
     const uint32_t n = 1u << g->bits;
+    if (g->e == SQKV_DTYPE_FP16) { /* the whole table in one vector pass where the processor has one */
+        uint16_t all[SQKV_MAX_LEVELS];
+        const int symmetric = g->q == SQKV_QUANT_SYMMETRIC;
+        if (sqkv_fp16_affine_levels()(sd, symmetric ? 0.0 : sqkv_e_to_double(z, g->e), symmetric, n, all)) {
+            if (conv == SQKV_CONV_COPY16) {
+                for (uint32_t c = 0; c < n; c++) table[c] = all[c];
+            } else {
+                for (uint32_t c = 0; c < n; c++) table[c] = sqkv_convert_element(all[c], conv);
+            }
+            return;
+        }
+    }
     /* The exact binary64 values of §7.4 first (products of an integer of at most 9 bits and an E value,
      * and for ASYMMETRIC one addition), then one rounding each: in hardware for fp16 when it can
      * (fp16_levels.h), else in software. */
