@@ -90,6 +90,23 @@ static uint32_t find_threshold(const double *levels, uint32_t n_levels, sqkv_dty
     return hi;
 }
 
+/* The same threshold for fp16 without probing the reference. fp16 values span 40 binades and 11 bits,
+ * so in binary64 the midpoint m of two levels and the distances x - levels[c - 1] and levels[c] - x of
+ * an fp16 value x are exact; the reference picks code >= c exactly when levels[c] - x < x - levels[c - 1],
+ * i.e. when x > m. The threshold is the smallest key above lo whose value exceeds m. near_e rounds
+ * m (through binary32, monotonically) to v0, the largest fp16 value <= m, or v1, the smallest above
+ * it: every fp16 value is a binary32 value, so the binary32 rounding cannot pass either. From v0 one or
+ * two steps up reach v1 (-0 and +0 have one value and two keys). Not for bf16: its distances round in
+ * binary64, and find_threshold asks the reference instead. */
+static uint32_t fp16_threshold(const double *levels, uint32_t c, uint32_t lo, uint32_t hi) {
+    const double m = 0.5 * (levels[c - 1] + levels[c]);
+    uint32_t k = sqkv_e_order_key(near_e(m, SQKV_DTYPE_FP16));
+    if (k <= lo) k = lo + 1;
+    if (k > hi) k = hi;
+    while (k < hi && e_to_double_fast(order_key_to_bits(k), SQKV_DTYPE_FP16) <= m) k++;
+    return k;
+}
+
 void sqkv_code_table_build(const uint16_t *levels, uint32_t bits, sqkv_dtype e, sqkv_code_table *t) {
     const uint32_t n = 1u << bits;
     double d[SQKV_MAX_LEVELS];
@@ -101,6 +118,8 @@ void sqkv_code_table_build(const uint16_t *levels, uint32_t bits, sqkv_dtype e, 
     for (uint32_t c = n - 1; c >= 1; c--) {
         if (d[c] == d[c - 1]) {
             t->threshold[c] = c == n - 1 ? SQKV_CODE_NEVER : t->threshold[c + 1];
+        } else if (e == SQKV_DTYPE_FP16) {
+            t->threshold[c] = fp16_threshold(d, c, sqkv_e_order_key(levels[c - 1]), sqkv_e_order_key(levels[c]));
         } else {
             t->threshold[c] = find_threshold(d, n, e, c, sqkv_e_order_key(levels[c - 1]),
                                              sqkv_e_order_key(levels[c]));
@@ -320,9 +339,9 @@ static sqkv_error encode_group(const sqkv_sparse_input *in, const uint16_t *valu
 
     uint16_t levels[SQKV_MAX_LEVELS];
     if (sqkv_quant_levels(in->quantizer, bits, in->e, s, z, levels) != SQKV_OK) return SQKV_ERR_SCALE;
-    /* Thresholds cost a few reference calls per level; for small groups asking the reference for each
-     * value is cheaper. Both give the same codes. */
-    const int use_table = n >= 3u * (n_levels - 1u);
+    /* bf16 thresholds cost a few reference calls per level, fp16 ones a conversion or two; for small
+     * groups asking the reference for each value is cheaper. Both give the same codes. */
+    const int use_table = n >= (in->e == SQKV_DTYPE_FP16 ? (n_levels - 1u) / 2u : 3u * (n_levels - 1u));
     sqkv_code_table table;
     double d[SQKV_MAX_LEVELS];
     const uint8_t *lut = NULL;

@@ -12,6 +12,10 @@
 #include "section_blob.h"
 #include "sqkv.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct sqkv_sparse_input {
     sqkv_tensor tensor;
     sqkv_dtype e;                    /* element type of rows and of the file */
@@ -73,5 +77,9 @@ static inline uint32_t sqkv_code_lookup(const sqkv_code_table *t, uint16_t x) {
         c += t->threshold[c + step] <= key ? step : 0;
     return c;
 }
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif /* SQKV_ENCODE_SPARSE_H */
