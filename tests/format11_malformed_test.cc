@@ -420,6 +420,53 @@ TEST_F(Format11Malformed, NonzeroParameterInAnEmptyHalfTile) {
     EXPECT_TRUE(Get16(s.body, l.scales_at + 4 * (2 * tile)) != 0 || Get16(s.body, l.scales_at + 4 * (2 * tile) + 2) != 0);
 }
 
+// The same rule in ALL_KEPT sections (§7.6), whose bitmaps are implied: keys with S = 65 (every
+// channel's tile of the last chunk holds one element, so its second half is empty) and values with
+// head_dim 20 (every tile's elements 32..63 are padding). The decoder walks the implied bitmaps in
+// tile order; every empty group of both heads is edited, one at a time.
+TEST(Format11KeepAll, NonzeroParameterInAnEmptyHalfTile) {
+    const sqkv_writer_options o = TestOptions(4, SQKV_QUANT_ASYMMETRIC, SQKV_SCALE_PER_HALF_TILE, SQKV_PRUNE_KEEP_ALL);
+    for (uint32_t d : {kD, 20u}) {
+        Base b;
+        b.opts = o;
+        b.cache = MakeRandomCache(MakeGeometry(1, 2, d, kT, kW), SQKV_DTYPE_FP32, 78);
+        std::string detail;
+        ASSERT_EQ(EncodeCache(b.cache, o, &b.file, &detail), SQKV_OK) << detail;
+        ASSERT_TRUE(ParseRaw(b.file, &b.raw));
+        ASSERT_EQ(ErrName(DecodeEverything(b.file)), ErrName(SQKV_OK));
+        for (int tensor : {0, 1}) {
+            const int i = FirstSparse(b.raw, tensor);
+            ASSERT_GE(i, 0);
+            const RawSection &sec = b.raw.sections[i];
+            const SparseStreams l = SparseLayout(sec, d);
+            ASSERT_EQ(l.groups, 2 * l.tiles);
+            std::vector<uint64_t> empty;  // groups that are all padding, from the tile layout (§7.1)
+            const uint64_t per_head = l.tiles / sec.head_count();
+            for (uint64_t t = 0; t < l.tiles; t++) {
+                const uint64_t n = t % per_head;
+                const bool last_key_chunk = tensor == 0 && n >= (kT - kW) / 64 * d;
+                if ((tensor == 0 && last_key_chunk && (kT - kW) % 64 <= 32) || (tensor == 1 && d <= 32))
+                    empty.push_back(2 * t + 1);
+            }
+            if (tensor == 1 && d > 32) {
+                ASSERT_TRUE(empty.empty());
+                continue;
+            }
+            ASSERT_FALSE(empty.empty()) << "tensor " << tensor << " d " << d;
+            for (uint64_t group : empty) {
+                ASSERT_EQ(Get16(sec.body, l.scales_at + 4 * group), 0u) << group;
+                ASSERT_EQ(Get16(sec.body, l.scales_at + 4 * group + 2), 0u) << group;
+                const Bytes f = Edit(b, [&](RawFile *raw) { Put16(&raw->sections[i].body, l.scales_at + 4 * group + 2, 0x0001); });
+                ASSERT_EQ(ErrName(DecodeEverything(f)), ErrName(SQKV_ERR_SCALE)) << "tensor " << tensor << " d " << d
+                                                                               << " group " << group;
+            }
+            // A group that holds elements keeps the encoder's parameters (at least one nonzero).
+            const uint64_t full = 0;
+            EXPECT_TRUE(Get16(sec.body, l.scales_at + 4 * full) != 0 || Get16(sec.body, l.scales_at + 4 * full + 2) != 0);
+        }
+    }
+}
+
 TEST_F(Format11Malformed, AllKeptCodecOneHasFourStreams) {
     // §7.6: with codec 1 the stream table still has four records; the first two describe empty streams.
     const int i = FirstSparse(kept_->raw);

@@ -239,17 +239,62 @@ static sqkv_error check_zero(const uint8_t *body, uint64_t from, uint64_t to, co
     return SQKV_OK;
 }
 
+/* Non-padding elements of each tile of a head, in section order (§7.1), without a division per tile:
+ * keys have 64 except in the last token chunk, values 64 except in the last channel block. */
+typedef struct tile_walk {
+    sqkv_tensor tensor;
+    uint32_t token_count, head_dim, channel_blocks;
+    uint32_t a, b, c; /* keys: channel d, chunk; values: row r, channel block, token block */
+} tile_walk;
+
+static void tile_walk_start(tile_walk *w, sqkv_tensor tensor, uint32_t token_count, uint32_t head_dim) {
+    w->tensor = tensor;
+    w->token_count = token_count;
+    w->head_dim = head_dim;
+    w->channel_blocks = (head_dim + 63) / 64;
+    w->a = w->b = w->c = 0;
+}
+
+/* The current tile's count; then on to the next tile (past the head's last one, the next head's first). */
+static uint32_t tile_walk_next(tile_walk *w) {
+    if (w->tensor == SQKV_TENSOR_K) {
+        const uint32_t left = w->token_count - 64 * w->b, valid = left < 64 ? left : 64;
+        if (++w->a == w->head_dim) {
+            w->a = 0;
+            if (++w->b * 64 >= w->token_count) w->b = 0;
+        }
+        return valid;
+    }
+    const uint32_t left = w->head_dim - 64 * w->b, valid = left < 64 ? left : 64;
+    const uint32_t rows_left = w->token_count - 64 * w->c, rows = rows_left < 64 ? rows_left : 64;
+    if (++w->a == rows) {
+        w->a = 0;
+        if (++w->b == w->channel_blocks) {
+            w->b = 0;
+            if (++w->c * 64 >= w->token_count) w->c = 0;
+        }
+    }
+    return valid;
+}
+
 static sqkv_error check_scales(const sqkv_sparse_view *v, sqkv_diag *diag) {
     const sqkv_section_header *h = &v->h;
     const group_params g = {(sqkv_quantizer)h->quantizer, h->payload_bits, v->e};
     const uint32_t q = v->layout.params_per_group;
     const uint8_t *scales = v->body + v->layout.scales_at;
     const uint32_t per_tile = groups_per_tile(h->scale_granularity);
+    /* ALL_KEPT: each tile's implied bitmap from a running walk (tile_bitmap would divide per group) */
+    tile_walk walk;
+    tile_walk_start(&walk, (sqkv_tensor)h->tensor, h->token_count, v->head_dim);
+    uint64_t implied = 0;
     for (uint64_t group = 0; group < v->layout.n_groups; group++) {
         const uint8_t *p = scales + 2 * q * group;
         const uint16_t s = sqkv_rd16(p), z = q == 2 ? sqkv_rd16(p + 2) : 0;
-        const int empty = per_tile == 0 ? v->head_first[group + 1] == v->head_first[group]
-                                        : group_count(v, group, per_tile) == 0;
+        if (v->layout.all_kept && per_tile && group % per_tile == 0) implied = sqkv_valid_mask(tile_walk_next(&walk));
+        const uint64_t half = group % 2 ? SECOND_HALF : FIRST_HALF;
+        const int empty = per_tile == 0                ? v->head_first[group + 1] == v->head_first[group]
+                          : v->layout.all_kept      ? (per_tile == 1 ? implied : implied & half) == 0
+                                                    : group_count(v, group, per_tile) == 0;
         if (empty ? (s != 0 || z != 0) : !group_valid(&g, s, z)) {
             const char *unit = per_tile == 0 ? "head" : per_tile == 1 ? "tile" : "half tile";
             const char *rule = empty ? "must be +0 in a group without kept elements"
