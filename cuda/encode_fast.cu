@@ -85,6 +85,14 @@ __device__ __forceinline__ uint32_t kept_pair(const uint32_t (&m)[32], int k, ui
     return __hge2_mask(as_h2(m[k]), as_h2(a2));
 }
 
+/* One element of the unit's tile, read as such (an asm load: plain loads let the compiler keep copies
+ * of the row words loaded for the selection, P1, in local memory to forward them to these reads). */
+__device__ __forceinline__ uint32_t tile_element(const uint16_t *p) {
+    unsigned short x;
+    asm volatile("ld.shared.u16 %0, [%1];" : "=h"(x) : "r"((uint32_t)__cvta_generic_to_shared(p)));
+    return x;
+}
+
 /* Outer perfect shuffle: bit k -> 2k, bit 16 + k -> 2k + 1. */
 __device__ __forceinline__ uint32_t shuffle32(uint32_t x) {
     uint32_t t;
@@ -399,22 +407,17 @@ __global__ void __launch_bounds__(kFastThreads, 7) prune_fast_kernel(EncodeArgs 
             tile_params<kTileBits, kAsym>(pos - s.tstart[d], mxm, mnk, mxk, tile_scales + sec.params_per_group * d,
                                           s.tbnd + 16 * d);
     } else if (r < R) {
+        /* Only the kept elements: a row keeps at most `keep` of its 128 (26 at the writer's default
+         * sparsity), so the warp's loop runs at most that often; the branch-free walk over all 64
+         * elements cost about 12 instructions per element, kept or not. Element i of this half row is at
+         * piece 8 half + ((i / 8) ^ (r & 7)) of the row. */
         uint32_t pos = s.tstart[half * R + r];
-        const uint4 *rp = (const uint4 *)(s.tile + r * kFD);
-        const uint32_t bhi = (uint32_t)(my_bm >> 32), blo = (uint32_t)my_bm;
-#pragma unroll
-        for (int j = 0; j < 8; j++) {
-            const uint4 v4 = rp[8 * half + ((uint32_t)j ^ (r & 7u))];
-            const uint32_t w4[4] = {v4.x, v4.y, v4.z, v4.w};
-#pragma unroll
-            for (int q = 0; q < 4; q++) {
-#pragma unroll
-                for (int e = 0; e < 2; e++) {
-                    const int i = 8 * j + 2 * q + e; /* element of the tile */
-                    const uint32_t kept = i < 32 ? ((bhi >> (31 - i)) & 1u) : ((blo >> (63 - i)) & 1u);
-                    take(e ? w4[q] >> 16 : w4[q] & 0xFFFFu, kept, half * R + r, pos);
-                }
-            }
+        const uint16_t *row = s.tile + r * kFD;
+        uint64_t bits = my_bm; /* bit 63 - i: element i kept */
+        while (bits) {
+            const uint32_t i = (uint32_t)__clzll((long long)bits);
+            bits &= ~(0x8000000000000000ull >> i);
+            take(tile_element(row + (((8 * half + ((i >> 3) ^ (r & 7u))) << 3) | (i & 7u))), 1u, half * R + r, pos);
         }
         finish_keys();
         if constexpr (kTileBits != 0) {
