@@ -455,6 +455,18 @@ __global__ void __launch_bounds__(kFastThreads, 7) prune_fast_kernel(EncodeArgs 
                 h[j] = tile_code<kTileBits, kAsym>(h[j] & 0xFFFFu, s.tbnd + 16 * t0) |
                        (tile_code<kTileBits, kAsym>(h[j] >> 16, s.tbnd + 16 * t1) << 16);
             }
+            if constexpr (kTileBits <= 4) {
+                /* 2 and 4 bits: the eight codes packed, code k at bit kTileBits * k, so that the staging
+                 * buffer holds the unit's codes as a bit stream from bit 0 (pack_fast_kernel then moves
+                 * whole words; 16-bit codes were 8 or 4 times the bytes to write and read back) */
+                uint32_t packed = 0;
+#pragma unroll
+                for (int j = 0; j < 4; j++)
+                    packed |= ((h[j] | (h[j] >> (16 - kTileBits))) & ((1u << (2 * kTileBits)) - 1u)) << (2 * kTileBits * j);
+                if constexpr (kTileBits == 2) ((uint16_t *)stage)[i] = (uint16_t)packed;
+                else ((uint32_t *)stage)[i] = packed;
+                continue;
+            }
             w = make_uint4(h[0], h[1], h[2], h[3]);
         }
         ((uint4 *)stage)[i] = w;
@@ -674,7 +686,13 @@ __global__ void __launch_bounds__(32 * kPackWarps) pack_fast_kernel(EncodeArgs a
         for (uint32_t base = 0; base <= ngroups; base += 32) {
             const uint32_t g = base + lane;
             uint32_t cw = 0;
-            if (g < ngroups) {
+            if (kCodes && g < ngroups) {
+                /* the pruning pass staged the unit's codes as a bit stream (word g = codes G g ..); codes
+                 * beyond the count are whatever was there */
+                const uint32_t valid = min(G, count - g * G);
+                cw = ((const uint32_t *)stage)[g];
+                if (valid < G) cw &= (1u << (BITS * valid)) - 1u;
+            } else if (g < ngroups) {
                 uint32_t h[G / 2]; /* G values as G / 2 words */
                 const uint4 *src = (const uint4 *)(stage + (size_t)g * G);
 #pragma unroll
