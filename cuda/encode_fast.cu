@@ -298,7 +298,9 @@ __global__ void __launch_bounds__(kFastThreads, 7) prune_fast_kernel(EncodeArgs 
         bool exact = false;
         /* bisection (an interpolation search measured slower on the H200: more work per probe, fewer
          * resident blocks, and the warp waits for its slowest row anyway) */
-        while (__any_sync(kFull, hi - lo > 1)) {
+        /* a row whose bracket closed with c_lo unknown (the floor was its threshold) probes lo once more:
+         * mid = lo there, which sets c_lo (one copy of the count's code instead of a second one) */
+        while (__any_sync(kFull, hi - lo > 1 || c_lo < 0.f)) {
             const uint32_t mid = (lo + hi) >> 1;
             const float c = count_ge(m, mid);
             if (c >= fkeep) {
@@ -312,10 +314,6 @@ __global__ void __launch_bounds__(kFastThreads, 7) prune_fast_kernel(EncodeArgs 
                 exact = true;
                 hi = lo + 1;
             }
-        }
-        if (__any_sync(kFull, !exact && c_lo < 0.f)) { /* the floor was the threshold: its count */
-            const float c = count_ge(m, lo);
-            if (c_lo < 0.f) c_lo = c;
         }
         if (exact) {
             A = lo;
