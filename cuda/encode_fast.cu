@@ -10,14 +10,17 @@
  *                        to shared memory with cp.async (16-byte pieces, XOR-swizzled so that the row
  *                        reads below are free of bank conflicts); two lanes per row hold the row's
  *                        magnitudes in registers and find the row threshold by bisection over the
- *                        15-bit magnitude, counting with packed fp16 compares; bitmaps come from
- *                        ballots (keys) or register masks (values); kept values are staged in payload
- *                        order; offset-table entries that fall in the unit are written unit-relative.
+ *                        15-bit magnitude (from a floor given by group maxima), counting with packed
+ *                        fp16 compares; bitmaps come from ballots (keys) or register masks (values);
+ *                        kept values are staged in payload order (PER_TILE 2 and 4 bits: their codes,
+ *                        as a packed bit stream); offset-table entries that fall in the unit are
+ *                        written unit-relative.
  *   section_fast_kernel  one block per SPARSE section: unit payload positions, offset entries made
  *                        absolute, PER_HEAD parameters, and the code boundaries of each head (the
  *                        smallest order key of each code, so that packing compares 16-bit keys
  *                        instead of searching binary64 levels), stream padding, body size.
- *   pack_fast_kernel     one warp per unit: codes of the staged values at the unit's payload position.
+ *   pack_fast_kernel     one warp per unit: codes of the staged values at the unit's payload position
+ *                        (PER_TILE 2 and 4 bits: the staged code stream, shifted into place by words).
  *
  * Selection is exact (spec/FORMAT.md §14): T is the largest magnitude with count(|x| >= T) >= keep;
  * when the elements equal to T are more than the keep - count(|x| > T) still needed, the lower
@@ -102,8 +105,9 @@ __device__ __forceinline__ uint32_t kept_pair(const uint32_t (&m)[32], int k, ui
     return __hge2_mask(as_h2(m[k]), as_h2(a2));
 }
 
-/* One element of the unit's tile, read as such (an asm load: plain loads let the compiler keep copies
- * of the row words loaded for the selection, P1, in local memory to forward them to these reads). */
+/* One element of the unit's tile, read as such (an asm load, so that the compiler does not forward it
+ * from the row words loaded for the selection, P1: one build with plain loads kept those words in local
+ * memory, apparently for that). */
 __device__ __forceinline__ uint32_t tile_element(const uint16_t *p) {
     unsigned short x;
     asm volatile("ld.shared.u16 %0, [%1];" : "=h"(x) : "r"((uint32_t)__cvta_generic_to_shared(p)));
