@@ -10,14 +10,17 @@
  *                        to shared memory with cp.async (16-byte pieces, XOR-swizzled so that the row
  *                        reads below are free of bank conflicts); two lanes per row hold the row's
  *                        magnitudes in registers and find the row threshold by bisection over the
- *                        15-bit magnitude, counting with packed fp16 compares; bitmaps come from
- *                        ballots (keys) or register masks (values); kept values are staged in payload
- *                        order; offset-table entries that fall in the unit are written unit-relative.
+ *                        15-bit magnitude (from a floor given by group maxima), counting with packed
+ *                        fp16 compares; bitmaps come from ballots (keys) or register masks (values);
+ *                        kept values are staged in payload order (PER_TILE 2 and 4 bits: their codes,
+ *                        as a packed bit stream); offset-table entries that fall in the unit are
+ *                        written unit-relative.
  *   section_fast_kernel  one block per SPARSE section: unit payload positions, offset entries made
  *                        absolute, PER_HEAD parameters, and the code boundaries of each head (the
  *                        smallest order key of each code, so that packing compares 16-bit keys
  *                        instead of searching binary64 levels), stream padding, body size.
- *   pack_fast_kernel     one warp per unit: codes of the staged values at the unit's payload position.
+ *   pack_fast_kernel     one warp per unit: codes of the staged values at the unit's payload position
+ *                        (PER_TILE 2 and 4 bits: the staged code stream, shifted into place by words).
  *
  * Selection is exact (spec/FORMAT.md §14): T is the largest magnitude with count(|x| >= T) >= keep;
  * when the elements equal to T are more than the keep - count(|x| > T) still needed, the lower
@@ -79,10 +82,36 @@ __device__ __forceinline__ float count_ge(const uint32_t (&m)[32], uint32_t t) {
     return own + __shfl_xor_sync(kFull, own, 8);
 }
 
+/* A lower bound of a row threshold without counting: the smallest of the row's group maxima, groups of
+ * GS words of each lane, per half word (so each group gives two elements). With at least `keep` such
+ * maxima (4 * 32 / GS >= keep), at least `keep` elements are >= the bound, so count(>= bound) >= keep.
+ * Returns this lane's part (packed per half); the caller takes the minimum over halves and the pair. */
+template <int GS>
+__device__ __forceinline__ uint32_t group_max_floor(const uint32_t (&m)[32]) {
+    uint32_t floor2 = 0xFFFFFFFFu;
+#pragma unroll
+    for (int k = 0; k < 32; k += GS) {
+        uint32_t g = m[k];
+#pragma unroll
+        for (int j = 1; j < GS; j++) g = __vmaxu2(g, m[k + j]);
+        floor2 = __vminu2(floor2, g);
+    }
+    return floor2;
+}
+
 /* Packed 0xFFFF/0 kept flags of the two elements of word k of this lane's half row (magnitudes
  * already adjusted for a tie cut, see prune_fast_kernel). */
 __device__ __forceinline__ uint32_t kept_pair(const uint32_t (&m)[32], int k, uint32_t a2) {
     return __hge2_mask(as_h2(m[k]), as_h2(a2));
+}
+
+/* One element of the unit's tile, read as such (an asm load, so that the compiler does not forward it
+ * from the row words loaded for the selection, P1: one build with plain loads kept those words in local
+ * memory, apparently for that). */
+__device__ __forceinline__ uint32_t tile_element(const uint16_t *p) {
+    unsigned short x;
+    asm volatile("ld.shared.u16 %0, [%1];" : "=h"(x) : "r"((uint32_t)__cvta_generic_to_shared(p)));
+    return x;
 }
 
 /* Outer perfect shuffle: bit k -> 2k, bit 16 + k -> 2k + 1. */
@@ -256,14 +285,26 @@ __global__ void __launch_bounds__(kFastThreads, 7) prune_fast_kernel(EncodeArgs 
     bool partial = false;
     uint32_t need = 0;
     if (keep < kFD) {
-        /* invariant: count(>= lo) = c_lo >= keep > c_hi = count(>= hi) */
-        uint32_t lo = 0, hi = min(rmax, 0x7BFFu) + 1;
-        float c_lo = (float)kFD, c_hi = 0.f;
+        /* invariant: count(>= lo) >= keep > c_hi = count(>= hi); c_lo = count(>= lo) once known (< 0:
+         * not counted yet). The search starts at a floor from group maxima rather than at 0: about two
+         * probes fewer per warp on the benchmark's rows and on real caches (bisection from 0 took 9.1
+         * probes per row, but 13.1 per warp, which waits for its slowest row). */
+        /* two group sizes only (each variant is code the instruction cache must hold): 8 groups of 4
+         * words per lane (32 maxima per row) up to keep 32, 16 groups of 2 up to 64, else no floor */
+        uint32_t floor2 = 0;
+        if (keep <= 32) floor2 = group_max_floor<4>(m);
+        else if (keep <= 64) floor2 = group_max_floor<2>(m);
+        uint32_t floor_mag = min(floor2 & 0xFFFFu, floor2 >> 16);
+        floor_mag = min(floor_mag, __shfl_xor_sync(kFull, floor_mag, 8));
+        uint32_t hi = min(rmax, 0x7BFFu) + 1, lo = min(floor_mag, hi - 1);
+        float c_lo = lo == 0 ? (float)kFD : -1.f, c_hi = 0.f;
         const float fkeep = (float)keep;
         bool exact = false;
         /* bisection (an interpolation search measured slower on the H200: more work per probe, fewer
          * resident blocks, and the warp waits for its slowest row anyway) */
-        while (__any_sync(kFull, hi - lo > 1)) {
+        /* a row whose bracket closed with c_lo unknown (the floor was its threshold) probes lo once more:
+         * mid = lo there, which sets c_lo (one copy of the count's code instead of a second one) */
+        while (__any_sync(kFull, hi - lo > 1 || c_lo < 0.f)) {
             const uint32_t mid = (lo + hi) >> 1;
             const float c = count_ge(m, mid);
             if (c >= fkeep) {
@@ -379,6 +420,8 @@ __global__ void __launch_bounds__(kFastThreads, 7) prune_fast_kernel(EncodeArgs 
             mxk = e_order_key(__half_as_ushort(mxv));
         }
     };
+    constexpr uint32_t kNoTile = 0xFFFFFFFFu;
+    uint32_t my_tile = kNoTile, my_count = 0; /* the tile this thread staged (PER_TILE parameters) */
     if (keys) {
         const uint32_t d = tid;
         uint32_t off[8];
@@ -395,33 +438,52 @@ __global__ void __launch_bounds__(kFastThreads, 7) prune_fast_kernel(EncodeArgs 
             }
         }
         finish_keys();
-        if constexpr (kTileBits != 0)
-            tile_params<kTileBits, kAsym>(pos - s.tstart[d], mxm, mnk, mxk, tile_scales + sec.params_per_group * d,
-                                          s.tbnd + 16 * d);
+        my_tile = d;
+        my_count = pos - s.tstart[d];
     } else if (r < R) {
+        /* Only the kept elements: a row keeps at most `keep` of its 128 (26 at the writer's default
+         * sparsity), so the warp's loop runs at most that often; the branch-free walk over all 64
+         * elements cost about 12 instructions per element, kept or not. Element i of this half row is at
+         * piece 8 half + ((i / 8) ^ (r & 7)) of the row. */
         uint32_t pos = s.tstart[half * R + r];
-        const uint4 *rp = (const uint4 *)(s.tile + r * kFD);
-        const uint32_t bhi = (uint32_t)(my_bm >> 32), blo = (uint32_t)my_bm;
+        if constexpr (!kAsym && kTileBits == 0) {
+            /* SYMMETRIC PER_HEAD stages values alone (about 4 instructions per element): the unrolled walk
+             * over all 64 measured faster than the loop over the kept ones */
+            const uint4 *rp = (const uint4 *)(s.tile + r * kFD);
+            const uint32_t bhi = (uint32_t)(my_bm >> 32), blo = (uint32_t)my_bm;
 #pragma unroll
-        for (int j = 0; j < 8; j++) {
-            const uint4 v4 = rp[8 * half + ((uint32_t)j ^ (r & 7u))];
-            const uint32_t w4[4] = {v4.x, v4.y, v4.z, v4.w};
+            for (int j = 0; j < 8; j++) {
+                const uint4 v4 = rp[8 * half + ((uint32_t)j ^ (r & 7u))];
+                const uint32_t w4[4] = {v4.x, v4.y, v4.z, v4.w};
 #pragma unroll
-            for (int q = 0; q < 4; q++) {
+                for (int q = 0; q < 4; q++) {
 #pragma unroll
-                for (int e = 0; e < 2; e++) {
-                    const int i = 8 * j + 2 * q + e; /* element of the tile */
-                    const uint32_t kept = i < 32 ? ((bhi >> (31 - i)) & 1u) : ((blo >> (63 - i)) & 1u);
-                    take(e ? w4[q] >> 16 : w4[q] & 0xFFFFu, kept, half * R + r, pos);
+                    for (int e = 0; e < 2; e++) {
+                        const int i = 8 * j + 2 * q + e; /* element of the tile */
+                        const uint32_t kept = i < 32 ? ((bhi >> (31 - i)) & 1u) : ((blo >> (63 - i)) & 1u);
+                        take(e ? w4[q] >> 16 : w4[q] & 0xFFFFu, kept, half * R + r, pos);
+                    }
                 }
+            }
+        } else {
+            const uint16_t *row = s.tile + r * kFD;
+            uint64_t bits = my_bm; /* bit 63 - i: element i kept */
+            while (bits) {
+                const uint32_t i = (uint32_t)__clzll((long long)bits);
+                bits &= ~(0x8000000000000000ull >> i);
+                take(tile_element(row + (((8 * half + ((i >> 3) ^ (r & 7u))) << 3) | (i & 7u))), 1u, half * R + r, pos);
             }
         }
         finish_keys();
-        if constexpr (kTileBits != 0) {
-            const uint32_t t = half * R + r;
-            tile_params<kTileBits, kAsym>(pos - s.tstart[t], mxm, mnk, mxk, tile_scales + sec.params_per_group * t,
-                                          s.tbnd + 16 * t);
-        }
+        my_tile = half * R + r;
+        my_count = pos - s.tstart[my_tile];
+    }
+    /* one call site: the parameter choice is long (binary64), and two inlined copies made the kernel's
+     * code larger than the instruction cache serves well (ncu: "no instructions" was the largest stall) */
+    if constexpr (kTileBits != 0) {
+        if (my_tile != kNoTile)
+            tile_params<kTileBits, kAsym>(my_count, mxm, mnk, mxk, tile_scales + sec.params_per_group * my_tile,
+                                          s.tbnd + 16 * my_tile);
     }
     if (kAsym && kTileBits == 0) {
         mnk = __reduce_min_sync(kFull, mnk);
@@ -451,6 +513,18 @@ __global__ void __launch_bounds__(kFastThreads, 7) prune_fast_kernel(EncodeArgs 
                 const uint32_t t1 = ((j < 2 ? tw.x : tw.y) >> (16 * (j & 1) + 8)) & 0x7Fu;
                 h[j] = tile_code<kTileBits, kAsym>(h[j] & 0xFFFFu, s.tbnd + 16 * t0) |
                        (tile_code<kTileBits, kAsym>(h[j] >> 16, s.tbnd + 16 * t1) << 16);
+            }
+            if constexpr (kTileBits <= 4) {
+                /* 2 and 4 bits: the eight codes packed, code k at bit kTileBits * k, so that the staging
+                 * buffer holds the unit's codes as a bit stream from bit 0 (pack_fast_kernel then moves
+                 * whole words; 16-bit codes were 8 or 4 times the bytes to write and read back) */
+                uint32_t packed = 0;
+#pragma unroll
+                for (int j = 0; j < 4; j++)
+                    packed |= ((h[j] | (h[j] >> (16 - kTileBits))) & ((1u << (2 * kTileBits)) - 1u)) << (2 * kTileBits * j);
+                if constexpr (kTileBits == 2) ((uint16_t *)stage)[i] = (uint16_t)packed;
+                else ((uint32_t *)stage)[i] = packed;
+                continue;
             }
             w = make_uint4(h[0], h[1], h[2], h[3]);
         }
@@ -671,7 +745,13 @@ __global__ void __launch_bounds__(32 * kPackWarps) pack_fast_kernel(EncodeArgs a
         for (uint32_t base = 0; base <= ngroups; base += 32) {
             const uint32_t g = base + lane;
             uint32_t cw = 0;
-            if (g < ngroups) {
+            if (kCodes && g < ngroups) {
+                /* the pruning pass staged the unit's codes as a bit stream (word g = codes G g ..); codes
+                 * beyond the count are whatever was there */
+                const uint32_t valid = min(G, count - g * G);
+                cw = ((const uint32_t *)stage)[g];
+                if (valid < G) cw &= (1u << (BITS * valid)) - 1u;
+            } else if (g < ngroups) {
                 uint32_t h[G / 2]; /* G values as G / 2 words */
                 const uint4 *src = (const uint4 *)(stage + (size_t)g * G);
 #pragma unroll

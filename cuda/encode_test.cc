@@ -55,13 +55,19 @@ void gpu_file(const Case &c, const std::vector<std::vector<uint8_t>> &k, const s
     sqkv_cuda_encoder_destroy(enc);
 }
 
-void check_case(const Case &c, uint64_t seed, uint32_t batch = 0) {
+using TensorMaker = std::vector<uint8_t> (*)(std::mt19937_64 &rng, const Case &c);
+
+std::vector<uint8_t> random_case_tensor(std::mt19937_64 &rng, const Case &c) {
+    return random_tensor(rng, c.heads, c.tokens, c.head_dim, c.src, c.e);
+}
+
+void check_case(const Case &c, uint64_t seed, uint32_t batch = 0, TensorMaker make = random_case_tensor) {
     SCOPED_TRACE(c.name());
     std::mt19937_64 rng(seed);
     std::vector<std::vector<uint8_t>> k(c.layers), v(c.layers);
     for (uint32_t l = 0; l < c.layers; l++) {
-        k[l] = random_tensor(rng, c.heads, c.tokens, c.head_dim, c.src, c.e);
-        v[l] = random_tensor(rng, c.heads, c.tokens, c.head_dim, c.src, c.e);
+        k[l] = make(rng, c);
+        v[l] = make(rng, c);
     }
     std::vector<int32_t> tokens(c.tokens);
     for (auto &t : tokens) t = (int32_t)(rng() & 0x7FFFFFFF);
@@ -267,6 +273,63 @@ TEST(CudaEncode, FastPathPerTileQuantizersWidths) {
     c.q = SQKV_QUANT_ASYMMETRIC;
     c.prune = SQKV_PRUNE_NONE;
     check_case(c, seed_of("fast-tile-noprune"));
+}
+
+/* fp16 rows (source fp16) made for the row selection and the kept-element walk: few distinct magnitudes
+ * (ties at the threshold), magnitudes around 2^-5 and near the largest finite value, subnormal only,
+ * consecutive magnitudes (the threshold needs every bisection step), rows with about the keep count of
+ * elements at one magnitude above a run of equal ones, and rows of three magnitudes. */
+namespace {
+
+std::vector<uint8_t> tie_heavy_tensor(std::mt19937_64 &rng, const Case &c) {
+    const uint64_t rows = (uint64_t)c.heads * c.tokens, D = c.head_dim;
+    std::vector<uint8_t> out(rows * D * 2);
+    const uint32_t keep = (uint32_t)(D - (uint32_t)(c.sparsity * D)); /* roughly; exactness not needed */
+    for (uint64_t row = 0; row < rows; row++) {
+        const uint32_t kind = (uint32_t)(rng() % 7);
+        uint16_t pool[4];
+        for (uint16_t &p : pool) {
+            switch (kind) {
+                case 0: p = (uint16_t)(0x27FCu + rng() % 9); break;             /* around 2^-5 */
+                case 1: p = (uint16_t)(0x7BF8u + rng() % 8); break;             /* near 65504 */
+                case 2: p = (uint16_t)(1u + rng() % 0x3FFu); break;             /* subnormal */
+                default: p = (uint16_t)(rng() % 0x7C00u); break;
+            }
+        }
+        const uint32_t base = (uint32_t)(rng() % 0x7B00u), start = (uint32_t)(rng() % D);
+        const uint32_t n_big = keep + (uint32_t)(rng() % 7) - 3;
+        for (uint64_t d = 0; d < D; d++) {
+            uint16_t h;
+            if (kind <= 3) h = pool[rng() % (kind == 3 ? 2 : 4)];
+            else if (kind == 4) h = (uint16_t)(base + (uint32_t)d); /* consecutive magnitudes */
+            else if (kind == 5) h = (uint16_t)((d + start) % D < n_big ? std::max<uint32_t>(pool[0], 0x0400u) : pool[1] & 0x03FFu);
+            else h = (uint16_t)(0x2800u + (uint32_t)(rng() % 3) - 1u); /* 2^-5 and its neighbours */
+            h = (uint16_t)(h | ((rng() & 1) << 15));
+            memcpy(&out[2 * (row * D + d)], &h, 2);
+        }
+    }
+    return out;
+}
+
+}  // namespace
+
+/* Row selection on tie-heavy rows (tie_heavy_tensor): the writer's default setting and other keep
+ * counts, quantizers and granularities on the fast path (head_dim 128, fp16). */
+TEST(CudaEncode, FastPathTieHeavyRows) {
+    SKIP_WITHOUT_GPU();
+    uint64_t n = 0;
+    for (double sp : {0.0, 0.3, 0.8, 0.9, 0.995})
+        for (int g = 0; g < 3; g++) {
+            Case c = base_case();
+            c.sparsity = sp;
+            c.q = g == 1 ? SQKV_QUANT_SYMMETRIC : SQKV_QUANT_ASYMMETRIC;
+            c.gran = g == 1 ? SQKV_SCALE_PER_HEAD : SQKV_SCALE_PER_TILE;
+            c.bits = g == 2 ? 4 : 2;
+            c.heads = 2;
+            c.tokens = 64 * 3 + 5 + (uint32_t)n;
+            c.window = (uint32_t)(n % 2) * 6;
+            check_case(c, seed_of("tie-heavy") + n++, 0, tie_heavy_tensor);
+        }
 }
 
 TEST(CudaEncode, ManyLayersInBatches) {
