@@ -407,13 +407,12 @@ extern "C" sqkv_cuda_status sqkv_cuda_decoder_create(const void *host_file, size
                 return fail(d, SQKV_ERR_UNSUPPORTED, "%s: codec %u is decoded on the host only", describe(s).c_str(),
                             s.h.codec);
             }
-            const uint32_t b = s.h.payload_bits;
+            /* Of the format 1.1 features the GPU decodes CODE_WIDTHS (any width 1..8, general kernels) */
             if (s.h.kind == SQKV_KIND_SPARSE &&
-                (s.h.flags != 0 || s.h.scale_granularity == SQKV_SCALE_PER_HALF_TILE ||
-                 (b != 2 && b != 4 && b != 8 && b != 16))) {
+                (s.h.flags != 0 || s.h.scale_granularity == SQKV_SCALE_PER_HALF_TILE)) {
                 *out = d;
-                return fail(d, SQKV_ERR_UNSUPPORTED, "%s: format 1.1 features (widths other than 2, 4, 8, 16, half-tile"
-                            " scales, ALL_KEPT) are decoded on the host only", describe(s).c_str());
+                return fail(d, SQKV_ERR_UNSUPPORTED, "%s: format 1.1 features half-tile scales and ALL_KEPT are"
+                            " decoded on the host only", describe(s).c_str());
             }
             s.body_offset = (uint64_t)(body - d->host);
             if (s.h.kind == SQKV_KIND_SPARSE) {

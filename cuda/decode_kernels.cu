@@ -77,8 +77,12 @@ __device__ __forceinline__ uint32_t code_at(const DecSection &sec, uint32_t bits
     const uint64_t region = sec.decoded_size - sec.payload_at;
     if (bits == 16) return 2 * e + 2 <= region ? ((const uint16_t *)payload)[e] : 0u;
     const uint64_t bit = e * bits, word = bit >> 5;
+    const uint32_t sh = (uint32_t)(bit & 31u);
     if (4 * word + 4 > region) return 0u;
-    return (((const uint32_t *)payload)[word] >> (bit & 31u)) & ((1u << bits) - 1u);
+    uint32_t v = ((const uint32_t *)payload)[word] >> sh;
+    /* widths 3, 5, 6, 7: the code may go on in the next word (§7.5) */
+    if (sh + bits > 32 && 4 * word + 8 <= region) v |= ((const uint32_t *)payload)[word + 1] << (32 - sh);
+    return v & ((1u << bits) - 1u);
 }
 
 /* ---- count ---------------------------------------------------------------------------------------- */
@@ -325,7 +329,11 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(DecodeArgs a) {
     /* E value of the unit's kept element i (relative to e0) of tile t */
     auto value_of = [&](uint32_t t, uint32_t i) -> uint16_t {
         const uint64_t bit = (e0 + i) * bits - w0 * 32;
-        const uint32_t code = (words[bit >> 5] >> (bit & 31u)) & (exact ? 0xFFFFu : L - 1u);
+        const uint32_t sh = (uint32_t)(bit & 31u);
+        uint32_t raw = words[bit >> 5] >> sh;
+        /* widths 3, 5, 6, 7: a code that straddles two words (§7.5); w1 covers its last bit */
+        if (sh + bits > 32) raw |= words[(bit >> 5) + 1] << (32 - sh);
+        const uint32_t code = raw & (exact ? 0xFFFFu : L - 1u);
         uint16_t e;
         if (exact) e = (uint16_t)code;
         else if (!per_tile) e = levels[code];

@@ -22,6 +22,7 @@ extern "C" {
 #include "section_blob.h"
 #include "section_header.h"
 #include "sparse_layout.h"
+#include "stream_out.h"
 #include "tile_layout.h"
 }
 
@@ -233,10 +234,9 @@ extern "C" sqkv_cuda_status sqkv_cuda_encoder_create(const sqkv_geometry *geomet
     const sqkv_error err = sqkv_writer_create(geometry, opts, &w);
     sqkv_writer_destroy(w);
     if (err != SQKV_OK) return err;
-    /* The format 1.1 features (spec/FORMAT.md §4.1) are encoded on the CPU only, for now. */
-    const uint32_t b = opts->payload_bits;
-    if ((b != 2 && b != 4 && b != 8 && b != 16) || opts->scales == SQKV_SCALE_PER_HALF_TILE ||
-        opts->prune == SQKV_PRUNE_KEEP_ALL || opts->range_search)
+    /* Of the format 1.1 features (spec/FORMAT.md §4.1) the GPU writes CODE_WIDTHS only; half-tile
+     * scales, ALL_KEPT and the range search are encoded on the CPU only, for now. */
+    if (opts->scales == SQKV_SCALE_PER_HALF_TILE || opts->prune == SQKV_PRUNE_KEEP_ALL || opts->range_search)
         return SQKV_ERR_UNSUPPORTED;
     sqkv_cuda_encoder *e = new (std::nothrow) sqkv_cuda_encoder();
     if (!e) return SQKV_ERR_OUT_OF_MEMORY;
@@ -540,8 +540,10 @@ extern "C" sqkv_cuda_status sqkv_cuda_encoder_write_file(sqkv_cuda_encoder *e, c
     memset(fh, 0, sizeof fh);
     memcpy(fh + SQKV_HDR_MAGIC, sqkv_magic, SQKV_MAGIC_SIZE);
     sqkv_store_u16(fh + SQKV_HDR_VERSION_MAJOR, SQKV_FORMAT_VERSION_MAJOR);
-    sqkv_store_u16(fh + SQKV_HDR_VERSION_MINOR, sqkv_version_minor_for(0)); /* no 1.1 feature on the GPU */
+    const uint32_t features = sqkv_features_of_options(&e->opt); /* as sqkv_writer declares them */
+    sqkv_store_u16(fh + SQKV_HDR_VERSION_MINOR, sqkv_version_minor_for(features));
     sqkv_store_u32(fh + SQKV_HDR_HEADER_SIZE, SQKV_HEADER_SIZE_V1);
+    sqkv_store_u32(fh + SQKV_HDR_REQUIRED_FEATURES, features);
     sqkv_store_u32(fh + SQKV_HDR_N_LAYERS, e->geo.n_layers);
     sqkv_store_u32(fh + SQKV_HDR_N_KV_HEADS, e->geo.n_kv_heads);
     sqkv_store_u32(fh + SQKV_HDR_HEAD_DIM, e->geo.head_dim);

@@ -774,20 +774,24 @@ __global__ void __launch_bounds__(kPackThreads) pack_kernel(EncodeArgs a) {
         for (uint32_t i = tid; i < st.count; i += kPackThreads) payload[e0 + i] = (uint8_t)code_of(i);
     } else {
         /* Codes first, one element per thread at a time (independent, coalesced loads), then 32-bit
-         * words; words shared with a neighbouring unit are OR-ed into the zeroed payload. */
+         * words; words shared with a neighbouring unit are OR-ed into the zeroed payload. With widths
+         * 3, 5, 6 and 7 (§7.5) a code may straddle two words: each word takes the bits of every code
+         * that overlaps it, the low part of the first one shifted down. */
         uint8_t *codes = (uint8_t *)vals + align_up(2 * (size_t)a.unit_cap, 16);
         for (uint32_t i = tid; i < st.count; i += kPackThreads) codes[i] = (uint8_t)code_of(i);
         __syncthreads();
-        const uint32_t per_word = 32 / g.bits;
         const uint64_t b0 = e0 * g.bits, b1 = (e0 + st.count) * g.bits;
         const uint64_t w0 = b0 >> 5, w1 = (b1 + 31) >> 5;
         uint32_t *words = (uint32_t *)payload;
         for (uint64_t w = w0 + tid; w < w1; w += kPackThreads) {
-            const uint64_t ef = w * per_word;
+            const uint64_t ef = (32 * w) / g.bits, el = (32 * w + 31) / g.bits; /* elements overlapping w */
             const uint32_t i_first = ef > e0 ? (uint32_t)(ef - e0) : 0u;
-            const uint32_t i_last = (uint32_t)min((uint64_t)st.count, ef + per_word - e0);
+            const uint32_t i_last = (uint32_t)min((uint64_t)st.count, el + 1 - e0);
             uint32_t word = 0;
-            for (uint32_t i = i_first; i < i_last; i++) word |= (uint32_t)codes[i] << (((e0 + i) * g.bits) & 31u);
+            for (uint32_t i = i_first; i < i_last; i++) {
+                const int64_t rel = (int64_t)((e0 + i) * g.bits) - (int64_t)(32 * w);
+                word |= rel >= 0 ? (uint32_t)codes[i] << rel : (uint32_t)codes[i] >> -rel;
+            }
             if (w == w0 || w == w1 - 1) atomicOr(words + w, word);
             else words[w] = word;
         }

@@ -57,10 +57,13 @@ int sqkv_cuda_device_available(void);
  * caller can allocate before encoding; the actual extent of each section is known after
  * encode_results. Section i of a layer starts at byte slot_offset[i] of the layer's region.
  *
- * Format 1.1 features (spec/FORMAT.md §4.1: widths 1, 3, 5, 6, 7, PER_HALF_TILE scales, KEEP_ALL) and
- * the range search option (§14) are not implemented on the GPU yet: encoder_create returns
- * SQKV_ERR_UNSUPPORTED for such options, and a
- * decoder whose file has a section that uses one fails with SQKV_ERR_UNSUPPORTED (use the CPU reader).
+ * Format 1.1 (spec/FORMAT.md §4.1): the feature CODE_WIDTHS (payload widths 1, 3, 5, 6, 7) is written
+ * and read on the GPU, by the general kernels (the fast kernels take widths 2, 4, 8 and 16 only); the
+ * file header then declares it and version 1.1, as sqkv_writer does. PER_HALF_TILE scales
+ * (HALF_TILE_SCALES), SQKV_PRUNE_KEEP_ALL (ALL_KEPT) and the range search option (§14) are not
+ * implemented on the GPU yet: encoder_create returns SQKV_ERR_UNSUPPORTED for such options, and
+ * decoder_create fails with SQKV_ERR_UNSUPPORTED for a file with a section that uses half-tile scales
+ * or ALL_KEPT (use the CPU reader).
  * ---------------------------------------------------------------------------------------------- */
 typedef struct sqkv_cuda_encoder sqkv_cuda_encoder;
 
