@@ -173,6 +173,79 @@ TEST(CudaDecode, MatchesCpuAcrossGeometriesAndOptions) {
         }
 }
 
+/* Format 1.1 CODE_WIDTHS (§7.5): widths 1, 3, 5, 6, 7, whose codes straddle bytes and 32-bit words, on
+ * the general kernels: both quantizers and granularities, every head_dim, token counts that are not
+ * multiples of 64, fp16 and bf16 files, sparsities down to none, section splits, offset intervals,
+ * both unit-start sources (compare_decode's repeated calls). */
+TEST(CudaDecode, CodeWidthsMatchCpu) {
+    SKIP_WITHOUT_GPU();
+    uint64_t n = 0;
+    const uint32_t dims[] = {64, 80, 96, 128, 256};
+    for (uint32_t bits : {1u, 3u, 5u, 6u, 7u})
+        for (int q = 1; q <= 2; q++)
+            for (int gr = 1; gr <= 2; gr++) {
+                Case c = base_case();
+                c.bits = bits;
+                c.q = (sqkv_quantizer)q;
+                c.gran = (sqkv_scale_granularity)gr;
+                c.head_dim = dims[n % 5];
+                c.tokens = 100 + 29 * (uint32_t)(n % 7);
+                c.window = (uint32_t)(n % 3) * 11;
+                c.e = (n % 5 == 3) ? SQKV_DTYPE_BF16 : SQKV_DTYPE_FP16;
+                c.heads = 1 + (uint32_t)(n % 4) * 3;
+                c.hps = 1 + (uint32_t)(n % 3);
+                c.tps = (n % 4 == 1) ? 64 : 0;
+                c.k = (uint32_t)(n % 6);
+                c.sparsity = n % 7 == 6 ? 0.0 : 0.8;
+                SCOPED_TRACE(c.name());
+                compare_decode(make_file(c, seed_of("decode-widths") + n), 0, 1 + (uint32_t)(n % 2));
+                n++;
+            }
+}
+
+/* The candidate default: 3 bits, SYMMETRIC, PER_TILE, sparsity 0.8, head_dim and heads up to 32. */
+TEST(CudaDecode, ThreeBitSymmetricPerTileAcrossGeometries) {
+    SKIP_WITHOUT_GPU();
+    uint64_t n = 0;
+    for (uint32_t D : {64u, 80u, 96u, 128u, 256u})
+        for (uint32_t H : {1u, 8u, 32u}) {
+            if (H == 32 && D > 128) continue;
+            Case c = base_case();
+            c.bits = 3;
+            c.q = SQKV_QUANT_SYMMETRIC;
+            c.gran = SQKV_SCALE_PER_TILE;
+            c.sparsity = 0.8;
+            c.head_dim = D;
+            c.heads = H;
+            c.tokens = 64 * (1 + (uint32_t)(n % 3)) + 1 + (uint32_t)(n * 13 % 63);
+            c.window = (uint32_t)(n % 2) * 9;
+            SCOPED_TRACE(c.name());
+            compare_decode(make_file(c, seed_of("decode-3bit") + n), 0, 2);
+            n++;
+        }
+}
+
+/* Format 1.1 features other than CODE_WIDTHS stay on the host: the decoder refuses those files. */
+TEST(CudaDecode, HalfTileAndAllKeptFilesAreRefused) {
+    SKIP_WITHOUT_GPU();
+    for (int which = 0; which < 2; which++) {
+        Case c = base_case();
+        c.layers = 1;
+        c.q = SQKV_QUANT_ASYMMETRIC;
+        if (which == 0) c.gran = SQKV_SCALE_PER_HALF_TILE;
+        else c.prune = SQKV_PRUNE_KEEP_ALL;
+        if (which == 1) c.k = 0;
+        const std::vector<uint8_t> f = make_file(c, seed_of("refused") + which);
+        ASSERT_FALSE(f.empty());
+        DevBuf dfile(f.size());
+        CUDA_OK(cudaMemcpy(dfile.p, f.data(), f.size(), cudaMemcpyHostToDevice));
+        sqkv_cuda_decoder *d = nullptr;
+        EXPECT_EQ(SQKV_ERR_UNSUPPORTED, sqkv_cuda_decoder_create(f.data(), f.size(), dfile.p, nullptr, 0, &d));
+        EXPECT_STRNE("", sqkv_cuda_decoder_error_detail(d));
+        sqkv_cuda_decoder_destroy(d);
+    }
+}
+
 /* head_dim 128 takes decode_fast.cu; PER_TILE there: every width, both quantizers, fp16 and bf16 files
  * (each decoded to fp16 and bf16), partial chunks, token splits, both unit-start sources. */
 TEST(CudaDecode, FastPathPerTileWidthsQuantizers) {
@@ -295,17 +368,19 @@ TEST(CudaDecode, ManyHeadsAndLayersInOneCall) {
 TEST(CudaDecode, TrustedAndHostValidatedModes) {
     SKIP_WITHOUT_GPU();
     Case c = base_case();
-    c.bits = 4;
     c.gran = SQKV_SCALE_PER_TILE;
-    const std::vector<uint8_t> f = make_file(c, seed_of("modes"));
-    compare_decode(f, SQKV_CUDA_TRUSTED, 2);
-    compare_decode(f, SQKV_CUDA_HOST_VALIDATE, 1);
+    for (uint32_t bits : {4u, 3u}) {
+        c.bits = bits;
+        const std::vector<uint8_t> f = make_file(c, seed_of("modes") + bits);
+        compare_decode(f, SQKV_CUDA_TRUSTED, 2);
+        compare_decode(f, SQKV_CUDA_HOST_VALIDATE, 1);
+    }
 }
 
 TEST(CudaDecode, MustafarLayoutMatchesCpu) {
     SKIP_WITHOUT_GPU();
     uint64_t n = 0;
-    for (uint32_t bits : {2u, 4u, 16u})
+    for (uint32_t bits : {2u, 4u, 16u, 3u, 5u, 7u})
         for (uint32_t tps : {0u, 64u}) {
             Case c = base_case();
             c.bits = bits;
@@ -332,60 +407,62 @@ TEST(CudaDecode, MustafarLayoutMatchesCpu) {
  * (or decodes exactly what the CPU decodes, when the byte changed only a value). */
 TEST(CudaDecode, CorruptionsGiveTheCpuErrors) {
     SKIP_WITHOUT_GPU();
-    const uint64_t seed = seed_of("corrupt");
-    std::mt19937_64 rng(seed);
-    Case c = base_case();
-    c.layers = 1;
-    c.heads = 2;
-    c.bits = 4;
-    c.q = SQKV_QUANT_ASYMMETRIC;
-    c.gran = SQKV_SCALE_PER_TILE;
-    const std::vector<uint8_t> good = make_file(c, seed);
-    sqkv_reader *r = nullptr;
-    ASSERT_EQ(SQKV_OK, sqkv_reader_create(nullptr, 0, &r));
-    ASSERT_EQ(SQKV_OK, sqkv_reader_open_memory(r, good.data(), good.size()));
-    std::vector<sqkv_section_info> tensors;
-    size_t ns = 0;
-    sqkv_reader_section_count(r, &ns);
-    for (size_t i = 0; i < ns; i++) {
-        sqkv_section_info si;
-        sqkv_reader_section_info(r, i, &si);
-        if (si.kind == 1 || si.kind == 2) tensors.push_back(si);
-    }
-    sqkv_reader_destroy(r);
-    for (int trial = 0; trial < 60; trial++) {
-        std::vector<uint8_t> f = good;
-        const sqkv_section_info &si = tensors[rng() % tensors.size()];
-        const uint64_t at = si.offset + 64 + rng() % si.stored_size;
-        f[at] ^= (uint8_t)(1u << (rng() % 8));
-        SCOPED_TRACE(testing::Message() << "seed " << seed << " trial " << trial << " byte " << at);
-        /* checked: a checksum mismatch before anything is decoded */
-        {
-            DevBuf dfile(f.size());
-            CUDA_OK(cudaMemcpy(dfile.p, f.data(), f.size(), cudaMemcpyHostToDevice));
-            sqkv_cuda_decoder *d = nullptr;
-            SQ_OK(sqkv_cuda_decoder_create(f.data(), f.size(), dfile.p, nullptr, 0, &d));
-            uint64_t wsz = 0;
-            SQ_OK(sqkv_cuda_decoder_workspace_size(d, 1, &wsz));
-            const uint64_t tb = sqkv_dense_size(c.heads, c.tokens, c.head_dim, SQKV_DTYPE_FP16);
-            DevBuf ws(wsz), out(2 * tb);
-            void *kp[1] = {out.p}, *vp[1] = {(uint8_t *)out.p + tb};
-            EXPECT_EQ(SQKV_ERR_SECTION_CHECKSUM, sqkv_cuda_decode_layers(d, 0, 1, SQKV_DTYPE_FP16, kp, vp, tb, ws.p, wsz, 0));
-            sqkv_cuda_decoder_destroy(d);
+    for (uint32_t bits : {4u, 3u}) {
+        const uint64_t seed = seed_of("corrupt") + bits;
+        std::mt19937_64 rng(seed);
+        Case c = base_case();
+        c.layers = 1;
+        c.heads = 2;
+        c.bits = bits; /* 3: codes straddle words, the payload padding bits sit inside a byte */
+        c.q = SQKV_QUANT_ASYMMETRIC;
+        c.gran = SQKV_SCALE_PER_TILE;
+        const std::vector<uint8_t> good = make_file(c, seed);
+        sqkv_reader *r = nullptr;
+        ASSERT_EQ(SQKV_OK, sqkv_reader_create(nullptr, 0, &r));
+        ASSERT_EQ(SQKV_OK, sqkv_reader_open_memory(r, good.data(), good.size()));
+        std::vector<sqkv_section_info> tensors;
+        size_t ns = 0;
+        sqkv_reader_section_count(r, &ns);
+        for (size_t i = 0; i < ns; i++) {
+            sqkv_section_info si;
+            sqkv_reader_section_info(r, i, &si);
+            if (si.kind == 1 || si.kind == 2) tensors.push_back(si);
         }
-        /* trusted: the CPU decoder's verdict (compare_decode compares codes and, when both decode, bytes) */
-        sqkv_reader *tr = nullptr;
-        ASSERT_EQ(SQKV_OK, sqkv_reader_create(nullptr, SQKV_READER_TRUSTED, &tr));
-        const sqkv_error open_err = sqkv_reader_open_memory(tr, f.data(), f.size());
-        sqkv_reader_destroy(tr);
-        if (open_err != SQKV_OK) continue; /* structure errors are the CPU reader's own, shared code */
-        std::vector<uint8_t> trusted_file = f;
-        /* compare_decode opens a checking CPU reader; give it the same trust by fixing the checksum */
-        sqkv_section_header h;
-        sqkv_section_header_unpack(&trusted_file[si.offset], &h);
-        h.body_checksum = XXH3_64bits(&trusted_file[si.offset + 64], si.stored_size);
-        sqkv_section_header_pack(&h, &trusted_file[si.offset]);
-        compare_decode(trusted_file, SQKV_CUDA_TRUSTED, 1);
+        sqkv_reader_destroy(r);
+        for (int trial = 0; trial < 60; trial++) {
+            std::vector<uint8_t> f = good;
+            const sqkv_section_info &si = tensors[rng() % tensors.size()];
+            const uint64_t at = si.offset + 64 + rng() % si.stored_size;
+            f[at] ^= (uint8_t)(1u << (rng() % 8));
+            SCOPED_TRACE(testing::Message() << "seed " << seed << " trial " << trial << " byte " << at);
+            /* checked: a checksum mismatch before anything is decoded */
+            {
+                DevBuf dfile(f.size());
+                CUDA_OK(cudaMemcpy(dfile.p, f.data(), f.size(), cudaMemcpyHostToDevice));
+                sqkv_cuda_decoder *d = nullptr;
+                SQ_OK(sqkv_cuda_decoder_create(f.data(), f.size(), dfile.p, nullptr, 0, &d));
+                uint64_t wsz = 0;
+                SQ_OK(sqkv_cuda_decoder_workspace_size(d, 1, &wsz));
+                const uint64_t tb = sqkv_dense_size(c.heads, c.tokens, c.head_dim, SQKV_DTYPE_FP16);
+                DevBuf ws(wsz), out(2 * tb);
+                void *kp[1] = {out.p}, *vp[1] = {(uint8_t *)out.p + tb};
+                EXPECT_EQ(SQKV_ERR_SECTION_CHECKSUM, sqkv_cuda_decode_layers(d, 0, 1, SQKV_DTYPE_FP16, kp, vp, tb, ws.p, wsz, 0));
+                sqkv_cuda_decoder_destroy(d);
+            }
+            /* trusted: the CPU decoder's verdict (compare_decode compares codes and, when both decode, bytes) */
+            sqkv_reader *tr = nullptr;
+            ASSERT_EQ(SQKV_OK, sqkv_reader_create(nullptr, SQKV_READER_TRUSTED, &tr));
+            const sqkv_error open_err = sqkv_reader_open_memory(tr, f.data(), f.size());
+            sqkv_reader_destroy(tr);
+            if (open_err != SQKV_OK) continue; /* structure errors are the CPU reader's own, shared code */
+            std::vector<uint8_t> trusted_file = f;
+            /* compare_decode opens a checking CPU reader; give it the same trust by fixing the checksum */
+            sqkv_section_header h;
+            sqkv_section_header_unpack(&trusted_file[si.offset], &h);
+            h.body_checksum = XXH3_64bits(&trusted_file[si.offset + 64], si.stored_size);
+            sqkv_section_header_pack(&h, &trusted_file[si.offset]);
+            compare_decode(trusted_file, SQKV_CUDA_TRUSTED, 1);
+        }
     }
 }
 

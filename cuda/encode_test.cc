@@ -160,6 +160,72 @@ TEST(CudaEncode, PayloadWidthsQuantizersGranularities) {
             }
 }
 
+/* Format 1.1 CODE_WIDTHS (§7.5): widths 1, 3, 5, 6, 7, whose codes straddle bytes and 32-bit words,
+ * on the general kernels; both quantizers and granularities, every head_dim of the other tests,
+ * token counts that are not multiples of 64, dense windows, section splits, offset intervals. The
+ * file header must declare CODE_WIDTHS and version 1.1, as the CPU writer's does. */
+TEST(CudaEncode, CodeWidths) {
+    SKIP_WITHOUT_GPU();
+    const uint32_t dims[] = {64, 80, 96, 128, 256};
+    uint64_t n = 0;
+    for (uint32_t bits : {1u, 3u, 5u, 6u, 7u})
+        for (int q = 1; q <= 2; q++)
+            for (int gr = 1; gr <= 2; gr++) {
+                Case c = base_case();
+                c.bits = bits;
+                c.q = (sqkv_quantizer)q;
+                c.gran = (sqkv_scale_granularity)gr;
+                c.head_dim = dims[n % 5];
+                c.heads = 1 + (uint32_t)(n % 4);
+                c.hps = 1 + (uint32_t)(n % 3);
+                c.tps = (n % 4 == 1) ? 128 : 0;
+                c.k = (uint32_t)(n % 6);
+                c.tokens = 131 + 23 * (uint32_t)(n % 7);
+                c.window = (n % 3 == 0) ? 0 : 3 + (uint32_t)n;
+                c.sparsity = n % 5 == 4 ? 0.0 : 0.8;
+                c.e = n % 6 == 5 ? SQKV_DTYPE_BF16 : SQKV_DTYPE_FP16;
+                check_case(c, seed_of("code-widths") + n++);
+            }
+}
+
+/* The candidate default (spec/QUANTIZATION.md §2): 3 bits, SYMMETRIC, PER_TILE, sparsity 0.8, across
+ * head_dim and head counts up to 32; the header's features and version checked explicitly. */
+TEST(CudaEncode, ThreeBitSymmetricPerTileAcrossGeometries) {
+    SKIP_WITHOUT_GPU();
+    uint64_t n = 0;
+    for (uint32_t D : {64u, 80u, 96u, 128u, 256u})
+        for (uint32_t H : {1u, 8u, 32u}) {
+            if (H == 32 && D > 128) continue;
+            Case c = base_case();
+            c.bits = 3;
+            c.q = SQKV_QUANT_SYMMETRIC;
+            c.gran = SQKV_SCALE_PER_TILE;
+            c.sparsity = 0.8;
+            c.head_dim = D;
+            c.heads = H;
+            c.layers = 1 + (uint32_t)(n % 2);
+            c.tokens = 64 * (1 + (uint32_t)(n % 3)) + 1 + (uint32_t)(n * 13 % 63);
+            c.window = (uint32_t)(n % 2) * 9;
+            SCOPED_TRACE(c.name());
+            std::mt19937_64 rng(seed_of("3bit") + n++);
+            std::vector<std::vector<uint8_t>> k(c.layers), v(c.layers);
+            for (uint32_t l = 0; l < c.layers; l++) {
+                k[l] = random_case_tensor(rng, c);
+                v[l] = random_case_tensor(rng, c);
+            }
+            const std::vector<uint8_t> want = cpu_file(c, k, v, {});
+            ASSERT_FALSE(want.empty());
+            std::vector<uint8_t> got;
+            gpu_file(c, k, v, {}, c.layers, &got);
+            ASSERT_GE(got.size(), 64u);
+            EXPECT_EQ(1u, got[10] | (got[11] << 8)) << "version_minor";
+            EXPECT_EQ((uint32_t)SQKV_FEATURE_CODE_WIDTHS, (uint32_t)(got[16] | (got[17] << 8) | (got[18] << 16) |
+                                                                     ((uint32_t)got[19] << 24)))
+                << "required_features";
+            ASSERT_EQ("", first_difference(want, got));
+        }
+}
+
 TEST(CudaEncode, ElementAndSourceTypes) {
     SKIP_WITHOUT_GPU();
     uint64_t n = 0;
@@ -373,9 +439,27 @@ TEST(CudaEncode, ArgumentChecksBeforeLaunch) {
     const sqkv_geometry g = geometry_of(c);
     sqkv_writer_options o = options_of(c);
     sqkv_cuda_encoder *enc = nullptr;
-    o.payload_bits = 3;
-    EXPECT_NE(SQKV_OK, sqkv_cuda_encoder_create(&g, &o, &enc));
+    /* format 1.1 features other than CODE_WIDTHS are refused (the CPU writer accepts them) */
+    o.scales = SQKV_SCALE_PER_HALF_TILE;
+    EXPECT_EQ(SQKV_ERR_UNSUPPORTED, sqkv_cuda_encoder_create(&g, &o, &enc));
     EXPECT_EQ(nullptr, enc);
+    o = options_of(c);
+    o.prune = SQKV_PRUNE_KEEP_ALL;
+    EXPECT_EQ(SQKV_ERR_UNSUPPORTED, sqkv_cuda_encoder_create(&g, &o, &enc));
+    EXPECT_EQ(nullptr, enc);
+    o = options_of(c);
+    o.range_search = SQKV_RANGE_SEARCH_KEYS;
+    EXPECT_EQ(SQKV_ERR_UNSUPPORTED, sqkv_cuda_encoder_create(&g, &o, &enc));
+    EXPECT_EQ(nullptr, enc);
+    o = options_of(c);
+    o.payload_bits = 9; /* invalid for the CPU writer too */
+    EXPECT_EQ(SQKV_ERR_INVALID_ARGUMENT, sqkv_cuda_encoder_create(&g, &o, &enc));
+    EXPECT_EQ(nullptr, enc);
+    o = options_of(c);
+    o.payload_bits = 3; /* CODE_WIDTHS: written by the GPU */
+    ASSERT_EQ(SQKV_OK, sqkv_cuda_encoder_create(&g, &o, &enc));
+    sqkv_cuda_encoder_destroy(enc);
+    enc = nullptr;
     o = options_of(c);
     ASSERT_EQ(SQKV_OK, sqkv_cuda_encoder_create(&g, &o, &enc));
     sqkv_cuda_encode_sizes sz;
