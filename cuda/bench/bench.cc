@@ -453,10 +453,13 @@ int main(int argc, char **argv) {
     const Config configs[] = {{"2-bit asym per-tile s=0.8 (writer default)", 2, SQKV_QUANT_ASYMMETRIC, SQKV_SCALE_PER_TILE, -1},
                               {"2-bit sym per-head s=0.7", 2, SQKV_QUANT_SYMMETRIC, SQKV_SCALE_PER_HEAD, 0.7},
                               {"4-bit asym per-tile s=0.8", 4, SQKV_QUANT_ASYMMETRIC, SQKV_SCALE_PER_TILE, 0.8},
-                              {"16-bit exact s=0.7", 16, SQKV_QUANT_EXACT, SQKV_SCALE_NONE, 0.7}};
+                              {"16-bit exact s=0.7", 16, SQKV_QUANT_EXACT, SQKV_SCALE_NONE, 0.7},
+                              /* the candidate default (spec/QUANTIZATION.md §2), general kernels */
+                              {"3-bit sym per-tile s=0.8", 3, SQKV_QUANT_SYMMETRIC, SQKV_SCALE_PER_TILE, 0.8}};
+    const size_t n_configs = sizeof configs / sizeof configs[0];
     for (const Shape &sh : shapes) {
         for (const Config &cf : configs) {
-            if (only_config >= 0 && &cf != &configs[only_config % 4]) continue;
+            if (only_config >= 0 && &cf != &configs[(size_t)only_config % n_configs]) continue;
             bench_shape(sh, cf, s, true);
             if (quick) break;
         }
