@@ -218,7 +218,7 @@ TEST(CudaEncode, ThreeBitSymmetricPerTileAcrossGeometries) {
             std::vector<uint8_t> got;
             gpu_file(c, k, v, {}, c.layers, &got);
             ASSERT_GE(got.size(), 64u);
-            EXPECT_EQ(1u, got[10] | (got[11] << 8)) << "version_minor";
+            EXPECT_EQ(1u, (uint32_t)(got[10] | (got[11] << 8))) << "version_minor";
             EXPECT_EQ((uint32_t)SQKV_FEATURE_CODE_WIDTHS, (uint32_t)(got[16] | (got[17] << 8) | (got[18] << 16) |
                                                                      ((uint32_t)got[19] << 24)))
                 << "required_features";
