@@ -295,7 +295,7 @@ sqkv_cuda_status prepare_call(sqkv_cuda_decoder *d, CallPlan &p, uint8_t *ws, ui
             if (x.kind == SQKV_KIND_SPARSE) {
                 if ((bits && (x.bits != bits || x.granularity != gran)) || ((uintptr_t)x.out & 15u)) ok = false;
                 /* widths and granularities the fast kernel knows (later format versions may add others) */
-                if ((x.bits != 2 && x.bits != 4 && x.bits != 8 && x.bits != 16) ||
+                if ((x.bits != 2 && x.bits != 3 && x.bits != 4 && x.bits != 8 && x.bits != 16) ||
                     (x.granularity != SQKV_SCALE_PER_HEAD && x.granularity != SQKV_SCALE_PER_TILE &&
                      x.granularity != SQKV_SCALE_NONE))
                     ok = false;

@@ -34,8 +34,8 @@ constexpr uint32_t kFD = 128;
 constexpr uint32_t kWarps = 8;
 constexpr uint32_t kFull = 0xFFFFFFFFu;
 
-/* PER_TILE levels of the unit's tiles in the output type: tile t's code c at tl[(t << BITS) + c] (2 and
- * 4 bits); 8 bits: the tile's parameters (s at tl[2t], z at tl[2t + 1]), levels computed per element. */
+/* PER_TILE levels of the unit's tiles in the output type: tile t's code c at tl[(t << BITS) + c] (2, 3
+ * and 4 bits); 8 bits: the tile's parameters (s at tl[2t], z at tl[2t + 1]), levels computed per element. */
 template <uint32_t BITS, bool kTile>
 constexpr uint32_t tile_level_slots() {
     return !kTile ? 4u : BITS == 8 ? 2u * kFD : kFD << BITS;
@@ -183,7 +183,8 @@ __global__ void __launch_bounds__(32 * kWarps) decode_fast_kernel(DecodeArgs a) 
                     build_tile(t, e_to_double(ps[j], e_bf16), ppg == 2 ? e_to_double(pz[j], e_bf16) : 0.0);
                 }
             } else {
-                /* 4 bits: a rolled loop over the tiles (sixteen levels each; unrolled it measured slower) */
+                /* 3 and 4 bits: a rolled loop over the tiles (sixteen levels each; unrolled it measured
+                 * slower at 4 bits) */
                 const uint16_t *tsc = (const uint16_t *)(sec.body + sec.scales_at) + u.tile0 * ppg;
                 for (uint32_t t = lane; t < nt; t += 32) {
                     const uint64_t grp = (uint64_t)t * ppg;
@@ -221,7 +222,7 @@ __global__ void __launch_bounds__(32 * kWarps) decode_fast_kernel(DecodeArgs a) 
                 x = BITS == 2 ? __byte_perm(lv01, lv23, 0x10u + 0x22u * code) & 0xFFFFu : (uint32_t)s.lev[code];
             else if constexpr (BITS == 2)
                 x = __byte_perm(ctx.x, ctx.y, 0x10u + 0x22u * code) & 0xFFFFu;
-            else if constexpr (BITS == 4)
+            else if constexpr (BITS == 3 || BITS == 4)
                 x = s.tl[ctx.x + code];
             else {
                 uint32_t f = 0;
@@ -235,7 +236,7 @@ __global__ void __launch_bounds__(32 * kWarps) decode_fast_kernel(DecodeArgs a) 
     auto tile_ctx = [&](uint32_t t) -> uint2 {
         if constexpr (!kTile || BITS == 16) return make_uint2(0, 0);
         else if constexpr (BITS == 2) return ((const uint2 *)s.tl)[t];
-        else if constexpr (BITS == 4) return make_uint2(t << 4, 0);
+        else if constexpr (BITS == 3 || BITS == 4) return make_uint2(t << BITS, 0);
         else return make_uint2(s.tl[2 * t], s.tl[2 * t + 1]);
     };
     /* output rows are written once and not read back by this kernel: evict-first stores (knob) */
@@ -271,7 +272,7 @@ __global__ void __launch_bounds__(32 * kWarps) decode_fast_kernel(DecodeArgs a) 
                 x = __byte_perm(kTile ? ctx.x : lv01, kTile ? ctx.y : lv23, 0x10u + 0x22u * c) & 0xFFFFu;
             else if constexpr (!kTile)
                 x = s.lev[c];
-            else if constexpr (BITS == 4)
+            else if constexpr (BITS == 3 || BITS == 4)
                 x = s.tl[ctx.x + c];
             else {
                 uint32_t f = 0;
@@ -291,8 +292,8 @@ __global__ void __launch_bounds__(32 * kWarps) decode_fast_kernel(DecodeArgs a) 
         };
         if (sec.tensor == 0) {
             /* keys: tiles 4l .. 4l + 3 are channels 4l .. 4l + 3; a lane walks down the rows, G rows per
-             * window of each tile */
-            constexpr uint32_t G = 32 / BITS;
+             * window of each tile (3 bits: ten, so the last window of a half bitmap has two rows) */
+            constexpr uint32_t G = 32 / BITS, NG = (32 + G - 1) / G;
             uint32_t cur[4];
             uint2 ctx[4];
 #pragma unroll
@@ -307,13 +308,14 @@ __global__ void __launch_bounds__(32 * kWarps) decode_fast_kernel(DecodeArgs a) 
 #pragma unroll
                 for (uint32_t i = 0; i < 4; i++) bw[i] = (uint32_t)(bm[i] >> (32 * (1 - hh)));
 #pragma unroll
-                for (uint32_t gi = 0; gi < 32 / G; gi++) {
+                for (uint32_t gi = 0; gi < NG; gi++) {
                     if (32 * hh + G * gi >= R) break;
+                    const uint32_t n = G < 32 - G * gi ? G : 32 - G * gi; /* rows of this window */
                     uint32_t win[4];
 #pragma unroll
                     for (uint32_t i = 0; i < 4; i++) win[i] = window(cur[i]);
 #pragma unroll
-                    for (uint32_t rr = 0; rr < G; rr++) {
+                    for (uint32_t rr = 0; rr < n; rr++) {
                         const uint32_t q = G * gi + rr, r = 32 * hh + q;
                         if (r >= R) break;
                         uint32_t v[4];
@@ -329,7 +331,7 @@ __global__ void __launch_bounds__(32 * kWarps) decode_fast_kernel(DecodeArgs a) 
                     }
 #pragma unroll
                     for (uint32_t i = 0; i < 4; i++)
-                        cur[i] += BITS * (uint32_t)__popc((bw[i] >> (32 - G * (gi + 1))) & ((1u << G) - 1u));
+                        cur[i] += BITS * (uint32_t)__popc((bw[i] << (G * gi)) >> (32 - n));
                 }
             }
         } else {
@@ -456,6 +458,7 @@ sqkv_cuda_status launch_decode_fast(const DecodeArgs &a, cudaStream_t stream) {
     const bool tile = a.fast_tile != 0;
     switch (a.fast_bits) {
         case 2: return tile ? launch_bits<2, true>(a, stream) : launch_bits<2, false>(a, stream);
+        case 3: return tile ? launch_bits<3, true>(a, stream) : launch_bits<3, false>(a, stream);
         case 4: return tile ? launch_bits<4, true>(a, stream) : launch_bits<4, false>(a, stream);
         case 8: return tile ? launch_bits<8, true>(a, stream) : launch_bits<8, false>(a, stream);
         case 16: return launch_bits<16, false>(a, stream);

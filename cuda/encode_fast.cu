@@ -1,6 +1,6 @@
 /*
  * encode_fast.cu: the encoder's fast path for the common case: fp16 elements from an fp16 source,
- * head_dim 128, PER_HEAD or PER_TILE scales (SYMMETRIC or ASYMMETRIC, 2, 4 or 8 bits) or EXACT values. It
+ * head_dim 128, PER_HEAD or PER_TILE scales (SYMMETRIC or ASYMMETRIC, 2, 3, 4 or 8 bits) or EXACT values. It
  * writes the same bytes as the general kernels of encode_kernels.cu, which handle every other case.
  * PER_TILE parameters are local to one tile, which one thread of the pruning pass stages anyway (keys:
  * a channel's walk down the rows; values: half a row), so that thread also chooses the tile's
@@ -12,15 +12,15 @@
  *                        magnitudes in registers and find the row threshold by bisection over the
  *                        15-bit magnitude (from a floor given by group maxima), counting with packed
  *                        fp16 compares; bitmaps come from ballots (keys) or register masks (values);
- *                        kept values are staged in payload order (PER_TILE 2 and 4 bits: their codes,
- *                        as a packed bit stream); offset-table entries that fall in the unit are
+ *                        kept values are staged in payload order (PER_TILE 2, 3 and 4 bits: their
+ *                        codes, as a packed bit stream); offset-table entries that fall in the unit are
  *                        written unit-relative.
  *   section_fast_kernel  one block per SPARSE section: unit payload positions, offset entries made
  *                        absolute, PER_HEAD parameters, and the code boundaries of each head (the
  *                        smallest order key of each code, so that packing compares 16-bit keys
  *                        instead of searching binary64 levels), stream padding, body size.
  *   pack_fast_kernel     one warp per unit: codes of the staged values at the unit's payload position
- *                        (PER_TILE 2 and 4 bits: the staged code stream, shifted into place by words).
+ *                        (PER_TILE 2, 3 and 4 bits: the staged code stream, shifted into place by words).
  *
  * Selection is exact (spec/FORMAT.md §14): T is the largest magnitude with count(|x| >= T) >= keep;
  * when the elements equal to T are more than the keep - count(|x| > T) still needed, the lower
@@ -214,7 +214,7 @@ __device__ __forceinline__ uint32_t tile_code(uint32_t x, const uint16_t *bnd) {
         const uint32_t k = x ^ (0x8000u | ((0u - (x >> 15)) & 0x7FFFu)); /* e_order_key */
         const uint2 b = *(const uint2 *)bnd; /* slots 1-3, one load (FastSmem keeps tbnd 8-byte aligned) */
         return (k >= (b.x >> 16) ? 1u : 0u) + (k >= (b.y & 0xFFFFu) ? 1u : 0u) + (k >= (b.y >> 16) ? 1u : 0u);
-    } else if constexpr (BITS == 4) {
+    } else if constexpr (BITS == 3 || BITS == 4) {
         const uint32_t k = x ^ (0x8000u | ((0u - (x >> 15)) & 0x7FFFu)); /* e_order_key */
         uint32_t c = 0;
 #pragma unroll
@@ -515,15 +515,24 @@ __global__ void __launch_bounds__(kFastThreads, 7) prune_fast_kernel(EncodeArgs 
                        (tile_code<kTileBits, kAsym>(h[j] >> 16, s.tbnd + 16 * t1) << 16);
             }
             if constexpr (kTileBits <= 4) {
-                /* 2 and 4 bits: the eight codes packed, code k at bit kTileBits * k, so that the staging
+                /* 2, 3 and 4 bits: the eight codes packed, code k at bit kTileBits * k, so that the staging
                  * buffer holds the unit's codes as a bit stream from bit 0 (pack_fast_kernel then moves
                  * whole words; 16-bit codes were 8 or 4 times the bytes to write and read back) */
                 uint32_t packed = 0;
 #pragma unroll
                 for (int j = 0; j < 4; j++)
                     packed |= ((h[j] | (h[j] >> (16 - kTileBits))) & ((1u << (2 * kTileBits)) - 1u)) << (2 * kTileBits * j);
-                if constexpr (kTileBits == 2) ((uint16_t *)stage)[i] = (uint16_t)packed;
-                else ((uint32_t *)stage)[i] = packed;
+                if constexpr (kTileBits == 2) {
+                    ((uint16_t *)stage)[i] = (uint16_t)packed;
+                } else if constexpr (kTileBits == 3) {
+                    /* 24 bits: three bytes, so the stream stays dense (codes straddle its words) */
+                    uint8_t *sb = (uint8_t *)stage + 3 * (size_t)i;
+                    sb[0] = (uint8_t)packed;
+                    sb[1] = (uint8_t)(packed >> 8);
+                    sb[2] = (uint8_t)(packed >> 16);
+                } else {
+                    ((uint32_t *)stage)[i] = packed;
+                }
                 continue;
             }
             w = make_uint4(h[0], h[1], h[2], h[3]);
@@ -735,6 +744,35 @@ __global__ void __launch_bounds__(32 * kPackWarps) pack_fast_kernel(EncodeArgs a
     } else if constexpr (BITS == 8) {
         for (uint32_t i = lane; i < count; i += 32)
             payload[e0 + i] = (uint8_t)(kCodes ? stage[i] : code_of_key<8>(order_key(stage[i]), bnd, 0, 0, 0));
+    } else if constexpr (BITS == 3) {
+        /* 3 bits: codes straddle words. Word W0 + q of the payload is bits [32q - s, 32q - s + 32) of the
+         * unit's code stream (s = (e0 * 3) mod 32; stream bits from 3 * count on are zero). PER_TILE: the
+         * pruning pass staged that stream; PER_HEAD: a lane codes the staged values overlapping its word. */
+        const uint32_t s = (uint32_t)((e0 * BITS) & 31u);
+        const uint64_t W0 = (e0 * BITS) >> 5, Wlast = ((e0 + count) * BITS - 1) >> 5;
+        const uint32_t nq = (uint32_t)(Wlast - W0 + 1);
+        const int32_t nbits = (int32_t)(BITS * count);
+        uint32_t *words = (uint32_t *)payload;
+        for (uint32_t q = lane; q < nq; q += 32) {
+            const int32_t lo = 32 * (int32_t)q - (int32_t)s; /* stream bit of the word's bit 0 */
+            uint32_t word = 0;
+            if constexpr (kCodes) {
+                const uint32_t *sw = (const uint32_t *)stage;
+                const uint32_t cur = sw[q], prev = q ? sw[q - 1] : 0u;
+                word = s ? (cur << s) | (prev >> (32 - s)) : cur;
+            } else {
+                const int32_t first = lo > 0 ? lo / 3 : 0, last = min((lo + 31) / 3, (int32_t)count - 1);
+                for (int32_t i = first; i <= last; i++) {
+                    const uint32_t c = code_of_key<3>(order_key(stage[i]), bnd, 0, 0, 0);
+                    const int32_t rel = 3 * i - lo;
+                    word |= rel >= 0 ? c << rel : c >> -rel;
+                }
+            }
+            const int32_t valid = nbits - lo; /* at least 1 */
+            if (valid < 32) word &= (1u << valid) - 1u;
+            if (q == 0 || q == nq - 1) atomicOr(words + W0 + q, word);
+            else words[W0 + q] = word;
+        }
     } else {
         constexpr uint32_t G = 32 / BITS; /* codes per word */
         const uint32_t ngroups = (count + G - 1) / G;
@@ -790,7 +828,7 @@ bool fast_encode_geometry(const Geometry &g) {
     if (g.head_dim != kFD || g.e_bf16 || g.src_dtype != 1) return false;
     if (g.quantizer == 0) return g.bits == 16;
     return (g.quantizer == 1 || g.quantizer == 2) && (g.granularity == 1 || g.granularity == 2) &&
-           (g.bits == 2 || g.bits == 4 || g.bits == 8);
+           (g.bits == 2 || g.bits == 3 || g.bits == 4 || g.bits == 8);
 }
 
 size_t prune_fast_smem_bytes(uint64_t unit_cap) {
@@ -840,6 +878,7 @@ sqkv_cuda_status launch_prune_fast(const EncodeArgs &a, cudaStream_t stream) {
         return asym ? launch_prune_variant<true, 0>(a, smem, stream) : launch_prune_variant<false, 0>(a, smem, stream);
     switch (a.g.bits) {
         case 2: return asym ? launch_prune_variant<true, 2>(a, smem, stream) : launch_prune_variant<false, 2>(a, smem, stream);
+        case 3: return asym ? launch_prune_variant<true, 3>(a, smem, stream) : launch_prune_variant<false, 3>(a, smem, stream);
         case 4: return asym ? launch_prune_variant<true, 4>(a, smem, stream) : launch_prune_variant<false, 4>(a, smem, stream);
         case 8: return asym ? launch_prune_variant<true, 8>(a, smem, stream) : launch_prune_variant<false, 8>(a, smem, stream);
         default: return SQKV_ERR_STATE;
@@ -860,6 +899,10 @@ sqkv_cuda_status launch_pack_fast(const EncodeArgs &a, cudaStream_t stream) {
         case 2:
             if (codes) pack_fast_kernel<2, true><<<grid, 32 * kPackWarps, 0, stream>>>(a);
             else pack_fast_kernel<2, false><<<grid, 32 * kPackWarps, 0, stream>>>(a);
+            break;
+        case 3:
+            if (codes) pack_fast_kernel<3, true><<<grid, 32 * kPackWarps, 0, stream>>>(a);
+            else pack_fast_kernel<3, false><<<grid, 32 * kPackWarps, 0, stream>>>(a);
             break;
         case 4:
             if (codes) pack_fast_kernel<4, true><<<grid, 32 * kPackWarps, 0, stream>>>(a);

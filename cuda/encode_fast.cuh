@@ -7,7 +7,7 @@
 namespace sqkv_cuda {
 
 /* Geometry and options the fast kernels handle (the source pointers' alignment is checked by the
- * caller): fp16 elements from an fp16 source, head_dim 128, PER_HEAD or PER_TILE scales (2, 4 or 8 bits)
+ * caller): fp16 elements from an fp16 source, head_dim 128, PER_HEAD or PER_TILE scales (2, 3, 4 or 8 bits)
  * or EXACT values. */
 bool fast_encode_geometry(const Geometry &g);
 
