@@ -246,12 +246,13 @@ TEST(CudaDecode, HalfTileAndAllKeptFilesAreRefused) {
     }
 }
 
-/* head_dim 128 takes decode_fast.cu; PER_TILE there: every width, both quantizers, fp16 and bf16 files
- * (each decoded to fp16 and bf16), partial chunks, token splits, both unit-start sources. */
+/* head_dim 128 takes decode_fast.cu; PER_TILE there: every width (3 bits: codes straddle words), both
+ * quantizers, fp16 and bf16 files (each decoded to fp16 and bf16), partial chunks, token splits, both
+ * unit-start sources. */
 TEST(CudaDecode, FastPathPerTileWidthsQuantizers) {
     SKIP_WITHOUT_GPU();
     uint64_t n = 0;
-    for (uint32_t bits : {2u, 4u, 8u})
+    for (uint32_t bits : {2u, 3u, 4u, 8u})
         for (int q = 1; q <= 2; q++)
             for (sqkv_dtype e : {SQKV_DTYPE_FP16, SQKV_DTYPE_BF16}) {
                 Case c = base_case();
@@ -266,6 +267,30 @@ TEST(CudaDecode, FastPathPerTileWidthsQuantizers) {
                 c.tokens = 100 + 37 * (uint32_t)(n % 5);
                 SCOPED_TRACE(c.name());
                 compare_decode(make_file(c, seed_of("decode-tile") + n), 0, 1 + (uint32_t)(n % 2));
+                n++;
+            }
+}
+
+/* 3 bits PER_HEAD on decode_fast.cu (head_dim 128): both quantizers, fp16 and bf16 files, every
+ * sparsity kind, partial chunks (token counts 1 mod 64 .. 63 mod 64), token splits. */
+TEST(CudaDecode, FastPathThreeBitsPerHead) {
+    SKIP_WITHOUT_GPU();
+    uint64_t n = 0;
+    for (int q = 1; q <= 2; q++)
+        for (sqkv_dtype e : {SQKV_DTYPE_FP16, SQKV_DTYPE_BF16})
+            for (double sp : {0.0, 0.8, 0.99}) {
+                Case c = base_case();
+                c.bits = 3;
+                c.q = (sqkv_quantizer)q;
+                c.gran = SQKV_SCALE_PER_HEAD;
+                c.e = e;
+                c.sparsity = sp;
+                c.heads = 1 + (uint32_t)(n % 3);
+                c.hps = 1 + (uint32_t)(n % 2);
+                c.tps = (n % 4 == 1) ? 64 : 0;
+                c.tokens = 64 + 1 + 31 * (uint32_t)(n % 5);
+                SCOPED_TRACE(c.name());
+                compare_decode(make_file(c, seed_of("decode-fast-3") + n), 0, 1 + (uint32_t)(n % 2));
                 n++;
             }
 }

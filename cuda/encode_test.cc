@@ -292,7 +292,7 @@ TEST(CudaEncode, FastPathKeepCountsQuantizersWidths) {
         c.tokens = 64 * 3 + 5 + (uint32_t)n;
         check_case(c, seed_of("fast-keep") + n++);
     }
-    for (uint32_t bits : {2u, 4u, 8u, 16u})
+    for (uint32_t bits : {2u, 3u, 4u, 8u, 16u})
         for (int q = 1; q <= 2; q++) {
             if (bits == 16 && q == 2) continue;
             Case c = base_case();
@@ -313,12 +313,12 @@ TEST(CudaEncode, FastPathKeepCountsQuantizersWidths) {
 }
 
 /* PER_TILE on the fast kernels: each tile's parameters and codes come from the pruning pass (boundaries
- * for 2 and 4 bits, the nearest-level search for 8), in both tensors, at every keep count, with empty
+ * for 2, 3 and 4 bits, the nearest-level search for 8), in both tensors, at every keep count, with empty
  * tiles, partial chunks and section splits. */
 TEST(CudaEncode, FastPathPerTileQuantizersWidths) {
     SKIP_WITHOUT_GPU();
     uint64_t n = 0;
-    for (uint32_t bits : {2u, 4u, 8u})
+    for (uint32_t bits : {2u, 3u, 4u, 8u})
         for (int q = 1; q <= 2; q++)
             for (double sp : {0.0, 0.8, 0.995}) {
                 Case c = base_case();
@@ -390,7 +390,7 @@ TEST(CudaEncode, FastPathTieHeavyRows) {
             c.sparsity = sp;
             c.q = g == 1 ? SQKV_QUANT_SYMMETRIC : SQKV_QUANT_ASYMMETRIC;
             c.gran = g == 1 ? SQKV_SCALE_PER_HEAD : SQKV_SCALE_PER_TILE;
-            c.bits = g == 2 ? 4 : 2;
+            c.bits = g == 2 ? 4 : (n % 2 ? 3 : 2);
             c.heads = 2;
             c.tokens = 64 * 3 + 5 + (uint32_t)n;
             c.window = (uint32_t)(n % 2) * 6;
