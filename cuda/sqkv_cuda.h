@@ -58,8 +58,8 @@ int sqkv_cuda_device_available(void);
  * encode_results. Section i of a layer starts at byte slot_offset[i] of the layer's region.
  *
  * Format 1.1 (spec/FORMAT.md §4.1): the feature CODE_WIDTHS (payload widths 1, 3, 5, 6, 7) is written
- * and read on the GPU, by the general kernels (the fast kernels take widths 2, 4, 8 and 16 only); the
- * file header then declares it and version 1.1, as sqkv_writer does. PER_HALF_TILE scales
+ * and read on the GPU (width 3 also by the fast kernels, the others by the general ones); the file
+ * header then declares it and version 1.1, as sqkv_writer does. PER_HALF_TILE scales
  * (HALF_TILE_SCALES), SQKV_PRUNE_KEEP_ALL (ALL_KEPT) and the range search option (§14) are not
  * implemented on the GPU yet: encoder_create returns SQKV_ERR_UNSUPPORTED for such options, and
  * decoder_create fails with SQKV_ERR_UNSUPPORTED for a file with a section that uses half-tile scales

@@ -454,7 +454,7 @@ int main(int argc, char **argv) {
                               {"2-bit sym per-head s=0.7", 2, SQKV_QUANT_SYMMETRIC, SQKV_SCALE_PER_HEAD, 0.7},
                               {"4-bit asym per-tile s=0.8", 4, SQKV_QUANT_ASYMMETRIC, SQKV_SCALE_PER_TILE, 0.8},
                               {"16-bit exact s=0.7", 16, SQKV_QUANT_EXACT, SQKV_SCALE_NONE, 0.7},
-                              /* the candidate default (spec/QUANTIZATION.md §2), general kernels */
+                              /* the candidate default (spec/QUANTIZATION.md §2) */
                               {"3-bit sym per-tile s=0.8", 3, SQKV_QUANT_SYMMETRIC, SQKV_SCALE_PER_TILE, 0.8}};
     const size_t n_configs = sizeof configs / sizeof configs[0];
     for (const Shape &sh : shapes) {
