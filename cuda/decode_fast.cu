@@ -21,6 +21,7 @@
 #include <stdint.h>
 
 #include <mutex>
+#include <type_traits>
 
 #include "decode_kernels.cuh"
 #include "decode_units.cuh"
@@ -57,6 +58,7 @@ __global__ void __launch_bounds__(32 * kWarps) decode_fast_kernel(DecodeArgs a) 
     const uint32_t idx = blockIdx.x * (blockDim.x >> 5) + warp;
     if (idx >= a.n_units) return; /* whole warps: nothing below synchronizes beyond the warp */
     WarpSmem<BITS, kTile> &s = ((WarpSmem<BITS, kTile> *)smem_raw)[warp];
+    static_assert(BITS != 3 || !kTile || sizeof(WarpSmem<BITS, kTile>) % 16 == 0, "3-bit level tables are read as uint4");
     const Geometry &g = a.g;
     const UnitPlan u = unit_at(a, idx);
     const DecSection &sec = a.sections[u.section];
@@ -174,17 +176,33 @@ __global__ void __launch_bounds__(32 * kWarps) decode_fast_kernel(DecodeArgs a) 
                 for (uint32_t c = 0; c < (1u << BITS); c += 4)
                     dst[c / 4] = make_uint2(lv[c] | (lv[c + 1] << 16), lv[c + 2] | (lv[c + 3] << 16));
             };
-            if constexpr (BITS == 2) {
-                /* from the parameters loaded with the bitmaps (unrolled: four levels per tile) */
+            if constexpr (BITS == 2 || BITS == 3) {
+                /* from the parameters loaded with the bitmaps (unrolled: four or eight levels per tile) */
 #pragma unroll
                 for (uint32_t j = 0; j < 4; j++) {
                     const uint32_t t = lane + 32 * j;
                     if (t >= nt) break;
-                    build_tile(t, e_to_double(ps[j], e_bf16), ppg == 2 ? e_to_double(pz[j], e_bf16) : 0.0);
+                    const double sd = e_to_double(ps[j], e_bf16);
+                    if (BITS == 3 && sec.quantizer == 1 && e_is_finite(ps[j], e_bf16)) {
+                        /* SYMMETRIC: level 7 - c is RNE(-(2c - 7) s), and with s finite both roundings
+                         * (to E, then to the output type) are sign-symmetric: half the levels are computed,
+                         * the other half are their sign flips, bit for bit (-0 for s = 0 included) */
+                        uint32_t lv[8];
+                        uint32_t f = 0;
+#pragma unroll
+                        for (uint32_t c = 4; c < 8; c++) {
+                            lv[c] = to_out(quant_level(1, BITS, e_bf16, sd, 0.0, c), e_bf16, a.out_dtype, &f);
+                            lv[7 - c] = lv[c] ^ 0x8000u;
+                        }
+                        ovf |= f != 0;
+                        ((uint4 *)s.tl)[t] = make_uint4(lv[0] | (lv[1] << 16), lv[2] | (lv[3] << 16),
+                                                        lv[4] | (lv[5] << 16), lv[6] | (lv[7] << 16));
+                    } else {
+                        build_tile(t, sd, ppg == 2 ? e_to_double(pz[j], e_bf16) : 0.0);
+                    }
                 }
             } else {
-                /* 3 and 4 bits: a rolled loop over the tiles (sixteen levels each; unrolled it measured
-                 * slower at 4 bits) */
+                /* 4 bits: a rolled loop over the tiles (sixteen levels each; unrolled it measured slower) */
                 const uint16_t *tsc = (const uint16_t *)(sec.body + sec.scales_at) + u.tile0 * ppg;
                 for (uint32_t t = lane; t < nt; t += 32) {
                     const uint64_t grp = (uint64_t)t * ppg;
@@ -209,6 +227,9 @@ __global__ void __launch_bounds__(32 * kWarps) decode_fast_kernel(DecodeArgs a) 
     /* ctx: where the element's levels are. PER_HEAD: unused (2 bits: lv01/lv23, else s.lev). PER_TILE,
      * 2 bits: the tile's four levels (x: codes 0-1, y: 2-3); 4 bits: x = the tile's first slot in s.tl;
      * 8 bits: the tile's s and z. */
+    /* 3-bit PER_TILE: a tile's eight levels in registers (uint4), selected by byte permutes: shared
+     * memory reads of per-lane tables conflicted on banks (keys: 32 lanes, 32 tables) */
+    using Ctx = typename std::conditional<BITS == 3 && kTile, uint4, uint2>::type;
     auto value = [&](bool kept, uint32_t cur, uint64_t e, uint2 ctx) -> uint32_t {
         if constexpr (BITS == 16) {
             uint32_t x = 0, f = 0;
@@ -233,10 +254,11 @@ __global__ void __launch_bounds__(32 * kWarps) decode_fast_kernel(DecodeArgs a) 
         }
     };
     /* the level context of unit tile t (PER_TILE) */
-    auto tile_ctx = [&](uint32_t t) -> uint2 {
-        if constexpr (!kTile || BITS == 16) return make_uint2(0, 0);
+    auto tile_ctx = [&](uint32_t t) -> Ctx {
+        if constexpr (!kTile || BITS == 16) return Ctx{};
         else if constexpr (BITS == 2) return ((const uint2 *)s.tl)[t];
-        else if constexpr (BITS == 3 || BITS == 4) return make_uint2(t << BITS, 0);
+        else if constexpr (BITS == 3) return ((const uint4 *)s.tl)[t];
+        else if constexpr (BITS == 4) return make_uint2(t << BITS, 0);
         else return make_uint2(s.tl[2 * t], s.tl[2 * t + 1]);
     };
     /* output rows are written once and not read back by this kernel: evict-first stores (knob) */
@@ -266,13 +288,17 @@ __global__ void __launch_bounds__(32 * kWarps) decode_fast_kernel(DecodeArgs a) 
             return __funnelshift_r(s.words[wi], s.words[wi + 1], cur);
         };
         /* level of code c (0 when not kept), PER_HEAD or PER_TILE (ctx as for value above) */
-        auto level_of = [&](uint32_t c, uint2 ctx, uint32_t kept) -> uint32_t {
+        auto level_of = [&](uint32_t c, Ctx ctx, uint32_t kept) -> uint32_t {
             uint32_t x;
             if constexpr (BITS == 2)
                 x = __byte_perm(kTile ? ctx.x : lv01, kTile ? ctx.y : lv23, 0x10u + 0x22u * c) & 0xFFFFu;
             else if constexpr (!kTile)
                 x = s.lev[c];
-            else if constexpr (BITS == 3 || BITS == 4)
+            else if constexpr (BITS == 3) {
+                const uint32_t sel = 0x10u + 0x22u * (c & 3u);
+                x = (c & 4u) ? __byte_perm(ctx.z, ctx.w, sel) : __byte_perm(ctx.x, ctx.y, sel);
+                x &= 0xFFFFu;
+            } else if constexpr (BITS == 4)
                 x = s.tl[ctx.x + c];
             else {
                 uint32_t f = 0;
@@ -282,10 +308,16 @@ __global__ void __launch_bounds__(32 * kWarps) decode_fast_kernel(DecodeArgs a) 
             return kept ? x : 0u;
         };
         /* two neighbouring elements of one tile: for 2 bits one byte permute selects both levels */
-        auto pair_of = [&](uint32_t c0, uint32_t c1, uint32_t k0, uint32_t k1, uint2 ctx) -> uint32_t {
+        auto pair_of = [&](uint32_t c0, uint32_t c1, uint32_t k0, uint32_t k1, Ctx ctx) -> uint32_t {
             if constexpr (BITS == 2) {
                 const uint32_t x = __byte_perm(kTile ? ctx.x : lv01, kTile ? ctx.y : lv23, 0x1010u + 0x22u * (c0 | (c1 << 8)));
                 return x & ((0u - k0) & 0xFFFFu | ((0u - k1) << 16));
+            } else if constexpr (BITS == 3 && kTile) {
+                /* both halves permuted from levels 0-3 and 4-7, bit 2 of each code picks its half */
+                const uint32_t sel = 0x1010u + 0x22u * ((c0 & 3u) | ((c1 & 3u) << 8));
+                const uint32_t lo = __byte_perm(ctx.x, ctx.y, sel), hi = __byte_perm(ctx.z, ctx.w, sel);
+                const uint32_t upper = (0u - ((c0 >> 2) & 1u)) & 0xFFFFu | ((0u - ((c1 >> 2) & 1u)) << 16);
+                return ((lo & ~upper) | (hi & upper)) & ((0u - k0) & 0xFFFFu | ((0u - k1) << 16));
             } else {
                 return level_of(c0, ctx, k0) | (level_of(c1, ctx, k1) << 16);
             }
@@ -295,7 +327,7 @@ __global__ void __launch_bounds__(32 * kWarps) decode_fast_kernel(DecodeArgs a) 
              * window of each tile (3 bits: ten, so the last window of a half bitmap has two rows) */
             constexpr uint32_t G = 32 / BITS, NG = (32 + G - 1) / G;
             uint32_t cur[4];
-            uint2 ctx[4];
+            Ctx ctx[4];
 #pragma unroll
             for (uint32_t i = 0; i < 4; i++) {
                 cur[i] = cur0 + ts[i] * BITS;
@@ -346,7 +378,7 @@ __global__ void __launch_bounds__(32 * kWarps) decode_fast_kernel(DecodeArgs a) 
                 const uint32_t rank = s.tstart[t] + (uint32_t)__popcll(tb & before_mask);
                 const uint32_t nib = (uint32_t)(tb >> (60 - i0)) & 0xFu;
                 uint32_t w = window(cur0 + rank * BITS);
-                const uint2 ctx = tile_ctx(t);
+                const Ctx ctx = tile_ctx(t);
                 const uint32_t k0 = nib >> 3, k1 = (nib >> 2) & 1u, k2 = (nib >> 1) & 1u, k3 = nib & 1u;
                 const uint32_t c0 = w & MASK;
                 w = k0 ? w >> BITS : w;

@@ -225,6 +225,48 @@ TEST(CudaDecode, ThreeBitSymmetricPerTileAcrossGeometries) {
         }
 }
 
+/* 3-bit SYMMETRIC PER_TILE on decode_fast.cu computes levels 4-7 of a tile and flips their signs for
+ * 0-3: 64 x 64 blocks (whole key and value tiles) of zeros (levels +-0), subnormals, magnitudes at the
+ * top of fp16, and bf16 magnitudes beyond fp16 (decoded to fp16: the CPU's overflow error). */
+TEST(CudaDecode, ThreeBitSymmetricMirroredLevels) {
+    SKIP_WITHOUT_GPU();
+    for (int variant = 0; variant < 4; variant++) {
+        Case c = base_case();
+        c.bits = 3;
+        c.q = SQKV_QUANT_SYMMETRIC;
+        c.gran = SQKV_SCALE_PER_TILE;
+        c.layers = 1;
+        c.heads = 2;
+        c.tokens = 64 * 3 + 5;
+        c.window = 0;
+        c.e = c.src = variant >= 2 ? SQKV_DTYPE_BF16 : SQKV_DTYPE_FP16;
+        c.sparsity = variant % 2 ? 0.8 : 0.0;
+        std::mt19937_64 rng(seed_of("decode-3bit-mirror") + (uint64_t)variant);
+        std::uniform_real_distribution<double> u(-1.0, 1.0);
+        std::vector<std::vector<uint8_t>> kv[2];
+        for (int tensor = 0; tensor < 2; tensor++) {
+            std::vector<uint8_t> x(2ull * c.heads * c.tokens * c.head_dim);
+            for (uint32_t h = 0; h < c.heads; h++)
+                for (uint32_t t = 0; t < c.tokens; t++)
+                    for (uint32_t d = 0; d < c.head_dim; d++) {
+                        const uint32_t kind = (h * 7 + (t / 64) * 3 + d / 64 + (uint32_t)tensor) % 5;
+                        double v = 0.0;
+                        if (kind == 1) v = std::ldexp(u(rng), -22);
+                        else if (kind == 2) v = variant == 3 ? std::ldexp(u(rng), 18) : 65504.0 * u(rng);
+                        else if (kind == 3) v = u(rng);
+                        else if (kind == 4) v = (rng() % 4 == 0) ? -0.0 : std::ldexp(u(rng), -14);
+                        const uint16_t b = c.e == SQKV_DTYPE_BF16 ? sqkv_double_to_bf16(v) : sqkv_double_to_fp16(v);
+                        memcpy(&x[2 * (((uint64_t)h * c.tokens + t) * c.head_dim + d)], &b, 2);
+                    }
+            kv[tensor].push_back(x);
+        }
+        SCOPED_TRACE(c.name());
+        const std::vector<uint8_t> f = cpu_file(c, kv[0], kv[1], {});
+        ASSERT_FALSE(f.empty());
+        compare_decode(f, 0, 1);
+    }
+}
+
 /* Format 1.1 features other than CODE_WIDTHS stay on the host: the decoder refuses those files. */
 TEST(CudaDecode, HalfTileAndAllKeptFilesAreRefused) {
     SKIP_WITHOUT_GPU();
