@@ -138,6 +138,9 @@ __global__ void __launch_bounds__(32 * kWarps) decode_fast_kernel(DecodeArgs a) 
     uint64_t w0 = 0;
     uint32_t flags = 0;
     bool ovf = false;
+    /* 3-bit PER_TILE: every tile of the unit has a mirrored table (SYMMETRIC, finite scales), so levels
+     * are selected as magnitude plus sign (warp-uniform) */
+    bool sym3 = false;
     if (BITS < 16) {
         w0 = (e0 * BITS) >> 5;
         const uint64_t w1 = ((e0 + total) * BITS + 31) >> 5, region_words = region / 4;
@@ -176,6 +179,12 @@ __global__ void __launch_bounds__(32 * kWarps) decode_fast_kernel(DecodeArgs a) 
                 for (uint32_t c = 0; c < (1u << BITS); c += 4)
                     dst[c / 4] = make_uint2(lv[c] | (lv[c + 1] << 16), lv[c + 2] | (lv[c + 3] << 16));
             };
+            if constexpr (BITS == 3) {
+                bool fin = true;
+#pragma unroll
+                for (uint32_t j = 0; j < 4; j++) fin &= e_is_finite(ps[j], e_bf16);
+                sym3 = __all_sync(kFull, sec.quantizer == 1 && fin);
+            }
             if constexpr (BITS == 2 || BITS == 3) {
                 /* from the parameters loaded with the bitmaps (unrolled: four or eight levels per tile) */
 #pragma unroll
@@ -308,89 +317,148 @@ __global__ void __launch_bounds__(32 * kWarps) decode_fast_kernel(DecodeArgs a) 
             return kept ? x : 0u;
         };
         /* two neighbouring elements of one tile: for 2 bits one byte permute selects both levels */
-        auto pair_of = [&](uint32_t c0, uint32_t c1, uint32_t k0, uint32_t k1, Ctx ctx) -> uint32_t {
-            if constexpr (BITS == 2) {
-                const uint32_t x = __byte_perm(kTile ? ctx.x : lv01, kTile ? ctx.y : lv23, 0x1010u + 0x22u * (c0 | (c1 << 8)));
-                return x & ((0u - k0) & 0xFFFFu | ((0u - k1) << 16));
-            } else if constexpr (BITS == 3 && kTile) {
-                /* both halves permuted from levels 0-3 and 4-7, bit 2 of each code picks its half */
+        /* 3-bit PER_TILE, two codes of one tile (bits 0-2 of w0 and of w1): SYM, a mirrored table, whose
+         * levels 4-7 (ctx.z, ctx.w) are the magnitudes: one byte permute maps both codes to the
+         * magnitudes' byte selector (code c: magnitude c - 4 or 3 - c), a second picks both magnitudes,
+         * two more place the sign bits (codes 0-3 are negative). Otherwise bit 2 of each code picks
+         * levels 0-3 or 4-7. */
+        auto pair3 = [&](auto symc, uint32_t w0c, uint32_t w1c, uint32_t k0, uint32_t k1, Ctx ctx) -> uint32_t {
+            if constexpr (!(BITS == 3 && kTile)) {
+                return 0u;
+            } else if constexpr (decltype(symc)::value) {
+                const uint32_t s1 = (w0c & 7u) | ((w1c << 4) & 0x70u);
+                const uint32_t sel = __byte_perm(0x10325476u, 0x76543210u, s1);
+                const uint32_t mag = __byte_perm(ctx.z, ctx.w, sel);
+                const uint32_t sgn = __byte_perm(__byte_perm(0x80808080u, 0u, s1), 0u, 0x1404u);
+                return (mag ^ sgn) & ((0u - k0) & 0xFFFFu | ((0u - k1) << 16));
+            } else {
+                const uint32_t c0 = w0c & 7u, c1 = w1c & 7u;
                 const uint32_t sel = 0x1010u + 0x22u * ((c0 & 3u) | ((c1 & 3u) << 8));
                 const uint32_t lo = __byte_perm(ctx.x, ctx.y, sel), hi = __byte_perm(ctx.z, ctx.w, sel);
                 const uint32_t upper = (0u - ((c0 >> 2) & 1u)) & 0xFFFFu | ((0u - ((c1 >> 2) & 1u)) << 16);
                 return ((lo & ~upper) | (hi & upper)) & ((0u - k0) & 0xFFFFu | ((0u - k1) << 16));
+            }
+        };
+        auto pair_of = [&](uint32_t c0, uint32_t c1, uint32_t k0, uint32_t k1, Ctx ctx) -> uint32_t {
+            if constexpr (BITS == 2) {
+                const uint32_t x = __byte_perm(kTile ? ctx.x : lv01, kTile ? ctx.y : lv23, 0x1010u + 0x22u * (c0 | (c1 << 8)));
+                return x & ((0u - k0) & 0xFFFFu | ((0u - k1) << 16));
             } else {
                 return level_of(c0, ctx, k0) | (level_of(c1, ctx, k1) << 16);
             }
         };
-        if (sec.tensor == 0) {
-            /* keys: tiles 4l .. 4l + 3 are channels 4l .. 4l + 3; a lane walks down the rows, G rows per
-             * window of each tile (3 bits: ten, so the last window of a half bitmap has two rows) */
-            constexpr uint32_t G = 32 / BITS, NG = (32 + G - 1) / G;
-            uint32_t cur[4];
-            Ctx ctx[4];
+        /* symc: std::true_type where sym3 holds (3-bit PER_TILE only), a loop body per case */
+        auto rows = [&](auto symc) {
+            if (sec.tensor == 0) {
+                /* keys: tiles 4l .. 4l + 3 are channels 4l .. 4l + 3; a lane walks down the rows, G rows per
+                 * window of each tile (3 bits: ten, so the last window of a half bitmap has two rows) */
+                constexpr uint32_t G = 32 / BITS, NG = (32 + G - 1) / G;
+                uint32_t cur[4];
+                Ctx ctx[4];
 #pragma unroll
-            for (uint32_t i = 0; i < 4; i++) {
-                cur[i] = cur0 + ts[i] * BITS;
-                ctx[i] = tile_ctx(4 * lane + i);
-            }
-            uint2 *dst = (uint2 *)(out + 4 * lane);
+                for (uint32_t i = 0; i < 4; i++) {
+                    cur[i] = cur0 + ts[i] * BITS;
+                    ctx[i] = tile_ctx(4 * lane + i);
+                }
+                uint2 *dst = (uint2 *)(out + 4 * lane);
 #pragma unroll
-            for (uint32_t hh = 0; hh < 2; hh++) {
-                uint32_t bw[4];
+                for (uint32_t hh = 0; hh < 2; hh++) {
+                    uint32_t bw[4];
 #pragma unroll
-                for (uint32_t i = 0; i < 4; i++) bw[i] = (uint32_t)(bm[i] >> (32 * (1 - hh)));
+                    for (uint32_t i = 0; i < 4; i++) bw[i] = (uint32_t)(bm[i] >> (32 * (1 - hh)));
 #pragma unroll
-                for (uint32_t gi = 0; gi < NG; gi++) {
-                    if (32 * hh + G * gi >= R) break;
-                    const uint32_t n = G < 32 - G * gi ? G : 32 - G * gi; /* rows of this window */
-                    uint32_t win[4];
+                    for (uint32_t gi = 0; gi < NG; gi++) {
+                        if (32 * hh + G * gi >= R) break;
+                        const uint32_t n = G < 32 - G * gi ? G : 32 - G * gi; /* rows of this window */
+                        uint32_t win[4];
 #pragma unroll
-                    for (uint32_t i = 0; i < 4; i++) win[i] = window(cur[i]);
+                        for (uint32_t i = 0; i < 4; i++) win[i] = window(cur[i]);
+                        if constexpr (BITS == 3 && kTile) {
+                            /* rows in pairs (a window holds an even number of rows): two codes of a tile
+                             * give one 32-bit pair, four pairs give two output rows */
+                            static_assert(G % 2 == 0 && (32 - G * (NG - 1)) % 2 == 0, "row pairs");
 #pragma unroll
-                    for (uint32_t rr = 0; rr < n; rr++) {
-                        const uint32_t q = G * gi + rr, r = 32 * hh + q;
-                        if (r >= R) break;
-                        uint32_t v[4];
+                            for (uint32_t rr = 0; rr < n; rr += 2) {
+                                const uint32_t q = G * gi + rr, r = 32 * hh + q;
+                                if (r >= R) break;
+                                uint32_t pr[4];
 #pragma unroll
-                        for (uint32_t i = 0; i < 4; i++) {
-                            const uint32_t kept = (bw[i] >> (31 - q)) & 1u;
-                            v[i] = level_of(win[i] & MASK, ctx[i], kept);
-                            win[i] = kept ? win[i] >> BITS : win[i];
+                                for (uint32_t i = 0; i < 4; i++) {
+                                    const uint32_t k0 = (bw[i] >> (31 - q)) & 1u, k1 = (bw[i] >> (30 - q)) & 1u;
+                                    const uint32_t w1 = k0 ? win[i] >> BITS : win[i];
+                                    pr[i] = pair3(symc, win[i], w1, k0, k1, ctx[i]);
+                                    win[i] = k1 ? w1 >> BITS : w1;
+                                }
+                                const uint2 row0 = make_uint2(__byte_perm(pr[0], pr[1], 0x5410u), __byte_perm(pr[2], pr[3], 0x5410u));
+                                check_overflow(row0);
+                                put(dst + r * (kFD / 4), row0);
+                                if (r + 1 < R) {
+                                    const uint2 row1 = make_uint2(__byte_perm(pr[0], pr[1], 0x7632u), __byte_perm(pr[2], pr[3], 0x7632u));
+                                    check_overflow(row1);
+                                    put(dst + (r + 1) * (kFD / 4), row1);
+                                }
+                            }
+                        } else {
+#pragma unroll
+                        for (uint32_t rr = 0; rr < n; rr++) {
+                            const uint32_t q = G * gi + rr, r = 32 * hh + q;
+                            if (r >= R) break;
+                            uint32_t v[4];
+#pragma unroll
+                            for (uint32_t i = 0; i < 4; i++) {
+                                const uint32_t kept = (bw[i] >> (31 - q)) & 1u;
+                                v[i] = level_of(win[i] & MASK, ctx[i], kept);
+                                win[i] = kept ? win[i] >> BITS : win[i];
+                            }
+                            const uint2 pair = make_uint2(v[0] | (v[1] << 16), v[2] | (v[3] << 16));
+                            check_overflow(pair);
+                            put(dst + r * (kFD / 4), pair);
                         }
-                        const uint2 pair = make_uint2(v[0] | (v[1] << 16), v[2] | (v[3] << 16));
-                        check_overflow(pair);
-                        put(dst + r * (kFD / 4), pair);
-                    }
+                        }
 #pragma unroll
-                    for (uint32_t i = 0; i < 4; i++)
-                        cur[i] += BITS * (uint32_t)__popc((bw[i] << (G * gi)) >> (32 - n));
+                        for (uint32_t i = 0; i < 4; i++)
+                            cur[i] += BITS * (uint32_t)__popc((bw[i] << (G * gi)) >> (32 - n));
+                    }
+                }
+            } else {
+                /* values: as below, the lane's four codes from one window */
+                const uint32_t h = lane >> 4, i0 = 4 * (lane & 15u);
+                const uint64_t before_mask = ~(~0ull >> i0);
+                uint2 *dst = (uint2 *)(out + 64 * h + i0);
+#pragma unroll 4
+                for (uint32_t r = 0; r < R; r++) {
+                    const uint32_t t = h * R + r;
+                    const uint64_t tb = s.bm[t];
+                    const uint32_t rank = s.tstart[t] + (uint32_t)__popcll(tb & before_mask);
+                    const uint32_t nib = (uint32_t)(tb >> (60 - i0)) & 0xFu;
+                    uint32_t w = window(cur0 + rank * BITS);
+                    const Ctx ctx = tile_ctx(t);
+                    const uint32_t k0 = nib >> 3, k1 = (nib >> 2) & 1u, k2 = (nib >> 1) & 1u, k3 = nib & 1u;
+                    if constexpr (BITS == 3 && kTile) {
+                        const uint32_t w1 = k0 ? w >> BITS : w, w2 = k1 ? w1 >> BITS : w1, w3 = k2 ? w2 >> BITS : w2;
+                        const uint2 pair = make_uint2(pair3(symc, w, w1, k0, k1, ctx), pair3(symc, w2, w3, k2, k3, ctx));
+                        check_overflow(pair);
+                        put(dst + (uint64_t)r * (kFD / 4), pair);
+                        continue;
+                    }
+                    const uint32_t c0 = w & MASK;
+                    w = k0 ? w >> BITS : w;
+                    const uint32_t c1 = w & MASK;
+                    w = k1 ? w >> BITS : w;
+                    const uint32_t c2 = w & MASK;
+                    w = k2 ? w >> BITS : w;
+                    const uint32_t c3 = w & MASK;
+                    const uint2 pair = make_uint2(pair_of(c0, c1, k0, k1, ctx), pair_of(c2, c3, k2, k3, ctx));
+                    check_overflow(pair);
+                    put(dst + (uint64_t)r * (kFD / 4), pair);
                 }
             }
+        };
+        if constexpr (BITS == 3 && kTile) {
+            if (sym3) rows(std::true_type{});
+            else rows(std::false_type{});
         } else {
-            /* values: as below, the lane's four codes from one window */
-            const uint32_t h = lane >> 4, i0 = 4 * (lane & 15u);
-            const uint64_t before_mask = ~(~0ull >> i0);
-            uint2 *dst = (uint2 *)(out + 64 * h + i0);
-#pragma unroll 4
-            for (uint32_t r = 0; r < R; r++) {
-                const uint32_t t = h * R + r;
-                const uint64_t tb = s.bm[t];
-                const uint32_t rank = s.tstart[t] + (uint32_t)__popcll(tb & before_mask);
-                const uint32_t nib = (uint32_t)(tb >> (60 - i0)) & 0xFu;
-                uint32_t w = window(cur0 + rank * BITS);
-                const Ctx ctx = tile_ctx(t);
-                const uint32_t k0 = nib >> 3, k1 = (nib >> 2) & 1u, k2 = (nib >> 1) & 1u, k3 = nib & 1u;
-                const uint32_t c0 = w & MASK;
-                w = k0 ? w >> BITS : w;
-                const uint32_t c1 = w & MASK;
-                w = k1 ? w >> BITS : w;
-                const uint32_t c2 = w & MASK;
-                w = k2 ? w >> BITS : w;
-                const uint32_t c3 = w & MASK;
-                const uint2 pair = make_uint2(pair_of(c0, c1, k0, k1, ctx), pair_of(c2, c3, k2, k3, ctx));
-                check_overflow(pair);
-                put(dst + (uint64_t)r * (kFD / 4), pair);
-            }
+            rows(std::false_type{});
         }
     } else if (sec.tensor == 0) {
         /* keys: tiles 4l .. 4l + 3 are channels 4l .. 4l + 3; a lane walks down the rows */
