@@ -1,8 +1,9 @@
 /*
  * decode_fast.cu: the decoder's fast path for head_dim 128 with PER_HEAD or PER_TILE scales or EXACT
  * values (the general decode_kernel of decode_kernels.cu handles every other case), bit for bit the same
- * output. PER_TILE levels are built per unit in the warp's shared memory (2 and 4 bits: every tile's
- * level table; 8 bits: each tile's parameters, levels per element).
+ * output. PER_TILE levels are built per unit in the warp's shared memory (2, 3 and 4 bits: every tile's
+ * level table; 8 bits: each tile's parameters, levels per element). 3 bits read a tile's eight levels
+ * into registers and select two codes' levels at once (SYMMETRIC: magnitude plus sign).
  *
  * One warp per unit (64 tokens x 128 channels of one head) and no block-wide barrier, so a block's
  * eight units proceed independently and many units are in flight per multiprocessor:
@@ -347,118 +348,156 @@ __global__ void __launch_bounds__(32 * kWarps) decode_fast_kernel(DecodeArgs a) 
                 return level_of(c0, ctx, k0) | (level_of(c1, ctx, k1) << 16);
             }
         };
-        /* symc: std::true_type where sym3 holds (3-bit PER_TILE only), a loop body per case */
-        auto rows = [&](auto symc) {
-            if (sec.tensor == 0) {
-                /* keys: tiles 4l .. 4l + 3 are channels 4l .. 4l + 3; a lane walks down the rows, G rows per
-                 * window of each tile (3 bits: ten, so the last window of a half bitmap has two rows) */
-                constexpr uint32_t G = 32 / BITS, NG = (32 + G - 1) / G;
-                uint32_t cur[4];
-                Ctx ctx[4];
+        if constexpr (BITS == 3 && kTile) {
+            /* symc: std::true_type where sym3 holds (3-bit PER_TILE only), a loop body per case */
+            auto rows3 = [&](auto symc) {
+                if (sec.tensor == 0) {
+                    /* keys: tiles 4l .. 4l + 3 are channels 4l .. 4l + 3; a lane walks down the rows, G rows per
+                     * window of each tile (3 bits: ten, so the last window of a half bitmap has two rows) */
+                    constexpr uint32_t G = 32 / BITS, NG = (32 + G - 1) / G;
+                    uint32_t cur[4];
+                    Ctx ctx[4];
 #pragma unroll
-                for (uint32_t i = 0; i < 4; i++) {
-                    cur[i] = cur0 + ts[i] * BITS;
-                    ctx[i] = tile_ctx(4 * lane + i);
-                }
-                uint2 *dst = (uint2 *)(out + 4 * lane);
-#pragma unroll
-                for (uint32_t hh = 0; hh < 2; hh++) {
-                    uint32_t bw[4];
-#pragma unroll
-                    for (uint32_t i = 0; i < 4; i++) bw[i] = (uint32_t)(bm[i] >> (32 * (1 - hh)));
-#pragma unroll
-                    for (uint32_t gi = 0; gi < NG; gi++) {
-                        if (32 * hh + G * gi >= R) break;
-                        const uint32_t n = G < 32 - G * gi ? G : 32 - G * gi; /* rows of this window */
-                        uint32_t win[4];
-#pragma unroll
-                        for (uint32_t i = 0; i < 4; i++) win[i] = window(cur[i]);
-                        if constexpr (BITS == 3 && kTile) {
-                            /* rows in pairs (a window holds an even number of rows): two codes of a tile
-                             * give one 32-bit pair, four pairs give two output rows */
-                            static_assert(G % 2 == 0 && (32 - G * (NG - 1)) % 2 == 0, "row pairs");
-#pragma unroll
-                            for (uint32_t rr = 0; rr < n; rr += 2) {
-                                const uint32_t q = G * gi + rr, r = 32 * hh + q;
-                                if (r >= R) break;
-                                uint32_t pr[4];
-#pragma unroll
-                                for (uint32_t i = 0; i < 4; i++) {
-                                    const uint32_t k0 = (bw[i] >> (31 - q)) & 1u, k1 = (bw[i] >> (30 - q)) & 1u;
-                                    const uint32_t w1 = k0 ? win[i] >> BITS : win[i];
-                                    pr[i] = pair3(symc, win[i], w1, k0, k1, ctx[i]);
-                                    win[i] = k1 ? w1 >> BITS : w1;
-                                }
-                                const uint2 row0 = make_uint2(__byte_perm(pr[0], pr[1], 0x5410u), __byte_perm(pr[2], pr[3], 0x5410u));
-                                check_overflow(row0);
-                                put(dst + r * (kFD / 4), row0);
-                                if (r + 1 < R) {
-                                    const uint2 row1 = make_uint2(__byte_perm(pr[0], pr[1], 0x7632u), __byte_perm(pr[2], pr[3], 0x7632u));
-                                    check_overflow(row1);
-                                    put(dst + (r + 1) * (kFD / 4), row1);
-                                }
-                            }
-                        } else {
-#pragma unroll
-                        for (uint32_t rr = 0; rr < n; rr++) {
-                            const uint32_t q = G * gi + rr, r = 32 * hh + q;
-                            if (r >= R) break;
-                            uint32_t v[4];
-#pragma unroll
-                            for (uint32_t i = 0; i < 4; i++) {
-                                const uint32_t kept = (bw[i] >> (31 - q)) & 1u;
-                                v[i] = level_of(win[i] & MASK, ctx[i], kept);
-                                win[i] = kept ? win[i] >> BITS : win[i];
-                            }
-                            const uint2 pair = make_uint2(v[0] | (v[1] << 16), v[2] | (v[3] << 16));
-                            check_overflow(pair);
-                            put(dst + r * (kFD / 4), pair);
-                        }
-                        }
-#pragma unroll
-                        for (uint32_t i = 0; i < 4; i++)
-                            cur[i] += BITS * (uint32_t)__popc((bw[i] << (G * gi)) >> (32 - n));
+                    for (uint32_t i = 0; i < 4; i++) {
+                        cur[i] = cur0 + ts[i] * BITS;
+                        ctx[i] = tile_ctx(4 * lane + i);
                     }
-                }
-            } else {
-                /* values: as below, the lane's four codes from one window */
-                const uint32_t h = lane >> 4, i0 = 4 * (lane & 15u);
-                const uint64_t before_mask = ~(~0ull >> i0);
-                uint2 *dst = (uint2 *)(out + 64 * h + i0);
+                    uint2 *dst = (uint2 *)(out + 4 * lane);
+#pragma unroll
+                    for (uint32_t hh = 0; hh < 2; hh++) {
+                        uint32_t bw[4];
+#pragma unroll
+                        for (uint32_t i = 0; i < 4; i++) bw[i] = (uint32_t)(bm[i] >> (32 * (1 - hh)));
+#pragma unroll
+                        for (uint32_t gi = 0; gi < NG; gi++) {
+                            if (32 * hh + G * gi >= R) break;
+                            const uint32_t n = G < 32 - G * gi ? G : 32 - G * gi; /* rows of this window */
+                            uint32_t win[4];
+#pragma unroll
+                            for (uint32_t i = 0; i < 4; i++) win[i] = window(cur[i]);
+                            {
+                                /* rows in pairs (a window holds an even number of rows): two codes of a tile
+                                 * give one 32-bit pair, four pairs give two output rows */
+                                static_assert(G % 2 == 0 && (32 - G * (NG - 1)) % 2 == 0, "row pairs");
+#pragma unroll
+                                for (uint32_t rr = 0; rr < n; rr += 2) {
+                                    const uint32_t q = G * gi + rr, r = 32 * hh + q;
+                                    if (r >= R) break;
+                                    uint32_t pr[4];
+#pragma unroll
+                                    for (uint32_t i = 0; i < 4; i++) {
+                                        const uint32_t k0 = (bw[i] >> (31 - q)) & 1u, k1 = (bw[i] >> (30 - q)) & 1u;
+                                        const uint32_t w1 = k0 ? win[i] >> BITS : win[i];
+                                        pr[i] = pair3(symc, win[i], w1, k0, k1, ctx[i]);
+                                        win[i] = k1 ? w1 >> BITS : w1;
+                                    }
+                                    const uint2 row0 = make_uint2(__byte_perm(pr[0], pr[1], 0x5410u), __byte_perm(pr[2], pr[3], 0x5410u));
+                                    check_overflow(row0);
+                                    put(dst + r * (kFD / 4), row0);
+                                    if (r + 1 < R) {
+                                        const uint2 row1 = make_uint2(__byte_perm(pr[0], pr[1], 0x7632u), __byte_perm(pr[2], pr[3], 0x7632u));
+                                        check_overflow(row1);
+                                        put(dst + (r + 1) * (kFD / 4), row1);
+                                    }
+                                }
+                            }
+#pragma unroll
+                            for (uint32_t i = 0; i < 4; i++)
+                                cur[i] += BITS * (uint32_t)__popc((bw[i] << (G * gi)) >> (32 - n));
+                        }
+                    }
+                } else {
+                    /* values: as below, the lane's four codes from one window */
+                    const uint32_t h = lane >> 4, i0 = 4 * (lane & 15u);
+                    const uint64_t before_mask = ~(~0ull >> i0);
+                    uint2 *dst = (uint2 *)(out + 64 * h + i0);
 #pragma unroll 4
-                for (uint32_t r = 0; r < R; r++) {
-                    const uint32_t t = h * R + r;
-                    const uint64_t tb = s.bm[t];
-                    const uint32_t rank = s.tstart[t] + (uint32_t)__popcll(tb & before_mask);
-                    const uint32_t nib = (uint32_t)(tb >> (60 - i0)) & 0xFu;
-                    uint32_t w = window(cur0 + rank * BITS);
-                    const Ctx ctx = tile_ctx(t);
-                    const uint32_t k0 = nib >> 3, k1 = (nib >> 2) & 1u, k2 = (nib >> 1) & 1u, k3 = nib & 1u;
-                    if constexpr (BITS == 3 && kTile) {
+                    for (uint32_t r = 0; r < R; r++) {
+                        const uint32_t t = h * R + r;
+                        const uint64_t tb = s.bm[t];
+                        const uint32_t rank = s.tstart[t] + (uint32_t)__popcll(tb & before_mask);
+                        const uint32_t nib = (uint32_t)(tb >> (60 - i0)) & 0xFu;
+                        uint32_t w = window(cur0 + rank * BITS);
+                        const Ctx ctx = tile_ctx(t);
+                        const uint32_t k0 = nib >> 3, k1 = (nib >> 2) & 1u, k2 = (nib >> 1) & 1u, k3 = nib & 1u;
                         const uint32_t w1 = k0 ? w >> BITS : w, w2 = k1 ? w1 >> BITS : w1, w3 = k2 ? w2 >> BITS : w2;
                         const uint2 pair = make_uint2(pair3(symc, w, w1, k0, k1, ctx), pair3(symc, w2, w3, k2, k3, ctx));
                         check_overflow(pair);
                         put(dst + (uint64_t)r * (kFD / 4), pair);
-                        continue;
                     }
-                    const uint32_t c0 = w & MASK;
-                    w = k0 ? w >> BITS : w;
-                    const uint32_t c1 = w & MASK;
-                    w = k1 ? w >> BITS : w;
-                    const uint32_t c2 = w & MASK;
-                    w = k2 ? w >> BITS : w;
-                    const uint32_t c3 = w & MASK;
-                    const uint2 pair = make_uint2(pair_of(c0, c1, k0, k1, ctx), pair_of(c2, c3, k2, k3, ctx));
-                    check_overflow(pair);
-                    put(dst + (uint64_t)r * (kFD / 4), pair);
+                }
+            };
+            if (sym3) rows3(std::true_type{});
+            else rows3(std::false_type{});
+        } else if (sec.tensor == 0) {
+            /* keys: tiles 4l .. 4l + 3 are channels 4l .. 4l + 3; a lane walks down the rows, G rows per
+             * window of each tile (3 bits: ten, so the last window of a half bitmap has two rows) */
+            constexpr uint32_t G = 32 / BITS, NG = (32 + G - 1) / G;
+            uint32_t cur[4];
+            Ctx ctx[4];
+#pragma unroll
+            for (uint32_t i = 0; i < 4; i++) {
+                cur[i] = cur0 + ts[i] * BITS;
+                ctx[i] = tile_ctx(4 * lane + i);
+            }
+            uint2 *dst = (uint2 *)(out + 4 * lane);
+#pragma unroll
+            for (uint32_t hh = 0; hh < 2; hh++) {
+                uint32_t bw[4];
+#pragma unroll
+                for (uint32_t i = 0; i < 4; i++) bw[i] = (uint32_t)(bm[i] >> (32 * (1 - hh)));
+#pragma unroll
+                for (uint32_t gi = 0; gi < NG; gi++) {
+                    if (32 * hh + G * gi >= R) break;
+                    const uint32_t n = G < 32 - G * gi ? G : 32 - G * gi; /* rows of this window */
+                    uint32_t win[4];
+#pragma unroll
+                    for (uint32_t i = 0; i < 4; i++) win[i] = window(cur[i]);
+#pragma unroll
+                    for (uint32_t rr = 0; rr < n; rr++) {
+                        const uint32_t q = G * gi + rr, r = 32 * hh + q;
+                        if (r >= R) break;
+                        uint32_t v[4];
+#pragma unroll
+                        for (uint32_t i = 0; i < 4; i++) {
+                            const uint32_t kept = (bw[i] >> (31 - q)) & 1u;
+                            v[i] = level_of(win[i] & MASK, ctx[i], kept);
+                            win[i] = kept ? win[i] >> BITS : win[i];
+                        }
+                        const uint2 pair = make_uint2(v[0] | (v[1] << 16), v[2] | (v[3] << 16));
+                        check_overflow(pair);
+                        put(dst + r * (kFD / 4), pair);
+                    }
+#pragma unroll
+                    for (uint32_t i = 0; i < 4; i++)
+                        cur[i] += BITS * (uint32_t)__popc((bw[i] << (G * gi)) >> (32 - n));
                 }
             }
-        };
-        if constexpr (BITS == 3 && kTile) {
-            if (sym3) rows(std::true_type{});
-            else rows(std::false_type{});
         } else {
-            rows(std::false_type{});
+            /* values: as below, the lane's four codes from one window */
+            const uint32_t h = lane >> 4, i0 = 4 * (lane & 15u);
+            const uint64_t before_mask = ~(~0ull >> i0);
+            uint2 *dst = (uint2 *)(out + 64 * h + i0);
+#pragma unroll 4
+            for (uint32_t r = 0; r < R; r++) {
+                const uint32_t t = h * R + r;
+                const uint64_t tb = s.bm[t];
+                const uint32_t rank = s.tstart[t] + (uint32_t)__popcll(tb & before_mask);
+                const uint32_t nib = (uint32_t)(tb >> (60 - i0)) & 0xFu;
+                uint32_t w = window(cur0 + rank * BITS);
+                const Ctx ctx = tile_ctx(t);
+                const uint32_t k0 = nib >> 3, k1 = (nib >> 2) & 1u, k2 = (nib >> 1) & 1u, k3 = nib & 1u;
+                const uint32_t c0 = w & MASK;
+                w = k0 ? w >> BITS : w;
+                const uint32_t c1 = w & MASK;
+                w = k1 ? w >> BITS : w;
+                const uint32_t c2 = w & MASK;
+                w = k2 ? w >> BITS : w;
+                const uint32_t c3 = w & MASK;
+                const uint2 pair = make_uint2(pair_of(c0, c1, k0, k1, ctx), pair_of(c2, c3, k2, k3, ctx));
+                check_overflow(pair);
+                put(dst + (uint64_t)r * (kFD / 4), pair);
+            }
         }
     } else if (sec.tensor == 0) {
         /* keys: tiles 4l .. 4l + 3 are channels 4l .. 4l + 3; a lane walks down the rows */
