@@ -272,6 +272,37 @@ TEST_F(AppendTest, InterruptedAppendAtEveryOffsetIsRecovered) {
     EXPECT_EQ(new_size, appended.size());
 }
 
+// Fuzzing finding 7: the scan for a valid prefix read the file backward in 64 KiB blocks but stopped
+// after the first, so an interrupted append that had written more than 64 KiB left no recoverable
+// prefix. Torn tails of 64 KiB - 8 .. 200 KiB (zeros, and copies of the file's own bytes, whose end
+// magic at aligned ends makes false candidates) must all go back to the old file.
+TEST_F(AppendTest, LongTornTailIsRecovered) {
+    const Cache full = Full(1, 2, 16, 100, 12);
+    Bytes old_file;
+    ASSERT_EQ(sqkv_test::EncodeCache(Slice(full, 0, 100, 10), Opts(2), &old_file), SQKV_OK);
+    const std::string path = Path("long.sqkv");
+    for (size_t tail : {size_t{65536 - 8}, size_t{65536}, size_t{65536 + 8}, size_t{140000}, size_t{200000}}) {
+        for (int copies : {0, 1}) {
+            Bytes torn = old_file;
+            while (torn.size() < old_file.size() + tail) {
+                if (copies) torn.insert(torn.end(), old_file.begin(), old_file.end());
+                else torn.push_back(0);
+            }
+            torn.resize(old_file.size() + tail);
+            ASSERT_TRUE(sqkv_test::WriteFile(path, torn));
+            uint64_t size = 0, valid = 0, old_size = 0, new_size = 0;
+            char text[600];
+            ASSERT_EQ(sqkv_find_valid_prefix(path.c_str(), nullptr, &size, &valid, text, sizeof text), SQKV_OK)
+                << "tail " << tail << " copies " << copies << ": " << text;
+            EXPECT_EQ(size, torn.size());
+            EXPECT_EQ(valid, old_file.size()) << "tail " << tail << " copies " << copies;
+            ASSERT_EQ(sqkv_recover(path.c_str(), nullptr, &old_size, &new_size, text, sizeof text), SQKV_OK) << text;
+            EXPECT_EQ(new_size, old_file.size());
+            EXPECT_EQ(Read(path), old_file) << "tail " << tail << " copies " << copies;
+        }
+    }
+}
+
 // A crash after the tail became durable but before a section did (writes reach the disk in any order
 // without the appender's fsync between them): the file opens but does not verify. Recovery goes back
 // to the previous state, and the appender refuses to build on the torn segment.

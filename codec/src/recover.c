@@ -87,8 +87,12 @@ static sqkv_error scan(int fd, uint64_t file_size, const sqkv_limits *limits, ui
                 break;
             }
         }
-        end = e; /* the next block ends where this one's scan stopped */
-        if (end - lo < SQKV_MAGIC_SIZE || lo == 0) break;
+        /* The next block ends where this one's scan stopped: e's magic would start before lo. Only the
+         * block that reached the file's start ends the scan (fuzzing finding 7: stopping whenever a block
+         * was scanned to its start limited the search to the last 64 KiB, so a longer torn append lost
+         * the file). Each block moves end back by SCAN_BLOCK - 8 bytes or more. */
+        end = e;
+        if (lo == 0) break;
     }
     free(block);
     return err;
