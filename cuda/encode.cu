@@ -7,8 +7,10 @@
 #include <string.h>
 
 #include <algorithm>
+#include <atomic>
 #include <new>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <zstd.h>
@@ -536,25 +538,62 @@ struct FileSink {
         return SQKV_OK;
     }
 
-    /* A section as the kernels wrote it (sealed, codec 0): passed on as is without zstd. */
-    sqkv_cuda_status put_bytes(const uint8_t *bytes, uint64_t extent) {
-        sqkv_section_blob b;
-        memset(&b, 0, sizeof b);
-        sqkv_section_header_unpack(bytes, &b.header); /* our own kernels' header: no check needed */
+    /* Sections as the kernels wrote them (sealed, codec 0; section i at bytes[i], extent[i] bytes), in
+     * file order. With zstd they are compressed by up to 8 threads (one context each; zstd's output
+     * does not depend on the context's history, so the bytes are the writer's), then written in order. */
+    sqkv_cuda_status put_sections(const std::vector<const uint8_t *> &bytes, const std::vector<uint64_t> &extent) {
+        const size_t n = bytes.size();
+        std::vector<sqkv_section_blob> blobs(n);
+        for (size_t i = 0; i < n; i++) {
+            memset(&blobs[i], 0, sizeof blobs[i]);
+            sqkv_section_header_unpack(bytes[i], &blobs[i].header); /* our own kernels' header: no check needed */
+        }
         if (e->opt.zstd_level == 0) {
-            const size_t at = entries.size();
-            entries.resize(at + SQKV_INDEX_ENTRY_SIZE);
-            sqkv_index_entry_pack(&b.header, offset, entries.data() + at);
-            offset += extent;
-            if (write_fn(ctx, bytes, (size_t)extent)) return fail(e, SQKV_ERR_IO, "write_file: the write callback failed");
+            for (size_t i = 0; i < n; i++) {
+                const size_t at = entries.size();
+                entries.resize(at + SQKV_INDEX_ENTRY_SIZE);
+                sqkv_index_entry_pack(&blobs[i].header, offset, entries.data() + at);
+                offset += extent[i];
+                if (write_fn(ctx, bytes[i], (size_t)extent[i]))
+                    return fail(e, SQKV_ERR_IO, "write_file: the write callback failed");
+            }
             return SQKV_OK;
         }
-        b.bytes = (uint8_t *)malloc((size_t)extent);
-        if (!b.bytes) return fail(e, SQKV_ERR_OUT_OF_MEMORY, "write_file: no memory for a section of %llu bytes",
-                                  (unsigned long long)extent);
-        memcpy(b.bytes, bytes, (size_t)extent);
-        const sqkv_cuda_status st = put(&b);
-        sqkv_blob_free(&b);
+        std::vector<sqkv_error> errs(n, SQKV_OK);
+        std::atomic<size_t> next{0};
+        auto work = [&]() {
+            void *cc = nullptr;
+            for (size_t i; (i = next.fetch_add(1)) < n;) {
+                sqkv_section_blob &b = blobs[i];
+                if (!(b.bytes = (uint8_t *)malloc((size_t)extent[i]))) {
+                    errs[i] = SQKV_ERR_OUT_OF_MEMORY;
+                    continue;
+                }
+                memcpy(b.bytes, bytes[i], (size_t)extent[i]);
+                errs[i] = sqkv_blob_compress_streams(&b, e->geo.head_dim, e->opt.zstd_level, &cc, nullptr);
+            }
+            ZSTD_freeCCtx((ZSTD_CCtx *)cc);
+        };
+        const unsigned hw = std::thread::hardware_concurrency();
+        const size_t n_threads = std::min<size_t>(n, std::min(8u, hw ? hw : 1u));
+        std::vector<std::thread> pool;
+        for (size_t t = 1; t < n_threads; t++) pool.emplace_back(work);
+        work();
+        for (auto &t : pool) t.join();
+        sqkv_cuda_status st = SQKV_OK;
+        for (size_t i = 0; i < n && st == SQKV_OK; i++) {
+            if (errs[i] != SQKV_OK) {
+                st = fail(e, errs[i], "write_file: %s while compressing a section with zstd", sqkv_error_name(errs[i]));
+                break;
+            }
+            const size_t at = entries.size();
+            entries.resize(at + SQKV_INDEX_ENTRY_SIZE);
+            sqkv_index_entry_pack(&blobs[i].header, offset, entries.data() + at);
+            const uint64_t x = sqkv_blob_extent(&blobs[i]);
+            offset += x;
+            if (write_fn(ctx, blobs[i].bytes, (size_t)x)) st = fail(e, SQKV_ERR_IO, "write_file: the write callback failed");
+        }
+        for (auto &b : blobs) sqkv_blob_free(&b);
         return st;
     }
 };
@@ -620,12 +659,16 @@ extern "C" sqkv_cuda_status sqkv_cuda_encoder_write_file(sqkv_cuda_encoder *e, c
             cleanup();
             return SQKV_CUDA_ERROR_BASE + (int)c;
         }
-        for (size_t s = 0; s < ns; s++)
-            if ((st = sink.put_bytes(staging + e->sections[s].slot,
-                                     sqkv_section_extent(e->stored[(size_t)l * ns + s]))) != SQKV_OK) {
-                cleanup();
-                return st;
-            }
+        std::vector<const uint8_t *> bytes(ns);
+        std::vector<uint64_t> extent(ns);
+        for (size_t s = 0; s < ns; s++) {
+            bytes[s] = staging + e->sections[s].slot;
+            extent[s] = sqkv_section_extent(e->stored[(size_t)l * ns + s]);
+        }
+        if ((st = sink.put_sections(bytes, extent)) != SQKV_OK) {
+            cleanup();
+            return st;
+        }
     }
     cleanup();
 
