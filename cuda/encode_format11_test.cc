@@ -5,15 +5,20 @@
  * quantizers, every granularity with keep-all, element and source types, head_dim, token counts that
  * are not multiples of 64, dense windows and section splits. Inputs are rich in what these modes must
  * get right: half tiles of zeros (empty groups, or all-zero groups with keep-all), -0 next to +0, ties.
- * The range search is still refused.
+ * The range search is still refused. On the host: the GPU's code choice (numeric.cuh nearest_code)
+ * against the CPU reference, where 8-bit bf16 groups have runs of equal top levels.
  */
 #include <time.h>
 #include <xxhash.h>
 
+#include <algorithm>
+
 #include "cuda_test_util.h"
+#include "numeric.cuh"
 
 extern "C" {
 #include "format.h"
+#include "quantize.h"
 }
 
 using namespace sqkv_test;
@@ -357,4 +362,75 @@ TEST(CudaEncodeFormat11, RangeSearchStillRefused) {
     EXPECT_EQ(SQKV_OK, sqkv_cuda_encoder_create(&g, &o, &enc));
     EXPECT_NE(nullptr, enc);
     sqkv_cuda_encoder_destroy(enc);
+}
+
+/* No GPU needed: numeric.cuh's nearest_code, the code choice of the general kernels, gives the CPU
+ * reference's code (quantize.h) for every width and element type: on level tables of reference-like
+ * parameters (groups whose range is a few ulps of a large offset, where rounding merges levels, at the
+ * top too) and on arbitrary non-decreasing tables with runs, for values at, between, below and above
+ * the levels. Above a run of equal top levels the tie goes to the run's first code. */
+TEST(CudaEncodeFormat11, NearestCodeMatchesTheCpuReference) {
+    std::mt19937_64 rng(seed_of("nearest"));
+    auto random_finite = [&](bool bf16) {
+        uint16_t h;
+        do h = (uint16_t)rng(); while (!sqkv_cuda::e_is_finite(h, bf16));
+        return h;
+    };
+    uint64_t top_runs = 0, above_top = 0;
+    for (int it = 0; it < 6000; it++) {
+        const bool bf16 = it % 2 == 1;
+        const sqkv_dtype e = bf16 ? SQKV_DTYPE_BF16 : SQKV_DTYPE_FP16;
+        const uint32_t bits = 1 + (uint32_t)(rng() % 8), L = 1u << bits;
+        uint16_t lev[256];
+        const int q = 1 + (int)(rng() & 1);
+        uint16_t s = 0, z = 0;
+        if (it % 3 != 0) {
+            /* parameters of a group: a large offset and a range of a few ulps, or two random extremes */
+            uint16_t lo = random_finite(bf16);
+            uint16_t hi = it % 3 == 1 ? (uint16_t)(lo + rng() % 64) : random_finite(bf16);
+            if (!sqkv_cuda::e_is_finite(hi, bf16) || (hi ^ lo) & 0x8000u) hi = lo;
+            if (sqkv_e_to_double(lo, e) > sqkv_e_to_double(hi, e)) std::swap(lo, hi);
+            const uint16_t extremes[2] = {lo, hi};
+            const uint16_t mag = std::max<uint16_t>(lo & 0x7FFFu, hi & 0x7FFFu);
+            if (q == 1) sqkv_quant_choose_params(SQKV_QUANT_SYMMETRIC, bits, e, &mag, 1, &s, &z);
+            else sqkv_quant_choose_params(SQKV_QUANT_ASYMMETRIC, bits, e, extremes, 2, &s, &z);
+            ASSERT_EQ(SQKV_OK, sqkv_quant_levels((sqkv_quantizer)q, bits, e, s, z, lev));
+        } else {
+            /* any non-decreasing table, values often repeated, the top ones in half the cases */
+            uint16_t pool[3];
+            for (auto &p : pool) p = random_finite(bf16);
+            for (uint32_t c = 0; c < L; c++) lev[c] = rng() % 3 == 0 ? pool[rng() % 3] : random_finite(bf16);
+            std::sort(lev, lev + L, [&](uint16_t a, uint16_t b) { return sqkv_e_to_double(a, e) < sqkv_e_to_double(b, e); });
+            if (L > 1 && (rng() & 1)) lev[L - 1] = lev[L - 2];
+        }
+        double table[256];
+        for (uint32_t c = 0; c < L; c++) table[c] = sqkv_e_to_double(lev[c], e);
+        const bool top_run = L > 1 && table[L - 1] == table[L - 2];
+        top_runs += top_run;
+        const double top = table[L - 1];
+        std::vector<uint16_t> xs;
+        for (uint32_t c = 0; c < L; c++) {
+            xs.push_back(lev[c]);
+            xs.push_back((uint16_t)(lev[c] + 1));
+            xs.push_back((uint16_t)(lev[c] - 1));
+        }
+        for (int i = 0; i < 64; i++) xs.push_back(random_finite(bf16));
+        for (uint16_t x : xs) {
+            if (!sqkv_cuda::e_is_finite(x, bf16)) continue;
+            const double xd = sqkv_e_to_double(x, e);
+            above_top += top_run && xd > top;
+            const uint32_t want = sqkv_quant_nearest(lev, L, e, x);
+            ASSERT_EQ(want, sqkv_cuda::nearest_code(sqkv_cuda::TableLevels{table}, L, xd))
+                << "iteration " << it << " bits " << bits << " bf16 " << bf16 << " x 0x" << std::hex << x;
+            if (it % 3 != 0) {
+                /* the general kernels' form for PER_TILE and PER_HALF_TILE groups: levels computed when asked */
+                const sqkv_cuda::OnTheFlyLevels fly{q, bits, bf16, sqkv_e_to_double(s, e), sqkv_e_to_double(z, e)};
+                ASSERT_EQ(want, sqkv_cuda::nearest_code(fly, L, xd))
+                    << "iteration " << it << " bits " << bits << " bf16 " << bf16 << " x 0x" << std::hex << x;
+            }
+        }
+    }
+    /* the case this test is for must have come up */
+    EXPECT_GT(top_runs, 100u);
+    EXPECT_GT(above_top, 100u);
 }

@@ -375,6 +375,9 @@ __device__ __forceinline__ void tile_stat_atomic(uint32_t *tstat, uint32_t t, ui
     atomicMax(&tstat[3 * t + 2], k);
 }
 
+/* kHalves: PER_HALF_TILE scales. A template parameter so that the other granularities keep the
+ * register count (and so the occupancy) they had before half tiles existed. */
+template <bool kHalves>
 __global__ void __launch_bounds__(kPruneThreads) prune_kernel(EncodeArgs a) {
     extern __shared__ __align__(16) uint8_t smem_raw[];
     const Geometry &g = a.g;
@@ -390,9 +393,10 @@ __global__ void __launch_bounds__(kPruneThreads) prune_kernel(EncodeArgs a) {
     const uint32_t head = sec.head_start + u.head;
     const uint64_t row0 = ((uint64_t)head * g.n_tokens + sec.token_start + 64ull * u.chunk) * D;
     const bool keys = sec.tensor == 0;
-    const bool halves = g.granularity == 3, all_kept = a.all_kept != 0;
+    const bool halves = kHalves, all_kept = a.all_kept != 0;
     const bool tile_stats = g.granularity == 2 || halves, key_stats = g.quantizer == 2;
-    const uint32_t n_groups = nt * groups_per_tile(g);
+    constexpr uint32_t per_tile = kHalves ? 2u : 1u; /* scale groups per tile */
+    const uint32_t n_groups = nt * per_tile;
     if (tid < 4) s.misc[tid] = tid == 2 ? 0xFFFFFFFFu : 0u;
 
     /* P0: rows -> shared memory as E (coalesced: the unit's R*D input elements are contiguous), zero
@@ -498,36 +502,31 @@ __global__ void __launch_bounds__(kPruneThreads) prune_kernel(EncodeArgs a) {
             }
         }
     } else if (keys) {
+        /* a thread per channel; with PER_HALF_TILE the channel's tile is two groups, rows 0..31 and
+         * 32..63 (rows beyond R are zero: never kept when pruning, padding with ALL_KEPT) */
+        constexpr uint32_t split = kHalves ? 32u : 64u;
         for (uint32_t d = tid; d < D; d += kPruneThreads) {
             uint64_t bm = 0;
-            /* statistics of the two half tiles: rows 0..31 and 32..63 (rows beyond R are zero and never
-             * kept) */
-            uint32_t mx[2] = {0, 0}, mnk[2] = {0xFFFFFFFFu, 0xFFFFFFFFu}, mxk[2] = {0, 0};
-            for (uint32_t r = 0; r < R; r++) {
-                const uint16_t x = s.rows[r * RS + d];
-                if (all_kept || kept_elem(x, s.thr[r], d)) {
-                    const uint32_t half = r >> 5;
-                    bm |= 1ull << (63 - r);
-                    mx[half] = max(mx[half], (uint32_t)(x & 0x7FFFu));
-                    const uint32_t k = e_order_key(x);
-                    mnk[half] = min(mnk[half], k);
-                    mxk[half] = max(mxk[half], k);
+            for (uint32_t r0 = 0; r0 < 64u; r0 += split) {
+                uint32_t mx = 0, mnk = 0xFFFFFFFFu, mxk = 0;
+                for (uint32_t r = r0; r < r0 + split; r++) {
+                    const uint16_t x = s.rows[r * RS + d];
+                    if (all_kept ? r < R : kept_elem(x, s.thr[r], d)) {
+                        bm |= 1ull << (63 - r);
+                        mx = max(mx, (uint32_t)(x & 0x7FFFu));
+                        const uint32_t k = e_order_key(x);
+                        mnk = min(mnk, k);
+                        mxk = max(mxk, k);
+                    }
                 }
+                uint32_t *st = s.tstat + 3 * (halves ? 2 * d + r0 / 32u : d);
+                st[0] = mx;
+                st[1] = mnk;
+                st[2] = mxk;
+                mnk_all = min(mnk_all, mnk);
+                mxk_all = max(mxk_all, mxk);
             }
             s.bms[d] = bm;
-            if (halves) {
-                for (uint32_t h = 0; h < 2; h++) {
-                    s.tstat[3 * (2 * d + h)] = mx[h];
-                    s.tstat[3 * (2 * d + h) + 1] = mnk[h];
-                    s.tstat[3 * (2 * d + h) + 2] = mxk[h];
-                }
-            } else {
-                s.tstat[3 * d] = max(mx[0], mx[1]);
-                s.tstat[3 * d + 1] = min(mnk[0], mnk[1]);
-                s.tstat[3 * d + 2] = max(mxk[0], mxk[1]);
-            }
-            mnk_all = min(mnk_all, min(mnk[0], mnk[1]));
-            mxk_all = max(mxk_all, max(mxk[0], mxk[1]));
         }
     } else {
         /* values: a quad per row, each member its quarter of the channels, bits OR-ed into the tiles */
@@ -589,7 +588,6 @@ __global__ void __launch_bounds__(kPruneThreads) prune_kernel(EncodeArgs a) {
             s.outbuf[pos++] = s.rows[r * RS + d];
         }
         if (tile_stats) {
-            const uint32_t per_tile = groups_per_tile(g);
             for (uint32_t part = 0; part < per_tile; part++) {
                 const uint32_t grp = per_tile * t + part;
                 const uint32_t count =
@@ -996,8 +994,9 @@ sqkv_cuda_status launch_encode(const EncodeArgs &a, cudaStream_t stream) {
         timer.mark("pack");
     } else if (a.n_units > 0) {
         const size_t smem = prune_smem_bytes(a.g, a.unit_cap);
-        SQKV_CUDA_TRY(cudaFuncSetAttribute(prune_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-        prune_kernel<<<dim3(a.n_units, a.n_layers), kPruneThreads, smem, stream>>>(a);
+        const auto kernel = a.g.granularity == 3 ? prune_kernel<true> : prune_kernel<false>;
+        SQKV_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+        kernel<<<dim3(a.n_units, a.n_layers), kPruneThreads, smem, stream>>>(a);
         SQKV_CUDA_LAUNCHED();
     }
     if (!a.fast) {
