@@ -109,10 +109,12 @@ struct Case {
     uint32_t k, hps, tps;
     sqkv_prune_mode prune;
     double sparsity;
+    uint32_t zstd = 0; /* options.zstd_level */
     std::string name() const {
         char b[256];
-        snprintf(b, sizeof b, "L%u H%u D%u T%u W%u e%d src%d b%u q%d g%d k%u hps%u tps%u prune%d s%.2f", layers, heads,
-                 head_dim, tokens, window, (int)e, (int)src, bits, (int)q, (int)gran, k, hps, tps, (int)prune, sparsity);
+        snprintf(b, sizeof b, "L%u H%u D%u T%u W%u e%d src%d b%u q%d g%d k%u hps%u tps%u prune%d s%.2f zstd%u", layers,
+                 heads, head_dim, tokens, window, (int)e, (int)src, bits, (int)q, (int)gran, k, hps, tps, (int)prune,
+                 sparsity, zstd);
         return b;
     }
 };
@@ -148,6 +150,7 @@ inline sqkv_writer_options options_of(const Case &c) {
     o.offset_interval_log2 = c.k;
     o.heads_per_section = c.hps;
     o.tokens_per_section = c.tps;
+    o.zstd_level = c.zstd;
     return o;
 }
 

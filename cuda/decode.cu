@@ -9,15 +9,20 @@
 #include <string.h>
 
 #include <algorithm>
+#include <atomic>
 #include <new>
 #include <string>
+#include <thread>
 #include <vector>
+
+#include <zstd.h>
 
 #include "decode_kernels.cuh"
 #include "internal.cuh"
 #include "xxh3.cuh"
 
 extern "C" {
+#include "codec_streams.h"
 #include "decode_dense.h"
 #include "decode_sparse.h"
 #include "format.h"
@@ -34,7 +39,8 @@ namespace {
 struct HostSection {
     uint32_t entry;          /* index entry in the reader */
     sqkv_section_header h;
-    uint64_t body_offset;    /* in the file */
+    uint64_t body_offset;    /* in the file: the body (codec 0) or the stored body (codec 1) */
+    bool packed = false;     /* codec 1: the body is decompressed on the host into each call's workspace */
     sqkv_sparse_layout lay;  /* SPARSE stream offsets (payload_at does not depend on the kept count) */
     bool validated = false;
 };
@@ -68,6 +74,10 @@ struct sqkv_cuda_decoder {
     sqkv_cuda_status error = SQKV_OK;
     std::string detail;
     CachedCall cache;
+    /* codec 1: pinned host buffer the bodies are decompressed into, and the event after its last upload */
+    uint8_t *staging = nullptr;
+    uint64_t staging_size = 0;
+    cudaEvent_t staging_free = nullptr;
 };
 
 namespace {
@@ -100,6 +110,10 @@ struct CallPlan {
     uint64_t max_dense = 0;
     std::vector<HashJob> jobs;
     std::vector<uint32_t> job_sec; /* call section of each job */
+    /* codec-1 sections of the call: call section, offset in the workspace's unpacked region */
+    std::vector<uint32_t> unpack_sec;
+    std::vector<uint64_t> unpack_at;
+    uint64_t unpack_bytes = 0;
     std::vector<uint32_t> block_map;
     /* Mustafar */
     std::vector<uint32_t> m_units;
@@ -107,7 +121,8 @@ struct CallPlan {
 };
 
 struct CallLayout {
-    uint64_t secs, units, stats, errors, dense, jobs, map, sums, hashes, m_units, m_tile_base, m_word_base, total;
+    uint64_t secs, units, stats, errors, dense, jobs, map, sums, hashes, m_units, m_tile_base, m_word_base, unpacked,
+        total;
 };
 
 CallLayout layout_of(const CallPlan &p) {
@@ -130,6 +145,7 @@ CallLayout layout_of(const CallPlan &p) {
     l.m_units = take(p.m_units.size() * 4);
     l.m_tile_base = take(p.m_tile_base.size() * 8);
     l.m_word_base = take((p.m_units.size() + 1) * 8);
+    l.unpacked = take(p.unpack_bytes);
     l.total = off;
     return l;
 }
@@ -139,7 +155,15 @@ void add_section(const sqkv_cuda_decoder *d, uint32_t id, uint8_t *out, bool has
     const sqkv_section_header &h = hs.h;
     DecSection s;
     memset(&s, 0, sizeof s);
-    s.body = d->dev + hs.body_offset;
+    const uint32_t call_id = (uint32_t)p->secs.size();
+    if (hs.packed) { /* s.body is set once the workspace layout is known (prepare_call) */
+        p->unpack_sec.push_back(call_id);
+        p->unpack_at.push_back(p->unpack_bytes);
+        p->unpack_bytes = align_up(p->unpack_bytes + h.decoded_size, 256);
+        hash = false; /* its stored bytes were checked on the host before decompression (decoder_create) */
+    } else {
+        s.body = d->dev + hs.body_offset;
+    }
     s.out = out;
     s.decoded_size = h.decoded_size;
     s.kind = (uint8_t)h.kind;
@@ -148,13 +172,13 @@ void add_section(const sqkv_cuda_decoder *d, uint32_t id, uint8_t *out, bool has
     s.head_count = h.head_count;
     s.token_start = h.token_start;
     s.token_count = h.token_count;
-    const uint32_t call_id = (uint32_t)p->secs.size();
     if (h.kind == SQKV_KIND_SPARSE) {
         s.bits = h.payload_bits;
         s.quantizer = h.quantizer;
         s.granularity = h.scale_granularity;
         s.offset_log2 = h.offset_interval_log2;
         s.params_per_group = (uint8_t)hs.lay.params_per_group;
+        s.all_kept = (uint8_t)(hs.lay.all_kept ? 1 : 0);
         s.n_tiles = hs.lay.n_tiles;
         s.tiles_per_head = hs.lay.n_tiles / h.head_count;
         s.n_offsets = hs.lay.n_offsets;
@@ -249,6 +273,56 @@ sqkv_cuda_status host_validate(sqkv_cuda_decoder *d, HostSection &s) {
     return SQKV_OK;
 }
 
+/* The call's codec-1 bodies, decompressed on the host by several threads into the decoder's pinned
+ * staging buffer and uploaded into the workspace's unpacked region in one copy; points their DecSection
+ * at it. Their stored bytes were checked at creation (checksum, stream table); decompression checks the
+ * frames (COMPRESSED_STREAM). */
+sqkv_cuda_status unpack_sections(sqkv_cuda_decoder *d, CallPlan &p, uint8_t *dst, cudaStream_t stream) {
+    if (!d->staging_free) SQKV_CUDA_TRY(cudaEventCreateWithFlags(&d->staging_free, cudaEventDisableTiming));
+    SQKV_CUDA_TRY(cudaEventSynchronize(d->staging_free)); /* the previous call's upload has left it */
+    if (d->staging_size < p.unpack_bytes) {
+        if (d->staging) SQKV_CUDA_TRY(cudaFreeHost(d->staging));
+        d->staging = nullptr;
+        d->staging_size = 0;
+        SQKV_CUDA_TRY(cudaMallocHost((void **)&d->staging, (size_t)p.unpack_bytes));
+        d->staging_size = p.unpack_bytes;
+    }
+    const size_t n = p.unpack_sec.size();
+    const unsigned hw = std::thread::hardware_concurrency();
+    const size_t n_threads = std::min<size_t>(n, std::min(8u, hw ? hw : 1u));
+    std::atomic<size_t> next{0};
+    std::vector<sqkv_error> errs(n, SQKV_OK);
+    std::vector<std::string> why(n);
+    auto work = [&]() {
+        ZSTD_DCtx *dctx = ZSTD_createDCtx();
+        for (size_t i; (i = next.fetch_add(1)) < n;) {
+            const HostSection &hs = d->secs[p.sec_ids[p.unpack_sec[i]]];
+            if (!dctx) {
+                errs[i] = SQKV_ERR_OUT_OF_MEMORY;
+                why[i] = "ZSTD_createDCtx failed";
+                continue;
+            }
+            sqkv_stream_plan plan;
+            sqkv_stream_plan_for(&hs.h, d->geo.head_dim, &plan);
+            sqkv_diag diag;
+            errs[i] = sqkv_streams_decode(d->host + hs.body_offset, &plan, dctx, d->staging + p.unpack_at[i], &diag);
+            if (errs[i] != SQKV_OK) why[i] = diag.text;
+        }
+        ZSTD_freeDCtx(dctx);
+    };
+    std::vector<std::thread> pool;
+    for (size_t t = 1; t < n_threads; t++) pool.emplace_back(work);
+    work();
+    for (auto &t : pool) t.join();
+    for (size_t i = 0; i < n; i++) /* the first failing section in call order, as the CPU would meet it */
+        if (errs[i] != SQKV_OK)
+            return fail(d, errs[i], "%s: %s", describe(d->secs[p.sec_ids[p.unpack_sec[i]]]).c_str(), why[i].c_str());
+    for (size_t i = 0; i < n; i++) p.secs[p.unpack_sec[i]].body = dst + p.unpack_at[i];
+    SQKV_CUDA_TRY(cudaMemcpyAsync(dst, d->staging, (size_t)p.unpack_bytes, cudaMemcpyHostToDevice, stream));
+    SQKV_CUDA_TRY(cudaEventRecord(d->staging_free, stream));
+    return SQKV_OK;
+}
+
 /* Uploads the plan, runs checksums (unvalidated sections, unless trusted), the count and section
  * passes, and the validation kernels; reads the verdict back (one synchronization) when anything was
  * unvalidated. On success the workspace holds every unit's payload position. */
@@ -260,6 +334,10 @@ sqkv_cuda_status prepare_call(sqkv_cuda_decoder *d, CallPlan &p, uint8_t *ws, ui
                     (unsigned long long)ws_size, (unsigned long long)lay->total);
     bool unvalidated = false;
     for (uint32_t id : p.sec_ids) unvalidated |= !d->secs[id].validated;
+    if (!p.unpack_sec.empty()) {
+        const sqkv_cuda_status st = unpack_sections(d, p, ws + lay->unpacked, stream);
+        if (st != SQKV_OK) return st;
+    }
     SQKV_CUDA_TRY(cudaMemcpyAsync(ws + lay->secs, p.secs.data(), p.secs.size() * sizeof(DecSection),
                                   cudaMemcpyHostToDevice, stream));
     if (!p.dense.empty())
@@ -293,7 +371,8 @@ sqkv_cuda_status prepare_call(sqkv_cuda_decoder *d, CallPlan &p, uint8_t *ws, ui
         bool ok = true;
         for (const DecSection &x : p.secs)
             if (x.kind == SQKV_KIND_SPARSE) {
-                if ((bits && (x.bits != bits || x.granularity != gran)) || ((uintptr_t)x.out & 15u)) ok = false;
+                if ((bits && (x.bits != bits || x.granularity != gran)) || ((uintptr_t)x.out & 15u) || x.all_kept)
+                    ok = false;
                 /* widths and granularities the fast kernel knows (later format versions may add others) */
                 if ((x.bits != 2 && x.bits != 3 && x.bits != 4 && x.bits != 8 && x.bits != 16) ||
                     (x.granularity != SQKV_SCALE_PER_HEAD && x.granularity != SQKV_SCALE_PER_TILE &&
@@ -396,30 +475,34 @@ extern "C" sqkv_cuda_status sqkv_cuda_decoder_create(const void *host_file, size
             HostSection s;
             s.entry = r->index.tensors[pos].entry;
             const uint8_t *body = nullptr;
-            /* header checksum, kind, codec, fields, sizes, index agreement, padding after the body */
-            err = sqkv_reader_section(d->reader, s.entry, 0, &s.h, &body);
+            /* A codec-1 section's stored bytes are checked here, on the host, before anything of them is
+             * used (§5.1: checksum first, unless trusted); codec-0 bodies are hashed on the GPU. The codec
+             * byte read here only chooses that; the call below checks the header as always. */
+            const uint64_t at = r->index.entries[s.entry].offset;
+            const bool packed = at + SQKV_SECTION_HEADER_SIZE <= size && d->host[at + SQKV_SEC_CODEC] != SQKV_CODEC_NONE;
+            const int force_checksum = packed && !(flags & SQKV_CUDA_TRUSTED);
+            /* header checksum, kind, codec, fields, sizes, index agreement, padding after the body;
+             * codec 1: the stream table (the frames are decoded by each call, unpack_sections) */
+            err = sqkv_reader_section_stored(d->reader, s.entry, force_checksum, &s.h, &body);
             if (err != SQKV_OK) {
                 *out = d;
                 return fail(d, err, "%s", sqkv_reader_error_detail(d->reader));
             }
-            if (s.h.codec != SQKV_CODEC_NONE) {
+            /* codec 1 (zstd): each decode call decompresses the body on the host into its workspace
+             * (sqkv_cuda_decoder_workspace_size counts the room) */
+            s.packed = s.h.codec != SQKV_CODEC_NONE;
+            if (s.packed && !force_checksum && !(flags & SQKV_CUDA_TRUSTED)) { /* the header lied to the peek */
                 *out = d;
-                return fail(d, SQKV_ERR_UNSUPPORTED, "%s: codec %u is decoded on the host only", describe(s).c_str(),
-                            s.h.codec);
+                return fail(d, SQKV_ERR_STATE, "%s: codec changed between two reads of the header", describe(s).c_str());
             }
-            /* Of the format 1.1 features the GPU decodes CODE_WIDTHS (any width 1..8, general kernels) */
-            if (s.h.kind == SQKV_KIND_SPARSE &&
-                (s.h.flags != 0 || s.h.scale_granularity == SQKV_SCALE_PER_HALF_TILE)) {
-                *out = d;
-                return fail(d, SQKV_ERR_UNSUPPORTED, "%s: format 1.1 features half-tile scales and ALL_KEPT are"
-                            " decoded on the host only", describe(s).c_str());
-            }
-            s.body_offset = (uint64_t)(body - d->host);
+            s.body_offset = (uint64_t)(body - d->host); /* a memory reader: a pointer into host_file */
             if (s.h.kind == SQKV_KIND_SPARSE) {
                 const uint64_t nt = sqkv_tiles_per_head((sqkv_tensor)s.h.tensor, s.h.token_count, geo.head_dim) *
                                     s.h.head_count;
-                sqkv_sparse_layout_compute(nt, s.h.offset_interval_log2, s.h.quantizer, s.h.scale_granularity,
-                                           s.h.payload_bits, s.h.head_count, 0, &s.lay);
+                /* flags: the reader accepted only ALL_KEPT (bit 0), and only in a file that declares it */
+                sqkv_sparse_layout_compute_flags(nt, s.h.offset_interval_log2, s.h.quantizer, s.h.scale_granularity,
+                                                 s.h.payload_bits, s.h.head_count, 0,
+                                                 (s.h.flags & SQKV_SECTION_FLAG_ALL_KEPT) != 0, &s.lay);
                 if (s.lay.payload_at > s.h.decoded_size) {
                     *out = d;
                     return fail(d, SQKV_ERR_SIZE_MISMATCH, "%s: decoded_size below its streams", describe(s).c_str());
@@ -436,6 +519,11 @@ extern "C" sqkv_cuda_status sqkv_cuda_decoder_create(const void *host_file, size
 extern "C" void sqkv_cuda_decoder_destroy(sqkv_cuda_decoder *d) {
     if (!d) return;
     sqkv_reader_destroy(d->reader);
+    if (d->staging_free) {
+        cudaEventSynchronize(d->staging_free); /* an upload may still read the staging buffer */
+        cudaEventDestroy(d->staging_free);
+    }
+    if (d->staging) cudaFreeHost(d->staging);
     delete d;
 }
 

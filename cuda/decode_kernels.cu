@@ -43,6 +43,36 @@ __device__ __forceinline__ uint32_t tile_valid(const Geometry &g, const DecSecti
     return min(64u, g.head_dim - 64u * h);
 }
 
+/* Bitmap of unit tile t: stored, or with ALL_KEPT (§7.6) the one of every non-padding element. bms is
+ * the unit's first stored bitmap and is not read with ALL_KEPT. */
+__device__ __forceinline__ uint64_t unit_bitmap(const Geometry &g, const DecSection &sec, const UnitPlan &u,
+                                                const uint64_t *bms, uint32_t t) {
+    return sec.all_kept ? valid_mask(tile_valid(g, sec, u, t)) : bms[t];
+}
+
+/* Parameter groups per tile: 2 with PER_HALF_TILE (group 2n: elements 0..31, bitmap bits 63..32), else 1. */
+__device__ __forceinline__ uint32_t groups_per_tile(const DecSection &sec) { return sec.granularity == 3 ? 2u : 1u; }
+
+/* The first payload element of a unit of an ALL_KEPT section: every earlier token of the section's
+ * earlier heads and of this head's earlier chunks has all head_dim elements (§7.6). */
+__device__ __forceinline__ uint64_t all_kept_first(const Geometry &g, const DecSection &sec, const UnitPlan &u) {
+    return ((uint64_t)u.head * sec.token_count + 64ull * u.chunk) * g.head_dim;
+}
+
+/* SCALE rule of the PER_TILE or PER_HALF_TILE groups of section tile `tile` with bitmap bm (§7.4). */
+__device__ __forceinline__ uint32_t tile_scale_errors(const DecSection &sec, bool bf16, const uint16_t *scales,
+                                                      uint64_t tile, uint64_t bm) {
+    const uint32_t gpt = groups_per_tile(sec);
+    uint32_t err = 0;
+    for (uint32_t h = 0; h < gpt; h++) {
+        const uint32_t c = gpt == 1 ? __popcll(bm) : __popc(h == 0 ? (uint32_t)(bm >> 32) : (uint32_t)bm);
+        const uint64_t grp = (tile * gpt + h) * sec.params_per_group;
+        const uint16_t s = scales[grp], z = sec.params_per_group == 2 ? scales[grp + 1] : 0;
+        if (c == 0 ? (s != 0 || z != 0) : !quant_params_ok(sec.quantizer, sec.bits, bf16, s, z)) err |= kErrScale;
+    }
+    return err;
+}
+
 __device__ __forceinline__ void block_or(uint32_t *sh_err, uint32_t err) {
     if (err) atomicOr(sh_err, err);
 }
@@ -99,16 +129,12 @@ __global__ void __launch_bounds__(kThreads) count_kernel(DecodeArgs a) {
     __syncthreads();
     uint32_t cnt = 0, padded = 0, err = 0;
     for (uint32_t t = threadIdx.x; t < u.n_tiles; t += blockDim.x) {
-        const uint64_t bm = bms[t];
+        const uint64_t bm = unit_bitmap(g, sec, u, bms, t);
         if (bm & ~valid_mask(tile_valid(g, sec, u, t))) err |= kErrBitmapPad;
         const uint32_t c = __popcll(bm);
         cnt += c;
         padded += (c + 7u) & ~7u;
-        if (sec.granularity == 2) {
-            const uint64_t grp = (u.tile0 + t) * sec.params_per_group;
-            const uint16_t s = scales[grp], z = sec.params_per_group == 2 ? scales[grp + 1] : 0;
-            if (c == 0 ? (s != 0 || z != 0) : !quant_params_ok(sec.quantizer, sec.bits, bf16, s, z)) err |= kErrScale;
-        }
+        if (sec.granularity >= 2) err |= tile_scale_errors(sec, bf16, scales, u.tile0 + t, bm);
     }
     atomicAdd(&s_count, cnt);
     atomicAdd(&s_padded, padded);
@@ -169,7 +195,7 @@ __global__ void __launch_bounds__(kThreads) section_kernel(DecodeArgs a) {
     if (!bytes_zero(sec.body, sec.offsets_at + 4 * sec.n_offsets, sec.scales_at) ||
         !bytes_zero(sec.body, sec.scales_at + 2 * sec.n_groups * sec.params_per_group, sec.payload_at))
         err |= kErrStreamPad;
-    if (threadIdx.x == 0 && ((const uint32_t *)(sec.body + sec.offsets_at))[0] != 0) err |= kErrOffsets;
+    if (threadIdx.x == 0 && !sec.all_kept && ((const uint32_t *)(sec.body + sec.offsets_at))[0] != 0) err |= kErrOffsets;
     if (sec.granularity == 1) {
         const uint16_t *scales = (const uint16_t *)(sec.body + sec.scales_at);
         for (uint32_t j = threadIdx.x; j < sec.head_count; j += blockDim.x) {
@@ -206,7 +232,7 @@ __global__ void __launch_bounds__(kThreads) check_kernel(DecodeArgs a) {
     const bool bf16 = a.g.e_bf16 != 0;
     const uint64_t *bms = (const uint64_t *)sec.body + u.tile0;
     if (threadIdx.x == 0) s_err = 0;
-    tile_scan(u.n_tiles, [&](uint32_t t) { return (uint32_t)__popcll(bms[t]); }, tstart, wsum);
+    tile_scan(u.n_tiles, [&](uint32_t t) { return (uint32_t)__popcll(unit_bitmap(a.g, sec, u, bms, t)); }, tstart, wsum);
     uint32_t err = 0;
     const uint32_t k = sec.offset_log2;
     const uint64_t t0 = u.tile0, t1 = u.tile0 + u.n_tiles;
@@ -281,16 +307,21 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(DecodeArgs a) {
     const uint64_t *sec_bms = (const uint64_t *)sec.body;
     const uint64_t *bms = sec_bms + u.tile0;
     const uint16_t *scales = (const uint16_t *)(sec.body + sec.scales_at);
-    const bool exact = bits == 16, per_tile = !exact && sec.granularity == 2, table16 = per_tile && L <= 16;
+    /* per_tile: PER_TILE or PER_HALF_TILE groups (gpt per tile); their levels are tabled in shared
+     * memory when the unit's tables fit in nt * 16 entries, else computed per element */
+    const uint32_t gpt = groups_per_tile(sec);
+    const bool exact = bits == 16, per_tile = !exact && sec.granularity >= 2, table16 = per_tile && gpt * L <= 16;
     if (threadIdx.x == 0) {
         s_flags = 0;
         s_extra = 0;
     }
-    tile_scan(nt, [&](uint32_t t) { return (uint32_t)__popcll(bms[t]); }, tstart, wsum);
+    tile_scan(nt, [&](uint32_t t) { return (uint32_t)__popcll(unit_bitmap(g, sec, u, bms, t)); }, tstart, wsum);
     /* the unit's first payload element: validated offset table plus at most 2^k - 1 popcounts, or
      * the prefix sums of the count pass */
     uint64_t e0;
-    if (a.use_offsets) {
+    if (sec.all_kept) {
+        e0 = all_kept_first(g, sec, u);
+    } else if (a.use_offsets) {
         const uint32_t k = sec.offset_log2;
         const uint64_t m = u.tile0 >> k, t_first = m << k;
         uint32_t extra = 0;
@@ -315,9 +346,9 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(DecodeArgs a) {
             for (uint32_t c = threadIdx.x; c < L; c += blockDim.x)
                 levels[c] = quant_level(sec.quantizer, bits, bf16, sd, zd, c);
         } else if (table16) {
-            for (uint32_t i = threadIdx.x; i < nt * L; i += blockDim.x) {
-                const uint32_t t = i / L, c = i % L;
-                const uint64_t grp = (u.tile0 + t) * sec.params_per_group;
+            for (uint32_t i = threadIdx.x; i < nt * gpt * L; i += blockDim.x) {
+                const uint32_t tg = i / L, c = i % L; /* tg: the unit's group tg (tile tg / gpt) */
+                const uint64_t grp = (u.tile0 * gpt + tg) * sec.params_per_group;
                 const double sd = e_to_double(scales[grp], bf16);
                 const double zd = sec.params_per_group == 2 ? e_to_double(scales[grp + 1], bf16) : 0.0;
                 levels[i] = quant_level(sec.quantizer, bits, bf16, sd, zd, c);
@@ -326,8 +357,8 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(DecodeArgs a) {
     }
     __syncthreads();
     uint32_t flags = 0;
-    /* E value of the unit's kept element i (relative to e0) of tile t */
-    auto value_of = [&](uint32_t t, uint32_t i) -> uint16_t {
+    /* E value of the unit's kept element i (relative to e0) of tile t, in half h of the tile */
+    auto value_of = [&](uint32_t t, uint32_t h, uint32_t i) -> uint16_t {
         const uint64_t bit = (e0 + i) * bits - w0 * 32;
         const uint32_t sh = (uint32_t)(bit & 31u);
         uint32_t raw = words[bit >> 5] >> sh;
@@ -337,9 +368,9 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(DecodeArgs a) {
         uint16_t e;
         if (exact) e = (uint16_t)code;
         else if (!per_tile) e = levels[code];
-        else if (table16) e = levels[t * L + code];
+        else if (table16) e = levels[(t * gpt + h) * L + code];
         else {
-            const uint64_t grp = (u.tile0 + t) * sec.params_per_group;
+            const uint64_t grp = ((u.tile0 + t) * gpt + h) * sec.params_per_group;
             const double sd = e_to_double(scales[grp], bf16);
             const double zd = sec.params_per_group == 2 ? e_to_double(scales[grp + 1], bf16) : 0.0;
             e = quant_level(sec.quantizer, bits, bf16, sd, zd, code);
@@ -357,13 +388,15 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(DecodeArgs a) {
             const uint32_t p = pb * 32 + lane, d0 = 2 * p;
             const bool has0 = d0 < D, has1 = d0 + 1 < D;
             const uint32_t r0 = rg * rows_per, r1 = min(R, r0 + rows_per);
-            const uint64_t m0 = has0 ? bms[d0] : 0, m1 = has1 ? bms[d0 + 1] : 0;
+            const uint64_t m0 = has0 ? unit_bitmap(g, sec, u, bms, d0) : 0;
+            const uint64_t m1 = has1 ? unit_bitmap(g, sec, u, bms, d0 + 1) : 0;
             uint32_t i0 = (has0 ? tstart[d0] : 0) + (r0 ? __popcll(m0 >> (64 - r0)) : 0u);
             uint32_t i1 = (has1 ? tstart[d0 + 1] : 0) + (r0 ? __popcll(m1 >> (64 - r0)) : 0u);
             for (uint32_t r = r0; r < r1; r++) {
                 uint16_t v0 = 0, v1 = 0;
-                if ((m0 >> (63 - r)) & 1u) v0 = value_of(d0, i0++);
-                if ((m1 >> (63 - r)) & 1u) v1 = value_of(d0 + 1, i1++);
+                const uint32_t h = gpt == 2 && r >= 32 ? 1u : 0u; /* a key tile's element r is token r */
+                if ((m0 >> (63 - r)) & 1u) v0 = value_of(d0, h, i0++);
+                if ((m1 >> (63 - r)) & 1u) v1 = value_of(d0 + 1, h, i1++);
                 uint16_t *row = out + (uint64_t)r * D;
                 if ((D & 1u) == 0) {
                     if (has0) *(uint32_t *)(row + d0) = (uint32_t)v0 | ((uint32_t)v1 << 16);
@@ -375,13 +408,13 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(DecodeArgs a) {
         }
     } else {
         for (uint32_t t = warp; t < nt; t += kThreads / 32) {
-            const uint64_t bm = bms[t];
+            const uint64_t bm = unit_bitmap(g, sec, u, bms, t);
             const uint32_t r = t % R, c0 = 64u * (t / R), lim = min(64u, D - c0);
-            const uint32_t i0 = 2 * lane;
+            const uint32_t i0 = 2 * lane, h = gpt == 2 && i0 >= 32 ? 1u : 0u;
             uint32_t rank = tstart[t] + (i0 ? __popcll(bm >> (64 - i0)) : 0u);
             uint16_t v0 = 0, v1 = 0;
-            if ((bm >> (63 - i0)) & 1u) v0 = value_of(t, rank++);
-            if ((bm >> (62 - i0)) & 1u) v1 = value_of(t, rank);
+            if ((bm >> (63 - i0)) & 1u) v0 = value_of(t, h, rank++);
+            if ((bm >> (62 - i0)) & 1u) v1 = value_of(t, h, rank);
             uint16_t *row = out + (uint64_t)r * D + c0;
             if ((D & 1u) == 0 && i0 + 1 < lim) {
                 *(uint32_t *)(row + i0) = (uint32_t)v0 | ((uint32_t)v1 << 16);
@@ -439,12 +472,14 @@ __global__ void __launch_bounds__(kThreads) mustafar_kernel(DecodeArgs a) {
     uint32_t *tstart = (uint32_t *)smem_raw;
     uint32_t *wstart = tstart + nt + 1;
     uint16_t *levels = (uint16_t *)(smem_raw + align_up(8 * (nt + 1), 16));
-    uint16_t *wlev = levels + 256;
+    uint16_t *wlev = levels + 256; /* per warp 2 x 256: a tile's one or two groups */
     __shared__ uint32_t wsum[kThreads / 32];
     const uint64_t *bms = (const uint64_t *)sec.body + u.tile0;
     const uint16_t *scales = (const uint16_t *)(sec.body + sec.scales_at);
-    tile_scan(nt, [&](uint32_t t) { return (uint32_t)__popcll(bms[t]); }, tstart, wsum);
-    tile_scan(nt, [&](uint32_t t) { return (((uint32_t)__popcll(bms[t]) + 7u) & ~7u) / 2u; }, wstart, wsum);
+    const uint32_t gpt = groups_per_tile(sec);
+    tile_scan(nt, [&](uint32_t t) { return (uint32_t)__popcll(unit_bitmap(g, sec, u, bms, t)); }, tstart, wsum);
+    tile_scan(nt, [&](uint32_t t) { return (((uint32_t)__popcll(unit_bitmap(g, sec, u, bms, t)) + 7u) & ~7u) / 2u; },
+              wstart, wsum);
     const bool exact = sec.bits == 16;
     if (!exact && sec.granularity == 1) {
         const uint64_t grp = (uint64_t)u.head * sec.params_per_group;
@@ -456,29 +491,36 @@ __global__ void __launch_bounds__(kThreads) mustafar_kernel(DecodeArgs a) {
     const uint64_t tile_base = a.m_tile_base[blockIdx.x], wbase = a.m_word_base[blockIdx.x];
     if (blockIdx.x == 0 && threadIdx.x == 0) a.m_accum[0] = 0;
     for (uint32_t t = threadIdx.x; t < nt; t += blockDim.x) {
-        a.m_bitmaps[tile_base + t] = (int64_t)bms[t];
+        a.m_bitmaps[tile_base + t] = (int64_t)unit_bitmap(g, sec, u, bms, t);
         a.m_accum[tile_base + t + 1] = (int32_t)(wbase + wstart[t + 1]);
     }
     for (uint32_t t = warp; t < nt; t += kThreads / 32) {
-        const uint64_t bm = bms[t];
+        const uint64_t bm = unit_bitmap(g, sec, u, bms, t);
         const uint32_t c = __popcll(bm), padded = (c + 7u) & ~7u;
+        /* kept elements [0, c_first) are in the tile's first group (elements 0..31 with PER_HALF_TILE) */
+        const uint32_t c_first = gpt == 2 ? (uint32_t)__popc((uint32_t)(bm >> 32)) : c;
         const uint64_t e_tile = st.start + tstart[t];
         const uint16_t *table = levels;
-        if (!exact && sec.granularity == 2) {
-            const uint64_t grp = (u.tile0 + t) * sec.params_per_group;
-            const double sd = e_to_double(scales[grp], bf16);
-            const double zd = sec.params_per_group == 2 ? e_to_double(scales[grp + 1], bf16) : 0.0;
-            if (c)
-                for (uint32_t q = lane; q < L; q += 32) wlev[warp * 256 + q] = quant_level(sec.quantizer, sec.bits, bf16, sd, zd, q);
+        uint32_t table_step = 0; /* table of the second group: table + table_step */
+        if (!exact && sec.granularity >= 2) {
+            for (uint32_t h = 0; h < gpt; h++) {
+                const uint64_t grp = ((u.tile0 + t) * gpt + h) * sec.params_per_group;
+                const double sd = e_to_double(scales[grp], bf16);
+                const double zd = sec.params_per_group == 2 ? e_to_double(scales[grp + 1], bf16) : 0.0;
+                if (h == 0 ? c_first : c - c_first)
+                    for (uint32_t q = lane; q < L; q += 32)
+                        wlev[warp * 512 + h * 256 + q] = quant_level(sec.quantizer, sec.bits, bf16, sd, zd, q);
+            }
             __syncwarp();
-            table = wlev + warp * 256;
+            table = wlev + warp * 512;
+            table_step = 256;
         }
         uint16_t *dst = a.m_values + 2 * (wbase + wstart[t]);
         for (uint32_t k = lane; k < padded; k += 32) {
             uint16_t v = 0;
             if (k < c) {
                 const uint32_t code = code_at(sec, sec.bits, e_tile + k);
-                v = exact ? (uint16_t)code : table[code];
+                v = exact ? (uint16_t)code : table[(k < c_first ? 0u : table_step) + code];
             }
             dst[k] = v;
         }
@@ -551,7 +593,7 @@ sqkv_cuda_status launch_decode_mustafar(const DecodeArgs &a, cudaStream_t stream
     if (a.m_n_units == 0) return SQKV_OK;
     mustafar_scan_kernel<<<1, 32, 0, stream>>>(a);
     SQKV_CUDA_LAUNCHED();
-    const size_t smem = align_up(8 * ((size_t)max_tiles(a.g) + 1), 16) + 2 * 256 + 2 * 8 * 256;
+    const size_t smem = align_up(8 * ((size_t)max_tiles(a.g) + 1), 16) + 2 * 256 + 2 * 8 * 512;
     SQKV_CUDA_TRY(cudaFuncSetAttribute(mustafar_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     mustafar_kernel<<<a.m_n_units, kThreads, smem, stream>>>(a);
     SQKV_CUDA_LAUNCHED();

@@ -12,7 +12,8 @@ struct DecSection {
     uint8_t *out;            /* device: the [H, T, D] output tensor of this section's layer and tensor */
     uint64_t decoded_size;
     uint8_t kind, tensor, bits, quantizer;
-    uint8_t granularity, offset_log2, params_per_group, pad0;
+    uint8_t granularity, offset_log2, params_per_group;
+    uint8_t all_kept;        /* ALL_KEPT (§7.6): bitmaps implied, no bitmaps or offsets stored */
     uint32_t head_start, head_count, token_start, token_count;
     uint64_t n_tiles, tiles_per_head, n_offsets, n_groups;
     uint64_t offsets_at, scales_at, payload_at;

@@ -267,25 +267,143 @@ TEST(CudaDecode, ThreeBitSymmetricMirroredLevels) {
     }
 }
 
-/* Format 1.1 features other than CODE_WIDTHS stay on the host: the decoder refuses those files. */
-TEST(CudaDecode, HalfTileAndAllKeptFilesAreRefused) {
+/* Format 1.1 HALF_TILE_SCALES and ALL_KEPT (§7.4, §7.6), alone and together, on the general kernels:
+ * every width, both quantizers, every head_dim, token counts that are not multiples of 64, fp16 and
+ * bf16, dense windows, section splits; dense output (both unit-start sources) and Mustafar's layout. */
+TEST(CudaDecode, HalfTileAndAllKeptMatchCpu) {
     SKIP_WITHOUT_GPU();
-    for (int which = 0; which < 2; which++) {
-        Case c = base_case();
-        c.layers = 1;
-        c.q = SQKV_QUANT_ASYMMETRIC;
-        if (which == 0) c.gran = SQKV_SCALE_PER_HALF_TILE;
-        else c.prune = SQKV_PRUNE_KEEP_ALL;
-        if (which == 1) c.k = 0;
-        const std::vector<uint8_t> f = make_file(c, seed_of("refused") + which);
-        ASSERT_FALSE(f.empty());
-        DevBuf dfile(f.size());
-        CUDA_OK(cudaMemcpy(dfile.p, f.data(), f.size(), cudaMemcpyHostToDevice));
-        sqkv_cuda_decoder *d = nullptr;
-        EXPECT_EQ(SQKV_ERR_UNSUPPORTED, sqkv_cuda_decoder_create(f.data(), f.size(), dfile.p, nullptr, 0, &d));
-        EXPECT_STRNE("", sqkv_cuda_decoder_error_detail(d));
-        sqkv_cuda_decoder_destroy(d);
+    uint64_t n = 0;
+    const uint32_t dims[] = {64, 80, 96, 128, 256};
+    for (int which = 0; which < 3; which++) /* half tiles, ALL_KEPT, both */
+        for (uint32_t bits : {1u, 2u, 3u, 4u, 5u, 8u})
+            for (int q = 1; q <= 2; q++) {
+                Case c = base_case();
+                c.bits = bits;
+                c.q = (sqkv_quantizer)q;
+                c.gran = which == 1 ? (sqkv_scale_granularity)(1 + n % 2) : SQKV_SCALE_PER_HALF_TILE;
+                if (which >= 1) {
+                    c.prune = SQKV_PRUNE_KEEP_ALL;
+                    c.k = 0;
+                } else {
+                    c.k = (uint32_t)(n % 5);
+                    c.sparsity = n % 3 == 2 ? 0.95 : 0.8; /* many empty half tiles */
+                }
+                c.head_dim = dims[n % 5];
+                c.tokens = 50 + 37 * (uint32_t)(n % 6);
+                c.window = (uint32_t)(n % 3) * 7;
+                c.e = (n % 4 == 3) ? SQKV_DTYPE_BF16 : SQKV_DTYPE_FP16;
+                c.heads = 1 + (uint32_t)(n % 3) * 2;
+                c.hps = 1 + (uint32_t)(n % 2);
+                c.tps = (n % 4 == 1) ? 64 : 0;
+                SCOPED_TRACE(c.name());
+                const std::vector<uint8_t> f = make_file(c, seed_of("decode-11") + n);
+                ASSERT_FALSE(f.empty());
+                compare_decode(f, 0, 1 + (uint32_t)(n % 2));
+                compare_mustafar(f, c.layers - 1, (sqkv_tensor)(n % 2), c.heads - 1);
+                n++;
+            }
+}
+
+/* Files with the zstd layer (codec 1, §5.1): decompressed on the host into the workspace, then the same
+ * kernels; every decoder mode, the fast and general kernels, Mustafar's layout. */
+TEST(CudaDecode, ZstdFilesMatchCpu) {
+    SKIP_WITHOUT_GPU();
+    uint64_t n = 0;
+    for (uint32_t D : {64u, 128u})
+        for (uint32_t bits : {2u, 3u, 16u}) {
+            Case c = base_case();
+            c.head_dim = D;
+            c.bits = bits;
+            c.q = bits == 16 ? SQKV_QUANT_EXACT : SQKV_QUANT_ASYMMETRIC;
+            c.gran = bits == 16 ? SQKV_SCALE_NONE : SQKV_SCALE_PER_TILE;
+            c.zstd = 1 + (uint32_t)(n % 3) * 5;
+            c.tokens = 150 + 41 * (uint32_t)n;
+            c.window = 20;
+            SCOPED_TRACE(c.name());
+            const std::vector<uint8_t> f = make_file(c, seed_of("decode-zstd") + n);
+            ASSERT_FALSE(f.empty());
+            for (unsigned flags : {0u, (unsigned)SQKV_CUDA_TRUSTED, (unsigned)SQKV_CUDA_HOST_VALIDATE})
+                compare_decode(f, flags, 1 + (uint32_t)(n % 2));
+            compare_mustafar(f, 1, SQKV_TENSOR_V, 2);
+            n++;
+        }
+}
+
+/* A zstd-compressed section whose stored bytes were changed: the decoder refuses the file when it is
+ * created (the stored body's checksum is checked on the host before anything is decompressed); with the
+ * checksum recomputed the stream table breaks a rule of §5.1, and the error is the CPU reader's. */
+TEST(CudaDecode, DamagedZstdSectionIsRefused) {
+    SKIP_WITHOUT_GPU();
+    Case c = base_case();
+    c.layers = 1;
+    c.zstd = 3;
+    c.q = SQKV_QUANT_ASYMMETRIC;
+    c.gran = SQKV_SCALE_PER_TILE;
+    const std::vector<uint8_t> f = make_file(c, seed_of("zstd-damage"));
+    ASSERT_FALSE(f.empty());
+    bool found = false;
+    for (size_t off = 64; off + 64 < f.size() && !found;) { /* the first SPARSE section with codec 1 */
+        sqkv_section_header h;
+        if (!sqkv_section_header_unpack(f.data() + off, &h)) break;
+        if (h.kind == SQKV_KIND_SPARSE && h.codec == 1) {
+            found = true;
+            /* 0: a reserved byte of the stream table, checksum left (SECTION_CHECKSUM at creation);
+             * 1: the same, checksum recomputed (the table's rule, at creation);
+             * 2: the magic of the first zstd frame, checksum recomputed (COMPRESSED_STREAM, met when a
+             *    decode call decompresses the frame) */
+            for (int damage = 0; damage < 3; damage++) {
+                std::vector<uint8_t> bad = f;
+                uint8_t *body = bad.data() + off + 64;
+                if (damage < 2) {
+                    body[1] ^= 0x01;
+                } else {
+                    uint64_t at = 4 * 16; /* stream data after the four 16-byte records */
+                    int rec = 0;
+                    while (rec < 4 && body[16 * rec] != 1) {
+                        uint64_t len;
+                        memcpy(&len, body + 16 * rec + 8, 8);
+                        at += (len + 7) & ~7ull;
+                        rec++;
+                    }
+                    ASSERT_LT(rec, 4);
+                    body[at] ^= 0xFF;
+                }
+                if (damage > 0) {
+                    h.body_checksum = sqkv_checksum(body, (size_t)h.stored_size);
+                    sqkv_section_header_pack(&h, bad.data() + off);
+                }
+                sqkv_reader *cr = nullptr;
+                ASSERT_EQ(SQKV_OK, sqkv_reader_create(nullptr, 0, &cr));
+                sqkv_error want = sqkv_reader_open_memory(cr, bad.data(), bad.size());
+                if (want == SQKV_OK) want = sqkv_reader_verify(cr);
+                sqkv_reader_destroy(cr);
+                ASSERT_NE(SQKV_OK, want);
+                if (damage == 2) {
+                    EXPECT_EQ(SQKV_ERR_COMPRESSED_STREAM, want);
+                }
+                DevBuf dfile(bad.size());
+                CUDA_OK(cudaMemcpy(dfile.p, bad.data(), bad.size(), cudaMemcpyHostToDevice));
+                sqkv_cuda_decoder *d = nullptr;
+                sqkv_cuda_status got = sqkv_cuda_decoder_create(bad.data(), bad.size(), dfile.p, nullptr, 0, &d);
+                if (damage == 2) {
+                    ASSERT_EQ(SQKV_OK, got) << sqkv_cuda_decoder_error_detail(d);
+                    sqkv_geometry g;
+                    SQ_OK(sqkv_cuda_decoder_geometry(d, &g));
+                    const uint64_t tb = sqkv_dense_size(g.n_kv_heads, g.n_tokens, g.head_dim, SQKV_DTYPE_FP16);
+                    uint64_t wsz = 0;
+                    SQ_OK(sqkv_cuda_decoder_workspace_size(d, 1, &wsz));
+                    DevBuf ws(wsz), out(2 * tb);
+                    void *kp = out.p, *vp = (uint8_t *)out.p + tb;
+                    got = sqkv_cuda_decode_layers(d, 0, 1, SQKV_DTYPE_FP16, &kp, &vp, tb, ws.p, wsz, 0);
+                }
+                EXPECT_EQ((int)want, got) << "damage " << damage;
+                EXPECT_STRNE("", sqkv_cuda_decoder_error_detail(d));
+                sqkv_cuda_decoder_destroy(d);
+            }
+        }
+        off += sqkv_section_extent(h.stored_size);
     }
+    EXPECT_TRUE(found) << "no SPARSE section was stored with codec 1";
 }
 
 /* head_dim 128 takes decode_fast.cu; PER_TILE there: every width (3 bits: codes straddle words), both

@@ -11,12 +11,15 @@
 #include <string>
 #include <vector>
 
+#include <zstd.h>
+
 #include "encode_fast.cuh"
 #include "encode_kernels.cuh"
 #include "internal.cuh"
 
 extern "C" {
 #include "encode_ancillary.h"
+#include "encode_streams.h"
 #include "format.h"
 #include "prune.h"
 #include "section_blob.h"
@@ -52,6 +55,7 @@ struct sqkv_cuda_encoder {
     sqkv_dtype source_dtype = SQKV_DTYPE_FP16;
     std::vector<int32_t> tokens;
     std::vector<uint8_t> fingerprint;
+    uint64_t written_size = 0; /* bytes of the last file write_file produced (file_size with zstd) */
     sqkv_cuda_status error = SQKV_OK;
     std::string detail;
 };
@@ -424,6 +428,7 @@ extern "C" sqkv_cuda_status sqkv_cuda_encoder_reset(sqkv_cuda_encoder *e) {
     std::fill(e->stored.begin(), e->stored.end(), 0);
     std::fill(e->layer_done.begin(), e->layer_done.end(), 0);
     e->have_source = false;
+    e->written_size = 0;
     return SQKV_OK;
 }
 
@@ -433,6 +438,7 @@ extern "C" sqkv_cuda_status sqkv_cuda_encoder_set_tokens(sqkv_cuda_encoder *e, c
     if (!tokens || count != e->geo.n_tokens)
         return fail(e, SQKV_ERR_INVALID_ARGUMENT, "set_tokens: %zu ids for %u tokens", count, e->geo.n_tokens);
     e->tokens.assign(tokens, tokens + count);
+    e->written_size = 0;
     return SQKV_OK;
 }
 
@@ -442,6 +448,7 @@ extern "C" sqkv_cuda_status sqkv_cuda_encoder_set_fingerprint(sqkv_cuda_encoder 
     if (!bytes || size < 1 || size > SQKV_MAX_FINGERPRINT)
         return fail(e, SQKV_ERR_INVALID_ARGUMENT, "set_fingerprint: size %zu not in 1..4096", size);
     e->fingerprint.assign((const uint8_t *)bytes, (const uint8_t *)bytes + size);
+    e->written_size = 0;
     return SQKV_OK;
 }
 
@@ -490,6 +497,12 @@ extern "C" sqkv_cuda_status sqkv_cuda_encoder_file_size(const sqkv_cuda_encoder 
     if (!e || !size) return SQKV_ERR_INVALID_ARGUMENT;
     if (e->error != SQKV_OK) return e->error;
     if (!all_done(e)) return SQKV_ERR_STATE;
+    if (e->opt.zstd_level > 0) {
+        /* compressed sizes exist only once write_file has compressed the sections */
+        if (e->written_size == 0) return SQKV_ERR_STATE;
+        *size = e->written_size;
+        return SQKV_OK;
+    }
     uint64_t n = SQKV_HEADER_SIZE_V1 + ancillary_extent(e);
     for (uint64_t b : e->stored) n += sqkv_section_extent(b);
     const uint64_t entries = (e->tokens.empty() ? 0 : 1) + (e->fingerprint.empty() ? 0 : 1) + e->stored.size();
@@ -498,51 +511,75 @@ extern "C" sqkv_cuda_status sqkv_cuda_encoder_file_size(const sqkv_cuda_encoder 
     return SQKV_OK;
 }
 
+namespace {
+
+/* The file after its header: sections in file order, each handed to write_fn in the form sqkv_writer
+ * stores it, and its index entry. With zstd_level > 0 that form comes from the writer's own function
+ * (sqkv_blob_compress_streams, codec 1 only where it is smaller), run here on the host as the sections
+ * pass through: nvCOMP is not among the project's dependencies, and compressing on the host keeps the
+ * bytes identical to sqkv_writer's by construction. */
+struct FileSink {
+    sqkv_cuda_encoder *e;
+    sqkv_write_fn write_fn;
+    void *ctx;
+    std::vector<uint8_t> entries;
+    uint64_t offset = SQKV_HEADER_SIZE_V1;
+    void *cctx = nullptr; /* ZSTD_CCtx, reused across sections */
+
+    ~FileSink() { ZSTD_freeCCtx((ZSTD_CCtx *)cctx); }
+
+    /* b: a sealed codec-0 section (owned by the caller; it may be replaced by its codec-1 form). */
+    sqkv_cuda_status put(sqkv_section_blob *b) {
+        if (e->opt.zstd_level > 0) {
+            const sqkv_error err = sqkv_blob_compress_streams(b, e->geo.head_dim, e->opt.zstd_level, &cctx, nullptr);
+            if (err != SQKV_OK)
+                return fail(e, err, "write_file: %s while compressing a section with zstd", sqkv_error_name(err));
+        }
+        const size_t at = entries.size();
+        entries.resize(at + SQKV_INDEX_ENTRY_SIZE);
+        sqkv_index_entry_pack(&b->header, offset, entries.data() + at);
+        const uint64_t extent = sqkv_blob_extent(b);
+        offset += extent;
+        if (write_fn(ctx, b->bytes, (size_t)extent)) return fail(e, SQKV_ERR_IO, "write_file: the write callback failed");
+        return SQKV_OK;
+    }
+
+    /* A section as the kernels wrote it (sealed, codec 0): passed on as is without zstd. */
+    sqkv_cuda_status put_bytes(const uint8_t *bytes, uint64_t extent) {
+        sqkv_section_blob b;
+        memset(&b, 0, sizeof b);
+        sqkv_section_header_unpack(bytes, &b.header); /* our own kernels' header: no check needed */
+        if (e->opt.zstd_level == 0) {
+            const size_t at = entries.size();
+            entries.resize(at + SQKV_INDEX_ENTRY_SIZE);
+            sqkv_index_entry_pack(&b.header, offset, entries.data() + at);
+            offset += extent;
+            if (write_fn(ctx, bytes, (size_t)extent)) return fail(e, SQKV_ERR_IO, "write_file: the write callback failed");
+            return SQKV_OK;
+        }
+        b.bytes = (uint8_t *)malloc((size_t)extent);
+        if (!b.bytes) return fail(e, SQKV_ERR_OUT_OF_MEMORY, "write_file: no memory for a section of %llu bytes",
+                                  (unsigned long long)extent);
+        memcpy(b.bytes, bytes, (size_t)extent);
+        const sqkv_cuda_status st = put(&b);
+        sqkv_blob_free(&b);
+        return st;
+    }
+};
+
+}  // namespace
+
 extern "C" sqkv_cuda_status sqkv_cuda_encoder_write_file(sqkv_cuda_encoder *e, const void *const *layers,
                                                          sqkv_write_fn write_fn, void *ctx, cudaStream_t stream) {
     if (!e || !layers || !write_fn) return SQKV_ERR_INVALID_ARGUMENT;
     if (e->error != SQKV_OK) return e->error;
     if (!all_done(e)) return fail(e, SQKV_ERR_STATE, "write_file: not every layer was encoded");
+    for (uint32_t l = 0; l < e->geo.n_layers; l++)
+        if (!layers[l]) return fail(e, SQKV_ERR_INVALID_ARGUMENT, "write_file: layers[%u] is NULL", l);
     std::vector<sqkv_section_blob> anc;
     sqkv_cuda_status st = build_ancillary(e, &anc);
     if (st != SQKV_OK) return fail(e, st, "write_file: building the ancillary sections failed");
     const size_t ns = e->sections.size();
-    const uint64_t entries = anc.size() + e->stored.size();
-    const uint64_t index_body = kIndexPrefix + SQKV_INDEX_ENTRY_SIZE * entries + kIndexTail;
-    std::vector<uint8_t> index(64 + (size_t)index_body, 0);
-    uint8_t *ib = index.data() + 64;
-    sqkv_store_u32(ib, e->geo.n_tokens);
-    sqkv_store_u32(ib + 4, e->geo.dense_window);
-    uint64_t offset = SQKV_HEADER_SIZE_V1, count = 0;
-    for (auto &b : anc) {
-        sqkv_index_entry_pack(&b.header, offset, ib + kIndexPrefix + SQKV_INDEX_ENTRY_SIZE * count++);
-        offset += sqkv_blob_extent(&b);
-    }
-    for (uint32_t l = 0; l < e->geo.n_layers; l++)
-        for (size_t s = 0; s < ns; s++) {
-            const SectionPlan &p = e->sections[s];
-            sqkv_section_header h;
-            memset(&h, 0, sizeof h);
-            h.kind = p.kind;
-            h.tensor = p.tensor;
-            h.layer = l;
-            h.head_start = p.head_start;
-            h.head_count = p.head_count;
-            h.token_start = p.token_start;
-            h.token_count = p.token_count;
-            h.stored_size = e->stored[(size_t)l * ns + s];
-            sqkv_index_entry_pack(&h, offset, ib + kIndexPrefix + SQKV_INDEX_ENTRY_SIZE * count++);
-            offset += sqkv_section_extent(h.stored_size);
-        }
-    uint8_t *tail = ib + index_body - kIndexTail;
-    sqkv_store_u64(tail, offset);
-    memcpy(tail + 8, sqkv_end_magic, SQKV_MAGIC_SIZE);
-    sqkv_section_header ih;
-    memset(&ih, 0, sizeof ih);
-    ih.kind = SQKV_KIND_INDEX;
-    ih.stored_size = ih.decoded_size = index_body;
-    ih.body_checksum = sqkv_checksum(ib, (size_t)index_body);
-    sqkv_section_header_pack(&ih, index.data());
 
     uint8_t fh[SQKV_HEADER_SIZE_V1];
     memset(fh, 0, sizeof fh);
@@ -563,41 +600,60 @@ extern "C" sqkv_cuda_status sqkv_cuda_encoder_write_file(sqkv_cuda_encoder *e, c
     fh[SQKV_HDR_CHECKSUM_KIND] = (uint8_t)SQKV_CHECKSUM_XXH3_64;
     sqkv_store_u64(fh + SQKV_HEADER_SIZE_V1 - 8, sqkv_checksum(fh, SQKV_HEADER_SIZE_V1 - 8));
 
+    FileSink sink{e, write_fn, ctx, {}};
     uint8_t *staging = nullptr;
     auto cleanup = [&]() {
         for (auto &b : anc) sqkv_blob_free(&b);
         if (staging) cudaFreeHost(staging);
     };
-    int bad = write_fn(ctx, fh, sizeof fh);
-    for (auto &b : anc)
-        if (!bad) bad = write_fn(ctx, b.bytes, (size_t)sqkv_blob_extent(&b));
-    if (bad) {
+    if (write_fn(ctx, fh, sizeof fh)) {
         cleanup();
         return fail(e, SQKV_ERR_IO, "write_file: the write callback failed");
     }
+    for (auto &b : anc)
+        if ((st = sink.put(&b)) != SQKV_OK) {
+            cleanup();
+            return st;
+        }
     const cudaError_t ce = cudaMallocHost((void **)&staging, (size_t)e->layer_capacity);
     if (ce != cudaSuccess) {
         staging = nullptr;
         cleanup();
         return SQKV_CUDA_ERROR_BASE + (int)ce;
     }
-    for (uint32_t l = 0; l < e->geo.n_layers && !bad; l++) {
-        if (!layers[l]) {
-            cleanup();
-            return fail(e, SQKV_ERR_INVALID_ARGUMENT, "write_file: layers[%u] is NULL", l);
-        }
+    for (uint32_t l = 0; l < e->geo.n_layers; l++) {
         cudaError_t c = cudaMemcpyAsync(staging, layers[l], (size_t)e->layer_capacity, cudaMemcpyDeviceToHost, stream);
         if (c == cudaSuccess) c = cudaStreamSynchronize(stream);
         if (c != cudaSuccess) {
             cleanup();
             return SQKV_CUDA_ERROR_BASE + (int)c;
         }
-        for (size_t s = 0; s < ns && !bad; s++)
-            bad = write_fn(ctx, staging + e->sections[s].slot,
-                           (size_t)sqkv_section_extent(e->stored[(size_t)l * ns + s]));
+        for (size_t s = 0; s < ns; s++)
+            if ((st = sink.put_bytes(staging + e->sections[s].slot,
+                                     sqkv_section_extent(e->stored[(size_t)l * ns + s]))) != SQKV_OK) {
+                cleanup();
+                return st;
+            }
     }
-    if (!bad) bad = write_fn(ctx, index.data(), index.size());
     cleanup();
-    if (bad) return fail(e, SQKV_ERR_IO, "write_file: the write callback failed");
+
+    const uint64_t entries = sink.entries.size() / SQKV_INDEX_ENTRY_SIZE;
+    const uint64_t index_body = kIndexPrefix + SQKV_INDEX_ENTRY_SIZE * entries + kIndexTail;
+    std::vector<uint8_t> index(64 + (size_t)index_body, 0);
+    uint8_t *ib = index.data() + 64;
+    sqkv_store_u32(ib, e->geo.n_tokens);
+    sqkv_store_u32(ib + 4, e->geo.dense_window);
+    memcpy(ib + kIndexPrefix, sink.entries.data(), sink.entries.size());
+    uint8_t *tail = ib + index_body - kIndexTail;
+    sqkv_store_u64(tail, sink.offset);
+    memcpy(tail + 8, sqkv_end_magic, SQKV_MAGIC_SIZE);
+    sqkv_section_header ih;
+    memset(&ih, 0, sizeof ih);
+    ih.kind = SQKV_KIND_INDEX;
+    ih.stored_size = ih.decoded_size = index_body;
+    ih.body_checksum = sqkv_checksum(ib, (size_t)index_body);
+    sqkv_section_header_pack(&ih, index.data());
+    if (write_fn(ctx, index.data(), index.size())) return fail(e, SQKV_ERR_IO, "write_file: the write callback failed");
+    e->written_size = sink.offset + index.size();
     return SQKV_OK;
 }

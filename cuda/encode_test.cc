@@ -49,8 +49,15 @@ void gpu_file(const Case &c, const std::vector<std::vector<uint8_t>> &k, const s
         for (uint64_t x : ext) ASSERT_GE(x, 64u);
     }
     uint64_t fsize = 0;
-    SQ_OK(sqkv_cuda_encoder_file_size(enc, &fsize));
-    SQ_OK(sqkv_cuda_encoder_write_file(enc, lp.data(), vec_write, file, 0));
+    if (c.zstd > 0) {
+        /* compressed sizes are known only once write_file has compressed the sections */
+        EXPECT_EQ(SQKV_ERR_STATE, sqkv_cuda_encoder_file_size(enc, &fsize));
+        SQ_OK(sqkv_cuda_encoder_write_file(enc, lp.data(), vec_write, file, 0));
+        SQ_OK(sqkv_cuda_encoder_file_size(enc, &fsize));
+    } else {
+        SQ_OK(sqkv_cuda_encoder_file_size(enc, &fsize));
+        SQ_OK(sqkv_cuda_encoder_write_file(enc, lp.data(), vec_write, file, 0));
+    }
     EXPECT_EQ(fsize, file->size());
     sqkv_cuda_encoder_destroy(enc);
 }
@@ -396,6 +403,46 @@ TEST(CudaEncode, FastPathTieHeavyRows) {
             c.window = (uint32_t)(n % 2) * 6;
             check_case(c, seed_of("tie-heavy") + n++, 0, tie_heavy_tensor);
         }
+}
+
+/* The zstd layer (codec 1) is applied on the host as the sections leave the GPU; the file must still be
+ * sqkv_writer's, byte for byte, and actually compressed (smaller than the same file without zstd). */
+TEST(CudaEncode, ZstdLayerSameFileAsTheWriter) {
+    const uint64_t seed = seed_of("zstd");
+    Case c = base_case();
+    struct Variant {
+        uint32_t bits;
+        sqkv_quantizer q;
+        sqkv_scale_granularity gran;
+        uint32_t window, zstd;
+    };
+    const Variant variants[] = {
+        {2, SQKV_QUANT_ASYMMETRIC, SQKV_SCALE_PER_TILE, 0, 1},  /* the writer default with zstd 1 */
+        {2, SQKV_QUANT_SYMMETRIC, SQKV_SCALE_PER_HEAD, 40, 3},
+        {3, SQKV_QUANT_SYMMETRIC, SQKV_SCALE_PER_TILE, 0, 19},
+        {16, SQKV_QUANT_EXACT, SQKV_SCALE_NONE, 70, 3},
+    };
+    for (const Variant &v : variants) {
+        c.bits = v.bits;
+        c.q = v.q;
+        c.gran = v.gran;
+        c.window = v.window;
+        c.sparsity = 0.8;
+        c.zstd = v.zstd;
+        check_case(c, seed);
+        /* the check above is only worth something if zstd changed the file */
+        std::mt19937_64 rng(seed);
+        std::vector<std::vector<uint8_t>> k(c.layers), vv(c.layers);
+        for (uint32_t l = 0; l < c.layers; l++) {
+            k[l] = random_case_tensor(rng, c);
+            vv[l] = random_case_tensor(rng, c);
+        }
+        std::vector<int32_t> tokens(c.tokens, 7);
+        Case plain = c;
+        plain.zstd = 0;
+        const size_t with_zstd = cpu_file(c, k, vv, tokens).size(), without = cpu_file(plain, k, vv, tokens).size();
+        EXPECT_LT(with_zstd, without) << c.name();
+    }
 }
 
 TEST(CudaEncode, ManyLayersInBatches) {

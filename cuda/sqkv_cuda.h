@@ -61,10 +61,9 @@ int sqkv_cuda_device_available(void);
  * widths 1, 3, 5, 6, 7; width 3 also by the fast kernels, the others by the general ones),
  * HALF_TILE_SCALES (SQKV_SCALE_PER_HALF_TILE) and ALL_KEPT (SQKV_PRUNE_KEEP_ALL), the last two with the
  * general kernels; the file header declares the features of the options and version 1.1, as
- * sqkv_writer does. The range search option (§14) is not implemented on the GPU yet: encoder_create
- * returns SQKV_ERR_UNSUPPORTED when opts->range_search is not 0. The decoder reads CODE_WIDTHS;
- * decoder_create fails with SQKV_ERR_UNSUPPORTED for a file with a section that uses half-tile scales
- * or ALL_KEPT (use the CPU reader).
+ * sqkv_writer does. The range search option (§14) is not implemented on the GPU encoder yet:
+ * encoder_create returns SQKV_ERR_UNSUPPORTED when opts->range_search is not 0. (The decoder reads
+ * every such file.)
  * ---------------------------------------------------------------------------------------------- */
 typedef struct sqkv_cuda_encoder sqkv_cuda_encoder;
 
@@ -116,7 +115,11 @@ sqkv_cuda_status sqkv_cuda_encoder_set_fingerprint(sqkv_cuda_encoder *e, const v
 /* Once every layer was encoded and its results read: the exact size of the file, and the file itself
  * through write_fn (sqkv.h), the same bytes sqkv_writer writes for the same input, options, tokens and
  * fingerprint. layers[l] is the device region (layer_capacity bytes) that holds layer l's sections.
- * Sections are copied to the host through pinned staging on stream (synchronized). */
+ * Sections are copied to the host through pinned staging on stream (synchronized).
+ * With options.zstd_level > 0 the zstd layer (codec 1) is applied on the host, section by section, as
+ * the sections pass to write_fn (the CPU writer's own code, so the bytes stay identical); the file's
+ * size is then known only after the compression: file_size returns SQKV_ERR_STATE until write_file has
+ * succeeded, and the size of that file afterwards. */
 sqkv_cuda_status sqkv_cuda_encoder_file_size(const sqkv_cuda_encoder *e, uint64_t *size);
 sqkv_cuda_status sqkv_cuda_encoder_write_file(sqkv_cuda_encoder *e, const void *const *layers,
                                               sqkv_write_fn write_fn, void *ctx, cudaStream_t stream);
@@ -138,6 +141,17 @@ sqkv_cuda_status sqkv_cuda_encoder_write_file(sqkv_cuda_encoder *e, const void *
  * decoder's validation instead. A section's element positions come from its bitmaps' prefix sums
  * until the offset table has been checked against them; after that (later calls on the same
  * sections) the decoding kernel reads the checked table. No kernel follows unchecked file content.
+ *
+ * Every section the CPU reader accepts is decoded: any payload width, PER_HALF_TILE scales and ALL_KEPT
+ * sections (format 1.1) on the general kernels, and the zstd layer (codec 1, spec/FORMAT.md §5.1):
+ * a codec-1 section's stored bytes are checked on the host at creation (checksum unless
+ * SQKV_CUDA_TRUSTED, then the stream table), and each decode call decompresses the call's codec-1
+ * sections on the host (up to 8 threads; a broken frame is COMPRESSED_STREAM) into a pinned buffer the
+ * decoder keeps (as large as the largest call's decompressed bodies, freed by destroy), then uploads
+ * them into its workspace (sqkv_cuda_decoder_workspace_size counts that room), where the same kernels
+ * read them.
+ * Why on the host: the project has no GPU zstd (nvCOMP is not a dependency); the bodies are small (the
+ * compressed file is what crossed the disk or network), and host decompression runs at >1 GB/s.
  * ---------------------------------------------------------------------------------------------- */
 typedef struct sqkv_cuda_decoder sqkv_cuda_decoder;
 

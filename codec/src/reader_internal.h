@@ -71,6 +71,12 @@ sqkv_error sqkv_reader_usable(sqkv_reader *r, const char *function);
  * the section. */
 sqkv_error sqkv_reader_section(sqkv_reader *r, uint32_t entry, int force_checksum, sqkv_section_header *h,
                                const uint8_t **body);
+/* sqkv_reader_section without the decompression: for codec 1 the stream table is checked (§5.1) but no
+ * frame is decoded, and *stored is the stored body (in the file for memory readers, else the reader's
+ * section buffer, valid until the next call); for codec 0 the same as sqkv_reader_section. For callers
+ * that decompress elsewhere (the CUDA decoder, several sections at once). */
+sqkv_error sqkv_reader_section_stored(sqkv_reader *r, uint32_t entry, int force_checksum, sqkv_section_header *h,
+                                      const uint8_t **stored);
 /* sqkv_reader_section plus every SPARSE body rule. */
 sqkv_error sqkv_reader_sparse(sqkv_reader *r, uint32_t entry, int force_checksum, sqkv_sparse_view *v);
 

@@ -144,6 +144,11 @@ sqkv_error sqkv_reader_section(sqkv_reader *r, uint32_t entry, int force_checksu
     return load_section(r, entry, force_checksum, BODY_SCRATCH, h, body, NULL);
 }
 
+sqkv_error sqkv_reader_section_stored(sqkv_reader *r, uint32_t entry, int force_checksum, sqkv_section_header *h,
+                                      const uint8_t **stored) {
+    return load_section(r, entry, force_checksum, BODY_CHECK_ONLY, h, stored, NULL);
+}
+
 sqkv_error sqkv_reader_sparse(sqkv_reader *r, uint32_t entry, int force_checksum, sqkv_sparse_view *v) {
     sqkv_section_header h;
     const uint8_t *body;
