@@ -134,7 +134,7 @@ struct Config {
     sqkv_quantizer q;
     sqkv_scale_granularity g;
     double sparsity; /* < 0: the writer's default */
-    uint32_t zstd = 0; /* options.zstd_level: compressed on the host in write_file, decompressed on the host
+    uint32_t zstd; /* options.zstd_level: compressed on the host in write_file, decompressed on the host
                         * into the decode workspace (sqkv_cuda.h) */
 };
 
@@ -459,12 +459,12 @@ int main(int argc, char **argv) {
     if (d.payload_bits != 2 || d.quantizer != SQKV_QUANT_ASYMMETRIC || d.scales != SQKV_SCALE_PER_TILE ||
         d.sparsity != 0.8)
         fprintf(stderr, "note: the writer defaults changed; the first row is named after the old ones\n");
-    const Config configs[] = {{"2-bit asym per-tile s=0.8 (writer default)", 2, SQKV_QUANT_ASYMMETRIC, SQKV_SCALE_PER_TILE, -1},
-                              {"2-bit sym per-head s=0.7", 2, SQKV_QUANT_SYMMETRIC, SQKV_SCALE_PER_HEAD, 0.7},
-                              {"4-bit asym per-tile s=0.8", 4, SQKV_QUANT_ASYMMETRIC, SQKV_SCALE_PER_TILE, 0.8},
-                              {"16-bit exact s=0.7", 16, SQKV_QUANT_EXACT, SQKV_SCALE_NONE, 0.7},
+    const Config configs[] = {{"2-bit asym per-tile s=0.8 (writer default)", 2, SQKV_QUANT_ASYMMETRIC, SQKV_SCALE_PER_TILE, -1, 0},
+                              {"2-bit sym per-head s=0.7", 2, SQKV_QUANT_SYMMETRIC, SQKV_SCALE_PER_HEAD, 0.7, 0},
+                              {"4-bit asym per-tile s=0.8", 4, SQKV_QUANT_ASYMMETRIC, SQKV_SCALE_PER_TILE, 0.8, 0},
+                              {"16-bit exact s=0.7", 16, SQKV_QUANT_EXACT, SQKV_SCALE_NONE, 0.7, 0},
                               /* the candidate default (spec/QUANTIZATION.md §2) */
-                              {"3-bit sym per-tile s=0.8", 3, SQKV_QUANT_SYMMETRIC, SQKV_SCALE_PER_TILE, 0.8},
+                              {"3-bit sym per-tile s=0.8", 3, SQKV_QUANT_SYMMETRIC, SQKV_SCALE_PER_TILE, 0.8, 0},
                               {"writer default + zstd 1", 2, SQKV_QUANT_ASYMMETRIC, SQKV_SCALE_PER_TILE, -1, 1}};
     const size_t n_configs = sizeof configs / sizeof configs[0];
     for (const Shape &sh : shapes) {
