@@ -43,6 +43,7 @@ struct sqkv_cuda_encoder {
     std::vector<uint32_t> block_map;
     uint64_t layer_capacity = 0, unit_cap = 0, blocks_per_layer = 0, max_dense_elems = 0;
     uint64_t bound_groups = 0; /* PER_HEAD scale groups of a layer (fast path code boundaries) */
+    bool all_kept = false;     /* keep-all mode: every SPARSE section ALL_KEPT (spec/FORMAT.md §7.6) */
     /* workspace: plan region, then per-layer arrays */
     uint64_t plan_bytes = 0, ws_per_layer = 0;
     uint64_t off_sections = 0, off_units = 0, off_dense = 0, off_map = 0, off_error = 0;
@@ -109,7 +110,12 @@ sqkv_cuda_status build_plan(sqkv_cuda_encoder *e) {
     const uint32_t tps = o.tokens_per_section;
     const uint32_t groups = (H + hps - 1) / hps;
     const uint32_t token_chunks = S == 0 ? 0 : tps == 0 ? 1 : (S + tps - 1) / tps;
-    const uint32_t keep = sqkv_prune_keep_count(D, o.prune, o.sparsity);
+    /* Keep-all mode keeps every element (zeros too) and stores neither bitmaps nor an offset table,
+     * whose interval is then 0 in the section headers, as sqkv_writer writes them. */
+    const bool all_kept = o.prune == SQKV_PRUNE_KEEP_ALL;
+    e->all_kept = all_kept;
+    const uint32_t keep = all_kept ? D : sqkv_prune_keep_count(D, o.prune, o.sparsity);
+    const uint32_t offset_log2 = all_kept ? 0u : o.offset_interval_log2;
     const uint32_t hb = (D + 63) / 64;
     const uint32_t q = (uint32_t)o.quantizer, gran = (uint32_t)o.scales, bits = o.payload_bits;
     e->unit_cap = align_up((uint64_t)64 * (keep < D ? keep : D), 8);
@@ -123,7 +129,7 @@ sqkv_cuda_status build_plan(sqkv_cuda_encoder *e) {
     g.bits = bits;
     g.quantizer = q;
     g.granularity = gran;
-    g.offset_log2 = o.offset_interval_log2;
+    g.offset_log2 = offset_log2;
     g.hb = hb;
     g.row_stride = (uint32_t)align_up(D, 8) + 8;
 
@@ -147,12 +153,13 @@ sqkv_cuda_status build_plan(sqkv_cuda_encoder *e) {
                     p.payload_bits = (uint8_t)bits;
                     p.quantizer = (uint8_t)q;
                     p.granularity = (uint8_t)gran;
-                    p.offset_log2 = (uint8_t)o.offset_interval_log2;
+                    p.offset_log2 = (uint8_t)offset_log2;
                     p.tiles_per_head = sqkv_tiles_per_head((sqkv_tensor)tensor, tc, D);
                     p.n_tiles = p.tiles_per_head * hc;
                     const uint64_t max_kept = (uint64_t)hc * tc * (keep < D ? keep : D);
                     sqkv_sparse_layout lay;
-                    sqkv_sparse_layout_compute(p.n_tiles, o.offset_interval_log2, q, gran, bits, hc, max_kept, &lay);
+                    sqkv_sparse_layout_compute_flags(p.n_tiles, offset_log2, q, gran, bits, hc, max_kept, all_kept,
+                                                     &lay);
                     p.n_offsets = lay.n_offsets;
                     p.n_groups = lay.n_groups;
                     p.params_per_group = (uint8_t)lay.params_per_group;
@@ -240,10 +247,9 @@ extern "C" sqkv_cuda_status sqkv_cuda_encoder_create(const sqkv_geometry *geomet
     const sqkv_error err = sqkv_writer_create(geometry, opts, &w);
     sqkv_writer_destroy(w);
     if (err != SQKV_OK) return err;
-    /* Of the format 1.1 features (spec/FORMAT.md §4.1) the GPU writes CODE_WIDTHS only; half-tile
-     * scales, ALL_KEPT and the range search are encoded on the CPU only, for now. */
-    if (opts->scales == SQKV_SCALE_PER_HALF_TILE || opts->prune == SQKV_PRUNE_KEEP_ALL || opts->range_search)
-        return SQKV_ERR_UNSUPPORTED;
+    /* The format 1.1 features (spec/FORMAT.md §4.1) are all written on the GPU; the range search
+     * (§14), an encoder choice of parameters, is done on the CPU only, for now. */
+    if (opts->range_search) return SQKV_ERR_UNSUPPORTED;
     sqkv_cuda_encoder *e = new (std::nothrow) sqkv_cuda_encoder();
     if (!e) return SQKV_ERR_OUT_OF_MEMORY;
     e->geo = *geometry;
@@ -361,7 +367,9 @@ extern "C" sqkv_cuda_status sqkv_cuda_encode_layers(sqkv_cuda_encoder *e, uint32
     a.sums = (uint64_t *)(ws + la.sums);
     a.bounds = (uint16_t *)(ws + la.bounds);
     a.bounds_per_layer = e->bound_groups;
-    a.fast = fast_path_enabled() && fast_encode_geometry(a.g) && e->unit_cap * 2 <= 16384;
+    a.all_kept = e->all_kept ? 1u : 0u;
+    /* the fast kernels prune; keep-all mode takes the general ones */
+    a.fast = !e->all_kept && fast_path_enabled() && fast_encode_geometry(a.g) && e->unit_cap * 2 <= 16384;
     for (uint32_t i = 0; i < n_layers && a.fast; i++)
         if (((uintptr_t)k[i] | (uintptr_t)v[i]) & 15u) a.fast = 0; /* 16-byte copies of the source */
     if (prune_smem_bytes(a.g, a.unit_cap) > 227 * 1024)

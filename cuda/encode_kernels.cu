@@ -53,7 +53,7 @@ struct PruneSmem {
     uint32_t *cand;      /* 64 x kCandStride: mag << 16 | channel */
     uint64_t *bms;       /* unit tiles */
     uint32_t *tstart;    /* unit tiles + 1 */
-    uint32_t *tstat;     /* per tile: max_mag, min_key, max_key (3 words each) */
+    uint32_t *tstat;     /* per scale group of the unit (tile, or half tile): max_mag, min_key, max_key */
     uint16_t *outbuf;    /* unit_cap kept values */
     uint32_t *misc;      /* [0] error flags, [1] max_mag, [2] min_key, [3] max_key */
 };
@@ -62,6 +62,22 @@ __host__ __device__ inline size_t align16(size_t n) { return (n + 15) & ~(size_t
 
 __host__ __device__ inline uint32_t max_unit_tiles(const Geometry &g) {
     return g.head_dim > 64u * g.hb ? g.head_dim : 64u * g.hb;
+}
+
+/* PER_HALF_TILE (§7.4): two scale groups per tile, elements 0..31 (bitmap bits 63..32) then 32..63. */
+__host__ __device__ inline uint32_t groups_per_tile(const Geometry &g) { return g.granularity == 3 ? 2u : 1u; }
+constexpr uint64_t kFirstHalf = 0xFFFFFFFF00000000ull;
+
+/* Bits 63 .. 64 - n set: the first n elements of a tile. */
+__device__ __forceinline__ uint64_t first_elements(uint32_t n) {
+    return n >= 64u ? ~0ull : n == 0u ? 0ull : ~0ull << (64u - n);
+}
+
+/* ALL_KEPT (§7.6): the implied bitmap of tile t of a unit, its non-padding elements. Keys: the unit's
+ * rows; values: the channels of the tile's channel block (tile t is block t / R, row t % R). */
+__device__ __forceinline__ uint64_t implied_bitmap(const UnitPlan &u, uint32_t t, uint32_t D, bool keys) {
+    if (keys) return first_elements(u.rows);
+    return first_elements(min(64u, D - 64u * (t / u.rows)));
 }
 
 __host__ __device__ inline size_t prune_smem_layout(const Geometry &g, uint64_t unit_cap, PruneSmem *s,
@@ -79,7 +95,7 @@ __host__ __device__ inline size_t prune_smem_layout(const Geometry &g, uint64_t 
     uint8_t *cand = take((size_t)64 * kCandStride * 4);
     uint8_t *bms = take((size_t)nt * 8);
     uint8_t *tstart = take((size_t)(nt + 1) * 4);
-    uint8_t *tstat = take((size_t)nt * 12);
+    uint8_t *tstat = take((size_t)nt * groups_per_tile(g) * 12);
     uint8_t *outbuf = take((size_t)unit_cap * 2);
     uint8_t *misc = take(16);
     if (s) {
@@ -359,6 +375,9 @@ __device__ __forceinline__ void tile_stat_atomic(uint32_t *tstat, uint32_t t, ui
     atomicMax(&tstat[3 * t + 2], k);
 }
 
+/* kHalves: PER_HALF_TILE scales. A template parameter so that the other granularities keep the
+ * register count (and so the occupancy) they had before half tiles existed. */
+template <bool kHalves>
 __global__ void __launch_bounds__(kPruneThreads) prune_kernel(EncodeArgs a) {
     extern __shared__ __align__(16) uint8_t smem_raw[];
     const Geometry &g = a.g;
@@ -374,7 +393,10 @@ __global__ void __launch_bounds__(kPruneThreads) prune_kernel(EncodeArgs a) {
     const uint32_t head = sec.head_start + u.head;
     const uint64_t row0 = ((uint64_t)head * g.n_tokens + sec.token_start + 64ull * u.chunk) * D;
     const bool keys = sec.tensor == 0;
-    const bool tile_stats = g.granularity == 2, key_stats = g.quantizer == 2;
+    const bool halves = kHalves, all_kept = a.all_kept != 0;
+    const bool tile_stats = g.granularity == 2 || halves, key_stats = g.quantizer == 2;
+    constexpr uint32_t per_tile = kHalves ? 2u : 1u; /* scale groups per tile */
+    const uint32_t n_groups = nt * per_tile;
     if (tid < 4) s.misc[tid] = tid == 2 ? 0xFFFFFFFFu : 0u;
 
     /* P0: rows -> shared memory as E (coalesced: the unit's R*D input elements are contiguous), zero
@@ -383,8 +405,8 @@ __global__ void __launch_bounds__(kPruneThreads) prune_kernel(EncodeArgs a) {
     const uint32_t total = R * D;
     /* zero everything first (16-byte stores; RS is a multiple of 8), then overwrite the rows */
     for (uint32_t i = tid; i < 64u * RS / 8; i += kPruneThreads) ((uint4 *)s.rows)[i] = make_uint4(0, 0, 0, 0);
-    for (uint32_t t = tid; t < nt; t += kPruneThreads) {
-        s.bms[t] = 0;
+    for (uint32_t t = tid; t < nt; t += kPruneThreads) s.bms[t] = 0;
+    for (uint32_t t = tid; t < n_groups; t += kPruneThreads) {
         s.tstat[3 * t] = 0;
         s.tstat[3 * t + 1] = 0xFFFFFFFFu;
         s.tstat[3 * t + 2] = 0;
@@ -428,7 +450,8 @@ __global__ void __launch_bounds__(kPruneThreads) prune_kernel(EncodeArgs a) {
     __syncthreads();
     if (tid == 0 && s.misc[0]) atomicOr(a.error, s.misc[0]);
 
-    /* P1: thresholds, a quad per row (rows beyond R are zero: nothing kept). */
+    /* P1: thresholds, a quad per row (rows beyond R are zero: nothing kept). In keep-all mode keep is
+     * D, so only the row maxima are computed. */
     {
         const uint32_t r = tid >> 2;
         Quad Q;
@@ -448,10 +471,11 @@ __global__ void __launch_bounds__(kPruneThreads) prune_kernel(EncodeArgs a) {
     }
     __syncthreads();
 
-    /* P2: bitmaps, tile counts and (when a quantizer needs them) tile statistics. */
+    /* P2: bitmaps, tile counts and (when a quantizer needs them) tile or half-tile statistics. In
+     * keep-all mode every element of the unit's R rows and D channels is kept, zeros included. */
     uint32_t *tcount = s.hist; /* the histograms are free now */
     uint32_t mnk_all = 0xFFFFFFFFu, mxk_all = 0;
-    if (keys && !tile_stats && !key_stats && (D & 1u) == 0) {
+    if (keys && !tile_stats && !key_stats && !all_kept && (D & 1u) == 0) {
         /* the common case: a quad per channel pair, each member a quarter of the 64 rows */
         for (uint32_t p0 = 0; p0 < D / 2; p0 += kPruneThreads / 4) {
             const uint32_t p = p0 + (tid >> 2), q = tid & 3u;
@@ -478,25 +502,31 @@ __global__ void __launch_bounds__(kPruneThreads) prune_kernel(EncodeArgs a) {
             }
         }
     } else if (keys) {
+        /* a thread per channel; with PER_HALF_TILE the channel's tile is two groups, rows 0..31 and
+         * 32..63 (rows beyond R are zero: never kept when pruning, padding with ALL_KEPT) */
+        constexpr uint32_t split = kHalves ? 32u : 64u;
         for (uint32_t d = tid; d < D; d += kPruneThreads) {
             uint64_t bm = 0;
-            uint32_t mx = 0, mnk = 0xFFFFFFFFu, mxk = 0;
-            for (uint32_t r = 0; r < 64; r++) {
-                const uint16_t x = s.rows[r * RS + d];
-                if (kept_elem(x, s.thr[r], d)) {
-                    bm |= 1ull << (63 - r);
-                    mx = max(mx, (uint32_t)(x & 0x7FFFu));
-                    const uint32_t k = e_order_key(x);
-                    mnk = min(mnk, k);
-                    mxk = max(mxk, k);
+            for (uint32_t r0 = 0; r0 < 64u; r0 += split) {
+                uint32_t mx = 0, mnk = 0xFFFFFFFFu, mxk = 0;
+                for (uint32_t r = r0; r < r0 + split; r++) {
+                    const uint16_t x = s.rows[r * RS + d];
+                    if (all_kept ? r < R : kept_elem(x, s.thr[r], d)) {
+                        bm |= 1ull << (63 - r);
+                        mx = max(mx, (uint32_t)(x & 0x7FFFu));
+                        const uint32_t k = e_order_key(x);
+                        mnk = min(mnk, k);
+                        mxk = max(mxk, k);
+                    }
                 }
+                uint32_t *st = s.tstat + 3 * (halves ? 2 * d + r0 / 32u : d);
+                st[0] = mx;
+                st[1] = mnk;
+                st[2] = mxk;
+                mnk_all = min(mnk_all, mnk);
+                mxk_all = max(mxk_all, mxk);
             }
             s.bms[d] = bm;
-            s.tstat[3 * d] = mx;
-            s.tstat[3 * d + 1] = mnk;
-            s.tstat[3 * d + 2] = mxk;
-            mnk_all = min(mnk_all, mnk);
-            mxk_all = max(mxk_all, mxk);
         }
     } else {
         /* values: a quad per row, each member its quarter of the channels, bits OR-ed into the tiles */
@@ -514,9 +544,10 @@ __global__ void __launch_bounds__(kPruneThreads) prune_kernel(EncodeArgs a) {
                     cur = h;
                 }
                 const uint16_t x = s.rows[r * RS + d];
-                if (kept_elem(x, thr, d)) {
+                if (all_kept || kept_elem(x, thr, d)) {
                     bm |= 1ull << (63 - (d & 63u));
-                    if (tile_stats) tile_stat_atomic(s.tstat, h * R + r, x);
+                    if (tile_stats)
+                        tile_stat_atomic(s.tstat, halves ? 2 * (h * R + r) + ((d >> 5) & 1u) : h * R + r, x);
                     if (key_stats) {
                         const uint32_t k = e_order_key(x);
                         mnk_all = min(mnk_all, k);
@@ -536,11 +567,13 @@ __global__ void __launch_bounds__(kPruneThreads) prune_kernel(EncodeArgs a) {
     __syncthreads();
     block_scan(tcount, s.tstart, nt, wsum);
 
-    /* P3: kept values in payload order, bitmaps and PER_TILE parameters to the section body. */
+    /* P3: kept values in payload order, bitmaps (none stored with ALL_KEPT) and PER_TILE or
+     * PER_HALF_TILE parameters to the section body. */
     uint8_t *body = a.out + (uint64_t)layer * a.layer_capacity + sec.slot + 64;
     for (uint32_t t = tid; t < nt; t += kPruneThreads) {
-        uint64_t bm = s.bms[t];
-        ((uint64_t *)body)[u.tile0 + t] = bm;
+        const uint64_t tile_bm = s.bms[t];
+        uint64_t bm = tile_bm;
+        if (!all_kept) ((uint64_t *)body)[u.tile0 + t] = bm;
         uint32_t pos = s.tstart[t];
         uint32_t r_fixed = 0, d_fixed = 0;
         if (keys) d_fixed = t;
@@ -555,12 +588,18 @@ __global__ void __launch_bounds__(kPruneThreads) prune_kernel(EncodeArgs a) {
             s.outbuf[pos++] = s.rows[r * RS + d];
         }
         if (tile_stats) {
-            uint16_t sv, zv;
-            choose_params((int)g.quantizer, g.bits, bf16, s.tstart[t + 1] - s.tstart[t], s.tstat[3 * t],
-                          s.tstat[3 * t + 1], s.tstat[3 * t + 2], &sv, &zv);
-            uint16_t *sc = (uint16_t *)(body + sec.scales_at) + (uint64_t)sec.params_per_group * (u.tile0 + t);
-            sc[0] = sv;
-            if (sec.params_per_group == 2) sc[1] = zv;
+            for (uint32_t part = 0; part < per_tile; part++) {
+                const uint32_t grp = per_tile * t + part;
+                const uint32_t count =
+                    halves ? __popcll(tile_bm & (part ? ~kFirstHalf : kFirstHalf)) : s.tstart[t + 1] - s.tstart[t];
+                uint16_t sv, zv;
+                choose_params((int)g.quantizer, g.bits, bf16, count, s.tstat[3 * grp], s.tstat[3 * grp + 1],
+                              s.tstat[3 * grp + 2], &sv, &zv);
+                uint16_t *sc = (uint16_t *)(body + sec.scales_at) +
+                               (uint64_t)sec.params_per_group * ((uint64_t)per_tile * u.tile0 + grp);
+                sc[0] = sv;
+                if (sec.params_per_group == 2) sc[1] = zv;
+            }
         }
     }
     __syncthreads();
@@ -655,10 +694,11 @@ __global__ void __launch_bounds__(256) section_kernel(EncodeArgs a) {
             __syncthreads();
         }
     }
-    /* stream padding, offset entry 0, payload area (zeroed for the OR of shared words) */
+    /* stream padding, offset entry 0 (no table with ALL_KEPT: the scales start there), payload area
+     * (zeroed for the OR of shared words) */
     const uint64_t payload_bytes = (P * g.bits + 7) / 8;
     const uint64_t end = sec.payload_at + align_up(payload_bytes, 8);
-    if (threadIdx.x == 0) ((uint32_t *)(body + sec.offsets_at))[0] = 0;
+    if (threadIdx.x == 0 && sec.n_offsets > 0) ((uint32_t *)(body + sec.offsets_at))[0] = 0;
     zero_bytes(body, sec.offsets_at + 4 * sec.n_offsets, sec.scales_at);
     zero_bytes(body, sec.scales_at + 2 * sec.n_groups * sec.params_per_group, sec.payload_at);
     if (g.bits < 8) {
@@ -692,14 +732,17 @@ __global__ void __launch_bounds__(kPackThreads) pack_kernel(EncodeArgs a) {
     double *levels = (double *)smem_raw;                   /* 256 (PER_HEAD) */
     uint32_t *tstart = (uint32_t *)(smem_raw + 256 * 8);   /* n_tiles + 1 */
     const uint32_t nt = u.n_tiles;
+    const bool keys = sec.tensor == 0, all_kept = a.all_kept != 0;
     const uint64_t *bms = (const uint64_t *)body + u.tile0;
+    /* bitmap of tile t of the unit: stored, or implied with ALL_KEPT (no bitmaps stream) */
+    auto tile_bm = [&](uint32_t t) -> uint64_t { return all_kept ? implied_bitmap(u, t, g.head_dim, keys) : bms[t]; };
 
-    /* tile prefix of the unit, for the offset table and PER_TILE groups */
+    /* tile prefix of the unit, for the offset table and PER_TILE / PER_HALF_TILE groups */
     {
         const uint32_t per = (nt + kPackThreads - 1) / kPackThreads, first = min(nt, tid * per),
                        last = min(nt, first + per);
         uint32_t sum = 0;
-        for (uint32_t i = first; i < last; i++) sum += __popcll(bms[i]);
+        for (uint32_t i = first; i < last; i++) sum += __popcll(tile_bm(i));
         uint32_t incl = sum;
         for (int off = 1; off < 32; off <<= 1) {
             const uint32_t v = __shfl_up_sync(0xFFFFFFFFu, incl, off);
@@ -712,14 +755,14 @@ __global__ void __launch_bounds__(kPackThreads) pack_kernel(EncodeArgs a) {
         for (uint32_t w = 0; w < (tid >> 5); w++) run += wsum[w];
         for (uint32_t i = first; i < last; i++) {
             tstart[i] = run;
-            run += __popcll(bms[i]);
+            run += __popcll(tile_bm(i));
         }
         if (tid == kPackThreads - 1) tstart[nt] = run;
     }
     __syncthreads();
 
-    /* offset-table entries whose tile boundary falls in (tile0, tile0 + nt] */
-    {
+    /* offset-table entries whose tile boundary falls in (tile0, tile0 + nt] (ALL_KEPT: no table) */
+    if (sec.n_offsets > 0) {
         const uint32_t k = g.offset_log2;
         const uint64_t t0 = u.tile0, t1 = u.tile0 + nt;
         const uint64_t m_first = (t0 >> k) + 1, m_last = sec.n_offsets - 1;
@@ -759,7 +802,12 @@ __global__ void __launch_bounds__(kPackThreads) pack_kernel(EncodeArgs a) {
             if (tstart[mid] <= i) lo = mid;
             else hi = mid;
         }
-        const uint64_t grp = (u.tile0 + lo) * sec.params_per_group;
+        /* PER_HALF_TILE: the second group of the tile once the kept elements of its first half
+         * (bits 63..32, the first in payload order) are past */
+        const uint64_t group = g.granularity == 3
+                                   ? 2 * (u.tile0 + lo) + (i - tstart[lo] >= (uint32_t)__popcll(tile_bm(lo) & kFirstHalf))
+                                   : u.tile0 + lo;
+        const uint64_t grp = group * sec.params_per_group;
         const uint16_t sv = scales[grp], zv = sec.params_per_group == 2 ? scales[grp + 1] : 0;
         return nearest_code(OnTheFlyLevels{(int)g.quantizer, g.bits, bf16, e_to_double(sv, bf16), e_to_double(zv, bf16)},
                             L, xd);
@@ -878,6 +926,7 @@ __global__ void header_kernel(EncodeArgs a) {
         h[25] = sec.quantizer;
         h[26] = sec.granularity;
         h[27] = sec.offset_log2;
+        if (a.all_kept) put32(h + 28, 1u); /* section flag ALL_KEPT (§5, §7.6) */
     }
     put64(h + 32, r.stored_size);
     put64(h + 40, r.stored_size);
@@ -945,8 +994,9 @@ sqkv_cuda_status launch_encode(const EncodeArgs &a, cudaStream_t stream) {
         timer.mark("pack");
     } else if (a.n_units > 0) {
         const size_t smem = prune_smem_bytes(a.g, a.unit_cap);
-        SQKV_CUDA_TRY(cudaFuncSetAttribute(prune_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-        prune_kernel<<<dim3(a.n_units, a.n_layers), kPruneThreads, smem, stream>>>(a);
+        const auto kernel = a.g.granularity == 3 ? prune_kernel<true> : prune_kernel<false>;
+        SQKV_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+        kernel<<<dim3(a.n_units, a.n_layers), kPruneThreads, smem, stream>>>(a);
         SQKV_CUDA_LAUNCHED();
     }
     if (!a.fast) {

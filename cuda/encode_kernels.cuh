@@ -34,6 +34,9 @@ struct EncodeArgs {
     uint32_t fast;              /* 1: the fast kernels run (geometry and source alignment checked) */
     uint16_t *bounds;           /* [n_layers][bounds_per_layer][256]: PER_HEAD code boundaries */
     uint64_t bounds_per_layer;  /* scale groups of a layer's SPARSE sections (sum of head_count) */
+    /* Keep-all mode (spec/FORMAT.md §7.6, §14): every SPARSE section is ALL_KEPT: every non-padding
+     * element kept, zeros included; no bitmaps or offsets streams (the bitmaps are implied). */
+    uint32_t all_kept;
 };
 
 /* Dynamic shared memory of the pruning kernel for this geometry (0 when it cannot fit). */

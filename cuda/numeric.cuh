@@ -211,7 +211,13 @@ SQKV_HD uint32_t nearest_code(const LevelFn &level, uint32_t n_levels, double x)
         else
             hi = mid;
     }
-    if (lo == n_levels) return n_levels - 1;
+    if (lo == n_levels) {
+        /* above every level: the top level, or the first of a run of equal top levels (a tie; as
+         * quantize.h sqkv_quant_nearest_from_boundary) */
+        uint32_t c = n_levels - 1;
+        while (c > 0 && level(c - 1) == level(c)) c--;
+        return c;
+    }
     if (lo == 0) return 0;
     const double below = dsub(x, level(lo - 1)), above = dsub(level(lo), x);
     if (above < below) return lo;
@@ -220,13 +226,17 @@ SQKV_HD uint32_t nearest_code(const LevelFn &level, uint32_t n_levels, double x)
     return c;
 }
 
+/* A code boundary no finite fp16 value reaches (their order keys are at most 0xFBFF): a code never
+ * chosen. 16 bits, as the fast kernels store boundaries. */
+constexpr uint32_t kNoCode = 0xFFFFu;
+
 /* Code boundaries of one fp16 group with L <= 16 levels (E values as bits, non-decreasing as values): B[c] (1 <= c < L) is the smallest order key whose value x gets a code >= c from nearest_code,
  * so that code(x) = the number of c with e_order_key(x) >= B[c]. Derived from nearest_code:
  *   - c starts a run of equal levels (level(c) > level(c-1)): x gets c or more exactly when
  *     level(c) - x < x - level(c-1) (exact binary64 differences), i.e. 2x > level(c-1) + level(c):
  *     B[c] = the smallest E value above that midpoint;
- *   - c is inside a run that reaches the top level: only x above the top level gets L - 1 (the
- *     "beyond every level" case): B[c] = the next E value after level(c);
+ *   - c is inside a run that reaches the top level: no x gets c, not even one above the top level
+ *     (a tie among the run, which goes to its first code): B[c] = kNoCode;
  *   - c is inside another run: no x gets c, so B[c] = B[c + 1].
  * The midpoint of two fp16 values is exact in binary64. A sentinel above every finite key means "none". */
 template <uint32_t L>
@@ -246,7 +256,7 @@ SQKV_HD void group_code_bounds(const uint16_t (&lev)[L], uint32_t (&B)[L]) {
             const uint32_t k = e_order_key(m);
             B[c] = e_to_double(m, bf16) > mid ? k : k + 1u;
         } else if (hi == top) {
-            B[c] = e_order_key(lev[c]) + 1u;
+            B[c] = kNoCode;
         } else {
             B[c] = B[c + 1];
         }

@@ -57,12 +57,13 @@ int sqkv_cuda_device_available(void);
  * caller can allocate before encoding; the actual extent of each section is known after
  * encode_results. Section i of a layer starts at byte slot_offset[i] of the layer's region.
  *
- * Format 1.1 (spec/FORMAT.md §4.1): the feature CODE_WIDTHS (payload widths 1, 3, 5, 6, 7) is written
- * and read on the GPU (width 3 also by the fast kernels, the others by the general ones); the file
- * header then declares it and version 1.1, as sqkv_writer does. PER_HALF_TILE scales
- * (HALF_TILE_SCALES), SQKV_PRUNE_KEEP_ALL (ALL_KEPT) and the range search option (§14) are not
- * implemented on the GPU encoder yet: encoder_create returns SQKV_ERR_UNSUPPORTED for such options
- * (the decoder reads every such file).
+ * Format 1.1 (spec/FORMAT.md §4.1): the encoder writes all three features: CODE_WIDTHS (payload
+ * widths 1, 3, 5, 6, 7; width 3 also by the fast kernels, the others by the general ones),
+ * HALF_TILE_SCALES (SQKV_SCALE_PER_HALF_TILE) and ALL_KEPT (SQKV_PRUNE_KEEP_ALL), the last two with the
+ * general kernels; the file header declares the features of the options and version 1.1, as
+ * sqkv_writer does. The range search option (§14) is not implemented on the GPU encoder yet:
+ * encoder_create returns SQKV_ERR_UNSUPPORTED when opts->range_search is not 0. (The decoder reads
+ * every such file.)
  * ---------------------------------------------------------------------------------------------- */
 typedef struct sqkv_cuda_encoder sqkv_cuda_encoder;
 
