@@ -180,7 +180,7 @@ __device__ __forceinline__ void key_ballots(const uint32_t (&m)[32], uint32_t A,
 
 /* PER_TILE: the parameters of one tile from the statistics of its kept values (gathered while staging
  * them), written to the scales stream at sc, and what coding needs in the tile's 16 slots of bnd: 2 and
- * 4 bits, the code boundaries (numeric.cuh group_code_bounds: order keys, at most 0xFC00); 8 bits, s and
+ * 4 bits, the code boundaries (numeric.cuh group_code_bounds: order keys; 0xFFFF marks a code never chosen); 8 bits, s and
  * z for the reference nearest-level search. */
 template <uint32_t BITS, bool kAsym>
 __device__ __forceinline__ void tile_params(uint32_t count, uint32_t max_mag, uint32_t min_key, uint32_t max_key,

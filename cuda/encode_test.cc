@@ -408,6 +408,7 @@ TEST(CudaEncode, FastPathTieHeavyRows) {
 /* The zstd layer (codec 1) is applied on the host as the sections leave the GPU; the file must still be
  * sqkv_writer's, byte for byte, and actually compressed (smaller than the same file without zstd). */
 TEST(CudaEncode, ZstdLayerSameFileAsTheWriter) {
+    SKIP_WITHOUT_GPU();
     const uint64_t seed = seed_of("zstd");
     Case c = base_case();
     struct Variant {
@@ -415,14 +416,19 @@ TEST(CudaEncode, ZstdLayerSameFileAsTheWriter) {
         sqkv_quantizer q;
         sqkv_scale_granularity gran;
         uint32_t window, zstd;
+        sqkv_prune_mode prune;
     };
     const Variant variants[] = {
-        {2, SQKV_QUANT_ASYMMETRIC, SQKV_SCALE_PER_TILE, 0, 1},  /* the writer default with zstd 1 */
-        {2, SQKV_QUANT_SYMMETRIC, SQKV_SCALE_PER_HEAD, 40, 3},
-        {3, SQKV_QUANT_SYMMETRIC, SQKV_SCALE_PER_TILE, 0, 19},
-        {16, SQKV_QUANT_EXACT, SQKV_SCALE_NONE, 70, 3},
+        {2, SQKV_QUANT_ASYMMETRIC, SQKV_SCALE_PER_TILE, 0, 1, SQKV_PRUNE_MAGNITUDE}, /* the writer default, zstd 1 */
+        {2, SQKV_QUANT_SYMMETRIC, SQKV_SCALE_PER_HEAD, 40, 3, SQKV_PRUNE_MAGNITUDE},
+        {3, SQKV_QUANT_SYMMETRIC, SQKV_SCALE_PER_TILE, 0, 19, SQKV_PRUNE_MAGNITUDE},
+        {16, SQKV_QUANT_EXACT, SQKV_SCALE_NONE, 70, 3, SQKV_PRUNE_MAGNITUDE},
+        /* format 1.1: half tiles, and keep-all (no bitmap or offset streams: two empty stream records) */
+        {4, SQKV_QUANT_ASYMMETRIC, SQKV_SCALE_PER_HALF_TILE, 10, 3, SQKV_PRUNE_MAGNITUDE},
+        {4, SQKV_QUANT_ASYMMETRIC, SQKV_SCALE_PER_HALF_TILE, 0, 1, SQKV_PRUNE_KEEP_ALL},
     };
     for (const Variant &v : variants) {
+        c.prune = v.prune;
         c.bits = v.bits;
         c.q = v.q;
         c.gran = v.gran;
@@ -486,14 +492,18 @@ TEST(CudaEncode, ArgumentChecksBeforeLaunch) {
     const sqkv_geometry g = geometry_of(c);
     sqkv_writer_options o = options_of(c);
     sqkv_cuda_encoder *enc = nullptr;
-    /* format 1.1 features other than CODE_WIDTHS are refused (the CPU writer accepts them) */
+    /* the format 1.1 features are written by the GPU (encode_format11_test); the range search is not
+     * (the CPU writer accepts it) */
     o.scales = SQKV_SCALE_PER_HALF_TILE;
-    EXPECT_EQ(SQKV_ERR_UNSUPPORTED, sqkv_cuda_encoder_create(&g, &o, &enc));
-    EXPECT_EQ(nullptr, enc);
+    ASSERT_EQ(SQKV_OK, sqkv_cuda_encoder_create(&g, &o, &enc));
+    sqkv_cuda_encoder_destroy(enc);
+    enc = nullptr;
     o = options_of(c);
     o.prune = SQKV_PRUNE_KEEP_ALL;
-    EXPECT_EQ(SQKV_ERR_UNSUPPORTED, sqkv_cuda_encoder_create(&g, &o, &enc));
-    EXPECT_EQ(nullptr, enc);
+    o.offset_interval_log2 = 0;
+    ASSERT_EQ(SQKV_OK, sqkv_cuda_encoder_create(&g, &o, &enc));
+    sqkv_cuda_encoder_destroy(enc);
+    enc = nullptr;
     o = options_of(c);
     o.range_search = SQKV_RANGE_SEARCH_KEYS;
     EXPECT_EQ(SQKV_ERR_UNSUPPORTED, sqkv_cuda_encoder_create(&g, &o, &enc));

@@ -173,7 +173,8 @@ SQKV_HD uint16_t choose_step(int quantizer, uint32_t bits, bool bf16, double ran
     return s;
 }
 
-/* Order key of an E value (finite, not -0 among kept values): unsigned, increasing with the value. */
+/* Order key of a finite E value: unsigned, increasing with the value; -0 sorts just below +0 (both occur
+ * among kept values only in keep-all mode). */
 SQKV_HD uint32_t e_order_key(uint16_t h) {
     const uint32_t flip = (h & 0x8000u) ? 0x7FFFu : 0u;
     return ((uint32_t)h ^ flip) ^ 0x8000u;
