@@ -550,6 +550,81 @@ TEST(CudaDecode, ManyHeadsAndLayersInOneCall) {
     compare_decode(make_file(c, seed_of("many")), 0, 5);
 }
 
+/* Files grown by sqkv_append (§9.1: several INDEX sections, superseded DENSE and INDEX sections, the
+ * new sparse sections of tokens that left the window): the decoder takes the sections of the last
+ * index, as the CPU reader does. With and without the zstd layer, half-tile and ALL_KEPT sections. */
+TEST(CudaDecode, AppendedFilesMatchCpu) {
+    SKIP_WITHOUT_GPU();
+    for (int variant = 0; variant < 3; variant++) {
+        Case c = base_case();
+        c.window = 20;
+        c.tokens = 130;
+        c.q = SQKV_QUANT_ASYMMETRIC;
+        c.gran = SQKV_SCALE_PER_TILE;
+        if (variant == 1) c.zstd = 3;
+        if (variant == 2) {
+            c.gran = SQKV_SCALE_PER_HALF_TILE;
+            c.prune = SQKV_PRUNE_KEEP_ALL;
+            c.k = 0;
+            c.bits = 3;
+        }
+        SCOPED_TRACE(c.name());
+        const uint64_t seed = seed_of("decode-append") + (uint64_t)variant;
+        const std::vector<uint8_t> f = make_file(c, seed);
+        ASSERT_FALSE(f.empty());
+        char path[] = "/tmp/sqkv_cuda_append_XXXXXX";
+        const int fd = mkstemp(path);
+        ASSERT_GE(fd, 0);
+        ASSERT_EQ((ssize_t)f.size(), write(fd, f.data(), f.size()));
+        close(fd);
+        const sqkv_geometry g = geometry_of(c);
+        const sqkv_writer_options o = options_of(c);
+        std::mt19937_64 rng(seed ^ 0xA99E9Dull);
+        for (uint32_t n_new : {1u, 70u}) {
+            std::vector<std::vector<uint8_t>> k(c.layers), v(c.layers);
+            std::vector<const void *> kp(c.layers), vp(c.layers);
+            for (uint32_t l = 0; l < c.layers; l++) {
+                k[l] = random_tensor(rng, c.heads, n_new, c.head_dim, c.src, c.e);
+                v[l] = random_tensor(rng, c.heads, n_new, c.head_dim, c.src, c.e);
+                kp[l] = k[l].data();
+                vp[l] = v[l].data();
+            }
+            char detail[256] = "";
+            ASSERT_EQ(SQKV_OK, sqkv_append(path, &g, &o, nullptr, n_new, nullptr, c.src, kp.data(), vp.data(), detail,
+                                           sizeof detail))
+                << detail;
+        }
+        std::vector<uint8_t> grown;
+        FILE *fp = fopen(path, "rb");
+        ASSERT_NE(nullptr, fp);
+        uint8_t buf[65536];
+        for (size_t n; (n = fread(buf, 1, sizeof buf, fp)) > 0;) grown.insert(grown.end(), buf, buf + n);
+        fclose(fp);
+        unlink(path);
+        ASSERT_GT(grown.size(), f.size());
+        compare_decode(grown, 0, 2);
+        compare_decode(grown, SQKV_CUDA_HOST_VALIDATE, 1);
+        /* Mustafar's layout: the CPU reader refuses heads whose sparse region the appends split into
+         * sections that do not start on 64-token tiles (UNSUPPORTED); the GPU decoder must agree */
+        sqkv_reader *r = nullptr;
+        ASSERT_EQ(SQKV_OK, sqkv_reader_create(nullptr, 0, &r));
+        ASSERT_EQ(SQKV_OK, sqkv_reader_open_memory(r, grown.data(), grown.size()));
+        sqkv_mustafar_sizes sz;
+        const sqkv_error cpu = sqkv_reader_mustafar_sizes(r, 1, SQKV_TENSOR_K, 2, &sz);
+        sqkv_reader_destroy(r);
+        if (cpu == SQKV_OK) {
+            compare_mustafar(grown, 1, SQKV_TENSOR_K, 2);
+        } else {
+            DevBuf dfile(grown.size());
+            CUDA_OK(cudaMemcpy(dfile.p, grown.data(), grown.size(), cudaMemcpyHostToDevice));
+            sqkv_cuda_decoder *d = nullptr;
+            SQ_OK(sqkv_cuda_decoder_create(grown.data(), grown.size(), dfile.p, nullptr, 0, &d));
+            EXPECT_EQ((int)cpu, sqkv_cuda_decoder_mustafar_sizes(d, 1, SQKV_TENSOR_K, 2, &sz));
+            sqkv_cuda_decoder_destroy(d);
+        }
+    }
+}
+
 TEST(CudaDecode, TrustedAndHostValidatedModes) {
     SKIP_WITHOUT_GPU();
     Case c = base_case();
