@@ -149,7 +149,9 @@ sqkv_cuda_status sqkv_cuda_encoder_write_file(sqkv_cuda_encoder *e, const void *
  * sections on the host (up to 8 threads; a broken frame is COMPRESSED_STREAM) into a pinned buffer the
  * decoder keeps (as large as the largest call's decompressed bodies, freed by destroy), then uploads
  * them into its workspace (sqkv_cuda_decoder_workspace_size counts that room), where the same kernels
- * read them.
+ * read them. That host buffer is as large as the call's share of the workspace, which the file's
+ * validated geometry bounds (the reader's limits); a caller bounds both by decoding fewer layers per
+ * call.
  * Why on the host: the project has no GPU zstd (nvCOMP is not a dependency); the bodies are small (the
  * compressed file is what crossed the disk or network), and host decompression runs at >1 GB/s.
  * ---------------------------------------------------------------------------------------------- */
