@@ -59,7 +59,21 @@ void compare_decode(const std::vector<uint8_t> &file, unsigned flags, uint32_t b
     DevBuf dfile(file.size());
     CUDA_OK(cudaMemcpy(dfile.p, file.data(), file.size(), cudaMemcpyHostToDevice));
     sqkv_cuda_decoder *d = nullptr;
-    SQ_OK(sqkv_cuda_decoder_create(file.data(), file.size(), dfile.p, nullptr, flags, &d));
+    const sqkv_cuda_status created = sqkv_cuda_decoder_create(file.data(), file.size(), dfile.p, nullptr, flags, &d);
+    if (created != SQKV_OK) {
+        /* refused at creation (a header or a codec-1 stream table): the CPU reader must refuse the file
+         * with the same error when it decodes the layers */
+        sqkv_error cpu_err = SQKV_OK;
+        const uint64_t tb = sqkv_dense_size(g.n_kv_heads, g.n_tokens, g.head_dim, SQKV_DTYPE_FP16);
+        std::vector<uint8_t> want(tb);
+        for (uint32_t l = 0; l < g.n_layers && cpu_err == SQKV_OK; l++)
+            for (int t = 0; t < 2 && cpu_err == SQKV_OK; t++)
+                cpu_err = sqkv_reader_decode(r, l, (sqkv_tensor)t, 0, g.n_kv_heads, SQKV_DTYPE_FP16, want.data(), tb);
+        EXPECT_EQ((int)cpu_err, created) << sqkv_cuda_decoder_error_detail(d);
+        sqkv_cuda_decoder_destroy(d);
+        sqkv_reader_destroy(r);
+        return;
+    }
     uint64_t wsz = 0;
     SQ_OK(sqkv_cuda_decoder_workspace_size(d, batch, &wsz));
     DevBuf ws(wsz);
@@ -667,16 +681,26 @@ TEST(CudaDecode, MustafarLayoutMatchesCpu) {
  * (or decodes exactly what the CPU decodes, when the byte changed only a value). */
 TEST(CudaDecode, CorruptionsGiveTheCpuErrors) {
     SKIP_WITHOUT_GPU();
-    for (uint32_t bits : {4u, 3u}) {
-        const uint64_t seed = seed_of("corrupt") + bits;
+    /* 4 and 3 bits per tile (3: codes straddle words, the payload padding bits sit inside a byte); the
+     * zstd layer (damage in stream tables and frames); half tiles; keep-all sections */
+    for (int variant = 0; variant < 5; variant++) {
+        const uint32_t bits = variant == 1 ? 3u : variant == 2 ? 2u : 4u;
+        const uint64_t seed = seed_of("corrupt") + (uint64_t)variant;
         std::mt19937_64 rng(seed);
         Case c = base_case();
         c.layers = 1;
         c.heads = 2;
-        c.bits = bits; /* 3: codes straddle words, the payload padding bits sit inside a byte */
+        c.bits = bits;
         c.q = SQKV_QUANT_ASYMMETRIC;
-        c.gran = SQKV_SCALE_PER_TILE;
+        c.gran = variant >= 3 ? SQKV_SCALE_PER_HALF_TILE : SQKV_SCALE_PER_TILE;
+        if (variant == 2) c.zstd = 3;
+        if (variant == 4) {
+            c.prune = SQKV_PRUNE_KEEP_ALL;
+            c.k = 0;
+        }
+        SCOPED_TRACE(c.name());
         const std::vector<uint8_t> good = make_file(c, seed);
+        ASSERT_FALSE(good.empty());
         sqkv_reader *r = nullptr;
         ASSERT_EQ(SQKV_OK, sqkv_reader_create(nullptr, 0, &r));
         ASSERT_EQ(SQKV_OK, sqkv_reader_open_memory(r, good.data(), good.size()));
@@ -695,12 +719,17 @@ TEST(CudaDecode, CorruptionsGiveTheCpuErrors) {
             const uint64_t at = si.offset + 64 + rng() % si.stored_size;
             f[at] ^= (uint8_t)(1u << (rng() % 8));
             SCOPED_TRACE(testing::Message() << "seed " << seed << " trial " << trial << " byte " << at);
-            /* checked: a checksum mismatch before anything is decoded */
-            {
+            /* checked: a checksum mismatch before anything is decoded (codec-1 sections: at creation) */
+            do {
                 DevBuf dfile(f.size());
                 CUDA_OK(cudaMemcpy(dfile.p, f.data(), f.size(), cudaMemcpyHostToDevice));
                 sqkv_cuda_decoder *d = nullptr;
-                SQ_OK(sqkv_cuda_decoder_create(f.data(), f.size(), dfile.p, nullptr, 0, &d));
+                const sqkv_cuda_status created = sqkv_cuda_decoder_create(f.data(), f.size(), dfile.p, nullptr, 0, &d);
+                if (created != SQKV_OK) {
+                    EXPECT_EQ(SQKV_ERR_SECTION_CHECKSUM, created) << sqkv_cuda_decoder_error_detail(d);
+                    sqkv_cuda_decoder_destroy(d);
+                    break;
+                }
                 uint64_t wsz = 0;
                 SQ_OK(sqkv_cuda_decoder_workspace_size(d, 1, &wsz));
                 const uint64_t tb = sqkv_dense_size(c.heads, c.tokens, c.head_dim, SQKV_DTYPE_FP16);
@@ -708,7 +737,7 @@ TEST(CudaDecode, CorruptionsGiveTheCpuErrors) {
                 void *kp[1] = {out.p}, *vp[1] = {(uint8_t *)out.p + tb};
                 EXPECT_EQ(SQKV_ERR_SECTION_CHECKSUM, sqkv_cuda_decode_layers(d, 0, 1, SQKV_DTYPE_FP16, kp, vp, tb, ws.p, wsz, 0));
                 sqkv_cuda_decoder_destroy(d);
-            }
+            } while (0);
             /* trusted: the CPU decoder's verdict (compare_decode compares codes and, when both decode, bytes) */
             sqkv_reader *tr = nullptr;
             ASSERT_EQ(SQKV_OK, sqkv_reader_create(nullptr, SQKV_READER_TRUSTED, &tr));
