@@ -17,25 +17,9 @@ using namespace sqkv_test;
 
 namespace {
 
-uint64_t seed_of(const char *name) { return XXH3_64bits(name, strlen(name)) ^ (uint64_t)time(nullptr); }
-
 Case base_case() {
-    Case c;
-    c.layers = 2;
-    c.heads = 3;
-    c.head_dim = 128;
-    c.tokens = 200;
+    Case c = small_case();
     c.window = 9;
-    c.e = SQKV_DTYPE_FP16;
-    c.src = SQKV_DTYPE_FP16;
-    c.bits = 2;
-    c.q = SQKV_QUANT_SYMMETRIC;
-    c.gran = SQKV_SCALE_PER_HEAD;
-    c.k = 4;
-    c.hps = 1;
-    c.tps = 0;
-    c.prune = SQKV_PRUNE_MAGNITUDE;
-    c.sparsity = 0.7;
     return c;
 }
 

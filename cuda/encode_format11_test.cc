@@ -25,47 +25,6 @@ using namespace sqkv_test;
 
 namespace {
 
-uint64_t seed_of(const char *name) { return XXH3_64bits(name, strlen(name)) ^ (uint64_t)time(nullptr); }
-
-/* The GPU encoder's file for the cache (layers encoded in batches of `batch`). */
-void gpu_file(const Case &c, const std::vector<std::vector<uint8_t>> &k, const std::vector<std::vector<uint8_t>> &v,
-              const std::vector<int32_t> &tokens, uint32_t batch, std::vector<uint8_t> *file) {
-    const sqkv_geometry geo = geometry_of(c);
-    const sqkv_writer_options opt = options_of(c);
-    sqkv_cuda_encoder *enc = nullptr;
-    SQ_OK(sqkv_cuda_encoder_create(&geo, &opt, &enc));
-    sqkv_cuda_encode_sizes sz;
-    SQ_OK(sqkv_cuda_encoder_sizes(enc, &sz));
-    const size_t elem = c.src == SQKV_DTYPE_FP32 ? 4 : 2;
-    const size_t tensor_bytes = (size_t)c.heads * c.tokens * c.head_dim * elem;
-    const uint64_t ws_size = sz.workspace_base + sz.workspace_per_layer * batch;
-    DevBuf in(2 * tensor_bytes * c.layers), out(sz.layer_capacity * c.layers), ws(ws_size);
-    ASSERT_TRUE(in.p && out.p && ws.p);
-    /* every byte of the file must come from the encoder, none from leftovers */
-    CUDA_OK(cudaMemset(out.p, 0x5A, out.n));
-    std::vector<const void *> kp(c.layers), vp(c.layers), regions(c.layers);
-    for (uint32_t l = 0; l < c.layers; l++) {
-        uint8_t *at = (uint8_t *)in.p + 2 * tensor_bytes * l;
-        CUDA_OK(cudaMemcpy(at, k[l].data(), tensor_bytes, cudaMemcpyHostToDevice));
-        CUDA_OK(cudaMemcpy(at + tensor_bytes, v[l].data(), tensor_bytes, cudaMemcpyHostToDevice));
-        kp[l] = at;
-        vp[l] = at + tensor_bytes;
-        regions[l] = (uint8_t *)out.p + sz.layer_capacity * l;
-    }
-    if (!tokens.empty()) SQ_OK(sqkv_cuda_encoder_set_tokens(enc, tokens.data(), tokens.size()));
-    for (uint32_t l0 = 0; l0 < c.layers; l0 += batch) {
-        const uint32_t n = std::min(batch, c.layers - l0);
-        SQ_OK(sqkv_cuda_encode_layers(enc, l0, n, c.src, kp.data() + l0, vp.data() + l0, (void *)regions[l0],
-                                      sz.layer_capacity * n, ws.p, ws_size, 0));
-        SQ_OK(sqkv_cuda_encode_results(enc, ws.p, nullptr, 0));
-    }
-    uint64_t size = 0;
-    SQ_OK(sqkv_cuda_encoder_file_size(enc, &size));
-    SQ_OK(sqkv_cuda_encoder_write_file(enc, regions.data(), vec_write, file, 0));
-    EXPECT_EQ(size, file->size());
-    sqkv_cuda_encoder_destroy(enc);
-}
-
 /* Stores x in the source type, exactly an E value (or, for an fp32 source when `inexact`, x rounded to
  * binary32 only, so that the encoder's own conversion to E is exercised). */
 void put_value(std::vector<uint8_t> &out, uint64_t i, double x, sqkv_dtype src, sqkv_dtype e, bool inexact) {
@@ -204,22 +163,10 @@ void check_case(const Case &c, uint64_t seed, TensorMaker make = mixed_tensor, u
 }
 
 Case base_case() {
-    Case c;
-    c.layers = 2;
-    c.heads = 3;
-    c.head_dim = 128;
-    c.tokens = 200;
-    c.window = 0;
-    c.e = SQKV_DTYPE_FP16;
-    c.src = SQKV_DTYPE_FP16;
+    Case c = small_case();
     c.bits = 4;
     c.q = SQKV_QUANT_ASYMMETRIC;
     c.gran = SQKV_SCALE_PER_HALF_TILE;
-    c.k = 4;
-    c.hps = 1;
-    c.tps = 0;
-    c.prune = SQKV_PRUNE_MAGNITUDE;
-    c.sparsity = 0.7;
     return c;
 }
 

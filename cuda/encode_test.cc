@@ -11,57 +11,6 @@ using namespace sqkv_test;
 
 namespace {
 
-uint64_t seed_of(const char *name) { return XXH3_64bits(name, strlen(name)) ^ (uint64_t)time(nullptr); }
-
-/* Encodes the whole cache on the GPU (layers in batches of `batch`) and returns the file bytes. */
-void gpu_file(const Case &c, const std::vector<std::vector<uint8_t>> &k, const std::vector<std::vector<uint8_t>> &v,
-              const std::vector<int32_t> &tokens, uint32_t batch, std::vector<uint8_t> *file) {
-    const sqkv_geometry g = geometry_of(c);
-    const sqkv_writer_options o = options_of(c);
-    sqkv_cuda_encoder *enc = nullptr;
-    SQ_OK(sqkv_cuda_encoder_create(&g, &o, &enc));
-    sqkv_cuda_encode_sizes sz;
-    SQ_OK(sqkv_cuda_encoder_sizes(enc, &sz));
-    const size_t es = c.src == SQKV_DTYPE_FP32 ? 4 : 2;
-    const size_t tensor_bytes = (size_t)c.heads * c.tokens * c.head_dim * es;
-    DevBuf in(2 * tensor_bytes * c.layers), out(sz.layer_capacity * c.layers);
-    const uint64_t ws_size = sz.workspace_base + sz.workspace_per_layer * batch;
-    DevBuf ws(ws_size);
-    ASSERT_TRUE(in.p && out.p && ws.p);
-    /* poison the output: every byte of the file must be written by the encoder */
-    CUDA_OK(cudaMemset(out.p, 0xA5, out.n));
-    std::vector<const void *> kp(c.layers), vp(c.layers), lp(c.layers);
-    for (uint32_t l = 0; l < c.layers; l++) {
-        uint8_t *base = (uint8_t *)in.p + 2 * tensor_bytes * l;
-        CUDA_OK(cudaMemcpy(base, k[l].data(), tensor_bytes, cudaMemcpyHostToDevice));
-        CUDA_OK(cudaMemcpy(base + tensor_bytes, v[l].data(), tensor_bytes, cudaMemcpyHostToDevice));
-        kp[l] = base;
-        vp[l] = base + tensor_bytes;
-        lp[l] = (uint8_t *)out.p + sz.layer_capacity * l;
-    }
-    if (!tokens.empty()) SQ_OK(sqkv_cuda_encoder_set_tokens(enc, tokens.data(), tokens.size()));
-    for (uint32_t l0 = 0; l0 < c.layers; l0 += batch) {
-        const uint32_t n = std::min(batch, c.layers - l0);
-        SQ_OK(sqkv_cuda_encode_layers(enc, l0, n, c.src, kp.data() + l0, vp.data() + l0, (void *)lp[l0],
-                                      sz.layer_capacity * n, ws.p, ws_size, 0));
-        std::vector<uint64_t> ext((size_t)n * sz.sections_per_layer);
-        SQ_OK(sqkv_cuda_encode_results(enc, ws.p, ext.data(), 0));
-        for (uint64_t x : ext) ASSERT_GE(x, 64u);
-    }
-    uint64_t fsize = 0;
-    if (c.zstd > 0) {
-        /* compressed sizes are known only once write_file has compressed the sections */
-        EXPECT_EQ(SQKV_ERR_STATE, sqkv_cuda_encoder_file_size(enc, &fsize));
-        SQ_OK(sqkv_cuda_encoder_write_file(enc, lp.data(), vec_write, file, 0));
-        SQ_OK(sqkv_cuda_encoder_file_size(enc, &fsize));
-    } else {
-        SQ_OK(sqkv_cuda_encoder_file_size(enc, &fsize));
-        SQ_OK(sqkv_cuda_encoder_write_file(enc, lp.data(), vec_write, file, 0));
-    }
-    EXPECT_EQ(fsize, file->size());
-    sqkv_cuda_encoder_destroy(enc);
-}
-
 using TensorMaker = std::vector<uint8_t> (*)(std::mt19937_64 &rng, const Case &c);
 
 std::vector<uint8_t> random_case_tensor(std::mt19937_64 &rng, const Case &c) {
@@ -86,22 +35,7 @@ void check_case(const Case &c, uint64_t seed, uint32_t batch = 0, TensorMaker ma
 }
 
 Case base_case() {
-    Case c;
-    c.layers = 2;
-    c.heads = 3;
-    c.head_dim = 128;
-    c.tokens = 200;
-    c.window = 0;
-    c.e = SQKV_DTYPE_FP16;
-    c.src = SQKV_DTYPE_FP16;
-    c.bits = 2;
-    c.q = SQKV_QUANT_SYMMETRIC;
-    c.gran = SQKV_SCALE_PER_HEAD;
-    c.k = 4;
-    c.hps = 1;
-    c.tps = 0;
-    c.prune = SQKV_PRUNE_MAGNITUDE;
-    c.sparsity = 0.7;
+    Case c = small_case();
     return c;
 }
 
