@@ -247,9 +247,8 @@ extern "C" sqkv_cuda_status sqkv_cuda_encoder_create(const sqkv_geometry *geomet
     const sqkv_error err = sqkv_writer_create(geometry, opts, &w);
     sqkv_writer_destroy(w);
     if (err != SQKV_OK) return err;
-    /* The format 1.1 features (spec/FORMAT.md §4.1) are all written on the GPU; the range search
-     * (§14), an encoder choice of parameters, is done on the CPU only, for now. */
-    if (opts->range_search) return SQKV_ERR_UNSUPPORTED;
+    /* The format 1.1 features (spec/FORMAT.md §4.1) and the range search (§14) are all done on the
+     * GPU, every granularity included. */
     sqkv_cuda_encoder *e = new (std::nothrow) sqkv_cuda_encoder();
     if (!e) return SQKV_ERR_OUT_OF_MEMORY;
     e->geo = *geometry;
@@ -368,8 +367,13 @@ extern "C" sqkv_cuda_status sqkv_cuda_encode_layers(sqkv_cuda_encoder *e, uint32
     a.bounds = (uint16_t *)(ws + la.bounds);
     a.bounds_per_layer = e->bound_groups;
     a.all_kept = e->all_kept ? 1u : 0u;
-    /* the fast kernels prune; keep-all mode takes the general ones */
-    a.fast = !e->all_kept && fast_path_enabled() && fast_encode_geometry(a.g) && e->unit_cap * 2 <= 16384;
+    /* EXACT values have no parameters to search (sqkv_writer ignores the option there too) */
+    a.range_search = e->opt.quantizer == SQKV_QUANT_EXACT ? 0u : e->opt.range_search;
+    a.max_head_count = 0;
+    for (const SectionPlan &p : e->sections)
+        if (p.kind == kKindSparse && p.head_count > a.max_head_count) a.max_head_count = p.head_count;
+    /* the fast kernels prune; keep-all mode and the range search take the general ones */
+    a.fast = !e->all_kept && !a.range_search && fast_path_enabled() && fast_encode_geometry(a.g) && e->unit_cap * 2 <= 16384;
     for (uint32_t i = 0; i < n_layers && a.fast; i++)
         if (((uintptr_t)k[i] | (uintptr_t)v[i]) & 15u) a.fast = 0; /* 16-byte copies of the source */
     if (prune_smem_bytes(a.g, a.unit_cap) > 227 * 1024)

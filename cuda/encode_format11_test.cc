@@ -5,7 +5,7 @@
  * quantizers, every granularity with keep-all, element and source types, head_dim, token counts that
  * are not multiples of 64, dense windows and section splits. Inputs are rich in what these modes must
  * get right: half tiles of zeros (empty groups, or all-zero groups with keep-all), -0 next to +0, ties.
- * The range search is still refused. On the host: the GPU's code choice (numeric.cuh nearest_code)
+ * The range search is accepted (encode_range_search_test). On the host: the GPU's code choice (numeric.cuh nearest_code)
  * against the CPU reference, where 8-bit bf16 groups have runs of equal top levels.
  */
 #include <time.h>
@@ -288,9 +288,9 @@ TEST(CudaEncodeFormat11, AllZeroCaches) {
             }
 }
 
-/* The range search is encoded on the CPU only: the GPU encoder refuses it, for either tensor, with or
- * without the 1.1 features. */
-TEST(CudaEncodeFormat11, RangeSearchStillRefused) {
+/* The range search is accepted with the 1.1 features, for either tensor (encode_range_search_test
+ * compares its files). */
+TEST(CudaEncodeFormat11, RangeSearchAccepted) {
     Case c = base_case();
     const sqkv_geometry g = geometry_of(c);
     for (uint32_t rs : {SQKV_RANGE_SEARCH_VALUES, SQKV_RANGE_SEARCH_KEYS, SQKV_RANGE_SEARCH_VALUES | SQKV_RANGE_SEARCH_KEYS})
@@ -299,16 +299,10 @@ TEST(CudaEncodeFormat11, RangeSearchStillRefused) {
             sqkv_writer_options o = options_of(c);
             o.range_search = rs;
             sqkv_cuda_encoder *enc = nullptr;
-            EXPECT_EQ(SQKV_ERR_UNSUPPORTED, sqkv_cuda_encoder_create(&g, &o, &enc)) << "range_search " << rs;
-            EXPECT_EQ(nullptr, enc);
+            EXPECT_EQ(SQKV_OK, sqkv_cuda_encoder_create(&g, &o, &enc)) << "range_search " << rs;
+            EXPECT_NE(nullptr, enc);
             sqkv_cuda_encoder_destroy(enc);
         }
-    /* the same options without the range search are accepted (no device needed to plan) */
-    sqkv_writer_options o = options_of(c);
-    sqkv_cuda_encoder *enc = nullptr;
-    EXPECT_EQ(SQKV_OK, sqkv_cuda_encoder_create(&g, &o, &enc));
-    EXPECT_NE(nullptr, enc);
-    sqkv_cuda_encoder_destroy(enc);
 }
 
 /* No GPU needed: numeric.cuh's nearest_code, the code choice of the general kernels, gives the CPU

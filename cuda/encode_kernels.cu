@@ -9,8 +9,12 @@
  *                  (converted to E), finds each row's threshold (one thread per row), writes the
  *                  bitmaps, the unit's kept values in payload order to a staging buffer, per-tile
  *                  parameters (PER_TILE), and the unit's statistics.
+ *                  With the range search (§14) for the tensor, PER_TILE / PER_HALF_TILE groups are
+ *                  searched there too, a thread per group, once the unit's kept values are staged.
  *   section_kernel one block per SPARSE section: prefix sum of the units' kept counts, PER_HEAD
  *                  parameters, stream padding, body size.
+ *   head_search_kernel  PER_HEAD with the range search only: one block per head replaces the head's
+ *                  parameters by the search's choice, from its staged values.
  *   pack_kernel    one block per unit: codes of the staged values packed at the unit's payload
  *                  position, and the offset-table entries that fall in the unit.
  *   dense_kernel   DENSE sections: the dense window converted to E.
@@ -375,9 +379,25 @@ __device__ __forceinline__ void tile_stat_atomic(uint32_t *tstat, uint32_t t, ui
     atomicMax(&tstat[3 * t + 2], k);
 }
 
+/* Whether the groups of this tensor (0 keys, 1 values) get the range search. */
+__device__ __forceinline__ bool range_searched(const EncodeArgs &a, uint32_t tensor) {
+    return (a.range_search & (tensor == 0 ? SQKV_RANGE_SEARCH_KEYS : SQKV_RANGE_SEARCH_VALUES)) != 0;
+}
+
+/* Range search of one PER_TILE / PER_HALF_TILE group by one thread (stat: max_mag, min_key, max_key). */
+__device__ __noinline__ void search_small_group(const Geometry &g, const uint32_t *stat, const uint16_t *values,
+                                                uint32_t count, uint16_t *sc, uint32_t params_per_group) {
+    uint16_t sv, zv;
+    range_search_group((int)g.quantizer, g.bits, g.e_bf16 != 0, stat[0], stat[1], stat[2],
+                       [&](uint32_t k) { return values[k]; }, count, &sv, &zv);
+    sc[0] = sv;
+    if (params_per_group == 2) sc[1] = zv;
+}
+
 /* kHalves: PER_HALF_TILE scales. A template parameter so that the other granularities keep the
- * register count (and so the occupancy) they had before half tiles existed. */
-template <bool kHalves>
+ * register count (and so the occupancy) they had before half tiles existed. kSearch: the range search
+ * of tile groups for a tensor with the option, likewise (the search needs about 40 more registers). */
+template <bool kHalves, bool kSearch>
 __global__ void __launch_bounds__(kPruneThreads) prune_kernel(EncodeArgs a) {
     extern __shared__ __align__(16) uint8_t smem_raw[];
     const Geometry &g = a.g;
@@ -604,6 +624,22 @@ __global__ void __launch_bounds__(kPruneThreads) prune_kernel(EncodeArgs a) {
     }
     __syncthreads();
 
+    /* Range search (§14) of the tile or half-tile groups, now that the unit's kept values are all in
+     * outbuf in payload order: P3's parameters are replaced for every group with kept values. */
+    if (kSearch && tile_stats && range_searched(a, sec.tensor)) {
+        for (uint32_t grp = tid; grp < n_groups; grp += kPruneThreads) {
+            const uint32_t t = grp / per_tile, part = grp % per_tile;
+            const uint32_t in_tile = s.tstart[t + 1] - s.tstart[t];
+            const uint32_t first = halves ? (uint32_t)__popcll(s.bms[t] & kFirstHalf) : in_tile;
+            const uint32_t count = part ? in_tile - first : first;
+            if (count == 0) continue;
+            uint16_t *sc = (uint16_t *)(body + sec.scales_at) +
+                           (uint64_t)sec.params_per_group * ((uint64_t)per_tile * u.tile0 + grp);
+            search_small_group(g, s.tstat + 3 * grp, s.outbuf + s.tstart[t] + (part ? first : 0u), count, sc,
+                               sec.params_per_group);
+        }
+    }
+
     /* P4: staged values (16-byte copies; the slack beyond the count is never read) and statistics. */
     const uint32_t kept = s.tstart[nt];
     uint16_t *stage = a.temp + ((uint64_t)layer * a.n_units + uidx) * a.unit_cap;
@@ -712,6 +748,105 @@ __global__ void __launch_bounds__(256) section_kernel(EncodeArgs a) {
         r.stored_size = end;
         r.kept = P;
         a.results[(uint64_t)layer * a.n_sections + blockIdx.x] = r;
+    }
+}
+
+/* ---- PER_HEAD range search ------------------------------------------------------------------------- */
+
+constexpr int kSearchThreads = 256;
+constexpr int kTermStride = kSearchThreads + 1; /* odd in doubles: the summing threads' rows in distinct banks */
+
+/* Range search (§14) of one PER_HEAD group: block (section, layer, head of the section). Runs after
+ * section_kernel (which wrote the extremes' parameters and the unit starts) and before pack_kernel. The
+ * head's kept values are its units' staged values, in payload order. The sum of squared errors must be
+ * the CPU's sequential binary64 sum, so the block computes the terms of 256 values for all candidates at
+ * once and 8 threads (one per candidate) add them in order. */
+__global__ void __launch_bounds__(kSearchThreads) head_search_kernel(EncodeArgs a) {
+    const uint32_t layer = blockIdx.y, j = blockIdx.z, tid = threadIdx.x;
+    const SectionPlan &sec = a.sections[blockIdx.x];
+    if (sec.kind != kKindSparse || j >= sec.head_count || !range_searched(a, sec.tensor)) return;
+    const Geometry &g = a.g;
+    const bool bf16 = g.e_bf16 != 0;
+    const int quantizer = (int)g.quantizer;
+    const uint32_t L = 1u << g.bits;
+    const uint64_t unit0 = (uint64_t)layer * a.n_units + sec.unit_first + (uint64_t)j * sec.chunks;
+    const UnitStat *st = a.stats + unit0;
+    __shared__ double levels[kRangeCandidates][256];
+    __shared__ double terms[kRangeCandidates][kTermStride];
+    __shared__ double errors[kRangeCandidates];
+    __shared__ uint16_t cand_s[kRangeCandidates], cand_z[kRangeCandidates];
+    __shared__ uint32_t red[4];
+    __shared__ bool usable[kRangeCandidates];
+    if (tid == 0) {
+        red[0] = 0;
+        red[1] = 0xFFFFFFFFu;
+        red[2] = 0;
+        red[3] = 0;
+    }
+    __syncthreads();
+    uint32_t mx = 0, mnk = 0xFFFFFFFFu, mxk = 0, any = 0;
+    for (uint32_t c = tid; c < sec.chunks; c += kSearchThreads) {
+        const UnitStat x = st[c];
+        if (x.count) {
+            mx = max(mx, x.max_mag);
+            mnk = min(mnk, x.min_key);
+            mxk = max(mxk, x.max_key);
+            any = 1;
+        }
+    }
+    atomicMax(&red[0], mx);
+    atomicMin(&red[1], mnk);
+    atomicMax(&red[2], mxk);
+    if (any) atomicOr(&red[3], 1u);
+    __syncthreads();
+    if (!red[3]) return; /* no kept values: the +0 parameters stay (the whole block leaves) */
+    if (tid < kRangeCandidates) {
+        uint16_t sv, zv;
+        candidate_params(quantizer, g.bits, bf16, red[0], red[1], red[2], tid, &sv, &zv);
+        cand_s[tid] = sv;
+        cand_z[tid] = zv;
+        usable[tid] = quant_params_ok(quantizer, g.bits, bf16, sv, zv);
+        errors[tid] = 0.0;
+    }
+    __syncthreads();
+    for (uint32_t i = tid; i < kRangeCandidates * L; i += kSearchThreads) {
+        const uint32_t k = i / L, c = i % L;
+        levels[k][c] = usable[k] ? e_to_double(quant_level(quantizer, g.bits, bf16, e_to_double(cand_s[k], bf16),
+                                                           e_to_double(cand_z[k], bf16), c),
+                                               bf16)
+                                 : 0.0;
+    }
+    __syncthreads();
+    double error = 0.0; /* candidate tid's running sum (tid < kRangeCandidates) */
+    for (uint32_t c = 0; c < sec.chunks; c++) {
+        const uint32_t n = st[c].count;
+        const uint16_t *stage = a.temp + (unit0 + c) * a.unit_cap;
+        for (uint32_t base = 0; base < n; base += kSearchThreads) {
+            const uint32_t m = min((uint32_t)kSearchThreads, n - base);
+            if (tid < m) {
+                const double x = e_to_double(stage[base + tid], bf16);
+                for (uint32_t k = 0; k < kRangeCandidates; k++)
+                    if (usable[k]) terms[k][tid] = squared_error(TableLevels{levels[k]}, L, x);
+            }
+            __syncthreads();
+            if (tid < kRangeCandidates && usable[tid])
+                for (uint32_t q = 0; q < m; q++) error = dadd(error, terms[tid][q]);
+            __syncthreads();
+        }
+    }
+    if (tid < kRangeCandidates) errors[tid] = error;
+    __syncthreads();
+    if (tid == 0) {
+        /* as range_search_group: the first usable candidate, then strictly smaller sums; candidate 0's
+         * parameters if none is usable (candidate 0 always is: choose_step lowers s until it is) */
+        int best = -1;
+        for (uint32_t k = 0; k < kRangeCandidates; k++)
+            if (usable[k] && (best < 0 || errors[k] < errors[best])) best = (int)k;
+        if (best < 0) best = 0;
+        uint16_t *sc = (uint16_t *)(a.out + (uint64_t)layer * a.layer_capacity + sec.slot + 64 + sec.scales_at) +
+                       (uint64_t)sec.params_per_group * j;
+        sc[0] = cand_s[best];
+        if (sec.params_per_group == 2) sc[1] = cand_z[best];
     }
 }
 
@@ -994,7 +1129,9 @@ sqkv_cuda_status launch_encode(const EncodeArgs &a, cudaStream_t stream) {
         timer.mark("pack");
     } else if (a.n_units > 0) {
         const size_t smem = prune_smem_bytes(a.g, a.unit_cap);
-        const auto kernel = a.g.granularity == 3 ? prune_kernel<true> : prune_kernel<false>;
+        const bool search = a.range_search != 0 && a.g.granularity != 1;
+        const auto kernel = a.g.granularity == 3 ? (search ? prune_kernel<true, true> : prune_kernel<true, false>)
+                                                 : (search ? prune_kernel<false, true> : prune_kernel<false, false>);
         SQKV_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
         kernel<<<dim3(a.n_units, a.n_layers), kPruneThreads, smem, stream>>>(a);
         SQKV_CUDA_LAUNCHED();
@@ -1003,6 +1140,11 @@ sqkv_cuda_status launch_encode(const EncodeArgs &a, cudaStream_t stream) {
         timer.mark("prune");
         section_kernel<<<dim3(a.n_sections, a.n_layers), 256, 0, stream>>>(a);
         SQKV_CUDA_LAUNCHED();
+        if (a.range_search && a.g.granularity == 1 && a.max_head_count > 0) {
+            if (a.max_head_count > 65535) return SQKV_ERR_LIMIT;
+            head_search_kernel<<<dim3(a.n_sections, a.n_layers, a.max_head_count), kSearchThreads, 0, stream>>>(a);
+            SQKV_CUDA_LAUNCHED();
+        }
         timer.mark("section");
     }
     if (!a.fast && a.n_units > 0) {

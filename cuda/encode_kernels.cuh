@@ -37,6 +37,10 @@ struct EncodeArgs {
     /* Keep-all mode (spec/FORMAT.md §7.6, §14): every SPARSE section is ALL_KEPT: every non-padding
      * element kept, zeros included; no bitmaps or offsets streams (the bitmaps are implied). */
     uint32_t all_kept;
+    /* Range search (spec/FORMAT.md §14): SQKV_RANGE_SEARCH_VALUES / _KEYS bits of the tensors whose
+     * groups get it (0 with EXACT values: nothing to choose). The fast kernels never run with it. */
+    uint32_t range_search;
+    uint32_t max_head_count;    /* largest head_count of a SPARSE section (PER_HEAD search grid) */
 };
 
 /* Dynamic shared memory of the pruning kernel for this geometry (0 when it cannot fit). */

@@ -282,6 +282,69 @@ struct TableLevels {
     SQKV_HD double operator()(uint32_t c) const { return table[c]; }
 };
 
+/* ---- range search (spec/FORMAT.md §14, quantize.c sqkv_quant_candidate_params, encode_sparse.c
+ * search_range) ---------------------------------------------------------------------------------- */
+
+constexpr uint32_t kRangeCandidates = 8;
+
+/* The parameters of candidate i (0 <= i < kRangeCandidates) of a group with kept elements, from its
+ * statistics (as choose_params). Every product and sum is written as the CPU evaluates it, left to right,
+ * one rounding each, so both encoders derive the same candidates even where bf16 sums are inexact. */
+SQKV_HD void candidate_params(int quantizer, uint32_t bits, bool bf16, uint32_t max_mag, uint32_t min_key,
+                              uint32_t max_key, uint32_t candidate, uint16_t *s, uint16_t *z) {
+    if (candidate == 0) {
+        choose_params(quantizer, bits, bf16, 1, max_mag, min_key, max_key, s, z);
+        return;
+    }
+    const double alpha = dsub(1.0, ddiv((double)candidate, 16.0));
+    if (quantizer == 1) {
+        *z = 0;
+        *s = choose_step(1, bits, bf16, dmul(alpha, e_to_double((uint16_t)max_mag, bf16)), 0);
+        return;
+    }
+    const double lo = e_to_double(e_from_order_key(min_key), bf16), hi = e_to_double(e_from_order_key(max_key), bf16);
+    const double center = dmul(0.5, dadd(lo, hi)), half = dmul(dmul(0.5, alpha), dsub(hi, lo));
+    *z = double_to_e(dsub(center, half), bf16);
+    const double range = dsub(dadd(center, half), e_to_double(*z, bf16));
+    *s = choose_step(2, bits, bf16, range > 0 ? range : 0.0, *z);
+}
+
+/* (x - level(code(x)))^2 in binary64, the code chosen as the payload's (nearest_code). */
+template <typename LevelFn>
+SQKV_HD double squared_error(const LevelFn &level, uint32_t n_levels, double x) {
+    const double d = dsub(x, level(nearest_code(level, n_levels, x)));
+    return dmul(d, d);
+}
+
+/* Range search over one group of count > 0 kept values value(0 .. count) in payload order: the candidate
+ * with the least sum of squared errors (summed in that order, one rounding per addition), the lower
+ * candidate on equal sums; candidates whose levels break §7.4 are skipped (candidate 0 never is). A
+ * thread per group: for PER_TILE and PER_HALF_TILE groups of at most 64 values. */
+template <typename ValueFn>
+SQKV_HD void range_search_group(int quantizer, uint32_t bits, bool bf16, uint32_t max_mag, uint32_t min_key,
+                                uint32_t max_key, const ValueFn &value, uint32_t count, uint16_t *best_s,
+                                uint16_t *best_z) {
+    const uint32_t L = 1u << bits;
+    double best = -1.0;
+    for (uint32_t i = 0; i < kRangeCandidates; i++) {
+        uint16_t s, z;
+        candidate_params(quantizer, bits, bf16, max_mag, min_key, max_key, i, &s, &z);
+        if (i == 0) {
+            *best_s = s;
+            *best_z = z;
+        }
+        if (!quant_params_ok(quantizer, bits, bf16, s, z)) continue;
+        const OnTheFlyLevels level{quantizer, bits, bf16, e_to_double(s, bf16), e_to_double(z, bf16)};
+        double error = 0.0;
+        for (uint32_t k = 0; k < count; k++) error = dadd(error, squared_error(level, L, e_to_double(value(k), bf16)));
+        if (best < 0 || error < best) {
+            best = error;
+            *best_s = s;
+            *best_z = z;
+        }
+    }
+}
+
 /* fp16 / bf16 / fp32 source values to E (round to nearest even); flags: 1 = NaN/inf in the source,
  * 2 = finite source that does not fit E (overflows to infinity). */
 SQKV_HD uint16_t float_to_e(float f, bool bf16, uint32_t *flags) {

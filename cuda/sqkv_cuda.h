@@ -61,9 +61,10 @@ int sqkv_cuda_device_available(void);
  * widths 1, 3, 5, 6, 7; width 3 also by the fast kernels, the others by the general ones),
  * HALF_TILE_SCALES (SQKV_SCALE_PER_HALF_TILE) and ALL_KEPT (SQKV_PRUNE_KEEP_ALL), the last two with the
  * general kernels; the file header declares the features of the options and version 1.1, as
- * sqkv_writer does. The range search option (§14) is not implemented on the GPU encoder yet:
- * encoder_create returns SQKV_ERR_UNSUPPORTED when opts->range_search is not 0. (The decoder reads
- * every such file.)
+ * sqkv_writer does. The range search option (§14, opts->range_search, per tensor) is done on the GPU
+ * too, for every granularity, with the general kernels (an opt-in quality option: PER_TILE and
+ * PER_HALF_TILE groups are searched a thread per group, PER_HEAD groups by a block per head summing in
+ * payload order, so the choice and the bytes are sqkv_writer's). (The decoder reads every such file.)
  * ---------------------------------------------------------------------------------------------- */
 typedef struct sqkv_cuda_encoder sqkv_cuda_encoder;
 
