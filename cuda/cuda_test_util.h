@@ -113,6 +113,7 @@ struct Case {
     sqkv_prune_mode prune;
     double sparsity;
     uint32_t zstd = 0; /* options.zstd_level */
+    uint32_t range_search = 0; /* options.range_search */
     std::string name() const {
         char b[256];
         snprintf(b, sizeof b, "L%u H%u D%u T%u W%u e%d src%d b%u q%d g%d k%u hps%u tps%u prune%d s%.2f zstd%u", layers,
@@ -176,6 +177,7 @@ inline sqkv_writer_options options_of(const Case &c) {
     o.heads_per_section = c.hps;
     o.tokens_per_section = c.tps;
     o.zstd_level = c.zstd;
+    o.range_search = c.range_search;
     return o;
 }
 

@@ -24,74 +24,27 @@ using namespace sqkv_test;
 
 namespace {
 
-uint64_t seed_of(const char *name) { return XXH3_64bits(name, strlen(name)) ^ (uint64_t)time(nullptr); }
-
 struct SearchCase {
     Case c;
     uint32_t range_search;
     std::string name() const { return c.name() + " range_search " + std::to_string(range_search); }
 };
 
-sqkv_writer_options options_with_search(const SearchCase &sc) {
-    sqkv_writer_options o = options_of(sc.c);
-    o.range_search = sc.range_search;
-    return o;
-}
-
 std::vector<uint8_t> cpu_search_file(const SearchCase &sc, const std::vector<std::vector<uint8_t>> &k,
                                      const std::vector<std::vector<uint8_t>> &v, const std::vector<int32_t> &tokens,
                                      uint32_t range_search) {
-    const Case &c = sc.c;
-    const sqkv_geometry g = geometry_of(c);
-    sqkv_writer_options o = options_of(c);
-    o.range_search = range_search;
-    sqkv_writer *w = nullptr;
-    std::vector<uint8_t> out;
-    if (sqkv_writer_create(&g, &o, &w) != SQKV_OK) return out;
-    sqkv_writer_set_tokens(w, tokens.data(), tokens.size());
-    for (uint32_t l = 0; l < c.layers; l++)
-        if (sqkv_writer_add_layer(w, l, c.src, k[l].data(), v[l].data()) != SQKV_OK) {
-            fprintf(stderr, "cpu add_layer: %s\n", sqkv_writer_error_detail(w));
-            sqkv_writer_destroy(w);
-            return out;
-        }
-    if (sqkv_writer_write_callback(w, vec_write, &out) != SQKV_OK) out.clear();
-    sqkv_writer_destroy(w);
-    return out;
+    Case c = sc.c;
+    c.range_search = range_search;
+    return cpu_file(c, k, v, tokens);
 }
 
 /* The GPU encoder's file (all layers in one call). */
 void gpu_search_file(const SearchCase &sc, const std::vector<std::vector<uint8_t>> &k,
                      const std::vector<std::vector<uint8_t>> &v, const std::vector<int32_t> &tokens,
                      std::vector<uint8_t> *file) {
-    const Case &c = sc.c;
-    const sqkv_geometry geo = geometry_of(c);
-    const sqkv_writer_options opt = options_with_search(sc);
-    sqkv_cuda_encoder *enc = nullptr;
-    SQ_OK(sqkv_cuda_encoder_create(&geo, &opt, &enc));
-    sqkv_cuda_encode_sizes sz;
-    SQ_OK(sqkv_cuda_encoder_sizes(enc, &sz));
-    const size_t elem = c.src == SQKV_DTYPE_FP32 ? 4 : 2;
-    const size_t tensor_bytes = (size_t)c.heads * c.tokens * c.head_dim * elem;
-    const uint64_t ws_size = sz.workspace_base + sz.workspace_per_layer * c.layers;
-    DevBuf in(2 * tensor_bytes * c.layers), out(sz.layer_capacity * c.layers), ws(ws_size);
-    ASSERT_TRUE(in.p && out.p && ws.p);
-    CUDA_OK(cudaMemset(out.p, 0x5A, out.n)); /* every byte must come from the encoder */
-    std::vector<const void *> kp(c.layers), vp(c.layers), regions(c.layers);
-    for (uint32_t l = 0; l < c.layers; l++) {
-        uint8_t *at = (uint8_t *)in.p + 2 * tensor_bytes * l;
-        CUDA_OK(cudaMemcpy(at, k[l].data(), tensor_bytes, cudaMemcpyHostToDevice));
-        CUDA_OK(cudaMemcpy(at + tensor_bytes, v[l].data(), tensor_bytes, cudaMemcpyHostToDevice));
-        kp[l] = at;
-        vp[l] = at + tensor_bytes;
-        regions[l] = (uint8_t *)out.p + sz.layer_capacity * l;
-    }
-    SQ_OK(sqkv_cuda_encoder_set_tokens(enc, tokens.data(), tokens.size()));
-    SQ_OK(sqkv_cuda_encode_layers(enc, 0, c.layers, c.src, kp.data(), vp.data(), (void *)regions[0],
-                                  sz.layer_capacity * c.layers, ws.p, ws_size, 0));
-    SQ_OK(sqkv_cuda_encode_results(enc, ws.p, nullptr, 0));
-    SQ_OK(sqkv_cuda_encoder_write_file(enc, regions.data(), vec_write, file, 0));
-    sqkv_cuda_encoder_destroy(enc);
+    Case c = sc.c;
+    c.range_search = sc.range_search;
+    gpu_file(c, k, v, tokens, c.layers, file);
 }
 
 /* x stored in the source type, exactly an E value. */
@@ -197,22 +150,10 @@ bool check_case(const SearchCase &sc, uint64_t seed, TensorMaker make = mixed_te
 }
 
 Case base_case() {
-    Case c;
-    c.layers = 2;
-    c.heads = 3;
-    c.head_dim = 128;
-    c.tokens = 200;
-    c.window = 0;
-    c.e = SQKV_DTYPE_FP16;
-    c.src = SQKV_DTYPE_FP16;
+    Case c = small_case();
     c.bits = 4;
     c.q = SQKV_QUANT_ASYMMETRIC;
     c.gran = SQKV_SCALE_PER_TILE;
-    c.k = 4;
-    c.hps = 1;
-    c.tps = 0;
-    c.prune = SQKV_PRUNE_MAGNITUDE;
-    c.sparsity = 0.7;
     return c;
 }
 

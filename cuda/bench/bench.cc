@@ -136,6 +136,7 @@ struct Config {
     double sparsity; /* < 0: the writer's default */
     uint32_t zstd; /* options.zstd_level: compressed on the host in write_file, decompressed on the host
                         * into the decode workspace (sqkv_cuda.h) */
+    uint32_t range_search; /* options.range_search */
 };
 
 void bench_copy(cudaStream_t s) {
@@ -166,6 +167,7 @@ void bench_shape(const Shape &sh, const Config &cf, cudaStream_t s, bool decode_
     o.scales = cf.g;
     if (cf.sparsity >= 0) o.sparsity = cf.sparsity;
     o.zstd_level = cf.zstd;
+    o.range_search = cf.range_search;
     sqkv_cuda_encoder *enc = nullptr;
     SK(sqkv_cuda_encoder_create(&g, &o, &enc));
     sqkv_cuda_encode_sizes sz;
@@ -459,13 +461,16 @@ int main(int argc, char **argv) {
     if (d.payload_bits != 2 || d.quantizer != SQKV_QUANT_ASYMMETRIC || d.scales != SQKV_SCALE_PER_TILE ||
         d.sparsity != 0.8)
         fprintf(stderr, "note: the writer defaults changed; the first row is named after the old ones\n");
-    const Config configs[] = {{"2-bit asym per-tile s=0.8 (writer default)", 2, SQKV_QUANT_ASYMMETRIC, SQKV_SCALE_PER_TILE, -1, 0},
-                              {"2-bit sym per-head s=0.7", 2, SQKV_QUANT_SYMMETRIC, SQKV_SCALE_PER_HEAD, 0.7, 0},
-                              {"4-bit asym per-tile s=0.8", 4, SQKV_QUANT_ASYMMETRIC, SQKV_SCALE_PER_TILE, 0.8, 0},
-                              {"16-bit exact s=0.7", 16, SQKV_QUANT_EXACT, SQKV_SCALE_NONE, 0.7, 0},
+    const Config configs[] = {{"2-bit asym per-tile s=0.8 (writer default)", 2, SQKV_QUANT_ASYMMETRIC, SQKV_SCALE_PER_TILE, -1, 0, 0},
+                              {"2-bit sym per-head s=0.7", 2, SQKV_QUANT_SYMMETRIC, SQKV_SCALE_PER_HEAD, 0.7, 0, 0},
+                              {"4-bit asym per-tile s=0.8", 4, SQKV_QUANT_ASYMMETRIC, SQKV_SCALE_PER_TILE, 0.8, 0, 0},
+                              {"16-bit exact s=0.7", 16, SQKV_QUANT_EXACT, SQKV_SCALE_NONE, 0.7, 0, 0},
                               /* the candidate default (spec/QUANTIZATION.md §2) */
-                              {"3-bit sym per-tile s=0.8", 3, SQKV_QUANT_SYMMETRIC, SQKV_SCALE_PER_TILE, 0.8, 0},
-                              {"writer default + zstd 1", 2, SQKV_QUANT_ASYMMETRIC, SQKV_SCALE_PER_TILE, -1, 1}};
+                              {"3-bit sym per-tile s=0.8", 3, SQKV_QUANT_SYMMETRIC, SQKV_SCALE_PER_TILE, 0.8, 0, 0},
+                              {"writer default + zstd 1", 2, SQKV_QUANT_ASYMMETRIC, SQKV_SCALE_PER_TILE, -1, 1, 0},
+                              /* the best measured quality (spec/QUANTIZATION.md §2) */
+                              {"3-bit sym per-tile s=0.8 + range search on V", 3, SQKV_QUANT_SYMMETRIC, SQKV_SCALE_PER_TILE,
+                               0.8, 0, SQKV_RANGE_SEARCH_VALUES}};
     const size_t n_configs = sizeof configs / sizeof configs[0];
     for (const Shape &sh : shapes) {
         for (const Config &cf : configs) {
