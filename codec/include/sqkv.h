@@ -189,21 +189,23 @@ typedef struct sqkv_writer_options {
      * compressed. Same inputs, options and zstd build give the same bytes. */
     uint32_t zstd_level;
     /* Parameter choice for SYMMETRIC and ASYMMETRIC groups (spec/FORMAT.md §14), per tensor: 0 = the
-     * group's extremes (the default; the GPU encoder's choice too); with SQKV_RANGE_SEARCH_VALUES and/or
+     * group's extremes (the default); with SQKV_RANGE_SEARCH_VALUES and/or
      * SQKV_RANGE_SEARCH_KEYS set, range search for that tensor: try the extremes' range and 7 narrower
      * ones (down to 9/16 of it, about the centre) and keep the one with the least squared error over
      * the group's kept values. Clipping a few outliers gains resolution for every other value: at 4
      * bits without pruning, values' search lowers the attention error by about 1% (results/quality.md).
      * Keys' search lowers their squared error too but raises the attention error (a key's outliers
      * decide which tokens attention picks), so VALUES alone is the useful setting. Encoding is several
-     * times slower; decoders need nothing (the file holds the chosen parameters). Not on the GPU. */
+     * times slower (the CUDA encoder too: 32 GB/s against 670 GB/s without it, on general kernels);
+     * decoders need nothing (the file holds the chosen parameters). */
     uint32_t range_search;
 } sqkv_writer_options;
 
 /* Defaults: magnitude pruning at 0.8, 2-bit ASYMMETRIC levels, PER_TILE scales, no range search (about
  * 1.94 bits per element: the lowest attention error per bit near 2 bits among the settings that both
  * the CPU writer and the CUDA encoder write and every 1.x decoder reads, results/quality.md; 3-bit
- * SYMMETRIC per tile is 6.5% better but CPU-only and format 1.1: spec/QUANTIZATION.md §2), k = 4, one
+ * SYMMETRIC per tile is 6.5% better but format 1.1 and 17% slower to decode on the GPU:
+ * spec/QUANTIZATION.md §2), k = 4, one
  * head per section, whole sparse region per section, zstd off (level 1 saves about a quarter of the file
  * for 4-33% of the decode speed: results/stream_bench.md). */
 void sqkv_writer_options_default(sqkv_writer_options *opts);
