@@ -179,6 +179,23 @@ sqkv_error sqkv_check_old_index(const uint8_t *body, uint64_t size, uint32_t pos
     if (prev >= offset)
         return sqkv_diag_fail(diag, SQKV_ERR_SECTION_LAYOUT, "its previous_index_offset %" PRIu64
                               " is not before it (§9.1)", prev);
+    /* The chain of indexes ends at the first INDEX section, the one with 0: pointing anywhere else earlier
+     * would leave the first segment without a valid index of its own, which a streaming decoder meets as
+     * the whole file (§2.1 item 5; fuzzing finding 8). current[0, position) are the sections before this
+     * one, sorted by offset. */
+    if (prev != 0) {
+        uint32_t lo = 0, hi = position;
+        while (lo < hi) {
+            const uint32_t mid = lo + (hi - lo) / 2;
+            if (current[mid].offset < prev)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        if (lo == position || current[lo].offset != prev || current[lo].kind != SQKV_KIND_INDEX)
+            return sqkv_diag_fail(diag, SQKV_ERR_SECTION_LAYOUT, "its previous_index_offset %" PRIu64
+                                  " is not the offset of an earlier INDEX section (§9.1)", prev);
+    }
     /* The first INDEX closes the file as first written, which must be valid on its own (§9.1, §2.1 item
      * 5: a streaming decoder reads it as the whole file): the rules of a never-appended index. */
     if (prev == 0 && (n_tokens != f->header_n_tokens || dense_window != f->header_dense_window))
