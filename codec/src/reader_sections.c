@@ -213,6 +213,43 @@ sqkv_error sqkv_reader_ancillary(sqkv_reader *r, uint16_t kind, const uint8_t **
  * Verify
  * ------------------------------------------------------------------------------------------- */
 
+/* The first INDEX section of an appended file closes the file as first written, which must be a valid
+ * file on its own (§9.1, §2.1 item 5: a streaming decoder reads it as the whole file): its index is
+ * parsed and its coverage checked as if the file ended there, and its TOKENS section must hold the
+ * header's n_tokens ids. Its sections' own rules are checked by verify anyway. index_body is the
+ * section's body (codec 0, so its 64-byte header is just before it). Fuzzing finding 9. */
+static sqkv_error verify_first_segment(sqkv_reader *r, uint32_t entry, const uint8_t *index_body) {
+    const sqkv_entry *e = &r->index.entries[entry];
+    sqkv_file_info first = r->file;
+    first.index_offset = e->offset;
+    first.file_size = e->offset + SQKV_SECTION_HEADER_SIZE + e->stored_size;
+    first.n_tokens = first.header_n_tokens;
+    first.dense_window = first.header_dense_window;
+    first.sparse_tokens = first.n_tokens - first.dense_window;
+    first.previous_index_offset = 0;
+    sqkv_index idx;
+    sqkv_diag d;
+    sqkv_error err = sqkv_parse_index_section(index_body - SQKV_SECTION_HEADER_SIZE, &first, &r->limits,
+                                              r->limits.max_memory - r->memory_used, &idx, &d);
+    if (err) {
+        sqkv_diag_prefix(&d, "the file as first written (before its first append, §9.1): ");
+        return sqkv_reader_fail_section(r, err, &d, entry);
+    }
+    const uint32_t tokens = idx.tokens; /* the same entry number in the current index (checked above) */
+    sqkv_index_free(&idx);
+    if (tokens == SQKV_NO_SECTION) return SQKV_OK;
+    sqkv_section_header th;
+    const uint8_t *unused;
+    if ((err = load_section(r, tokens, 0, BODY_CHECK_ONLY, &th, &unused, NULL))) return err;
+    if (th.decoded_size != 4ull * first.header_n_tokens) {
+        sqkv_diag_fail(&d, SQKV_ERR_TOKENS_COUNT, "the file as first written (before its first append, §9.1) has %"
+                       PRIu64 " bytes of token ids for the header's n_tokens %" PRIu32 " (§10.1)", th.decoded_size,
+                       first.header_n_tokens);
+        return sqkv_reader_fail_section(r, SQKV_ERR_TOKENS_COUNT, &d, tokens);
+    }
+    return SQKV_OK;
+}
+
 static sqkv_error verify_section(sqkv_reader *r, uint32_t entry, sqkv_sparse_view *view) {
     const sqkv_entry *e = &r->index.entries[entry];
     if (e->kind == SQKV_KIND_SPARSE) return sqkv_reader_sparse(r, entry, 1, view);
@@ -228,6 +265,7 @@ static sqkv_error verify_section(sqkv_reader *r, uint32_t entry, sqkv_sparse_vie
         err = sqkv_dense_validate(body, &h, r->file.head_dim, r->file.value_dtype, &d);
     } else if (e->kind == SQKV_KIND_INDEX) {
         err = sqkv_check_old_index(body, h.decoded_size, entry, e->offset, &r->file, r->index.entries, &d);
+        if (!err && sqkv_load_u64(body + 8) == 0) return verify_first_segment(r, entry, body);
     } else if (e->kind == SQKV_KIND_METADATA) {
         sqkv_metadata_entry *entries;
         uint32_t n;
