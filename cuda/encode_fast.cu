@@ -427,7 +427,7 @@ __global__ void __launch_bounds__(kFastThreads, 7) prune_fast_kernel(EncodeArgs 
     }
     __syncthreads();
     scan128(s.cnt, s.tstart, nt, s.wsum);
-    if (keys) {
+    if (keys && kTileBits != 0) {
         const uint32_t hi = (uint32_t)(my_bm >> 32), t = s.tstart[tid];
         key_tab[tid] = make_uint4(t, hi, t + __popc(hi), (uint32_t)my_bm);
         __syncthreads();
@@ -463,65 +463,96 @@ __global__ void __launch_bounds__(kFastThreads, 7) prune_fast_kernel(EncodeArgs 
     };
     constexpr uint32_t kNoTile = 0xFFFFFFFFu;
     uint32_t my_tile = kNoTile, my_count = 0; /* the tile this thread staged (PER_TILE parameters) */
-    if (keys) {
-        /* By rows: the lane pair of a row walks the row's kept elements (about `keep` per row, so the
-         * lanes are balanced; a thread per channel walked all 64 rows, kept or not, since some channels
-         * keep every row and most few). Element (r, c) goes to tstart[c] + the kept rows of channel c
-         * above r. PER_TILE: a thread per channel then reads its tile's staged run back for the
-         * statistics (a load and two packed min / max per two values). */
+    if (keys && kTileBits == 0) {
+        /* PER_HEAD: a thread per channel walks all 64 rows, kept or not (cheap without per-tile
+         * statistics: the staging by rows below measured slower on SYMMETRIC PER_HEAD and EXACT) */
+        const uint32_t d = tid;
+        uint32_t off[8];
+#pragma unroll
+        for (uint32_t q = 0; q < 8; q++) off[q] = ((((d >> 3) ^ q) << 3) | (d & 7u));
+        uint32_t pos = s.tstart[d];
+#pragma unroll 1
+        for (uint32_t g8 = 0; g8 < 8; g8++) {
+            const uint16_t *rows = s.tile + g8 * 8 * kFD;
+            const uint32_t byte = (uint32_t)(my_bm >> (56 - 8 * g8)); /* rows 8 g8 .. 8 g8 + 7, first at bit 7 */
+#pragma unroll
+            for (uint32_t q = 0; q < 8; q++) {
+                take(rows[q * kFD + off[q]], (byte >> (7 - q)) & 1u, d, pos);
+            }
+        }
+        finish_keys();
+    } else if (keys) {
+        /* PER_TILE, by rows: the lane pair of a row walks the row's kept elements (about `keep` per row,
+         * so the lanes are balanced; a thread per channel walked all 64 rows, kept or not, since some
+         * channels keep every row and most few). Element (r, c) goes to tstart[c] + the kept rows of
+         * channel c above r. A thread per channel then reads its tile's staged run back for the
+         * statistics (a load and four packed minima / maxima per four values). */
         /* rows 0-31 read the first half of a key_tab entry, rows 32-63 the second (warps 0-1 / 2-3) */
         const uint2 *tab = (const uint2 *)key_tab + 2 * d0 + (warp >> 1);
         const uint32_t rows_above = ~(0xFFFFFFFFu >> (r & 31u)); /* rows of r's half before r */
         /* element i of this half row: piece 8 half + ((i / 8) ^ (r & 7)), i.e. index i ^ swz of the row */
         const uint16_t *row = s.tile + r * kFD;
         const uint32_t swz = (half << 6) | ((r & 7u) << 3);
-        uint64_t bits = row_bm;
-        while (bits) {
-            const uint32_t i = (uint32_t)__clzll((long long)bits);
-            bits &= ~(0x8000000000000000ull >> i);
-            const uint32_t c = d0 + i;
+        /* 32-bit words (64-bit bit scans cost about three times the instructions): channels 0-31 of
+         * the half row, then 32-63; the count ends the walk */
+        uint32_t word = (uint32_t)(row_bm >> 32), base = 0;
+#pragma unroll 1
+        for (uint32_t n = (uint32_t)__popcll(row_bm); n; n--) {
+            if (word == 0) {
+                word = (uint32_t)row_bm;
+                base = 32;
+            }
+            const uint32_t z = __clz(word);
+            word ^= 0x80000000u >> z;
+            const uint32_t i = base + z;
             const uint2 ent = tab[2 * i];
-            uint32_t pos = ent.x + (uint32_t)__popc(ent.y & rows_above);
-            const uint32_t v = tile_element(row + (i ^ swz));
-            if constexpr (kTileBits != 0) { /* the statistics are per channel: below */
-                outbuf[pos] = (uint16_t)v;
-                tilemap[pos] = (uint8_t)c;
+            const uint32_t pos = ent.x + (uint32_t)__popc(ent.y & rows_above);
+            outbuf[pos] = (uint16_t)tile_element(row + (i ^ swz));
+            tilemap[pos] = (uint8_t)(d0 + i);
+        }
+        __syncthreads();
+        const uint32_t b = s.tstart[tid], e = s.tstart[tid + 1];
+        __half2 mn2 = as_h2(0x7C007C00u), mx2 = as_h2(0xFC00FC00u); /* +inf, -inf */
+        uint32_t mag2 = 0;
+        auto take_pair = [&](uint32_t w) {
+            if (kAsym) {
+                mn2 = __hmin2(mn2, as_h2(w));
+                mx2 = __hmax2(mx2, as_h2(w));
             } else {
-                take(v, 1u, c, pos);
+                mag2 = __vmaxu2(mag2, w & 0x7FFF7FFFu);
+            }
+        };
+        /* the run [b, e) by single values, pairs and 8-byte aligned quads */
+        uint32_t i = b;
+        if ((i & 1u) && i < e) take_pair(outbuf[i++] * 0x10001u);
+        if ((i & 2u) && i + 1 < e) {
+            take_pair(((const uint32_t *)outbuf)[i >> 1]);
+            i += 2;
+        }
+#pragma unroll 1
+        for (; i + 3 < e; i += 4) {
+            const uint2 q = ((const uint2 *)outbuf)[i >> 2];
+            if (kAsym) {
+                mn2 = __hmin2(mn2, __hmin2(as_h2(q.x), as_h2(q.y)));
+                mx2 = __hmax2(mx2, __hmax2(as_h2(q.x), as_h2(q.y)));
+            } else {
+                mag2 = __vmaxu2(mag2, __vmaxu2(q.x & 0x7FFF7FFFu, q.y & 0x7FFF7FFFu));
             }
         }
-        if constexpr (kTileBits != 0) {
-            __syncthreads();
-            const uint32_t b = s.tstart[tid], e = s.tstart[tid + 1];
-            const uint32_t *pairs = (const uint32_t *)outbuf;
-            __half2 mn2 = as_h2(0x7C007C00u), mx2 = as_h2(0xFC00FC00u); /* +inf, -inf */
-            uint32_t mag2 = 0;
-            auto take_pair = [&](uint32_t w) {
-                if (kAsym) {
-                    mn2 = __hmin2(mn2, as_h2(w));
-                    mx2 = __hmax2(mx2, as_h2(w));
-                } else {
-                    mag2 = __vmaxu2(mag2, w & 0x7FFF7FFFu);
-                }
-            };
-            uint32_t i = b;
-            if ((i & 1u) && i < e) { /* a run starting at an odd position: its first value alone */
-                take_pair(outbuf[i] * 0x10001u);
-                i++;
-            }
-#pragma unroll 2
-            for (; i + 1 < e; i += 2) take_pair(pairs[i >> 1]);
-            if (i < e) take_pair(outbuf[i] * 0x10001u);
-            if (kAsym) {
-                mnv = __hmin(__low2half(mn2), __high2half(mn2));
-                mxv = __hmax(__low2half(mx2), __high2half(mx2));
-            } else {
-                mxm = max(mag2 & 0xFFFFu, mag2 >> 16);
-            }
-            my_tile = tid;
-            my_count = e - b;
+        if (i + 1 < e) {
+            take_pair(((const uint32_t *)outbuf)[i >> 1]);
+            i += 2;
+        }
+        if (i < e) take_pair(outbuf[i] * 0x10001u);
+        if (kAsym) {
+            mnv = __hmin(__low2half(mn2), __high2half(mn2));
+            mxv = __hmax(__low2half(mx2), __high2half(mx2));
+        } else {
+            mxm = max(mag2 & 0xFFFFu, mag2 >> 16);
         }
         finish_keys();
+        my_tile = tid;
+        my_count = e - b;
     } else if (r < R) {
         /* Only the kept elements: a row keeps at most `keep` of its 128 (26 at the writer's default
          * sparsity), so the warp's loop runs at most that often; the branch-free walk over all 64
@@ -550,11 +581,18 @@ __global__ void __launch_bounds__(kFastThreads, 7) prune_fast_kernel(EncodeArgs 
         } else {
             const uint16_t *row = s.tile + r * kFD;
             const uint32_t swz = (half << 6) | ((r & 7u) << 3); /* element i at index i ^ swz of the row */
-            uint64_t bits = my_bm; /* bit 63 - i: element i kept */
-            while (bits) {
-                const uint32_t i = (uint32_t)__clzll((long long)bits);
-                bits &= ~(0x8000000000000000ull >> i);
-                take(tile_element(row + (i ^ swz)), 1u, half * R + r, pos);
+            /* bit 63 - i of my_bm: element i kept; walked as two 32-bit words (as the keys above) */
+            uint32_t word = (uint32_t)(my_bm >> 32), base = 0;
+            const uint32_t end = pos + (uint32_t)__popcll(my_bm);
+#pragma unroll 1
+            while (pos != end) {
+                if (word == 0) {
+                    word = (uint32_t)my_bm;
+                    base = 32;
+                }
+                const uint32_t z = __clz(word);
+                word ^= 0x80000000u >> z;
+                take(tile_element(row + ((base + z) ^ swz)), 1u, half * R + r, pos);
             }
         }
         finish_keys();
