@@ -2,9 +2,10 @@
  * encode_fast.cu: the encoder's fast path for the common case: fp16 elements from an fp16 source,
  * head_dim 128, PER_HEAD or PER_TILE scales (SYMMETRIC or ASYMMETRIC, 2, 3, 4 or 8 bits) or EXACT values. It
  * writes the same bytes as the general kernels of encode_kernels.cu, which handle every other case.
- * PER_TILE parameters are local to one tile, which one thread of the pruning pass stages anyway (keys:
- * a channel's walk down the rows; values: half a row), so that thread also chooses the tile's
- * parameters and replaces its staged values by their codes; packing then only places codes.
+ * PER_TILE parameters are local to one tile, so one thread of the pruning pass per tile chooses them
+ * (values: the thread that staged the half row; keys, staged by rows: a thread per channel that reads
+ * its tile's staged run back), and the pruning pass replaces the staged values by their codes; packing
+ * then only places codes.
  *
  *   prune_fast_kernel    one 128-thread block per unit (64 rows x 128 channels): the unit is copied
  *                        to shared memory with cp.async (16-byte pieces, XOR-swizzled so that the row
