@@ -2,9 +2,10 @@
  * encode_fast.cu: the encoder's fast path for the common case: fp16 elements from an fp16 source,
  * head_dim 128, PER_HEAD or PER_TILE scales (SYMMETRIC or ASYMMETRIC, 2, 3, 4 or 8 bits) or EXACT values. It
  * writes the same bytes as the general kernels of encode_kernels.cu, which handle every other case.
- * PER_TILE parameters are local to one tile, which one thread of the pruning pass stages anyway (keys:
- * a channel's walk down the rows; values: half a row), so that thread also chooses the tile's
- * parameters and replaces its staged values by their codes; packing then only places codes.
+ * PER_TILE parameters are local to one tile, so one thread of the pruning pass per tile chooses them
+ * (values: the thread that staged the half row; keys, staged by rows: a thread per channel that reads
+ * its tile's staged run back), and the pruning pass replaces the staged values by their codes; packing
+ * then only places codes.
  *
  *   prune_fast_kernel    one 128-thread block per unit (64 rows x 128 channels): the unit is copied
  *                        to shared memory with cp.async (16-byte pieces, XOR-swizzled so that the row
@@ -147,27 +148,37 @@ __device__ __forceinline__ void scan128(const uint32_t *cnt, uint32_t *tstart, u
     __syncthreads();
 }
 
+/* Kept flags pm of word k of this lane's half row (kept_pair) gathered into two words: acc_a holds words
+ * 0-15, acc_b words 16-31, word k's low element at bit k & 15 and its high element at bit 16 + (k & 15). */
+__device__ __forceinline__ void gather_kept(uint32_t pm, int k, uint32_t &acc_a, uint32_t &acc_b) {
+    const uint32_t sel = (1u << (k & 15)) | (1u << (16 + (k & 15)));
+    if (k < 16) acc_a |= pm & sel;
+    else acc_b |= pm & sel;
+}
+
+/* gather_kept's words as a half row bitmap (bit 63 - i = channel 64h + i). */
+__device__ __forceinline__ uint64_t half_row_bitmap(uint32_t acc_a, uint32_t acc_b) {
+    return ((uint64_t)__brev(shuffle32(acc_a)) << 32) | __brev(shuffle32(acc_b));
+}
+
 /* Kept bits of this lane's half row as a value tile bitmap (bit 63 - i = channel 64h + i). */
 __device__ __forceinline__ uint64_t value_tile_mask(const uint32_t (&m)[32], uint32_t A) {
     const uint32_t a2 = A * 0x10001u;
     uint32_t acc_a = 0, acc_b = 0;
 #pragma unroll
-    for (int k = 0; k < 32; k++) {
-        const uint32_t pm = kept_pair(m, k, a2);
-        const uint32_t sel = (1u << (k & 15)) | (1u << (16 + (k & 15)));
-        if (k < 16) acc_a |= pm & sel;
-        else acc_b |= pm & sel;
-    }
-    return ((uint64_t)__brev(shuffle32(acc_a)) << 32) | __brev(shuffle32(acc_b));
+    for (int k = 0; k < 32; k++) gather_kept(kept_pair(m, k, a2), k, acc_a, acc_b);
+    return half_row_bitmap(acc_a, acc_b);
 }
 
-/* Ballots of the kept bits of the 64 local channels of this warp's 16 rows (keys). */
-__device__ __forceinline__ void key_ballots(const uint32_t (&m)[32], uint32_t A, uint32_t *raw_warp, uint32_t lane) {
+/* Ballots of the kept bits of the 64 local channels of this warp's 16 rows (keys). Returns the kept bits
+ * of this lane's half row as value_tile_mask does (keys are staged by rows, P3). */
+__device__ __forceinline__ uint64_t key_ballots(const uint32_t (&m)[32], uint32_t A, uint32_t *raw_warp, uint32_t lane) {
     const uint32_t a2 = A * 0x10001u;
-    uint32_t p0 = 0, p1 = 0;
+    uint32_t p0 = 0, p1 = 0, acc_a = 0, acc_b = 0;
 #pragma unroll
     for (int k = 0; k < 32; k++) {
         const uint32_t pm = kept_pair(m, k, a2);
+        gather_kept(pm, k, acc_a, acc_b);
         const uint32_t b0 = __ballot_sync(kFull, pm & 1u), b1 = __ballot_sync(kFull, pm & 0x10000u);
         if (k & 1) {
             if (lane == 0) *(uint4 *)(raw_warp + 2 * k - 2) = make_uint4(p0, p1, b0, b1);
@@ -176,12 +187,14 @@ __device__ __forceinline__ void key_ballots(const uint32_t (&m)[32], uint32_t A,
             p1 = b1;
         }
     }
+    return half_row_bitmap(acc_a, acc_b);
 }
 
 /* PER_TILE: the parameters of one tile from the statistics of its kept values (gathered while staging
- * them), written to the scales stream at sc, and what coding needs in the tile's 16 slots of bnd: 2 and
- * 4 bits, the code boundaries (numeric.cuh group_code_bounds: order keys; 0xFFFF marks a code never chosen); 8 bits, s and
- * z for the reference nearest-level search. */
+ * them), written to the scales stream at sc, and what coding needs in the tile's 16 slots of bnd: 3 and
+ * 4 bits, the code boundaries (numeric.cuh group_code_bounds: order keys; 0xFFFF marks a code never
+ * chosen); 2 bits, the same boundaries as fp16 values (codes_2bit); 8 bits, s and z for the reference
+ * nearest-level search. */
 template <uint32_t BITS, bool kAsym>
 __device__ __forceinline__ void tile_params(uint32_t count, uint32_t max_mag, uint32_t min_key, uint32_t max_key,
                                             uint16_t *sc, uint16_t *bnd) {
@@ -200,21 +213,17 @@ __device__ __forceinline__ void tile_params(uint32_t count, uint32_t max_mag, ui
         uint32_t B[L];
         group_code_bounds<L>(lev, B);
 #pragma unroll
-        for (uint32_t c = 1; c < L; c++) bnd[c] = (uint16_t)B[c];
+        for (uint32_t c = 1; c < L; c++) bnd[c] = BITS == 2 ? e_from_order_key(B[c]) : (uint16_t)B[c];
     } else {
         bnd[0] = sv;
         bnd[1] = zv;
     }
 }
 
-/* Code of staged fp16 value x of a tile whose tile_params slots are bnd. */
+/* Code of staged fp16 value x of a tile whose tile_params slots are bnd (3, 4 and 8 bits). */
 template <uint32_t BITS, bool kAsym>
 __device__ __forceinline__ uint32_t tile_code(uint32_t x, const uint16_t *bnd) {
-    if constexpr (BITS == 2) {
-        const uint32_t k = x ^ (0x8000u | ((0u - (x >> 15)) & 0x7FFFu)); /* e_order_key */
-        const uint2 b = *(const uint2 *)bnd; /* slots 1-3, one load (FastSmem keeps tbnd 8-byte aligned) */
-        return (k >= (b.x >> 16) ? 1u : 0u) + (k >= (b.y & 0xFFFFu) ? 1u : 0u) + (k >= (b.y >> 16) ? 1u : 0u);
-    } else if constexpr (BITS == 3 || BITS == 4) {
+    if constexpr (BITS == 3 || BITS == 4) {
         const uint32_t k = x ^ (0x8000u | ((0u - (x >> 15)) & 0x7FFFu)); /* e_order_key */
         uint32_t c = 0;
 #pragma unroll
@@ -225,6 +234,30 @@ __device__ __forceinline__ uint32_t tile_code(uint32_t x, const uint16_t *bnd) {
         const OnTheFlyLevels lv{kAsym ? 2 : 1, BITS, false, e_to_double(bnd[0], false), e_to_double(bnd[1], false)};
         return nearest_code(lv, 1u << BITS, e_to_double((uint16_t)x, false));
     }
+}
+
+/* 2-bit codes of eight staged values (h: two per word, value 2j + 1 in the high half of h[j]) whose tiles
+ * are the bytes of tw, packed (code k at bit 2k). The tile's boundaries are fp16 values, so a packed
+ * fp16 compare decides two values at once: for a nonzero finite x (zeros are never kept on the fast path)
+ * and a boundary key B, order_key(x) >= B exactly when x >= e_from_order_key(B) as fp16 numbers (B never
+ * falls below 0x0400, the key of -65504; B = 0x7FFF / 0x8000 separate the same nonzero values; keys from
+ * 0xFC01 on, kNoCode included, are NaN, which no compare passes). The three masks are nested, so the code
+ * is bit 1 = m2, bit 0 = m1 ^ m2 ^ m3. */
+__device__ __forceinline__ uint32_t codes_2bit(const uint32_t (&h)[4], uint2 tw, const uint16_t *tbnd) {
+    uint32_t packed = 0;
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+        const uint32_t t = j < 2 ? tw.x : tw.y;
+        const uint32_t t0 = (t >> (16 * (j & 1))) & 0x7Fu, t1 = (t >> (16 * (j & 1) + 8)) & 0x7Fu;
+        const uint2 b0 = *(const uint2 *)(tbnd + 16 * t0), b1 = *(const uint2 *)(tbnd + 16 * t1); /* slots 0-3 */
+        const __half2 x = as_h2(h[j]);
+        const uint32_t m1 = __hge2_mask(x, as_h2(__byte_perm(b0.x, b1.x, 0x7632u)));
+        const uint32_t m2 = __hge2_mask(x, as_h2(__byte_perm(b0.y, b1.y, 0x5410u)));
+        const uint32_t m3 = __hge2_mask(x, as_h2(__byte_perm(b0.y, b1.y, 0x7632u)));
+        const uint32_t c2 = ((m1 ^ m2 ^ m3) & 0x00010001u) | (m2 & 0x00020002u); /* codes at bits 0 and 16 */
+        packed |= ((c2 | (c2 >> 14)) & 0xFu) << (4 * j);
+    }
+    return packed;
 }
 
 template <bool kAsym, uint32_t kTileBits>
@@ -375,9 +408,13 @@ __global__ void __launch_bounds__(kFastThreads, 7) prune_fast_kernel(EncodeArgs 
     }
 
     /* P2: bitmaps and tile counts */
-    uint64_t my_bm = 0; /* keys: the bitmap of channel tid */
+    uint64_t my_bm = 0;  /* keys: the bitmap of channel tid; values: of this lane's half row */
+    uint64_t row_bm = 0; /* keys: the kept channels of this lane's half row (bit 63 - i = channel d0 + i) */
+    /* keys, for the staging by rows (P3), per channel: {tstart, bitmap rows 0-31, tstart + the kept rows
+     * among 0-31, bitmap rows 32-63} (row i of a half at bit 31 - i); tbnd is not used before tile_params */
+    uint4 *const key_tab = (uint4 *)s.tbnd;
     if (keys) {
-        key_ballots(m, A, s.raw + warp * 64, lane);
+        row_bm = key_ballots(m, A, s.raw + warp * 64, lane);
         __syncthreads();
         const uint32_t h = tid >> 6, c = tid & 63, sel = h ? 0x4431u : 0x4420u;
         uint64_t comb = 0;
@@ -391,6 +428,11 @@ __global__ void __launch_bounds__(kFastThreads, 7) prune_fast_kernel(EncodeArgs 
     }
     __syncthreads();
     scan128(s.cnt, s.tstart, nt, s.wsum);
+    if (keys && kTileBits != 0) {
+        const uint32_t hi = (uint32_t)(my_bm >> 32), t = s.tstart[tid];
+        key_tab[tid] = make_uint4(t, hi, t + __popc(hi), (uint32_t)my_bm);
+        __syncthreads();
+    }
 
     /* P3: kept values in payload order into outbuf (PER_TILE: also their tiles, and each tile's parameters) */
     uint32_t mnk = 0xFFFFFFFFu, mxk = 0, mxm = 0;
@@ -422,7 +464,9 @@ __global__ void __launch_bounds__(kFastThreads, 7) prune_fast_kernel(EncodeArgs 
     };
     constexpr uint32_t kNoTile = 0xFFFFFFFFu;
     uint32_t my_tile = kNoTile, my_count = 0; /* the tile this thread staged (PER_TILE parameters) */
-    if (keys) {
+    if (keys && kTileBits == 0) {
+        /* PER_HEAD: a thread per channel walks all 64 rows, kept or not (cheap without per-tile
+         * statistics: the staging by rows below measured slower on SYMMETRIC PER_HEAD and EXACT) */
         const uint32_t d = tid;
         uint32_t off[8];
 #pragma unroll
@@ -438,8 +482,78 @@ __global__ void __launch_bounds__(kFastThreads, 7) prune_fast_kernel(EncodeArgs 
             }
         }
         finish_keys();
-        my_tile = d;
-        my_count = pos - s.tstart[d];
+    } else if (keys) {
+        /* PER_TILE, by rows: the lane pair of a row walks the row's kept elements (about `keep` per row,
+         * so the lanes are balanced; a thread per channel walked all 64 rows, kept or not, since some
+         * channels keep every row and most few). Element (r, c) goes to tstart[c] + the kept rows of
+         * channel c above r. A thread per channel then reads its tile's staged run back for the
+         * statistics (a load and four packed minima / maxima per four values). */
+        /* rows 0-31 read the first half of a key_tab entry, rows 32-63 the second (warps 0-1 / 2-3) */
+        const uint2 *tab = (const uint2 *)key_tab + 2 * d0 + (warp >> 1);
+        const uint32_t rows_above = ~(0xFFFFFFFFu >> (r & 31u)); /* rows of r's half before r */
+        /* element i of this half row: piece 8 half + ((i / 8) ^ (r & 7)), i.e. index i ^ swz of the row */
+        const uint16_t *row = s.tile + r * kFD;
+        const uint32_t swz = (half << 6) | ((r & 7u) << 3);
+        /* 32-bit words (64-bit bit scans cost about three times the instructions): channels 0-31 of
+         * the half row, then 32-63; the count ends the walk */
+        uint32_t word = (uint32_t)(row_bm >> 32), base = 0;
+#pragma unroll 1
+        for (uint32_t n = (uint32_t)__popcll(row_bm); n; n--) {
+            if (word == 0) {
+                word = (uint32_t)row_bm;
+                base = 32;
+            }
+            const uint32_t z = __clz(word);
+            word ^= 0x80000000u >> z;
+            const uint32_t i = base + z;
+            const uint2 ent = tab[2 * i];
+            const uint32_t pos = ent.x + (uint32_t)__popc(ent.y & rows_above);
+            outbuf[pos] = (uint16_t)tile_element(row + (i ^ swz));
+            tilemap[pos] = (uint8_t)(d0 + i);
+        }
+        __syncthreads();
+        const uint32_t b = s.tstart[tid], e = s.tstart[tid + 1];
+        __half2 mn2 = as_h2(0x7C007C00u), mx2 = as_h2(0xFC00FC00u); /* +inf, -inf */
+        uint32_t mag2 = 0;
+        auto take_pair = [&](uint32_t w) {
+            if (kAsym) {
+                mn2 = __hmin2(mn2, as_h2(w));
+                mx2 = __hmax2(mx2, as_h2(w));
+            } else {
+                mag2 = __vmaxu2(mag2, w & 0x7FFF7FFFu);
+            }
+        };
+        /* the run [b, e) by single values, pairs and 8-byte aligned quads */
+        uint32_t i = b;
+        if ((i & 1u) && i < e) take_pair(outbuf[i++] * 0x10001u);
+        if ((i & 2u) && i + 1 < e) {
+            take_pair(((const uint32_t *)outbuf)[i >> 1]);
+            i += 2;
+        }
+#pragma unroll 1
+        for (; i + 3 < e; i += 4) {
+            const uint2 q = ((const uint2 *)outbuf)[i >> 2];
+            if (kAsym) {
+                mn2 = __hmin2(mn2, __hmin2(as_h2(q.x), as_h2(q.y)));
+                mx2 = __hmax2(mx2, __hmax2(as_h2(q.x), as_h2(q.y)));
+            } else {
+                mag2 = __vmaxu2(mag2, __vmaxu2(q.x & 0x7FFF7FFFu, q.y & 0x7FFF7FFFu));
+            }
+        }
+        if (i + 1 < e) {
+            take_pair(((const uint32_t *)outbuf)[i >> 1]);
+            i += 2;
+        }
+        if (i < e) take_pair(outbuf[i] * 0x10001u);
+        if (kAsym) {
+            mnv = __hmin(__low2half(mn2), __high2half(mn2));
+            mxv = __hmax(__low2half(mx2), __high2half(mx2));
+        } else {
+            mxm = max(mag2 & 0xFFFFu, mag2 >> 16);
+        }
+        finish_keys();
+        my_tile = tid;
+        my_count = e - b;
     } else if (r < R) {
         /* Only the kept elements: a row keeps at most `keep` of its 128 (26 at the writer's default
          * sparsity), so the warp's loop runs at most that often; the branch-free walk over all 64
@@ -467,11 +581,19 @@ __global__ void __launch_bounds__(kFastThreads, 7) prune_fast_kernel(EncodeArgs 
             }
         } else {
             const uint16_t *row = s.tile + r * kFD;
-            uint64_t bits = my_bm; /* bit 63 - i: element i kept */
-            while (bits) {
-                const uint32_t i = (uint32_t)__clzll((long long)bits);
-                bits &= ~(0x8000000000000000ull >> i);
-                take(tile_element(row + (((8 * half + ((i >> 3) ^ (r & 7u))) << 3) | (i & 7u))), 1u, half * R + r, pos);
+            const uint32_t swz = (half << 6) | ((r & 7u) << 3); /* element i at index i ^ swz of the row */
+            /* bit 63 - i of my_bm: element i kept; walked as two 32-bit words (as the keys above) */
+            uint32_t word = (uint32_t)(my_bm >> 32), base = 0;
+            const uint32_t end = pos + (uint32_t)__popcll(my_bm);
+#pragma unroll 1
+            while (pos != end) {
+                if (word == 0) {
+                    word = (uint32_t)my_bm;
+                    base = 32;
+                }
+                const uint32_t z = __clz(word);
+                word ^= 0x80000000u >> z;
+                take(tile_element(row + ((base + z) ^ swz)), 1u, half * R + r, pos);
             }
         }
         finish_keys();
@@ -507,33 +629,37 @@ __global__ void __launch_bounds__(kFastThreads, 7) prune_fast_kernel(EncodeArgs 
             /* PER_TILE: codes instead of values (the slack beyond the count is never read) */
             const uint2 tw = ((const uint2 *)tilemap)[i];
             uint32_t h[4] = {w.x, w.y, w.z, w.w};
-#pragma unroll
-            for (int j = 0; j < 4; j++) {
-                const uint32_t t0 = ((j < 2 ? tw.x : tw.y) >> (16 * (j & 1))) & 0x7Fu;
-                const uint32_t t1 = ((j < 2 ? tw.x : tw.y) >> (16 * (j & 1) + 8)) & 0x7Fu;
-                h[j] = tile_code<kTileBits, kAsym>(h[j] & 0xFFFFu, s.tbnd + 16 * t0) |
-                       (tile_code<kTileBits, kAsym>(h[j] >> 16, s.tbnd + 16 * t1) << 16);
-            }
-            if constexpr (kTileBits <= 4) {
-                /* 2, 3 and 4 bits: the eight codes packed, code k at bit kTileBits * k, so that the staging
-                 * buffer holds the unit's codes as a bit stream from bit 0 (pack_fast_kernel then moves
-                 * whole words; 16-bit codes were 8 or 4 times the bytes to write and read back) */
-                uint32_t packed = 0;
-#pragma unroll
-                for (int j = 0; j < 4; j++)
-                    packed |= ((h[j] | (h[j] >> (16 - kTileBits))) & ((1u << (2 * kTileBits)) - 1u)) << (2 * kTileBits * j);
-                if constexpr (kTileBits == 2) {
-                    ((uint16_t *)stage)[i] = (uint16_t)packed;
-                } else if constexpr (kTileBits == 3) {
-                    /* 24 bits: three bytes, so the stream stays dense (codes straddle its words) */
-                    uint8_t *sb = (uint8_t *)stage + 3 * (size_t)i;
-                    sb[0] = (uint8_t)packed;
-                    sb[1] = (uint8_t)(packed >> 8);
-                    sb[2] = (uint8_t)(packed >> 16);
-                } else {
-                    ((uint32_t *)stage)[i] = packed;
-                }
+            /* 2, 3 and 4 bits: the eight codes packed, code k at bit kTileBits * k, so that the staging
+             * buffer holds the unit's codes as a bit stream from bit 0 (pack_fast_kernel then moves whole
+             * words; 16-bit codes were 8 or 4 times the bytes to write and read back) */
+            if constexpr (kTileBits == 2) {
+                ((uint16_t *)stage)[i] = (uint16_t)codes_2bit(h, tw, s.tbnd);
                 continue;
+            } else {
+#pragma unroll
+                for (int j = 0; j < 4; j++) {
+                    const uint32_t t0 = ((j < 2 ? tw.x : tw.y) >> (16 * (j & 1))) & 0x7Fu;
+                    const uint32_t t1 = ((j < 2 ? tw.x : tw.y) >> (16 * (j & 1) + 8)) & 0x7Fu;
+                    h[j] = tile_code<kTileBits, kAsym>(h[j] & 0xFFFFu, s.tbnd + 16 * t0) |
+                           (tile_code<kTileBits, kAsym>(h[j] >> 16, s.tbnd + 16 * t1) << 16);
+                }
+                if constexpr (kTileBits <= 4) {
+                    uint32_t packed = 0;
+#pragma unroll
+                    for (int j = 0; j < 4; j++)
+                        packed |= ((h[j] | (h[j] >> (16 - kTileBits))) & ((1u << (2 * kTileBits)) - 1u))
+                                  << (2 * kTileBits * j);
+                    if constexpr (kTileBits == 3) {
+                        /* 24 bits: three bytes, so the stream stays dense (codes straddle its words) */
+                        uint8_t *sb = (uint8_t *)stage + 3 * (size_t)i;
+                        sb[0] = (uint8_t)packed;
+                        sb[1] = (uint8_t)(packed >> 8);
+                        sb[2] = (uint8_t)(packed >> 16);
+                    } else {
+                        ((uint32_t *)stage)[i] = packed;
+                    }
+                    continue;
+                }
             }
             w = make_uint4(h[0], h[1], h[2], h[3]);
         }

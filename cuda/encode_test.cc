@@ -339,6 +339,58 @@ TEST(CudaEncode, FastPathTieHeavyRows) {
         }
 }
 
+/* Keys as real models have them: per head, a few channels large in every token (a key tile that keeps
+ * all 64 rows of its unit), a few always zero (empty tiles), the rest ordinary, with signs mixed and
+ * some rows of ties. Stresses the fast path's staging of keys by rows (each element's position from its
+ * channel's kept rows above it) and the per-channel statistics read back afterwards. */
+namespace {
+
+std::vector<uint8_t> outlier_channel_tensor(std::mt19937_64 &rng, const Case &c) {
+    const uint64_t D = c.head_dim;
+    std::vector<uint8_t> out((uint64_t)c.heads * c.tokens * D * 2);
+    std::normal_distribution<double> nd(0.0, 1.0);
+    for (uint32_t h = 0; h < c.heads; h++) {
+        std::vector<double> gain(D);
+        for (auto &g : gain) {
+            const uint32_t kind = (uint32_t)(rng() % 16);
+            g = kind == 0 ? std::ldexp(1.0, 5 + (int)(rng() % 6)) : kind == 1 ? 0.0 : 1.0;
+        }
+        const double offset = (double)(rng() % 3) - 1.0; /* all-positive / all-negative outlier channels */
+        for (uint32_t t = 0; t < c.tokens; t++) {
+            const bool ties = rng() % 8 == 0;
+            for (uint64_t d = 0; d < D; d++) {
+                double x = ties ? (double)((int)(rng() % 3) - 1) : nd(rng);
+                if (gain[d] > 1.0) x = (x + 4.0 * offset) * gain[d];
+                else x *= gain[d] * 0.125;
+                const uint16_t e = sqkv_double_to_fp16(x);
+                memcpy(&out[2 * (((uint64_t)h * c.tokens + t) * D + d)], &e, 2);
+            }
+        }
+    }
+    return out;
+}
+
+}  // namespace
+
+TEST(CudaEncode, FastPathOutlierChannelKeys) {
+    SKIP_WITHOUT_GPU();
+    uint64_t n = 0;
+    for (uint32_t bits : {2u, 3u, 4u, 8u})
+        for (int g = 0; g < 3; g++)
+            for (double sp : {0.8, 0.95, 0.5}) {
+                Case c = base_case();
+                c.bits = bits;
+                c.q = g == 1 ? SQKV_QUANT_SYMMETRIC : SQKV_QUANT_ASYMMETRIC;
+                c.gran = g == 2 ? SQKV_SCALE_PER_HEAD : SQKV_SCALE_PER_TILE;
+                if (g == 0 && n % 2) c.q = SQKV_QUANT_SYMMETRIC;
+                c.sparsity = sp;
+                c.heads = 2 + (uint32_t)(n % 2);
+                c.tokens = 64 * 2 + 11 + 53 * (uint32_t)(n % 3);
+                c.window = (uint32_t)(n % 2) * 6;
+                check_case(c, seed_of("outlier-keys") + n++, 0, outlier_channel_tensor);
+            }
+}
+
 /* The zstd layer (codec 1) is applied on the host as the sections leave the GPU; the file must still be
  * sqkv_writer's, byte for byte, and actually compressed (smaller than the same file without zstd). */
 TEST(CudaEncode, ZstdLayerSameFileAsTheWriter) {
