@@ -216,21 +216,51 @@ __device__ __forceinline__ void tile_params(uint32_t count, uint32_t max_mag, ui
                                             uint16_t *sc, uint16_t *bnd) {
     constexpr uint32_t L = 1u << BITS;
     const int q = kAsym ? 2 : 1;
-    uint16_t sv, zv;
-    choose_params(q, BITS, false, count, max_mag, min_key, max_key, &sv, &zv);
-    sc[0] = sv;
-    if (kAsym) sc[1] = zv;
     if constexpr (BITS <= 4) {
-        if (count == 0) return;
-        const double sd = e_to_double(sv, false), zd = e_to_double(zv, false);
+        /* numeric.cuh choose_params + choose_step, written out so that the levels of the accepted step
+         * (quant_params_ok computes the extreme ones) and the binary64 z are computed once */
+        if (count == 0) {
+            sc[0] = 0;
+            if (kAsym) sc[1] = 0;
+            return;
+        }
+        uint16_t zv = 0;
+        double zd = 0.0, range;
+        if (kAsym) {
+            zv = e_from_order_key(min_key);
+            zd = e_to_double(zv, false);
+            range = dsub(e_to_double(e_from_order_key(max_key), false), zd);
+        } else {
+            range = e_to_double((uint16_t)max_mag, false);
+        }
+        uint16_t sv = double_to_e(ddiv(range, (double)(L - 1)), false);
+        if (range > 0 && (sv & 0x7FFFu) == 0) sv = 1;
+        if (!e_is_finite(sv, false)) sv = e_max_finite(false);
+        double sd;
         uint16_t lev[L];
+        for (;;) { /* while (s != 0 && !quant_params_ok(s, z)) s--, keeping the levels */
+            sd = e_to_double(sv, false);
+            lev[0] = quant_level(q, BITS, false, sd, zd, 0);
+            lev[L - 1] = quant_level(q, BITS, false, sd, zd, L - 1);
+            if (sv == 0) break;
+            const bool ok = e_is_finite(sv, false) && !(sv & 0x8000u) && (!kAsym || e_is_finite(zv, false)) &&
+                            (!kAsym || e_is_finite(lev[0], false)) && e_is_finite(lev[L - 1], false);
+            if (ok) break;
+            sv = (uint16_t)(sv - 1u);
+        }
+        sc[0] = sv;
+        if (kAsym) sc[1] = zv;
 #pragma unroll
-        for (uint32_t c = 0; c < L; c++) lev[c] = quant_level(q, BITS, false, sd, zd, c);
+        for (uint32_t c = 1; c + 1 < L; c++) lev[c] = quant_level(q, BITS, false, sd, zd, c);
         uint32_t B[L];
         group_code_bounds<L>(lev, B);
 #pragma unroll
         for (uint32_t c = 1; c < L; c++) bnd[c] = BITS == 2 ? e_from_order_key(B[c]) : (uint16_t)B[c];
     } else {
+        uint16_t sv, zv;
+        choose_params(q, BITS, false, count, max_mag, min_key, max_key, &sv, &zv);
+        sc[0] = sv;
+        if (kAsym) sc[1] = zv;
         bnd[0] = sv;
         bnd[1] = zv;
     }

@@ -5,8 +5,9 @@
  * GPU encoder promises the CPU encoder's bytes. They avoid everything whose result could differ
  * between the two: no fused multiply-add where a product is not exact (__dmul_rn/__dadd_rn on the
  * device), no hardware conversion whose rounding or subnormal handling we did not check (double ->
- * fp16/bf16 is done with integer operations), and the same search order for nearest levels.
- * cuda/numeric_test checks them against the CPU functions on the host.
+ * fp16/bf16: integer operations on the host, the sm_90 conversion instructions on the device, which
+ * cuda/rounding_test checks bit for bit), and the same search order for nearest levels.
+ * cuda/code_bounds_test checks them against the CPU functions on the host.
  */
 #ifndef SQKV_CUDA_NUMERIC_CUH
 #define SQKV_CUDA_NUMERIC_CUH
