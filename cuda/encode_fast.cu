@@ -115,6 +115,14 @@ __device__ __forceinline__ uint32_t tile_element(const uint16_t *p) {
     return x;
 }
 
+/* Index of the highest set bit of a nonzero word (FLO gives it; __clz would count from the top, and the
+ * walks below would then rebuild the bit as 0x80000000 >> z). */
+__device__ __forceinline__ uint32_t top_bit(uint32_t w) {
+    uint32_t b;
+    asm("bfind.u32 %0, %1;" : "=r"(b) : "r"(w));
+    return b;
+}
+
 /* Outer perfect shuffle: bit k -> 2k, bit 16 + k -> 2k + 1. */
 __device__ __forceinline__ uint32_t shuffle32(uint32_t x) {
     uint32_t t;
@@ -179,7 +187,15 @@ __device__ __forceinline__ uint64_t key_ballots(const uint32_t (&m)[32], uint32_
     for (int k = 0; k < 32; k++) {
         const uint32_t pm = kept_pair(m, k, a2);
         gather_kept(pm, k, acc_a, acc_b);
-        const uint32_t b0 = __ballot_sync(kFull, pm & 1u), b1 = __ballot_sync(kFull, pm & 0x10000u);
+        /* the ballots from the predicates of one packed compare (the same ordered >= as kept_pair): from
+         * pm, each took a mask, a compare and the vote */
+        uint32_t b0, b1;
+        asm("{\n\t.reg .pred lo, hi;\n\t"
+            "setp.ge.f16x2 lo|hi, %2, %3;\n\t"
+            "vote.sync.ballot.b32 %0, lo, 0xffffffff;\n\t"
+            "vote.sync.ballot.b32 %1, hi, 0xffffffff;\n\t}"
+            : "=r"(b0), "=r"(b1)
+            : "r"(m[k]), "r"(a2));
         if (k & 1) {
             if (lane == 0) *(uint4 *)(raw_warp + 2 * k - 2) = make_uint4(p0, p1, b0, b1);
         } else {
@@ -200,21 +216,51 @@ __device__ __forceinline__ void tile_params(uint32_t count, uint32_t max_mag, ui
                                             uint16_t *sc, uint16_t *bnd) {
     constexpr uint32_t L = 1u << BITS;
     const int q = kAsym ? 2 : 1;
-    uint16_t sv, zv;
-    choose_params(q, BITS, false, count, max_mag, min_key, max_key, &sv, &zv);
-    sc[0] = sv;
-    if (kAsym) sc[1] = zv;
     if constexpr (BITS <= 4) {
-        if (count == 0) return;
-        const double sd = e_to_double(sv, false), zd = e_to_double(zv, false);
+        /* numeric.cuh choose_params + choose_step, written out so that the levels of the accepted step
+         * (quant_params_ok computes the extreme ones) and the binary64 z are computed once */
+        if (count == 0) {
+            sc[0] = 0;
+            if (kAsym) sc[1] = 0;
+            return;
+        }
+        uint16_t zv = 0;
+        double zd = 0.0, range;
+        if (kAsym) {
+            zv = e_from_order_key(min_key);
+            zd = e_to_double(zv, false);
+            range = dsub(e_to_double(e_from_order_key(max_key), false), zd);
+        } else {
+            range = e_to_double((uint16_t)max_mag, false);
+        }
+        uint16_t sv = double_to_e(ddiv(range, (double)(L - 1)), false);
+        if (range > 0 && (sv & 0x7FFFu) == 0) sv = 1;
+        if (!e_is_finite(sv, false)) sv = e_max_finite(false);
+        double sd;
         uint16_t lev[L];
+        for (;;) { /* while (s != 0 && !quant_params_ok(s, z)) s--, keeping the levels */
+            sd = e_to_double(sv, false);
+            lev[0] = quant_level(q, BITS, false, sd, zd, 0);
+            lev[L - 1] = quant_level(q, BITS, false, sd, zd, L - 1);
+            if (sv == 0) break;
+            const bool ok = e_is_finite(sv, false) && !(sv & 0x8000u) && (!kAsym || e_is_finite(zv, false)) &&
+                            (!kAsym || e_is_finite(lev[0], false)) && e_is_finite(lev[L - 1], false);
+            if (ok) break;
+            sv = (uint16_t)(sv - 1u);
+        }
+        sc[0] = sv;
+        if (kAsym) sc[1] = zv;
 #pragma unroll
-        for (uint32_t c = 0; c < L; c++) lev[c] = quant_level(q, BITS, false, sd, zd, c);
+        for (uint32_t c = 1; c + 1 < L; c++) lev[c] = quant_level(q, BITS, false, sd, zd, c);
         uint32_t B[L];
         group_code_bounds<L>(lev, B);
 #pragma unroll
         for (uint32_t c = 1; c < L; c++) bnd[c] = BITS == 2 ? e_from_order_key(B[c]) : (uint16_t)B[c];
     } else {
+        uint16_t sv, zv;
+        choose_params(q, BITS, false, count, max_mag, min_key, max_key, &sv, &zv);
+        sc[0] = sv;
+        if (kAsym) sc[1] = zv;
         bnd[0] = sv;
         bnd[1] = zv;
     }
@@ -496,16 +542,16 @@ __global__ void __launch_bounds__(kFastThreads, 7) prune_fast_kernel(EncodeArgs 
         const uint32_t swz = (half << 6) | ((r & 7u) << 3);
         /* 32-bit words (64-bit bit scans cost about three times the instructions): channels 0-31 of
          * the half row, then 32-63; the count ends the walk */
-        uint32_t word = (uint32_t)(row_bm >> 32), base = 0;
+        uint32_t word = (uint32_t)(row_bm >> 32), last = 31; /* element last - b at bit b of word */
 #pragma unroll 1
         for (uint32_t n = (uint32_t)__popcll(row_bm); n; n--) {
             if (word == 0) {
                 word = (uint32_t)row_bm;
-                base = 32;
+                last = 63;
             }
-            const uint32_t z = __clz(word);
-            word ^= 0x80000000u >> z;
-            const uint32_t i = base + z;
+            const uint32_t b = top_bit(word);
+            word ^= 1u << b;
+            const uint32_t i = last - b;
             const uint2 ent = tab[2 * i];
             const uint32_t pos = ent.x + (uint32_t)__popc(ent.y & rows_above);
             outbuf[pos] = (uint16_t)tile_element(row + (i ^ swz));
@@ -583,17 +629,17 @@ __global__ void __launch_bounds__(kFastThreads, 7) prune_fast_kernel(EncodeArgs 
             const uint16_t *row = s.tile + r * kFD;
             const uint32_t swz = (half << 6) | ((r & 7u) << 3); /* element i at index i ^ swz of the row */
             /* bit 63 - i of my_bm: element i kept; walked as two 32-bit words (as the keys above) */
-            uint32_t word = (uint32_t)(my_bm >> 32), base = 0;
+            uint32_t word = (uint32_t)(my_bm >> 32), last = 31; /* element last - b at bit b of word */
             const uint32_t end = pos + (uint32_t)__popcll(my_bm);
 #pragma unroll 1
             while (pos != end) {
                 if (word == 0) {
                     word = (uint32_t)my_bm;
-                    base = 32;
+                    last = 63;
                 }
-                const uint32_t z = __clz(word);
-                word ^= 0x80000000u >> z;
-                take(tile_element(row + ((base + z) ^ swz)), 1u, half * R + r, pos);
+                const uint32_t b = top_bit(word);
+                word ^= 1u << b;
+                take(tile_element(row + ((last - b) ^ swz)), 1u, half * R + r, pos);
             }
         }
         finish_keys();

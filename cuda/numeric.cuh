@@ -5,8 +5,9 @@
  * GPU encoder promises the CPU encoder's bytes. They avoid everything whose result could differ
  * between the two: no fused multiply-add where a product is not exact (__dmul_rn/__dadd_rn on the
  * device), no hardware conversion whose rounding or subnormal handling we did not check (double ->
- * fp16/bf16 is done with integer operations), and the same search order for nearest levels.
- * cuda/numeric_test checks them against the CPU functions on the host.
+ * fp16/bf16: integer operations on the host, the sm_90 conversion instructions on the device, which
+ * cuda/rounding_test checks bit for bit), and the same search order for nearest levels.
+ * cuda/code_bounds_test checks them against the CPU functions on the host.
  */
 #ifndef SQKV_CUDA_NUMERIC_CUH
 #define SQKV_CUDA_NUMERIC_CUH
@@ -106,6 +107,19 @@ SQKV_HD double e_to_double(uint16_t h, bool bf16) {
 /* binary64 -> E, round to nearest, ties to even, with subnormals and overflow to infinity; NaN gives
  * the quiet NaN float16.c returns. The same result as sqkv_double_to_fp16 / _bf16. */
 SQKV_HD uint16_t double_to_e(double x, bool bf16) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    /* sm_90 converts binary64 to fp16 and bf16 in one instruction each (F2F), rounding once, to nearest
+     * even, with subnormals and overflow to infinity: the integer rounding below took ~60 instructions,
+     * run per PER_TILE tile (range / 3 is rarely a float). Only NaN differs (the hardware gives 0x7FFF).
+     * cuda/rounding_test compares this path bit for bit with the host path and float16.h on every fp16
+     * and bf16 midpoint and its neighbours, quotients range / 3, random doubles of every exponent and
+     * the specials (via cuda/selfcheck.cu). */
+    if (x != x) return bf16 ? 0x7FC0u : 0x7E00u;
+    unsigned short h;
+    if (bf16) asm("cvt.rn.bf16.f64 %0, %1;" : "=h"(h) : "d"(x));
+    else asm("cvt.rn.f16.f64 %0, %1;" : "=h"(h) : "d"(x));
+    return h;
+#else
 #ifdef __CUDA_ARCH__
     /* Shortcut for fp16: when x is exactly a float, the hardware float -> half conversion (IEEE round to
      * nearest even, subnormals, overflow to infinity) rounds once, as below. Levels and midpoints of
@@ -141,6 +155,7 @@ SQKV_HD uint16_t double_to_e(double x, bool bf16) {
         return (uint16_t)(sign | (eb << mb) | (uint16_t)(q & ((1u << mb) - 1u)));
     }
     return (uint16_t)(sign | q); /* q == 2^mb is the smallest normal: the same bits */
+#endif
 }
 
 /* Level of code c (§7.4) as E bits: SYMMETRIC RNE((2c+1-L)s), ASYMMETRIC RNE(fl64(c*s + z)). */

@@ -1,0 +1,163 @@
+/*
+ * rounding_test.cc: the device's binary64 -> fp16 / bf16 rounding (numeric.cuh double_to_e, hardware
+ * conversions on sm_90) against the host path of numeric.cuh and against codec/src/float16.h, bit for
+ * bit, on every value where a rounding can go wrong: all midpoints of neighbouring fp16 and bf16 values
+ * and their binary64 neighbours, the quotients range / (L - 1) that choose_step rounds (dense pairs of
+ * fp16 extremes), random doubles of every exponent and random doubles near the types' ranges, and the
+ * specials (zeros, infinities, NaNs, binary64 subnormals, overflow edges).
+ */
+#include <cmath>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "cuda_test_util.h"
+#include "numeric.cuh"
+
+/* Test hook in cuda/selfcheck.cu. */
+extern "C" sqkv_cuda_status sqkv_cuda_internal_round(const double *in, size_t n, uint16_t *fp16_out,
+                                                     uint16_t *bf16_out);
+
+namespace {
+
+double from_bits(uint64_t u) {
+    double x;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
+
+void push_with_neighbours(std::vector<double> &v, double x) {
+    v.push_back(x);
+    v.push_back(std::nextafter(x, std::numeric_limits<double>::infinity()));
+    v.push_back(std::nextafter(x, -std::numeric_limits<double>::infinity()));
+}
+
+/* Every E value of one sign, the midpoints of neighbours (overflow edge: the midpoint of the largest
+ * finite value and the next power of two), each with its binary64 neighbours, both signs. */
+void add_midpoints(std::vector<double> &v, bool bf16) {
+    const uint32_t inf = bf16 ? 0x7F80u : 0x7C00u;
+    for (uint32_t h = 0; h < inf; h++) {
+        const double a = sqkv_cuda::e_to_double((uint16_t)h, bf16);
+        const double b = h + 1 < inf ? sqkv_cuda::e_to_double((uint16_t)(h + 1), bf16)
+                                     : std::ldexp(1.0, bf16 ? 128 : 16); /* where infinity would be */
+        for (double s : {1.0, -1.0}) {
+            push_with_neighbours(v, s * a);
+            push_with_neighbours(v, s * ((a + b) * 0.5)); /* exact: both are short binary64 values */
+        }
+    }
+}
+
+/* range / (L - 1) as choose_step computes it, for ranges between fp16 extremes (every hi for a strided
+ * set of lo, plus every single magnitude: SYMMETRIC), and L - 1 = 3, 7, 15, 255. */
+void add_quotients(std::vector<double> &v) {
+    const double divisors[] = {3.0, 7.0, 15.0, 255.0};
+    for (uint32_t h = 0; h < 0x7C00u; h++)
+        for (double d : divisors) v.push_back(sqkv_cuda::e_to_double((uint16_t)h, false) / d);
+    for (uint32_t lo = 0; lo < 0x10000u; lo += 131) {
+        if (!sqkv_cuda::e_is_finite((uint16_t)lo, false)) continue;
+        const double l = sqkv_cuda::e_to_double((uint16_t)lo, false);
+        for (uint32_t hi = 0; hi < 0x10000u; hi++) {
+            if (!sqkv_cuda::e_is_finite((uint16_t)hi, false)) continue;
+            const double range = sqkv_cuda::e_to_double((uint16_t)hi, false) - l; /* exact */
+            if (range > 0) v.push_back(range / 3.0);
+        }
+    }
+}
+
+void add_random(std::vector<double> &v, size_t n, uint64_t seed) {
+    std::mt19937_64 rng(seed);
+    for (size_t i = 0; i < n; i++) v.push_back(from_bits(rng())); /* every exponent, NaNs included */
+    /* exponents around each type's range: subnormals, normals, overflow */
+    for (size_t i = 0; i < n; i++) {
+        const bool bf16 = i & 1;
+        const int lo = bf16 ? -140 : -30, hi = bf16 ? 130 : 18;
+        const uint64_t e = (uint64_t)(1023 + lo + (int)(rng() % (uint64_t)(hi - lo)));
+        v.push_back(from_bits((rng() & 0x800FFFFFFFFFFFFFull) | (e << 52)));
+    }
+}
+
+void add_specials(std::vector<double> &v) {
+    const double inf = std::numeric_limits<double>::infinity();
+    for (double x : {0.0, -0.0, inf, -inf, std::numeric_limits<double>::max(), -std::numeric_limits<double>::max(),
+                     std::numeric_limits<double>::min(), std::numeric_limits<double>::denorm_min(),
+                     -std::numeric_limits<double>::denorm_min(), (double)std::numeric_limits<float>::max(),
+                     (double)std::numeric_limits<float>::min(), (double)std::numeric_limits<float>::denorm_min(),
+                     65504.0, 65519.0, 65520.0, 65536.0, std::ldexp(1.0, -24), std::ldexp(1.0, -25),
+                     std::ldexp(3.0, -26), std::ldexp(1.0, -133), std::ldexp(1.0, -134), std::ldexp(3.0, -135),
+                     std::ldexp(1.0, 128), std::ldexp(1.0, 1023)})
+        push_with_neighbours(v, x);
+    for (uint64_t nan : {0x7FF8000000000000ull, 0xFFF8000000000000ull, 0x7FF0000000000001ull, 0xFFF0000000000001ull,
+                         0x7FFFFFFFFFFFFFFFull, 0x7FF4000000000000ull, 0xFFFFFFFFFFFFFFFFull})
+        v.push_back(from_bits(nan));
+    for (uint64_t u = 1; u < 0x0010000000000000ull; u = u * 3 + 1) { /* binary64 subnormals */
+        v.push_back(from_bits(u));
+        v.push_back(from_bits(u | 0x8000000000000000ull));
+    }
+}
+
+/* Device vs host path vs float16.h; returns the mismatches, the first few printed. */
+size_t compare(const std::vector<double> &v) {
+    size_t bad = 0;
+    constexpr size_t kChunk = (size_t)1 << 24;
+    std::vector<uint16_t> f(kChunk), b(kChunk);
+    for (size_t at = 0; at < v.size(); at += kChunk) {
+        const size_t n = std::min(kChunk, v.size() - at);
+        const sqkv_cuda_status st = sqkv_cuda_internal_round(v.data() + at, n, f.data(), b.data());
+        EXPECT_EQ(SQKV_OK, st) << sqkv_cuda_status_name(st);
+        if (st != SQKV_OK) return v.size();
+        for (size_t i = 0; i < n; i++) {
+            const double x = v[at + i];
+            const uint16_t hf = sqkv_cuda::double_to_e(x, false), hb = sqkv_cuda::double_to_e(x, true);
+            const uint16_t rf = sqkv_double_to_fp16(x), rb = sqkv_double_to_bf16(x);
+            if (f[i] != hf || hf != rf || b[i] != hb || hb != rb) {
+                if (bad++ < 8) {
+                    uint64_t u;
+                    memcpy(&u, &x, sizeof u);
+                    ADD_FAILURE() << std::hex << "x bits 0x" << u << ": fp16 device 0x" << f[i] << " host 0x" << hf
+                                  << " float16.h 0x" << rf << "; bf16 device 0x" << b[i] << " host 0x" << hb
+                                  << " float16.h 0x" << rb;
+                }
+            }
+        }
+    }
+    return bad;
+}
+
+}  // namespace
+
+TEST(DeviceRounding, MidpointsAndNeighboursOfEveryValue) {
+    SKIP_WITHOUT_GPU();
+    std::vector<double> v;
+    add_midpoints(v, false);
+    add_midpoints(v, true);
+    ASSERT_EQ(12u * (0x7C00u + 0x7F80u), v.size()); /* 772608 */
+    EXPECT_EQ(0u, compare(v)) << "of " << v.size();
+}
+
+TEST(DeviceRounding, StepQuotients) {
+    SKIP_WITHOUT_GPU();
+    std::vector<double> v;
+    add_quotients(v);
+    ASSERT_GT(v.size(), 15000000u);
+    EXPECT_EQ(0u, compare(v)) << "of " << v.size();
+}
+
+TEST(DeviceRounding, RandomDoublesAndSpecials) {
+    SKIP_WITHOUT_GPU();
+    std::vector<double> v;
+    add_specials(v);
+    add_random(v, 8000000, 2026);
+    ASSERT_GT(v.size(), 16000000u);
+    EXPECT_EQ(0u, compare(v)) << "of " << v.size();
+}
+
+/* The hook's argument checks (a test of the hook, so that a broken hook cannot pass the tests above). */
+TEST(DeviceRounding, HookRejectsNullBuffers) {
+    SKIP_WITHOUT_GPU();
+    double x = 1.0;
+    uint16_t a = 0, b = 0;
+    EXPECT_EQ(SQKV_ERR_INVALID_ARGUMENT, sqkv_cuda_internal_round(&x, 1, nullptr, &b));
+    ASSERT_EQ(SQKV_OK, sqkv_cuda_internal_round(&x, 1, &a, &b));
+    EXPECT_EQ(0x3C00u, a);
+    EXPECT_EQ(0x3F80u, b);
+}
