@@ -672,7 +672,10 @@ __global__ void __launch_bounds__(kFastThreads, 7) prune_fast_kernel(EncodeArgs 
     for (uint32_t i = tid; i < (kept_total + 7) / 8; i += kFastThreads) {
         uint4 w = ((const uint4 *)outbuf)[i];
         if constexpr (kTileBits != 0) {
-            /* PER_TILE: codes instead of values (the slack beyond the count is never read) */
+            /* PER_TILE: codes instead of values (the slack beyond the count is never read). The last
+             * group of eight may end past kept_total: its slack tile bytes are whatever the shared memory
+             * held, so tile indices are masked to 7 bits (& 0x7F, a unit has at most 128 tiles), which
+             * keeps those reads inside tbnd; their codes land beyond the count, which packing ignores. */
             const uint2 tw = ((const uint2 *)tilemap)[i];
             uint32_t h[4] = {w.x, w.y, w.z, w.w};
             /* 2, 3 and 4 bits: the eight codes packed, code k at bit kTileBits * k, so that the staging
