@@ -327,6 +327,29 @@ TEST(CudaDecode, ZstdFilesMatchCpu) {
         }
 }
 
+/* zstd bodies pass through two pinned buffers in batches (decode.cu unpack_sections): batches of one
+ * section each, sections larger than a batch, and batches of several sections, over calls that decode
+ * many sections at once, give the CPU's output. */
+TEST(CudaDecode, ZstdBatchesMatchCpu) {
+    SKIP_WITHOUT_GPU();
+    Case c = base_case();
+    c.layers = 3;
+    c.heads = 4;
+    c.tokens = 700;
+    c.zstd = 1;
+    c.q = SQKV_QUANT_ASYMMETRIC;
+    c.gran = SQKV_SCALE_PER_TILE;
+    const std::vector<uint8_t> f = make_file(c, seed_of("decode-zstd-batches"));
+    ASSERT_FALSE(f.empty());
+    for (const char *batch : {"1", "20000", "60000", "100000000"}) {
+        SCOPED_TRACE(batch);
+        ASSERT_EQ(setenv("SQKV_CUDA_STAGING_BATCH", batch, 1), 0);
+        compare_decode(f, 0, 3);
+        compare_decode(f, (unsigned)SQKV_CUDA_TRUSTED, 2);
+    }
+    ASSERT_EQ(unsetenv("SQKV_CUDA_STAGING_BATCH"), 0);
+}
+
 /* A zstd-compressed section whose stored bytes were changed: the decoder refuses the file when it is
  * created (the stored body's checksum is checked on the host before anything is decompressed); with the
  * checksum recomputed the stream table breaks a rule of §5.1, and the error is the CPU reader's. */
