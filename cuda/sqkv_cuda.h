@@ -147,12 +147,12 @@ sqkv_cuda_status sqkv_cuda_encoder_write_file(sqkv_cuda_encoder *e, const void *
  * sections (format 1.1) on the general kernels, and the zstd layer (codec 1, spec/FORMAT.md §5.1):
  * a codec-1 section's stored bytes are checked on the host at creation (checksum unless
  * SQKV_CUDA_TRUSTED, then the stream table), and each decode call decompresses the call's codec-1
- * sections on the host (up to 8 threads; a broken frame is COMPRESSED_STREAM) into a pinned buffer the
- * decoder keeps (as large as the largest call's decompressed bodies, freed by destroy), then uploads
- * them into its workspace (sqkv_cuda_decoder_workspace_size counts that room), where the same kernels
- * read them. That host buffer is as large as the call's share of the workspace, which the file's
- * validated geometry bounds (the reader's limits); a caller bounds both by decoding fewer layers per
- * call.
+ * sections on the host (up to 8 threads; a broken frame is COMPRESSED_STREAM) in batches of at most
+ * 8 MiB through two pinned buffers the decoder keeps (each as large as a batch or the largest single
+ * decompressed body, freed by destroy), uploading each batch into its workspace
+ * (sqkv_cuda_decoder_workspace_size counts that room) while the next one is decompressed; the same
+ * kernels then read them. The workspace share is bounded by the file's validated geometry (the reader's
+ * limits); a caller bounds it by decoding fewer layers per call.
  * Why on the host: the project has no GPU zstd (nvCOMP is not a dependency); the bodies are small (the
  * compressed file is what crossed the disk or network), and host decompression runs at >1 GB/s.
  * ---------------------------------------------------------------------------------------------- */
