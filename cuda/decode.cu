@@ -10,6 +10,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
+#include <mutex>
 #include <new>
 #include <string>
 #include <thread>
@@ -283,6 +285,10 @@ sqkv_cuda_status host_validate(sqkv_cuda_decoder *d, HostSection &s) {
  * small: one buffer as large as all the bodies cost more than the decompression itself on a first call
  * (page locking 65 MB, H200 machine: the call took 49.6 ms for 65 MB of bodies, 2026-11-30 14:05 run). */
 constexpr uint64_t kStagingBatch = 8ull << 20;
+/* decompression threads, one pool per call (the calling thread uploads): on the H200 machine's 16
+ * cores this and the single pool together took the first zstd call from 23-25 to 18-19 ms against 8
+ * threads started per batch (results/gpu_bench.md, session 5) */
+constexpr unsigned kUnpackThreads = 16;
 
 /* SQKV_CUDA_STAGING_BATCH=bytes overrides the batch size (tests: batches of one section, sections larger
  * than a batch). */
@@ -322,51 +328,105 @@ sqkv_cuda_status unpack_sections(sqkv_cuda_decoder *d, CallPlan &p, uint8_t *dst
         for (int k = 0; k < 2; k++) SQKV_CUDA_TRY(cudaMallocHost((void **)&d->staging[k], (size_t)need));
         d->staging_size = need;
     }
+    /* Workers take sections in call order; the calling thread uploads each batch once its sections are
+     * done. A worker that reaches batch b >= 2 first waits until batch b - 2 (the same buffer) was
+     * uploaded: its upload was issued (issued > b - 2) and the event recorded after it has passed (that
+     * event cannot be recorded again before batch b, which holds this worker's section, is done). */
+    const size_t n_batches = first.size() - 1;
+    std::vector<uint32_t> batch_of(n);
+    for (size_t b = 0; b < n_batches; b++)
+        for (size_t i = first[b]; i < first[b + 1]; i++) batch_of[i] = (uint32_t)b;
     const unsigned hw = std::thread::hardware_concurrency();
-    const size_t max_threads = std::min<size_t>(8u, hw ? hw : 1u);
+    const size_t n_threads = std::min<size_t>(n, std::min(kUnpackThreads, hw ? hw : 1u));
     std::vector<sqkv_error> errs(n, SQKV_OK);
     std::vector<std::string> why(n);
-    std::vector<ZSTD_DCtx *> dctx(max_threads, nullptr);
-    sqkv_cuda_status st = SQKV_OK;
-    for (size_t b = 0; b + 1 < first.size() && st == SQKV_OK; b++) {
-        const size_t lo = first[b], hi = first[b + 1];
-        uint8_t *buf = d->staging[b & 1];
-        const uint64_t base = p.unpack_at[lo];
-        st = cuda_status(cudaEventSynchronize(d->staging_free[b & 1])); /* batch b - 2's upload is done */
-        if (st != SQKV_OK) break;
-        std::atomic<size_t> next{lo};
-        auto work = [&](size_t t) {
-            if (!dctx[t]) dctx[t] = ZSTD_createDCtx();
-            for (size_t i; (i = next.fetch_add(1)) < hi;) {
-                if (!dctx[t]) {
-                    errs[i] = SQKV_ERR_OUT_OF_MEMORY;
-                    why[i] = "ZSTD_createDCtx failed";
-                    continue;
+    std::mutex mu;
+    std::condition_variable cv;
+    std::vector<size_t> done(n_batches, 0);
+    size_t issued = 0;      /* batches whose upload was issued */
+    bool stop = false;      /* an error: workers leave (read under mu) */
+    std::atomic<bool> quit{false}; /* the same, read without the lock before each section */
+    cudaError_t wait_error = cudaSuccess;
+    std::atomic<size_t> next{0};
+    int device = 0; /* the workers wait on this device's events */
+    SQKV_CUDA_TRY(cudaGetDevice(&device));
+    auto work = [&]() {
+        ZSTD_DCtx *dctx = ZSTD_createDCtx();
+        bool on_device = false;
+        for (size_t i; !quit.load() && (i = next.fetch_add(1)) < n;) {
+            const size_t b = batch_of[i];
+            if (b >= 2) {
+                std::unique_lock<std::mutex> lock(mu);
+                cv.wait(lock, [&] { return stop || issued > b - 2; });
+                if (stop) break;
+                lock.unlock();
+                cudaError_t e = on_device ? cudaSuccess : cudaSetDevice(device);
+                on_device = true;
+                if (e == cudaSuccess) e = cudaEventSynchronize(d->staging_free[b & 1]);
+                if (e != cudaSuccess) {
+                    std::lock_guard<std::mutex> g(mu);
+                    wait_error = e;
+                    stop = true;
+                    quit = true;
+                    cv.notify_all();
+                    break;
                 }
+            }
+            if (!dctx) {
+                errs[i] = SQKV_ERR_OUT_OF_MEMORY;
+                why[i] = "ZSTD_createDCtx failed";
+            } else {
                 const HostSection &hs = d->secs[p.sec_ids[p.unpack_sec[i]]];
                 sqkv_stream_plan plan;
                 sqkv_stream_plan_for(&hs.h, d->geo.head_dim, &plan);
                 sqkv_diag diag;
-                errs[i] = sqkv_streams_decode(d->host + hs.body_offset, &plan, dctx[t], buf + (p.unpack_at[i] - base), &diag);
+                uint8_t *to = d->staging[b & 1] + (p.unpack_at[i] - p.unpack_at[first[b]]);
+                errs[i] = sqkv_streams_decode(d->host + hs.body_offset, &plan, dctx, to, &diag);
                 if (errs[i] != SQKV_OK) why[i] = diag.text;
             }
-        };
-        const size_t n_threads = std::min(max_threads, hi - lo);
-        std::vector<std::thread> pool;
-        for (size_t t = 1; t < n_threads; t++) pool.emplace_back(work, t);
-        work(0);
-        for (auto &t : pool) t.join();
+            std::lock_guard<std::mutex> g(mu);
+            done[b]++;
+            cv.notify_all();
+        }
+        ZSTD_freeDCtx(dctx);
+    };
+    std::vector<std::thread> pool;
+    for (size_t t = 0; t < n_threads; t++) pool.emplace_back(work);
+    sqkv_cuda_status st = SQKV_OK;
+    for (size_t b = 0; b < n_batches && st == SQKV_OK; b++) {
+        const size_t lo = first[b], hi = first[b + 1];
+        {
+            std::unique_lock<std::mutex> lock(mu);
+            cv.wait(lock, [&] { return stop || done[b] == hi - lo; });
+            if (wait_error != cudaSuccess) {
+                st = cuda_status(wait_error);
+                break;
+            }
+        }
         for (size_t i = lo; i < hi; i++) /* the first failing section in call order, as the CPU would meet it */
             if (errs[i] != SQKV_OK) {
                 st = fail(d, errs[i], "%s: %s", describe(d->secs[p.sec_ids[p.unpack_sec[i]]]).c_str(), why[i].c_str());
                 break;
             }
         if (st != SQKV_OK) break;
-        const uint64_t bytes = p.unpack_at[hi - 1] + body_size(hi - 1) - base;
-        st = cuda_status(cudaMemcpyAsync(dst + base, buf, (size_t)bytes, cudaMemcpyHostToDevice, stream));
+        const uint64_t base = p.unpack_at[lo], bytes = p.unpack_at[hi - 1] + body_size(hi - 1) - base;
+        st = cuda_status(cudaMemcpyAsync(dst + base, d->staging[b & 1], (size_t)bytes, cudaMemcpyHostToDevice, stream));
         if (st == SQKV_OK) st = cuda_status(cudaEventRecord(d->staging_free[b & 1], stream));
+        if (st == SQKV_OK) {
+            std::lock_guard<std::mutex> g(mu);
+            issued = b + 1;
+            cv.notify_all();
+        }
     }
-    for (ZSTD_DCtx *c : dctx) ZSTD_freeDCtx(c);
+    {
+        std::lock_guard<std::mutex> g(mu);
+        if (st != SQKV_OK) {
+            stop = true;
+            quit = true;
+        }
+        cv.notify_all();
+    }
+    for (auto &t : pool) t.join();
     if (st != SQKV_OK) return st;
     for (size_t i = 0; i < n; i++) p.secs[p.unpack_sec[i]].body = dst + p.unpack_at[i];
     return SQKV_OK;
