@@ -8,6 +8,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
+#include <mutex>
 #include <new>
 #include <string>
 #include <thread>
@@ -519,6 +521,27 @@ extern "C" sqkv_cuda_status sqkv_cuda_encoder_file_size(const sqkv_cuda_encoder 
 
 namespace {
 
+/* write_file's host copies: kWriteRing layers in flight; zstd compression threads (the calling thread
+ * writes). */
+constexpr uint32_t kWriteRing = 4;
+constexpr unsigned kWriteThreads = 16;
+
+/* Pinned layer buffers and the event after each one's copy; a buffer is freed only after the copy into
+ * it has finished. */
+struct LayerRing {
+    uint8_t *buf[kWriteRing] = {};
+    cudaEvent_t ev[kWriteRing] = {};
+    ~LayerRing() {
+        for (uint32_t r = 0; r < kWriteRing; r++) {
+            if (ev[r]) {
+                cudaEventSynchronize(ev[r]);
+                cudaEventDestroy(ev[r]);
+            }
+            if (buf[r]) cudaFreeHost(buf[r]);
+        }
+    }
+};
+
 /* The file after its header: sections in file order, each handed to write_fn in the form sqkv_writer
  * stores it, and its index entry. With zstd_level > 0 that form comes from the writer's own function
  * (sqkv_blob_compress_streams, codec 1 only where it is smaller), run here on the host as the sections
@@ -550,61 +573,146 @@ struct FileSink {
         return SQKV_OK;
     }
 
-    /* Sections as the kernels wrote them (sealed, codec 0; section i at bytes[i], extent[i] bytes), in
-     * file order. With zstd they are compressed by up to 8 threads (one context each; zstd's output
-     * does not depend on the context's history, so the bytes are the writer's), then written in order. */
-    sqkv_cuda_status put_sections(const std::vector<const uint8_t *> &bytes, const std::vector<uint64_t> &extent) {
-        const size_t n = bytes.size();
-        std::vector<sqkv_section_blob> blobs(n);
-        for (size_t i = 0; i < n; i++) {
-            memset(&blobs[i], 0, sizeof blobs[i]);
-            sqkv_section_header_unpack(bytes[i], &blobs[i].header); /* our own kernels' header: no check needed */
+    /* The layers' sections, as the kernels wrote them (sealed, codec 0), in file order. They come to the
+     * host through a ring of kWriteRing pinned layer buffers, so that the copy of layer l + kWriteRing
+     * overlaps the work on layer l. With zstd a pool of up to kWriteThreads threads compresses them (one
+     * context each; zstd's output does not depend on a context's history, so the bytes are the
+     * writer's) while the calling thread writes finished sections in order: the first error in file
+     * order is the one reported, as the writer would meet it. */
+    sqkv_cuda_status put_layers(const void *const *layers, cudaStream_t stream) {
+        const uint32_t n_layers = e->geo.n_layers;
+        const size_t ns = e->sections.size();
+        const uint32_t ring_n = std::min<uint32_t>(n_layers, kWriteRing);
+        LayerRing ring;
+        for (uint32_t r = 0; r < ring_n; r++) {
+            SQKV_CUDA_TRY(cudaMallocHost((void **)&ring.buf[r], (size_t)e->layer_capacity));
+            SQKV_CUDA_TRY(cudaEventCreateWithFlags(&ring.ev[r], cudaEventDisableTiming));
         }
+        auto issue_copy = [&](uint32_t l) -> sqkv_cuda_status {
+            SQKV_CUDA_TRY(cudaMemcpyAsync(ring.buf[l % ring_n], layers[l], (size_t)e->layer_capacity,
+                                          cudaMemcpyDeviceToHost, stream));
+            SQKV_CUDA_TRY(cudaEventRecord(ring.ev[l % ring_n], stream));
+            return SQKV_OK;
+        };
+        for (uint32_t l = 0; l < ring_n; l++) {
+            const sqkv_cuda_status st = issue_copy(l);
+            if (st != SQKV_OK) return st;
+        }
+        auto section_at = [&](uint32_t l, size_t s) { return ring.buf[l % ring_n] + e->sections[s].slot; };
+        auto extent_of = [&](uint32_t l, size_t s) { return sqkv_section_extent(e->stored[(size_t)l * ns + s]); };
+        auto put_entry = [&](const sqkv_section_header &h, const uint8_t *bytes, uint64_t extent) -> sqkv_cuda_status {
+            const size_t at = entries.size();
+            entries.resize(at + SQKV_INDEX_ENTRY_SIZE);
+            sqkv_index_entry_pack(&h, offset, entries.data() + at);
+            offset += extent;
+            if (write_fn(ctx, bytes, (size_t)extent)) return fail(e, SQKV_ERR_IO, "write_file: the write callback failed");
+            return SQKV_OK;
+        };
         if (e->opt.zstd_level == 0) {
-            for (size_t i = 0; i < n; i++) {
-                const size_t at = entries.size();
-                entries.resize(at + SQKV_INDEX_ENTRY_SIZE);
-                sqkv_index_entry_pack(&blobs[i].header, offset, entries.data() + at);
-                offset += extent[i];
-                if (write_fn(ctx, bytes[i], (size_t)extent[i]))
-                    return fail(e, SQKV_ERR_IO, "write_file: the write callback failed");
+            for (uint32_t l = 0; l < n_layers; l++) {
+                SQKV_CUDA_TRY(cudaEventSynchronize(ring.ev[l % ring_n]));
+                for (size_t s = 0; s < ns; s++) {
+                    sqkv_section_header h;
+                    sqkv_section_header_unpack(section_at(l, s), &h); /* our own kernels' header: no check needed */
+                    const sqkv_cuda_status st = put_entry(h, section_at(l, s), extent_of(l, s));
+                    if (st != SQKV_OK) return st;
+                }
+                if (l + ring_n < n_layers) {
+                    const sqkv_cuda_status st = issue_copy(l + ring_n);
+                    if (st != SQKV_OK) return st;
+                }
             }
             return SQKV_OK;
         }
+        const size_t n = (size_t)n_layers * ns;
+        std::vector<sqkv_section_blob> blobs(n);
+        for (auto &b : blobs) memset(&b, 0, sizeof b);
         std::vector<sqkv_error> errs(n, SQKV_OK);
+        std::vector<char> done(n, 0);
+        std::mutex mu;
+        std::condition_variable cv;
+        uint32_t copies_issued = ring_n; /* layers whose copy to the host was issued */
+        bool stop = false;              /* read under mu */
+        std::atomic<bool> quit{false};  /* the same, read without the lock */
+        cudaError_t wait_error = cudaSuccess;
+        int device = 0;
+        SQKV_CUDA_TRY(cudaGetDevice(&device));
         std::atomic<size_t> next{0};
         auto work = [&]() {
             void *cc = nullptr;
-            for (size_t i; (i = next.fetch_add(1)) < n;) {
-                sqkv_section_blob &b = blobs[i];
-                if (!(b.bytes = (uint8_t *)malloc((size_t)extent[i]))) {
-                    errs[i] = SQKV_ERR_OUT_OF_MEMORY;
-                    continue;
+            bool on_device = false;
+            for (size_t g; !quit.load() && (g = next.fetch_add(1)) < n;) {
+                const uint32_t l = (uint32_t)(g / ns);
+                const size_t s = g % ns;
+                {
+                    std::unique_lock<std::mutex> lock(mu);
+                    cv.wait(lock, [&] { return stop || copies_issued > l; });
+                    if (stop) break;
                 }
-                memcpy(b.bytes, bytes[i], (size_t)extent[i]);
-                errs[i] = sqkv_blob_compress_streams(&b, e->geo.head_dim, e->opt.zstd_level, &cc, nullptr);
+                /* the event cannot be recorded again for layer l + ring_n before this layer is written */
+                cudaError_t c = on_device ? cudaSuccess : cudaSetDevice(device);
+                on_device = true;
+                if (c == cudaSuccess) c = cudaEventSynchronize(ring.ev[l % ring_n]);
+                if (c != cudaSuccess) {
+                    std::lock_guard<std::mutex> lock(mu);
+                    wait_error = c;
+                    stop = true;
+                    quit = true;
+                    cv.notify_all();
+                    break;
+                }
+                sqkv_section_blob &b = blobs[g];
+                const uint64_t x = extent_of(l, s);
+                if (!(b.bytes = (uint8_t *)malloc((size_t)x))) {
+                    errs[g] = SQKV_ERR_OUT_OF_MEMORY;
+                } else {
+                    memcpy(b.bytes, section_at(l, s), (size_t)x);
+                    sqkv_section_header_unpack(b.bytes, &b.header);
+                    errs[g] = sqkv_blob_compress_streams(&b, e->geo.head_dim, e->opt.zstd_level, &cc, nullptr);
+                }
+                std::lock_guard<std::mutex> lock(mu);
+                done[g] = 1;
+                cv.notify_all();
             }
             ZSTD_freeCCtx((ZSTD_CCtx *)cc);
         };
         const unsigned hw = std::thread::hardware_concurrency();
-        const size_t n_threads = std::min<size_t>(n, std::min(8u, hw ? hw : 1u));
+        const size_t n_threads = std::min<size_t>(n, std::min(kWriteThreads, hw ? hw : 1u));
         std::vector<std::thread> pool;
-        for (size_t t = 1; t < n_threads; t++) pool.emplace_back(work);
-        work();
-        for (auto &t : pool) t.join();
+        for (size_t t = 0; t < n_threads; t++) pool.emplace_back(work);
         sqkv_cuda_status st = SQKV_OK;
-        for (size_t i = 0; i < n && st == SQKV_OK; i++) {
-            if (errs[i] != SQKV_OK) {
-                st = fail(e, errs[i], "write_file: %s while compressing a section with zstd", sqkv_error_name(errs[i]));
+        for (size_t g = 0; g < n && st == SQKV_OK; g++) {
+            {
+                std::unique_lock<std::mutex> lock(mu);
+                cv.wait(lock, [&] { return stop || done[g]; });
+                if (wait_error != cudaSuccess) {
+                    st = SQKV_CUDA_ERROR_BASE + (int)wait_error;
+                    break;
+                }
+            }
+            if (errs[g] != SQKV_OK) {
+                st = fail(e, errs[g], "write_file: %s while compressing a section with zstd", sqkv_error_name(errs[g]));
                 break;
             }
-            const size_t at = entries.size();
-            entries.resize(at + SQKV_INDEX_ENTRY_SIZE);
-            sqkv_index_entry_pack(&blobs[i].header, offset, entries.data() + at);
-            const uint64_t x = sqkv_blob_extent(&blobs[i]);
-            offset += x;
-            if (write_fn(ctx, blobs[i].bytes, (size_t)x)) st = fail(e, SQKV_ERR_IO, "write_file: the write callback failed");
+            st = put_entry(blobs[g].header, blobs[g].bytes, sqkv_blob_extent(&blobs[g]));
+            sqkv_blob_free(&blobs[g]);
+            const uint32_t l = (uint32_t)(g / ns);
+            if (st == SQKV_OK && g % ns == ns - 1 && l + ring_n < n_layers) { /* layer l is out of its buffer */
+                st = issue_copy(l + ring_n);
+                if (st == SQKV_OK) {
+                    std::lock_guard<std::mutex> lock(mu);
+                    copies_issued = l + ring_n + 1;
+                    cv.notify_all();
+                }
+            }
         }
+        {
+            std::lock_guard<std::mutex> lock(mu);
+            stop = true;
+            quit = true;
+            cv.notify_all();
+        }
+        for (auto &t : pool) t.join();
         for (auto &b : blobs) sqkv_blob_free(&b);
         return st;
     }
@@ -644,10 +752,8 @@ extern "C" sqkv_cuda_status sqkv_cuda_encoder_write_file(sqkv_cuda_encoder *e, c
     sqkv_store_u64(fh + SQKV_HEADER_SIZE_V1 - 8, sqkv_checksum(fh, SQKV_HEADER_SIZE_V1 - 8));
 
     FileSink sink{e, write_fn, ctx, {}};
-    uint8_t *staging = nullptr;
     auto cleanup = [&]() {
         for (auto &b : anc) sqkv_blob_free(&b);
-        if (staging) cudaFreeHost(staging);
     };
     if (write_fn(ctx, fh, sizeof fh)) {
         cleanup();
@@ -658,31 +764,8 @@ extern "C" sqkv_cuda_status sqkv_cuda_encoder_write_file(sqkv_cuda_encoder *e, c
             cleanup();
             return st;
         }
-    const cudaError_t ce = cudaMallocHost((void **)&staging, (size_t)e->layer_capacity);
-    if (ce != cudaSuccess) {
-        staging = nullptr;
-        cleanup();
-        return SQKV_CUDA_ERROR_BASE + (int)ce;
-    }
-    for (uint32_t l = 0; l < e->geo.n_layers; l++) {
-        cudaError_t c = cudaMemcpyAsync(staging, layers[l], (size_t)e->layer_capacity, cudaMemcpyDeviceToHost, stream);
-        if (c == cudaSuccess) c = cudaStreamSynchronize(stream);
-        if (c != cudaSuccess) {
-            cleanup();
-            return SQKV_CUDA_ERROR_BASE + (int)c;
-        }
-        std::vector<const uint8_t *> bytes(ns);
-        std::vector<uint64_t> extent(ns);
-        for (size_t s = 0; s < ns; s++) {
-            bytes[s] = staging + e->sections[s].slot;
-            extent[s] = sqkv_section_extent(e->stored[(size_t)l * ns + s]);
-        }
-        if ((st = sink.put_sections(bytes, extent)) != SQKV_OK) {
-            cleanup();
-            return st;
-        }
-    }
     cleanup();
+    if ((st = sink.put_layers(layers, stream)) != SQKV_OK) return st;
 
     const uint64_t entries = sink.entries.size() / SQKV_INDEX_ENTRY_SIZE;
     const uint64_t index_body = kIndexPrefix + SQKV_INDEX_ENTRY_SIZE * entries + kIndexTail;

@@ -447,6 +447,25 @@ TEST(CudaEncode, ManyLayersInBatches) {
     check_case(c, seed_of("batches"), 3);
 }
 
+/* write_file with more layers than its ring of host buffers (encode.cu put_layers: 4), with and without
+ * zstd (the compression pool), one and several sections per layer: the writer's bytes. */
+TEST(CudaEncode, WriteFileThroughTheLayerRing) {
+    SKIP_WITHOUT_GPU();
+    for (uint32_t zstd : {0u, 1u, 3u})
+        for (uint32_t layers : {1u, 4u, 5u, 11u}) {
+            Case c = base_case();
+            c.layers = layers;
+            c.heads = 3;
+            c.tokens = 260;
+            c.window = 10;
+            c.zstd = zstd;
+            c.q = SQKV_QUANT_ASYMMETRIC;
+            c.gran = SQKV_SCALE_PER_TILE;
+            c.tps = layers == 11 ? 128 : 0; /* several sections per (layer, tensor, head) */
+            check_case(c, seed_of("write-ring") + 16 * zstd + layers, 2);
+        }
+}
+
 TEST(CudaEncode, NonFiniteAndOutOfRangeInputAreErrors) {
     SKIP_WITHOUT_GPU();
     Case c = base_case();
