@@ -116,9 +116,11 @@ sqkv_cuda_status sqkv_cuda_encoder_set_fingerprint(sqkv_cuda_encoder *e, const v
 /* Once every layer was encoded and its results read: the exact size of the file, and the file itself
  * through write_fn (sqkv.h), the same bytes sqkv_writer writes for the same input, options, tokens and
  * fingerprint. layers[l] is the device region (layer_capacity bytes) that holds layer l's sections.
- * Sections are copied to the host through pinned staging on stream (synchronized).
- * With options.zstd_level > 0 the zstd layer (codec 1) is applied on the host, section by section, as
- * the sections pass to write_fn (the CPU writer's own code, so the bytes stay identical); the file's
+ * Layers are copied to the host on stream through four pinned layer buffers (copies run ahead of the
+ * writing; the call returns after the last copy). write_fn is called from the calling thread only, in
+ * file order. With options.zstd_level > 0 the zstd layer (codec 1) is applied on the host by up to 16
+ * threads, section by section, before the sections pass to write_fn (the CPU writer's own code, so the
+ * bytes stay identical); the file's
  * size is then known only after the compression: file_size returns SQKV_ERR_STATE until write_file has
  * succeeded, and the size of that file afterwards. */
 sqkv_cuda_status sqkv_cuda_encoder_file_size(const sqkv_cuda_encoder *e, uint64_t *size);
