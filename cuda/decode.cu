@@ -556,6 +556,7 @@ extern "C" sqkv_cuda_status sqkv_cuda_decoder_create(const void *host_file, size
     if (!out) return SQKV_ERR_INVALID_ARGUMENT;
     *out = nullptr;
     if (!host_file || !device_file || flags > 3u) return SQKV_ERR_INVALID_ARGUMENT;
+    if (!is_aligned(device_file, kFileAlign)) return SQKV_ERR_MISALIGNED;
     sqkv_cuda_decoder *d = new (std::nothrow) sqkv_cuda_decoder();
     if (!d) return SQKV_ERR_OUT_OF_MEMORY;
     d->host = (const uint8_t *)host_file;
@@ -698,8 +699,13 @@ extern "C" sqkv_cuda_status sqkv_cuda_decode_layers(sqkv_cuda_decoder *d, uint32
     if (need == 0 || out_size < need)
         return fail(d, SQKV_ERR_BUFFER_TOO_SMALL, "decode_layers: out_size %llu, each tensor needs %llu",
                     (unsigned long long)out_size, (unsigned long long)need);
-    for (uint32_t i = 0; i < n_layers; i++)
+    if (!is_aligned(workspace, kWorkspaceAlign))
+        return fail(d, SQKV_ERR_MISALIGNED, "decode_layers: workspace must be 16-byte aligned");
+    for (uint32_t i = 0; i < n_layers; i++) {
         if (!k_out[i] || !v_out[i]) return fail(d, SQKV_ERR_INVALID_ARGUMENT, "decode_layers: output %u is NULL", i);
+        if (!is_aligned(k_out[i], 2) || !is_aligned(v_out[i], 2))
+            return fail(d, SQKV_ERR_MISALIGNED, "decode_layers: output %u is not aligned to its 2-byte elements", i);
+    }
     if (d->flags & SQKV_CUDA_HOST_VALIDATE)
         for (uint32_t i = 0; i < n_layers; i++)
             for (uint32_t t = 0; t < 2; t++)
@@ -765,6 +771,10 @@ extern "C" sqkv_cuda_status sqkv_cuda_decode_mustafar(sqkv_cuda_decoder *d, uint
     if (d->error != SQKV_OK) return d->error;
     if (!bitmaps || !accum_counts || !values || !sizes || !workspace)
         return fail(d, SQKV_ERR_INVALID_ARGUMENT, "decode_mustafar: a pointer is NULL");
+    if (!is_aligned(bitmaps, 8) || !is_aligned(accum_counts, 4) || !is_aligned(values, 2) ||
+        !is_aligned(workspace, kWorkspaceAlign))
+        return fail(d, SQKV_ERR_MISALIGNED,
+                    "decode_mustafar: bitmaps, accum_counts and values must be aligned to their elements, workspace to 16 bytes");
     if (layer >= d->geo.n_layers || head >= d->geo.n_kv_heads || (tensor != SQKV_TENSOR_K && tensor != SQKV_TENSOR_V))
         return fail(d, SQKV_ERR_INVALID_ARGUMENT, "decode_mustafar: layer, tensor or head out of range");
     sqkv_mustafar_sizes want;

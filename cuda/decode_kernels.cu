@@ -379,6 +379,9 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(DecodeArgs a) {
     };
     const uint32_t head = sec.head_start + u.head, token0 = sec.token_start + 64u * u.chunk;
     uint16_t *out = (uint16_t *)sec.out + ((uint64_t)head * g.n_tokens + token0) * D;
+    /* two elements per 4-byte store where every row start allows it (outputs need only 2-byte alignment,
+     * sqkv_cuda.h) */
+    const bool word_stores = (D & 1u) == 0 && ((uintptr_t)out & 3u) == 0;
     if (sec.tensor == 0) {
         /* work items: (block of 32 channel pairs, group of rows) */
         const uint32_t pairs = (D + 1) / 2, pblocks = (pairs + 31) / 32;
@@ -398,7 +401,7 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(DecodeArgs a) {
                 if ((m0 >> (63 - r)) & 1u) v0 = value_of(d0, h, i0++);
                 if ((m1 >> (63 - r)) & 1u) v1 = value_of(d0 + 1, h, i1++);
                 uint16_t *row = out + (uint64_t)r * D;
-                if ((D & 1u) == 0) {
+                if (word_stores) {
                     if (has0) *(uint32_t *)(row + d0) = (uint32_t)v0 | ((uint32_t)v1 << 16);
                 } else {
                     if (has0) row[d0] = v0;
@@ -416,7 +419,7 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(DecodeArgs a) {
             if ((bm >> (63 - i0)) & 1u) v0 = value_of(t, h, rank++);
             if ((bm >> (62 - i0)) & 1u) v1 = value_of(t, h, rank);
             uint16_t *row = out + (uint64_t)r * D + c0;
-            if ((D & 1u) == 0 && i0 + 1 < lim) {
+            if (word_stores && i0 + 1 < lim) {
                 *(uint32_t *)(row + i0) = (uint32_t)v0 | ((uint32_t)v1 << 16);
             } else {
                 if (i0 < lim) row[i0] = v0;

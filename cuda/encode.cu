@@ -302,8 +302,14 @@ extern "C" sqkv_cuda_status sqkv_cuda_encode_layers(sqkv_cuda_encoder *e, uint32
     if (e->have_source && src_dtype != e->source_dtype)
         return fail(e, SQKV_ERR_INVALID_ARGUMENT, "encode_layers: src_dtype differs from earlier layers");
     if (e->pending_n) return fail(e, SQKV_ERR_STATE, "encode_layers: read the previous batch with encode_results first");
+    const uintptr_t src_align = src_dtype == SQKV_DTYPE_FP32 ? 4 : 2;
+    if (!is_aligned(out, kEncodeOutAlign) || !is_aligned(workspace, kWorkspaceAlign))
+        return fail(e, SQKV_ERR_MISALIGNED, "encode_layers: out and workspace must be 16-byte aligned");
     for (uint32_t i = 0; i < n_layers; i++) {
         if (!k[i] || !v[i]) return fail(e, SQKV_ERR_INVALID_ARGUMENT, "encode_layers: k[%u] or v[%u] is NULL", i, i);
+        if (!is_aligned(k[i], src_align) || !is_aligned(v[i], src_align))
+            return fail(e, SQKV_ERR_MISALIGNED, "encode_layers: k[%u] or v[%u] is not aligned to its %u-byte elements", i,
+                        i, (unsigned)src_align);
         if (e->layer_done[first_layer + i])
             return fail(e, SQKV_ERR_STATE, "encode_layers: layer %u encoded twice", first_layer + i);
     }

@@ -178,8 +178,11 @@ extern "C" sqkv_cuda_status sqkv_cuda_checksums(const void *const *buffers, cons
     ChecksumLayout l;
     if (!checksum_layout(sizes, n, &l)) return SQKV_ERR_LIMIT;
     if (workspace_size < l.total) return SQKV_ERR_BUFFER_TOO_SMALL;
-    for (size_t i = 0; i < n; i++)
+    if (!is_aligned(workspace, kWorkspaceAlign)) return SQKV_ERR_MISALIGNED;
+    for (size_t i = 0; i < n; i++) {
         if (!buffers[i] && sizes[i]) return SQKV_ERR_INVALID_ARGUMENT;
+        if (!is_aligned(buffers[i], kFileAlign)) return SQKV_ERR_MISALIGNED; /* the sums read 8-byte words */
+    }
     std::vector<HashJob> jobs(n);
     std::vector<uint32_t> map(l.blocks);
     uint64_t first = 0;

@@ -107,6 +107,13 @@ sqkv_cuda_status launch_hash(const HashJob *jobs, uint32_t jobs_per_layer, uint3
 
 __host__ __device__ inline uint64_t align_up(uint64_t n, uint64_t a) { return (n + a - 1) / a * a; }
 
+/* The alignment contract of sqkv_cuda.h (checked before any launch: a misaligned access inside a kernel
+ * is a sticky CUDA error that ends the whole context, not just the call). Workspaces and the encoder's
+ * output take vector loads and stores; the decoder reads a file's 8-byte words (sections start at
+ * multiples of 8); dense arrays need their element size. */
+constexpr uintptr_t kWorkspaceAlign = 16, kEncodeOutAlign = 16, kFileAlign = 8;
+inline bool is_aligned(const void *p, uintptr_t a) { return ((uintptr_t)p & (a - 1)) == 0; }
+
 /* The fast kernels (encode_fast.cu, decode_fast.cu) run wherever they apply, unless the environment
  * sets SQKV_CUDA_FAST=0: the general kernels then run everywhere (comparisons, a fallback). */
 inline bool fast_path_enabled() {

@@ -12,6 +12,12 @@
  * - Device memory is the caller's: output, input and workspace buffers are device pointers that the
  *   caller allocates with the sizes the size functions report before any launch. The objects below
  *   hold host memory only.
+ * - Alignment: workspaces and the encoder's output must be 16-byte aligned; the decoder's device_file
+ *   and the buffers given to sqkv_cuda_checksums 8-byte aligned (a file's sections start at multiples
+ *   of 8); dense inputs and outputs and the Mustafar arrays aligned to their element size. cudaMalloc's
+ *   256-byte alignment meets all of these. Anything else is refused with SQKV_ERR_MISALIGNED before any
+ *   launch: inside a kernel, a misaligned access would be a CUDA error that ends the context.
+ *   (Encoder sources that are not 16-byte aligned take the general kernels, which are slower.)
  * - Work is queued on the caller's stream. Functions that must read a result back (sizes of encoded
  *   sections, validation verdicts) synchronize that stream and say so.
  * - One object must not be used by two threads at once. Errors are sticky, as in sqkv.h.

@@ -455,6 +455,8 @@ TEST(Errors, NamesAndMessagesAreStable) {
     }
     EXPECT_EQ(SQKV_ERR_COVERAGE, 42);  // values are part of the ABI
     EXPECT_EQ(SQKV_ERR_NO_TOKENS, 73);
+    EXPECT_EQ(SQKV_ERR_MISALIGNED, 11);
+    EXPECT_STREQ(sqkv_error_name(SQKV_ERR_MISALIGNED), "SQKV_ERR_MISALIGNED");
 }
 
 TEST(DenseSize, ComputesAndRefusesOverflow) {

@@ -52,6 +52,8 @@ typedef enum sqkv_error {
     SQKV_ERR_UNSUPPORTED = 9,        /* valid file, but the request cannot be expressed (e.g. Mustafar
                                         layout for a section split not on a 64-token boundary) */
     SQKV_ERR_ABORTED = 10,           /* a caller's callback returned nonzero and so stopped the work */
+    SQKV_ERR_MISALIGNED = 11,        /* a device buffer's address is not a multiple of what the CUDA API
+                                        requires (sqkv_cuda.h); the CPU API never returns it */
     /* file header */
     SQKV_ERR_TRUNCATED = 20,
     SQKV_ERR_BAD_MAGIC = 21,

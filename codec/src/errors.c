@@ -14,6 +14,7 @@ const char *sqkv_error_name(sqkv_error err) {
     case SQKV_ERR_RANGE_INPUT: return "SQKV_ERR_RANGE_INPUT";
     case SQKV_ERR_UNSUPPORTED: return "SQKV_ERR_UNSUPPORTED";
     case SQKV_ERR_ABORTED: return "SQKV_ERR_ABORTED";
+    case SQKV_ERR_MISALIGNED: return "SQKV_ERR_MISALIGNED";
     case SQKV_ERR_TRUNCATED: return "SQKV_ERR_TRUNCATED";
     case SQKV_ERR_BAD_MAGIC: return "SQKV_ERR_BAD_MAGIC";
     case SQKV_ERR_UNSUPPORTED_VERSION: return "SQKV_ERR_UNSUPPORTED_VERSION";
@@ -65,6 +66,7 @@ const char *sqkv_error_message(sqkv_error err) {
     case SQKV_ERR_RANGE_INPUT: return "an input value does not fit the element type";
     case SQKV_ERR_UNSUPPORTED: return "the request cannot be expressed for this file";
     case SQKV_ERR_ABORTED: return "a caller callback asked to stop";
+    case SQKV_ERR_MISALIGNED: return "a device buffer is not aligned as the CUDA API requires";
     case SQKV_ERR_TRUNCATED: return "the data ends before the structure it announces";
     case SQKV_ERR_BAD_MAGIC: return "not an SQKV file (bad magic number)";
     case SQKV_ERR_UNSUPPORTED_VERSION: return "unsupported major format version";
