@@ -3,9 +3,10 @@
  *
  * Inputs of more than 240 bytes are hashed in parallel: XXH3 adds every 64-byte stripe's contribution
  * into eight accumulators, and only the scramble at the end of each 1024-byte block depends on the
- * order. So a first kernel sums the contributions of each block independently (one warp a block) and
- * a second runs the short chain of scrambles per buffer and finishes the hash. Shorter inputs (section
- * headers, tiny bodies) take the sequential short paths in one thread.
+ * order. So a first kernel sums the contributions of each block independently (hash.cu: a warp reads
+ * a few blocks, coalesced) and a second runs the short chain of scrambles per buffer from those sums;
+ * the stripes after the last full block are again plain sums, so the finish reads them in parallel
+ * too. Shorter inputs (section headers, tiny bodies) take the sequential short paths in one thread.
  */
 #ifndef SQKV_CUDA_XXH3_CUH
 #define SQKV_CUDA_XXH3_CUH
@@ -45,6 +46,20 @@ constexpr uint32_t kXxhStripe = 64;
     0x45, 0xcb, 0x3a, 0x8f, 0x95, 0x16, 0x04, 0x28, 0xaf, 0xd7, 0xfb, 0xca, 0xbb, 0x4b, 0x40, 0x7e
 
 static const uint8_t kXxhSecretHost[192] = {SQKV_XXH_SECRET_BYTES};
+
+/* The secret's little-endian 64-bit word at any byte offset, at compile time: the parallel kernels
+ * keep the words they need in constant tables instead of assembling them from bytes at run time. */
+constexpr uint8_t kXxhSecretBytes[192] = {SQKV_XXH_SECRET_BYTES};
+constexpr uint64_t xxh_secret_word_at(uint32_t off) {
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--) v = (v << 8) | kXxhSecretBytes[off + (uint32_t)i];
+    return v;
+}
+/* Eight consecutive words from byte off (a table row for the eight accumulators). */
+#define SQKV_XXH_SECRET_ROW(off)                                                                          \
+    xxh_secret_word_at((off)), xxh_secret_word_at((off) + 8), xxh_secret_word_at((off) + 16),               \
+        xxh_secret_word_at((off) + 24), xxh_secret_word_at((off) + 32), xxh_secret_word_at((off) + 40),     \
+        xxh_secret_word_at((off) + 48), xxh_secret_word_at((off) + 56)
 #ifdef __CUDACC__
 static __constant__ uint8_t kXxhSecretDev[192] = {SQKV_XXH_SECRET_BYTES};
 #endif
