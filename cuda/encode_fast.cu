@@ -35,6 +35,7 @@
 #include <mutex>
 
 #include "encode_fast.cuh"
+#include "encode_section.cuh"
 #include "numeric.cuh"
 
 namespace sqkv_cuda {
@@ -739,10 +740,6 @@ __global__ void __launch_bounds__(kFastThreads, 7) prune_fast_kernel(EncodeArgs 
 
 /* ---- per section ---------------------------------------------------------------------------------- */
 
-__device__ void zero_range(uint8_t *p, uint64_t from, uint64_t to) {
-    for (uint64_t i = from + threadIdx.x; i < to; i += blockDim.x) p[i] = 0;
-}
-
 constexpr int kSectionThreads = 256;
 
 __global__ void __launch_bounds__(kSectionThreads) section_fast_kernel(EncodeArgs a) {
@@ -752,31 +749,8 @@ __global__ void __launch_bounds__(kSectionThreads) section_fast_kernel(EncodeArg
     const Geometry &g = a.g;
     UnitStat *st = a.stats + (uint64_t)layer * a.n_units + sec.unit_first;
     uint8_t *body = a.out + (uint64_t)layer * a.layer_capacity + sec.slot + 64;
-    __shared__ uint64_t warp_sums[kSectionThreads / 32];
-    __shared__ uint64_t carry;
-    __shared__ uint32_t red[3];
-    __shared__ uint16_t params[2];
     __shared__ double levels[256];
-    if (threadIdx.x == 0) carry = 0;
-    __syncthreads();
-    for (uint32_t base = 0; base < sec.n_units; base += kSectionThreads) {
-        const uint32_t i = base + threadIdx.x;
-        const uint64_t c = i < sec.n_units ? st[i].count : 0;
-        uint64_t incl = c;
-        for (int off = 1; off < 32; off <<= 1) {
-            const uint64_t v = __shfl_up_sync(kFull, incl, off);
-            if ((threadIdx.x & 31) >= (uint32_t)off) incl += v;
-        }
-        if ((threadIdx.x & 31) == 31) warp_sums[threadIdx.x >> 5] = incl;
-        __syncthreads();
-        uint64_t before = carry;
-        for (uint32_t w = 0; w < (threadIdx.x >> 5); w++) before += warp_sums[w];
-        if (i < sec.n_units) st[i].start = before + incl - c;
-        __syncthreads();
-        if (threadIdx.x == kSectionThreads - 1) carry = before + incl;
-        __syncthreads();
-    }
-    const uint64_t P = carry;
+    const uint64_t P = unit_payload_starts<kSectionThreads>(st, sec.n_units);
     /* offset entries: the pruning pass wrote each entry relative to the unit holding its last tile */
     {
         uint32_t *offs = (uint32_t *)(body + sec.offsets_at);
@@ -793,40 +767,10 @@ __global__ void __launch_bounds__(kSectionThreads) section_fast_kernel(EncodeArg
     if (g.granularity == 1) {
         const uint32_t L = 1u << g.bits;
         for (uint32_t j = 0; j < sec.head_count; j++) {
-            if (threadIdx.x == 0) {
-                red[0] = 0;
-                red[1] = 0xFFFFFFFFu;
-                red[2] = 0;
-            }
-            __syncthreads();
-            uint32_t mx = 0, mnk = 0xFFFFFFFFu, mxk = 0;
-            for (uint32_t c = threadIdx.x; c < sec.chunks; c += kSectionThreads) {
-                const UnitStat &x = st[(uint64_t)j * sec.chunks + c];
-                if (x.count) {
-                    mx = max(mx, x.max_mag);
-                    mnk = min(mnk, x.min_key);
-                    mxk = max(mxk, x.max_key);
-                }
-            }
-            atomicMax(&red[0], mx);
-            atomicMin(&red[1], mnk);
-            atomicMax(&red[2], mxk);
-            __syncthreads();
-            if (threadIdx.x == 0) {
-                const uint64_t head_first = st[(uint64_t)j * sec.chunks].start;
-                const uint64_t head_end = j + 1 < sec.head_count ? st[(uint64_t)(j + 1) * sec.chunks].start : P;
-                uint16_t sv, zv;
-                choose_params((int)g.quantizer, g.bits, bf16, head_end > head_first ? 1u : 0u, red[0], red[1], red[2],
-                              &sv, &zv);
-                uint16_t *sc = (uint16_t *)(body + sec.scales_at) + (uint64_t)sec.params_per_group * j;
-                sc[0] = sv;
-                if (sec.params_per_group == 2) sc[1] = zv;
-                params[0] = sv;
-                params[1] = zv;
-            }
-            __syncthreads();
+            uint16_t hs, hz;
+            head_group_params<kSectionThreads>(g, sec, st, j, P, body, &hs, &hz);
             /* code boundaries: the smallest order key whose nearest level has code >= c */
-            const double sd = e_to_double(params[0], bf16), zd = e_to_double(params[1], bf16);
+            const double sd = e_to_double(hs, bf16), zd = e_to_double(hz, bf16);
             for (uint32_t c = threadIdx.x; c < L; c += kSectionThreads)
                 levels[c] = e_to_double(quant_level((int)g.quantizer, g.bits, bf16, sd, zd, c), bf16);
             __syncthreads();
@@ -846,22 +790,7 @@ __global__ void __launch_bounds__(kSectionThreads) section_fast_kernel(EncodeArg
             __syncthreads();
         }
     }
-    const uint64_t payload_bytes = (P * g.bits + 7) / 8;
-    const uint64_t end = sec.payload_at + align_up(payload_bytes, 8);
-    zero_range(body, sec.offsets_at + 4 * sec.n_offsets, sec.scales_at);
-    zero_range(body, sec.scales_at + 2 * sec.n_groups * sec.params_per_group, sec.payload_at);
-    if (g.bits < 8) {
-        uint64_t *p = (uint64_t *)(body + sec.payload_at);
-        for (uint64_t i = threadIdx.x; i < (end - sec.payload_at) / 8; i += kSectionThreads) p[i] = 0;
-    } else {
-        zero_range(body, sec.payload_at + payload_bytes, end);
-    }
-    if (threadIdx.x == 0) {
-        SectionResult res;
-        res.stored_size = end;
-        res.kept = P;
-        a.results[(uint64_t)layer * a.n_sections + blockIdx.x] = res;
-    }
+    finish_sparse_body(g, sec, body, P, &a.results[(uint64_t)layer * a.n_sections + blockIdx.x]);
 }
 
 /* ---- packing ---------------------------------------------------------------------------------------- */

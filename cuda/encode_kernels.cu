@@ -37,6 +37,7 @@
 
 #include "encode_fast.cuh"
 #include "encode_kernels.cuh"
+#include "encode_section.cuh"
 #include "numeric.cuh"
 #include "xxh3.cuh"
 
@@ -659,96 +660,24 @@ __global__ void __launch_bounds__(kPruneThreads) prune_kernel(EncodeArgs a) {
 
 /* ---- per-section scan --------------------------------------------------------------------------- */
 
-__device__ void zero_bytes(uint8_t *p, uint64_t from, uint64_t to) {
-    for (uint64_t i = from + threadIdx.x; i < to; i += blockDim.x) p[i] = 0;
-}
-
 __global__ void __launch_bounds__(256) section_kernel(EncodeArgs a) {
     const uint32_t layer = blockIdx.y;
     const SectionPlan &sec = a.sections[blockIdx.x];
     if (sec.kind != kKindSparse) return;
     const Geometry &g = a.g;
-    const bool bf16 = g.e_bf16 != 0;
     UnitStat *st = a.stats + (uint64_t)layer * a.n_units + sec.unit_first;
     uint8_t *body = a.out + (uint64_t)layer * a.layer_capacity + sec.slot + 64;
-    __shared__ uint64_t warp_sums[8];
-    __shared__ uint64_t carry;
-    __shared__ uint32_t red[3];
-    if (threadIdx.x == 0) carry = 0;
-    __syncthreads();
-    /* exclusive prefix of the unit counts, 256 at a time */
-    for (uint32_t base = 0; base < sec.n_units; base += 256) {
-        const uint32_t i = base + threadIdx.x;
-        const uint64_t c = i < sec.n_units ? st[i].count : 0;
-        uint64_t incl = c;
-        for (int off = 1; off < 32; off <<= 1) {
-            const uint64_t v = __shfl_up_sync(0xFFFFFFFFu, incl, off);
-            if ((threadIdx.x & 31) >= (uint32_t)off) incl += v;
-        }
-        if ((threadIdx.x & 31) == 31) warp_sums[threadIdx.x >> 5] = incl;
-        __syncthreads();
-        uint64_t before = carry;
-        for (uint32_t w = 0; w < (threadIdx.x >> 5); w++) before += warp_sums[w];
-        if (i < sec.n_units) st[i].start = before + incl - c;
-        __syncthreads();
-        if (threadIdx.x == 255) carry = before + incl;
-        __syncthreads();
-    }
-    const uint64_t P = carry;
+    const uint64_t P = unit_payload_starts<256>(st, sec.n_units);
     /* PER_HEAD parameters from the units of each head */
     if (g.granularity == 1) {
         for (uint32_t j = 0; j < sec.head_count; j++) {
-            if (threadIdx.x == 0) {
-                red[0] = 0;
-                red[1] = 0xFFFFFFFFu;
-                red[2] = 0;
-            }
-            __syncthreads();
-            uint32_t mx = 0, mnk = 0xFFFFFFFFu, mxk = 0;
-            for (uint32_t c = threadIdx.x; c < sec.chunks; c += blockDim.x) {
-                const UnitStat &x = st[(uint64_t)j * sec.chunks + c];
-                if (x.count) {
-                    mx = max(mx, x.max_mag);
-                    mnk = min(mnk, x.min_key);
-                    mxk = max(mxk, x.max_key);
-                }
-            }
-            atomicMax(&red[0], mx);
-            atomicMin(&red[1], mnk);
-            atomicMax(&red[2], mxk);
-            __syncthreads();
-            if (threadIdx.x == 0) {
-                const uint64_t head_first = st[(uint64_t)j * sec.chunks].start;
-                const uint64_t head_end = j + 1 < sec.head_count ? st[(uint64_t)(j + 1) * sec.chunks].start : P;
-                uint16_t sv, zv;
-                choose_params((int)g.quantizer, g.bits, bf16, head_end > head_first ? 1u : 0u, red[0], red[1], red[2],
-                              &sv, &zv);
-                uint16_t *sc = (uint16_t *)(body + sec.scales_at) + (uint64_t)sec.params_per_group * j;
-                sc[0] = sv;
-                if (sec.params_per_group == 2) sc[1] = zv;
-            }
-            __syncthreads();
+            uint16_t hs, hz;
+            head_group_params<256>(g, sec, st, j, P, body, &hs, &hz);
         }
     }
-    /* stream padding, offset entry 0 (no table with ALL_KEPT: the scales start there), payload area
-     * (zeroed for the OR of shared words) */
-    const uint64_t payload_bytes = (P * g.bits + 7) / 8;
-    const uint64_t end = sec.payload_at + align_up(payload_bytes, 8);
+    /* offset entry 0 (no table with ALL_KEPT: the scales start there) */
     if (threadIdx.x == 0 && sec.n_offsets > 0) ((uint32_t *)(body + sec.offsets_at))[0] = 0;
-    zero_bytes(body, sec.offsets_at + 4 * sec.n_offsets, sec.scales_at);
-    zero_bytes(body, sec.scales_at + 2 * sec.n_groups * sec.params_per_group, sec.payload_at);
-    if (g.bits < 8) {
-        uint64_t *p = (uint64_t *)(body + sec.payload_at);
-        for (uint64_t i = threadIdx.x; i < (end - sec.payload_at) / 8; i += blockDim.x) p[i] = 0;
-    } else {
-        zero_bytes(body, sec.payload_at + payload_bytes, end);
-    }
-    if (threadIdx.x == 0) {
-        SectionResult r;
-        r.stored_size = end;
-        r.kept = P;
-        a.results[(uint64_t)layer * a.n_sections + blockIdx.x] = r;
-    }
+    finish_sparse_body(g, sec, body, P, &a.results[(uint64_t)layer * a.n_sections + blockIdx.x]);
 }
 
 /* ---- PER_HEAD range search ------------------------------------------------------------------------- */
