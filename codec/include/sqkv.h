@@ -32,7 +32,8 @@ extern "C" {
 /* The newest format version this library reads and writes. Files that use no 1.1 feature are written
  * with version_minor 0 (spec/FORMAT.md §4.1), byte for byte as a 1.0 encoder would write them. */
 #define SQKV_FORMAT_VERSION_MINOR 1
-#define SQKV_LIBRARY_VERSION_STRING "1.1.0"
+/* The library's own version: its minor number grows with each API addition (1.2.0: SQKV_ERR_MISALIGNED). */
+#define SQKV_LIBRARY_VERSION_STRING "1.2.0"
 
 /* ------------------------------------------------------------------------------------------------
  * Errors. Decoding errors name the spec rule that failed (spec/FORMAT.md uses the same names without
