@@ -8,8 +8,8 @@
  * then only places codes.
  *
  *   prune_fast_kernel    one 128-thread block per unit (64 rows x 128 channels): the unit is copied
- *                        to shared memory with cp.async (16-byte pieces, XOR-swizzled so that the row
- *                        reads below are free of bank conflicts); two lanes per row hold the row's
+ *                        to shared memory with cp.async (16-byte pieces; rows padded by 16 bytes so
+ *                        that the row reads below are free of bank conflicts); two lanes per row hold the row's
  *                        magnitudes in registers and find the row threshold by bisection over the
  *                        15-bit magnitude (from a floor given by group maxima), counting with packed
  *                        fp16 compares; bitmaps come from ballots (keys) or register masks (values);
@@ -30,6 +30,7 @@
  * never kept).
  */
 #include <cuda_fp16.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include <mutex>
@@ -43,18 +44,27 @@ namespace sqkv_cuda {
 namespace {
 
 constexpr uint32_t kFD = 128;        /* head_dim of the fast path */
+/* Shared-memory row stride in elements: 16 bytes of padding move each row 4 banks along, so that the
+ * 16-byte reads of eight rows at one column (P1) hit distinct banks. An XOR swizzle of the pieces did the
+ * same, but its addresses cost the copy loop about 20 instructions per piece (ncu: 6% of the kernel's
+ * instructions) and every reader a swizzle term; with padding the copy's addresses advance by a constant.
+ * (Bulk copies of a row each, TMA without a tensor map, measured 5% slower than either.) */
+constexpr uint32_t kRow = kFD + 8;
 constexpr int kFastThreads = 128;    /* two lanes per row of a 64-row unit */
 constexpr uint32_t kFull = 0xFFFFFFFFu;
 
-struct FastSmem {
-    uint16_t tile[64 * kFD];  /* the unit, row r at r * 128, 16-byte piece c at (c ^ (r & 7)) */
-    uint32_t raw[4 * 64];     /* keys: per warp and local channel, the ballot of the kept bits */
+struct alignas(16) FastSmem { /* 16: outbuf, which follows it, is read by 16-byte words */
+    uint16_t tile[64 * kRow]; /* the unit, row r at r * kRow */
+    uint32_t raw[4 * 64];     /* keys: per warp and local channel, the ballot of the kept bits (uint4 stores) */
     uint32_t cnt[kFD];        /* values: kept elements per tile */
     uint32_t tstart[kFD + 4]; /* exclusive prefix of the tile counts; [nt] = unit count */
     uint32_t wsum[4];
     uint32_t misc[4];         /* [0] largest kept magnitude, [1] smallest / [2] largest kept order key */
-    alignas(8) uint16_t tbnd[kFD * 16]; /* PER_TILE: per tile, what coding needs (tile_params) */
+    alignas(16) uint16_t tbnd[kFD * 16]; /* PER_TILE: per tile, what coding needs (tile_params); keys
+                                          * first use it as key_tab (uint4) */
 };
+static_assert(offsetof(FastSmem, tile) % 16 == 0 && (kRow * 2) % 16 == 0, "16-byte copies and row reads");
+static_assert(offsetof(FastSmem, raw) % 16 == 0 && offsetof(FastSmem, tbnd) % 16 == 0, "uint4 stores and reads");
 
 __device__ __forceinline__ __half2 as_h2(uint32_t u) {
     __half2 h;
@@ -62,9 +72,9 @@ __device__ __forceinline__ __half2 as_h2(uint32_t u) {
     return h;
 }
 
+__device__ __forceinline__ uint32_t smem_addr(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
 __device__ __forceinline__ void cp_async16(void *smem, const void *gmem) {
-    const uint32_t s = (uint32_t)__cvta_generic_to_shared(smem);
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem) : "memory");
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem_addr(smem)), "l"(gmem) : "memory");
 }
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
 
@@ -326,14 +336,16 @@ __global__ void __launch_bounds__(kFastThreads, 7) prune_fast_kernel(EncodeArgs 
     if (tid < 4) s.misc[tid] = tid == 1 ? 0xFFFFFFFFu : 0u;
 
     /* P0: the unit's rows to shared memory (coalesced 16-byte pieces), rows beyond R zero. */
+    {
+        const uint16_t *from = src + row0 + tid * 8; /* piece q: row q / 16, elements 8 (q % 16) */
+        uint16_t *to = s.tile + (tid >> 4) * kRow + (tid & 15) * 8;
 #pragma unroll
-    for (uint32_t q = tid; q < 64 * 16; q += kFastThreads) {
-        const uint32_t r = q >> 4, c = q & 15;
-        uint16_t *dst = s.tile + r * kFD + ((c ^ (r & 7)) << 3);
-        if (r < R) cp_async16(dst, src + row0 + r * kFD + c * 8);
-        else *(uint4 *)dst = make_uint4(0, 0, 0, 0);
+        for (uint32_t r8 = 0; r8 < 64; r8 += 8) { /* a pass moves rows r8 .. r8 + 7 */
+            if (r8 + (tid >> 4) < R) cp_async16(to + r8 * kRow, from + r8 * kFD);
+            else *(uint4 *)(to + r8 * kRow) = make_uint4(0, 0, 0, 0);
+        }
+        cp_async_wait_all();
     }
-    cp_async_wait_all();
     __syncthreads();
 
     /* P1: row thresholds. Lanes 0-7 / 16-23 hold channels 0-63 of rows 0-7 / 8-15 of the warp's 16
@@ -343,10 +355,10 @@ __global__ void __launch_bounds__(kFastThreads, 7) prune_fast_kernel(EncodeArgs 
     const uint32_t d0 = 64 * half;
     uint32_t m[32];
     {
-        const uint4 *rp = (const uint4 *)(s.tile + r * kFD);
+        const uint4 *rp = (const uint4 *)(s.tile + r * kRow);
 #pragma unroll
         for (int j = 0; j < 8; j++) {
-            const uint4 v = rp[8 * half + ((uint32_t)j ^ (r & 7u))];
+            const uint4 v = rp[8 * half + j];
             m[4 * j] = v.x & 0x7FFF7FFFu;
             m[4 * j + 1] = v.y & 0x7FFF7FFFu;
             m[4 * j + 2] = v.z & 0x7FFF7FFFu;
@@ -515,17 +527,14 @@ __global__ void __launch_bounds__(kFastThreads, 7) prune_fast_kernel(EncodeArgs 
         /* PER_HEAD: a thread per channel walks all 64 rows, kept or not (cheap without per-tile
          * statistics: the staging by rows below measured slower on SYMMETRIC PER_HEAD and EXACT) */
         const uint32_t d = tid;
-        uint32_t off[8];
-#pragma unroll
-        for (uint32_t q = 0; q < 8; q++) off[q] = ((((d >> 3) ^ q) << 3) | (d & 7u));
         uint32_t pos = s.tstart[d];
 #pragma unroll 1
         for (uint32_t g8 = 0; g8 < 8; g8++) {
-            const uint16_t *rows = s.tile + g8 * 8 * kFD;
+            const uint16_t *rows = s.tile + g8 * 8 * kRow + d;
             const uint32_t byte = (uint32_t)(my_bm >> (56 - 8 * g8)); /* rows 8 g8 .. 8 g8 + 7, first at bit 7 */
 #pragma unroll
             for (uint32_t q = 0; q < 8; q++) {
-                take(rows[q * kFD + off[q]], (byte >> (7 - q)) & 1u, d, pos);
+                take(rows[q * kRow], (byte >> (7 - q)) & 1u, d, pos);
             }
         }
         finish_keys();
@@ -538,9 +547,7 @@ __global__ void __launch_bounds__(kFastThreads, 7) prune_fast_kernel(EncodeArgs 
         /* rows 0-31 read the first half of a key_tab entry, rows 32-63 the second (warps 0-1 / 2-3) */
         const uint2 *tab = (const uint2 *)key_tab + 2 * d0 + (warp >> 1);
         const uint32_t rows_above = ~(0xFFFFFFFFu >> (r & 31u)); /* rows of r's half before r */
-        /* element i of this half row: piece 8 half + ((i / 8) ^ (r & 7)), i.e. index i ^ swz of the row */
-        const uint16_t *row = s.tile + r * kFD;
-        const uint32_t swz = (half << 6) | ((r & 7u) << 3);
+        const uint16_t *row = s.tile + r * kRow + d0; /* element i of this half row at row[i] */
         /* 32-bit words (64-bit bit scans cost about three times the instructions): channels 0-31 of
          * the half row, then 32-63; the count ends the walk */
         uint32_t word = (uint32_t)(row_bm >> 32), last = 31; /* element last - b at bit b of word */
@@ -555,7 +562,7 @@ __global__ void __launch_bounds__(kFastThreads, 7) prune_fast_kernel(EncodeArgs 
             const uint32_t i = last - b;
             const uint2 ent = tab[2 * i];
             const uint32_t pos = ent.x + (uint32_t)__popc(ent.y & rows_above);
-            outbuf[pos] = (uint16_t)tile_element(row + (i ^ swz));
+            outbuf[pos] = (uint16_t)tile_element(row + i);
             tilemap[pos] = (uint8_t)(d0 + i);
         }
         __syncthreads();
@@ -604,17 +611,16 @@ __global__ void __launch_bounds__(kFastThreads, 7) prune_fast_kernel(EncodeArgs 
     } else if (r < R) {
         /* Only the kept elements: a row keeps at most `keep` of its 128 (26 at the writer's default
          * sparsity), so the warp's loop runs at most that often; the branch-free walk over all 64
-         * elements cost about 12 instructions per element, kept or not. Element i of this half row is at
-         * piece 8 half + ((i / 8) ^ (r & 7)) of the row. */
+         * elements cost about 12 instructions per element, kept or not. */
         uint32_t pos = s.tstart[half * R + r];
         if constexpr (!kAsym && kTileBits == 0) {
             /* SYMMETRIC PER_HEAD stages values alone (about 4 instructions per element): the unrolled walk
              * over all 64 measured faster than the loop over the kept ones */
-            const uint4 *rp = (const uint4 *)(s.tile + r * kFD);
+            const uint4 *rp = (const uint4 *)(s.tile + r * kRow);
             const uint32_t bhi = (uint32_t)(my_bm >> 32), blo = (uint32_t)my_bm;
 #pragma unroll
             for (int j = 0; j < 8; j++) {
-                const uint4 v4 = rp[8 * half + ((uint32_t)j ^ (r & 7u))];
+                const uint4 v4 = rp[8 * half + j];
                 const uint32_t w4[4] = {v4.x, v4.y, v4.z, v4.w};
 #pragma unroll
                 for (int q = 0; q < 4; q++) {
@@ -627,8 +633,7 @@ __global__ void __launch_bounds__(kFastThreads, 7) prune_fast_kernel(EncodeArgs 
                 }
             }
         } else {
-            const uint16_t *row = s.tile + r * kFD;
-            const uint32_t swz = (half << 6) | ((r & 7u) << 3); /* element i at index i ^ swz of the row */
+            const uint16_t *row = s.tile + r * kRow + d0; /* element i of this half row at row[i] */
             /* bit 63 - i of my_bm: element i kept; walked as two 32-bit words (as the keys above) */
             uint32_t word = (uint32_t)(my_bm >> 32), last = 31; /* element last - b at bit b of word */
             const uint32_t end = pos + (uint32_t)__popcll(my_bm);
@@ -640,7 +645,7 @@ __global__ void __launch_bounds__(kFastThreads, 7) prune_fast_kernel(EncodeArgs 
                 }
                 const uint32_t b = top_bit(word);
                 word ^= 1u << b;
-                take(tile_element(row + ((last - b) ^ swz)), 1u, half * R + r, pos);
+                take(tile_element(row + (last - b)), 1u, half * R + r, pos);
             }
         }
         finish_keys();
