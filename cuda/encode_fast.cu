@@ -46,7 +46,7 @@ namespace {
 constexpr uint32_t kFD = 128;        /* head_dim of the fast path */
 /* Shared-memory row stride in elements: 16 bytes of padding move each row 4 banks along, so that the
  * 16-byte reads of eight rows at one column (P1) hit distinct banks. An XOR swizzle of the pieces did the
- * same, but its addresses cost the copy loop about 20 instructions per piece (ncu: 6% of the kernel's
+ * same, but its addresses cost the copy loop about 25 instructions per piece (ncu: 6.7% of the kernel's
  * instructions) and every reader a swizzle term; with padding the copy's addresses advance by a constant.
  * (Bulk copies of a row each, TMA without a tensor map, measured 5% slower than either.) */
 constexpr uint32_t kRow = kFD + 8;
