@@ -233,8 +233,8 @@ void apply_knobs(DecodeArgs *a) {
     const char *v = getenv("SQKV_CUDA_DECODE_STCS");
     a->stream_stores = v ? (v[0] == '1') : 0u;
     v = getenv("SQKV_CUDA_DECODE_WARPS");
-    const int w = v ? atoi(v) : 8;
-    a->fast_warps = w >= 1 && w <= 8 ? (uint32_t)w : 8u;
+    const int w = v ? atoi(v) : 0;
+    a->fast_warps = w >= 1 && w <= 8 ? (uint32_t)w : 0u; /* 0: decode_fast.cu's measured default per width */
 }
 
 /* SQKV_CUDA_PLAN_CACHE=0 turns the reuse of a call's uploaded plan off (measurements). */

@@ -36,8 +36,13 @@ constexpr uint32_t kFD = 128;
 constexpr uint32_t kWarps = 8;
 constexpr uint32_t kFull = 0xFFFFFFFFu;
 
-/* PER_TILE levels of the unit's tiles in the output type: tile t's code c at tl[(t << BITS) + c] (2, 3
- * and 4 bits); 8 bits: the tile's parameters (s at tl[2t], z at tl[2t + 1]), levels computed per element. */
+/* PER_TILE levels of the unit's tiles in the output type: tile t's code c at tl[(t << BITS) + c] (2 and
+ * 3 bits); 8 bits: the tile's parameters (s at tl[2t], z at tl[2t + 1]), levels computed per element.
+ * 4 bits, laid out so that a warp's loads of one level per lane are free of bank conflicts:
+ *   - key_table4 (keys: lane l decodes tiles 4l .. 4l + 3): level c of tile 4l + i at entry
+ *     1024 (i >> 1) + 64 c + 2l + (i & 1), i.e. in word 32 (16 (i >> 1) + c) + l, bank l;
+ *   - value_slot4 (values: the 16 lanes of half warp h read tile t = h R + r): level c of tile t at entry
+ *     16 (64 h + (r ^ h)) + c, so the two tiles of a row use different banks. */
 template <uint32_t BITS, bool kTile>
 constexpr uint32_t tile_level_slots() {
     return !kTile ? 4u : BITS == 8 ? 2u * kFD : kFD << BITS;
@@ -76,9 +81,11 @@ __global__ void __launch_bounds__(32 * kWarps) decode_fast_kernel(DecodeArgs a) 
     uint64_t bm[4];
 #pragma unroll
     for (uint32_t i = 0; i < 4; i++) bm[i] = 4 * lane + i < nt ? gbm[4 * lane + i] : 0ull;
+    /* 4-bit PER_TILE keys: each lane builds the level tables of the tiles it decodes (key_table4) */
+    const bool key4 = BITS == 4 && kTile && sec.tensor == 0;
     /* the unit's scale parameters, loaded with the bitmaps (a global round trip fewer before the level
-     * tables): PER_TILE, tile lane + 32 j (nt <= 128; 4 bits reads them again below, so these die);
-     * PER_HEAD, the head's group */
+     * tables): PER_TILE, tile lane + 32 j (nt <= 128), or 4 lane + j for key4; PER_HEAD, the head's
+     * group */
     uint16_t ps[4] = {0, 0, 0, 0}, pz[4] = {0, 0, 0, 0};
     if constexpr (BITS < 16) {
         const uint16_t *scales = (const uint16_t *)(sec.body + sec.scales_at);
@@ -87,7 +94,7 @@ __global__ void __launch_bounds__(32 * kWarps) decode_fast_kernel(DecodeArgs a) 
             const uint16_t *tsc = scales + u.tile0 * ppg;
 #pragma unroll
             for (uint32_t j = 0; j < 4; j++) {
-                const uint32_t t = lane + 32 * j;
+                const uint32_t t = key4 ? 4 * lane + j : lane + 32 * j;
                 if (t < nt) {
                     ps[j] = tsc[(uint64_t)t * ppg];
                     pz[j] = ppg == 2 ? tsc[(uint64_t)t * ppg + 1] : 0;
@@ -212,11 +219,51 @@ __global__ void __launch_bounds__(32 * kWarps) decode_fast_kernel(DecodeArgs a) 
                     }
                 }
             } else {
-                /* 4 bits: a rolled loop over the tiles (sixteen levels each; unrolled it measured slower) */
-                const uint16_t *tsc = (const uint16_t *)(sec.body + sec.scales_at) + u.tile0 * ppg;
-                for (uint32_t t = lane; t < nt; t += 32) {
-                    const uint64_t grp = (uint64_t)t * ppg;
-                    build_tile(t, e_to_double(tsc[grp], e_bf16), ppg == 2 ? e_to_double(tsc[grp + 1], e_bf16) : 0.0);
+                /* 4 bits: sixteen levels per tile, 2048 per unit. An fp16 file decoded to fp16 (the common
+                 * case) skips to_out, whose runtime type tests were most of a level's instructions. */
+                const bool plain = !e_bf16 && a.out_dtype == 1;
+                auto levels16 = [&](uint32_t j, uint32_t (&lv)[16]) {
+                    const double sd = e_to_double(ps[j], e_bf16), zd = ppg == 2 ? e_to_double(pz[j], e_bf16) : 0.0;
+                    uint32_t f = 0;
+                    if (plain) {
+#pragma unroll
+                        for (uint32_t c = 0; c < 16; c++) lv[c] = quant_level(sec.quantizer, 4, false, sd, zd, c);
+                    } else {
+#pragma unroll
+                        for (uint32_t c = 0; c < 16; c++)
+                            lv[c] = to_out(quant_level(sec.quantizer, 4, e_bf16, sd, zd, c), e_bf16, a.out_dtype, &f);
+                    }
+                    ovf |= f != 0;
+                };
+                if (key4) {
+                    /* keys: lane l reads level c of tile 4l + i as 16 bits of word 32 (16 (i >> 1) + c) + l
+                     * (key_table4), so the 32 lanes of a load hit 32 banks whatever their codes; in the
+                     * tile-major table, 4 lanes' tiles shared each bank (ncu: 4.5-way conflicts, 78% of
+                     * the shared-load wavefronts) */
+                    uint32_t *tw = (uint32_t *)s.tl;
+#pragma unroll
+                    for (uint32_t ip = 0; ip < 2; ip++) {
+                        uint32_t la[16], lb[16];
+                        levels16(2 * ip, la);
+                        levels16(2 * ip + 1, lb);
+#pragma unroll
+                        for (uint32_t c = 0; c < 16; c++) tw[32 * (16 * ip + c) + lane] = la[c] | (lb[c] << 16);
+                    }
+                } else {
+                    /* values: tile t = h R + r at slot 64 h + (r ^ h) (value_slot4): the two half warps'
+                     * tiles of a row then sit in different banks */
+#pragma unroll
+                    for (uint32_t j = 0; j < 4; j++) {
+                        const uint32_t t = lane + 32 * j;
+                        if (t >= nt) break;
+                        uint32_t lv[16];
+                        levels16(j, lv);
+                        const uint32_t h = t >= R ? 1u : 0u, slot = 64 * h + ((t - h * R) ^ h);
+                        uint2 *dst = (uint2 *)(s.tl + 16 * slot);
+#pragma unroll
+                        for (uint32_t c = 0; c < 16; c += 4)
+                            dst[c / 4] = make_uint2(lv[c] | (lv[c + 1] << 16), lv[c + 2] | (lv[c + 3] << 16));
+                    }
                 }
             }
         }
@@ -268,7 +315,10 @@ __global__ void __launch_bounds__(32 * kWarps) decode_fast_kernel(DecodeArgs a) 
         if constexpr (!kTile || BITS == 16) return Ctx{};
         else if constexpr (BITS == 2) return ((const uint2 *)s.tl)[t];
         else if constexpr (BITS == 3) return ((const uint4 *)s.tl)[t];
-        else if constexpr (BITS == 4) return make_uint2(t << BITS, 0);
+        else if constexpr (BITS == 4) { /* values (value_slot4); keys have key_table4 */
+            const uint32_t h = t >= R ? 1u : 0u;
+            return make_uint2((64 * h + ((t - h * R) ^ h)) << 4, 0u);
+        }
         else return make_uint2(s.tl[2 * t], s.tl[2 * t + 1]);
     };
     /* output rows are written once and not read back by this kernel: evict-first stores (knob) */
@@ -435,10 +485,12 @@ __global__ void __launch_bounds__(32 * kWarps) decode_fast_kernel(DecodeArgs a) 
             constexpr uint32_t G = 32 / BITS, NG = (32 + G - 1) / G;
             uint32_t cur[4];
             Ctx ctx[4];
+            /* 4-bit PER_TILE (key_table4): level c of tile 4 lane + i at entry ctx.x + 64 c */
+            constexpr uint32_t kCodeShift = BITS == 4 && kTile ? 6 : 0;
 #pragma unroll
             for (uint32_t i = 0; i < 4; i++) {
                 cur[i] = cur0 + ts[i] * BITS;
-                ctx[i] = tile_ctx(4 * lane + i);
+                ctx[i] = kCodeShift ? make_uint2(1024 * (i >> 1) + 2 * lane + (i & 1), 0u) : tile_ctx(4 * lane + i);
             }
             uint2 *dst = (uint2 *)(out + 4 * lane);
 #pragma unroll
@@ -461,7 +513,7 @@ __global__ void __launch_bounds__(32 * kWarps) decode_fast_kernel(DecodeArgs a) 
 #pragma unroll
                         for (uint32_t i = 0; i < 4; i++) {
                             const uint32_t kept = (bw[i] >> (31 - q)) & 1u;
-                            v[i] = level_of(win[i] & MASK, ctx[i], kept);
+                            v[i] = level_of((win[i] & MASK) << kCodeShift, ctx[i], kept);
                             win[i] = kept ? win[i] >> BITS : win[i];
                         }
                         const uint2 pair = make_uint2(v[0] | (v[1] << 16), v[2] | (v[3] << 16));
@@ -485,7 +537,8 @@ __global__ void __launch_bounds__(32 * kWarps) decode_fast_kernel(DecodeArgs a) 
                 const uint32_t rank = s.tstart[t] + (uint32_t)__popcll(tb & before_mask);
                 const uint32_t nib = (uint32_t)(tb >> (60 - i0)) & 0xFu;
                 uint32_t w = window(cur0 + rank * BITS);
-                const Ctx ctx = tile_ctx(t);
+                /* 4-bit PER_TILE: value_slot4 of t = h R + r, from h and r */
+                const Ctx ctx = BITS == 4 && kTile ? make_uint2((64 * h + (r ^ h)) << 4, 0u) : tile_ctx(t);
                 const uint32_t k0 = nib >> 3, k1 = (nib >> 2) & 1u, k2 = (nib >> 1) & 1u, k3 = nib & 1u;
                 const uint32_t c0 = w & MASK;
                 w = k0 ? w >> BITS : w;
@@ -566,7 +619,11 @@ __global__ void __launch_bounds__(32 * kWarps) decode_fast_kernel(DecodeArgs a) 
 
 template <uint32_t BITS, bool kTile>
 sqkv_cuda_status launch_bits(const DecodeArgs &a, cudaStream_t stream) {
-    const uint32_t warps = a.fast_warps >= 1 && a.fast_warps <= kWarps ? a.fast_warps : kWarps;
+    /* Warps (units) per block: 8, except for 4-bit PER_TILE, whose 9.8 KB of shared memory per warp let
+     * only two blocks of 8 (16 warps) on a multiprocessor; blocks of 4 fit five (20 warps): 1793-1806 ->
+     * 1963-1964 GB/s on the H200 (Llama shape, validated sections), while 2 and 3 bits lose 4-5% with 4. */
+    const uint32_t def_warps = BITS == 4 && kTile ? 4u : kWarps;
+    const uint32_t warps = a.fast_warps >= 1 && a.fast_warps <= kWarps ? a.fast_warps : def_warps;
     const size_t smem = sizeof(WarpSmem<BITS, kTile>) * warps;
     const auto kernel = decode_fast_kernel<BITS, kTile>;
     /* The attribute (room for kWarps warps) is set once per device: a per-call driver call is a few

@@ -114,11 +114,11 @@ SQKV_HD uint16_t double_to_e(double x, bool bf16) {
      * cuda/rounding_test compares this path bit for bit with the host path and float16.h on every fp16
      * and bf16 midpoint and its neighbours, quotients range / 3, random doubles of every exponent and
      * the specials (via cuda/selfcheck.cu). */
-    if (x != x) return bf16 ? 0x7FC0u : 0x7E00u;
     unsigned short h;
     if (bf16) asm("cvt.rn.bf16.f64 %0, %1;" : "=h"(h) : "d"(x));
     else asm("cvt.rn.f16.f64 %0, %1;" : "=h"(h) : "d"(x));
-    return h;
+    /* a select, not a branch: the PER_TILE level tables convert many levels in a row */
+    return x != x ? (uint16_t)(bf16 ? 0x7FC0u : 0x7E00u) : (uint16_t)h;
 #else
 #ifdef __CUDA_ARCH__
     /* Shortcut for fp16: when x is exactly a float, the hardware float -> half conversion (IEEE round to
