@@ -48,6 +48,16 @@ constexpr uint32_t tile_level_slots() {
     return !kTile ? 4u : BITS == 8 ? 2u * kFD : kFD << BITS;
 }
 
+/* *p when pred, else 0, without a branch: one predicated non-coherent load (the payload is read-only
+ * for the kernel's lifetime). */
+__device__ __forceinline__ uint16_t load_u16_if(bool pred, const uint16_t *p) {
+    unsigned short x;
+    asm("{\n\t.reg .pred q;\n\tsetp.ne.u32 q, %2, 0;\n\tmov.u16 %0, 0;\n\t@q ld.global.nc.u16 %0, [%1];\n\t}"
+        : "=h"(x)
+        : "l"(__cvta_generic_to_global(p)), "r"((uint32_t)pred));
+    return x;
+}
+
 template <uint32_t BITS, bool kTile>
 struct WarpSmem {
     uint64_t bm[kFD];
@@ -276,8 +286,13 @@ __global__ void __launch_bounds__(32 * kWarps) decode_fast_kernel(DecodeArgs a) 
         lv01 = (uint32_t)s.lev[0] | ((uint32_t)s.lev[1] << 16);
         lv23 = (uint32_t)s.lev[2] | ((uint32_t)s.lev[3] << 16);
     }
-    const uint16_t *p16 = (const uint16_t *)payload;
+    /* EXACT: the unit's values are payload elements e0 .. e0 + total - 1, read from global memory with
+     * 32-bit indices. A valid file has them all inside the region; avail keeps the reads inside it when
+     * not (a decoder's first call decodes before the host has seen the validation kernels' verdict). */
     const uint64_t region16 = region / 2;
+    const uint16_t *p_unit = (const uint16_t *)payload + (e0 < region16 ? e0 : 0);
+    const uint32_t avail = e0 < region16 ? (uint32_t)min(region16 - e0, (uint64_t)total) : 0u;
+    const bool same_type = (a.out_dtype == 2) == e_bf16;
     /* Value of the element whose code starts at bit cur of the staged words (BITS < 16) or whose
      * payload index is e (BITS = 16), or 0 when it is not kept. Computed without branches: the code
      * read is always inside the staged words, and the kept flag selects. */
@@ -287,10 +302,14 @@ __global__ void __launch_bounds__(32 * kWarps) decode_fast_kernel(DecodeArgs a) 
     /* 3-bit PER_TILE: a tile's eight levels in registers (uint4), selected by byte permutes: shared
      * memory reads of per-lane tables conflicted on banks (keys: 32 lanes, 32 tables) */
     using Ctx = typename std::conditional<BITS == 3 && kTile, uint4, uint2>::type;
-    auto value = [&](bool kept, uint32_t cur, uint64_t e, uint2 ctx) -> uint32_t {
+    auto value = [&](bool kept, uint32_t cur, uint32_t e, uint2 ctx) -> uint32_t {
         if constexpr (BITS == 16) {
-            uint32_t x = 0, f = 0;
-            if (kept && e < region16) x = to_out(p16[e], e_bf16, a.out_dtype, &f);
+            /* a predicated load and no branch (the branch per element and 64-bit index arithmetic were
+             * most of this kernel's instructions); 0 converts to 0 without a flag */
+            const uint16_t raw = load_u16_if(kept && e < avail, p_unit + e);
+            if (same_type) return raw;
+            uint32_t f = 0;
+            const uint32_t x = to_out(raw, e_bf16, a.out_dtype, &f);
             flags |= f;
             return x;
         } else {
@@ -555,12 +574,12 @@ __global__ void __launch_bounds__(32 * kWarps) decode_fast_kernel(DecodeArgs a) 
     } else if (sec.tensor == 0) {
         /* keys: tiles 4l .. 4l + 3 are channels 4l .. 4l + 3; a lane walks down the rows */
         uint32_t cur[4];
-        uint64_t e[4];
+        uint32_t e[4]; /* index from e0 */
         uint2 ctx[4];
 #pragma unroll
         for (uint32_t i = 0; i < 4; i++) {
             cur[i] = cur0 + ts[i] * (BITS & 15u);
-            e[i] = e0 + ts[i];
+            e[i] = ts[i];
             ctx[i] = tile_ctx(4 * lane + i);
         }
         uint2 *dst = (uint2 *)(out + 4 * lane);
@@ -599,7 +618,7 @@ __global__ void __launch_bounds__(32 * kWarps) decode_fast_kernel(DecodeArgs a) 
             const uint32_t rank = s.tstart[t] + (uint32_t)__popcll(tb & before_mask);
             const uint32_t nib = (uint32_t)(tb >> (60 - i0)) & 0xFu;
             uint32_t cur = cur0 + rank * (BITS & 15u);
-            uint64_t ee = e0 + rank;
+            uint32_t ee = rank; /* index from e0 */
             const uint2 ctx = tile_ctx(t);
             uint32_t v[4];
 #pragma unroll
