@@ -227,12 +227,10 @@ sqkv_cuda_status rule_error(uint32_t bits) {
 }
 
 /* Tuning knobs of the fast decoding kernel, from the environment (measurements only; the defaults are
- * the measured best): SQKV_CUDA_DECODE_STCS=0/1 (evict-first output stores), SQKV_CUDA_DECODE_WARPS=1..8
+ * the measured best): SQKV_CUDA_DECODE_WARPS=1..8
  * (units per block). */
 void apply_knobs(DecodeArgs *a) {
-    const char *v = getenv("SQKV_CUDA_DECODE_STCS");
-    a->stream_stores = v ? (v[0] == '1') : 0u;
-    v = getenv("SQKV_CUDA_DECODE_WARPS");
+    const char *v = getenv("SQKV_CUDA_DECODE_WARPS");
     const int w = v ? atoi(v) : 0;
     a->fast_warps = w >= 1 && w <= 8 ? (uint32_t)w : 0u; /* 0: decode_fast.cu's measured default per width */
 }

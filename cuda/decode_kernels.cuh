@@ -48,7 +48,6 @@ struct DecodeArgs {
     uint32_t fast_tile;        /* with fast_bits < 16: every SPARSE section has PER_TILE (1) or PER_HEAD (0) */
     uint32_t units_per_section; /* every section of the call has this many units (> 0): unit_at divides
                                  * instead of searching the section list; 0 otherwise */
-    uint32_t stream_stores;    /* decode_fast.cu writes the output with evict-first stores (tuning knob) */
     uint32_t fast_warps;       /* decode_fast.cu: warps (units) per block, 1..8; 0: its default */
     /* Mustafar export of one head */
     const uint32_t *m_units;   /* units of the head, in tile order */

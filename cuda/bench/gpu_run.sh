@@ -31,7 +31,7 @@ timeout 200 $B/sqkv_cuda_bench --reps 15 --out "$OUT/bench.md" >/dev/null 2>&1
 SQKV_CUDA_PROFILE=1 timeout 120 $B/sqkv_cuda_bench --quick --no-e2e --reps 3 >/dev/null 2>"$OUT/profile.txt"
 t2=$(date +%s)
 if [ "${GPU_RUN_VARIANTS:-0}" = 1 ]; then
-    for v in ${GPU_RUN_VARIANT_LIST:-"SQKV_CUDA_PLAN_CACHE=0" "SQKV_CUDA_DECODE_STCS=1" "SQKV_CUDA_DECODE_WARPS=4"}; do
+    for v in ${GPU_RUN_VARIANT_LIST:-"SQKV_CUDA_PLAN_CACHE=0" "SQKV_CUDA_DECODE_WARPS=4"}; do
         for c in 0 1; do
             echo "== variant $v config $c" >>"$OUT/variants.md"
             env $v timeout 60 $B/sqkv_cuda_bench --config $c --no-e2e --reps 15 2>&1 | grep -E "decode .*validated" >>"$OUT/variants.md"
