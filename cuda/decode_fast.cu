@@ -6,12 +6,14 @@
  * into registers and select two codes' levels at once (SYMMETRIC: magnitude plus sign).
  *
  * One warp per unit (64 tokens x 128 channels of one head) and no block-wide barrier, so a block's
- * eight units proceed independently and many units are in flight per multiprocessor:
+ * units (eight; four for 4-bit PER_TILE, launch_bits) proceed independently and many units are in
+ * flight per multiprocessor:
  *   - the unit's 64-bit bitmaps (lane l: tiles 4l .. 4l + 3) and its first payload element (the
  *     validated offset table plus at most 2^k - 1 popcounts, or the count pass's prefix sums) are
  *     loaded together; a warp scan of the popcounts gives every tile's first element;
  *   - the unit's payload words are copied to the warp's shared memory (coalesced), the level table of
- *     the head is built in the output type;
+ *     the head is built in the output type; EXACT values are read from global memory instead (16 KB a
+ *     unit at most: staged, they would cost most of the occupancy);
  *   - every output row is written by the whole warp as 32 consecutive 8-byte stores (256 bytes).
  *     Keys: lane l owns channels 4l .. 4l + 3 (four tiles) and walks down the rows, taking the next
  *     code of a tile when its bit is set. Values: lanes 0-15 / 16-31 own channels 4i .. 4i + 3 of
@@ -341,7 +343,9 @@ __global__ void __launch_bounds__(32 * kWarps) decode_fast_kernel(DecodeArgs a) 
         else return make_uint2(s.tl[2 * t], s.tl[2 * t + 1]);
     };
     /* Output rows: plain global stores. Evict-first stores measured the same (session 2: 2441-2468
-     * against 2435-2446 GB/s); a runtime choice between the two cost a predicated-off store per row. */
+     * against 2435-2446 GB/s); a runtime choice between the two cost a predicated-off store per row
+     * (removing it: 4-bit +5.5%, EXACT +6.5%, results/gpu_bench.md session 8). Also, the EXACT path
+     * reads values with the predicated loads of load_u16_if. */
     auto put = [](uint2 *p, uint2 v) {
         /* no memory clobber: the kernel never reads its output, so shared-memory loads may move across */
         asm volatile("st.global.v2.u32 [%0], {%1, %2};" ::"l"(__cvta_generic_to_global(p)), "r"(v.x), "r"(v.y));

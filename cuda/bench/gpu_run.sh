@@ -2,7 +2,7 @@
 # One call on the GPU machine, from the repository root, with .gpubin/ built by cuda/build_gpubin.sh:
 # the CUDA tests, the full benchmark with the fast kernels, the stage times (SQKV_CUDA_PROFILE=1 run,
 # apart from the timed ones, since the stage events add a synchronization), decode variants on the
-# first configuration (GPU_RUN_VARIANTS=1: plan reuse off, evict-first stores, 4 warps per block),
+# first configuration (GPU_RUN_VARIANTS=1: plan reuse off, 4 warps per block),
 # optionally the general kernels (GPU_RUN_GENERAL=1: SQKV_CUDA_FAST=0, the "before" numbers) and
 # Nsight Compute (GPU_RUN_NCU=1). Logs go to $OUT (default gpu_out/); the summary is printed last.
 set -u
