@@ -344,8 +344,7 @@ __global__ void __launch_bounds__(32 * kWarps) decode_fast_kernel(DecodeArgs a) 
     };
     /* Output rows: plain global stores. Evict-first stores measured the same (session 2: 2441-2468
      * against 2435-2446 GB/s); a runtime choice between the two cost a predicated-off store per row
-     * (removing it: 4-bit +5.5%, EXACT +6.5%, results/gpu_bench.md session 8). Also, the EXACT path
-     * reads values with the predicated loads of load_u16_if. */
+     * (removing it: 4-bit +5.5%, EXACT +6.5%, results/gpu_bench.md session 8). */
     auto put = [](uint2 *p, uint2 v) {
         /* no memory clobber: the kernel never reads its output, so shared-memory loads may move across */
         asm volatile("st.global.v2.u32 [%0], {%1, %2};" ::"l"(__cvta_generic_to_global(p)), "r"(v.x), "r"(v.y));
