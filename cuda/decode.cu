@@ -81,6 +81,9 @@ struct sqkv_cuda_decoder {
     uint8_t *staging[2] = {nullptr, nullptr};
     uint64_t staging_size = 0; /* of each */
     cudaEvent_t staging_free[2] = {nullptr, nullptr};
+    /* Mustafar sizes per head once known ([2 * layer + tensor] -> one entry per head, n_tiles 0 while
+     * unknown), so that the export calls of a cache do not redo them (mustafar_sizes_checked) */
+    std::vector<std::vector<sqkv_mustafar_sizes>> m_sizes;
 };
 
 namespace {
@@ -577,6 +580,7 @@ extern "C" sqkv_cuda_status sqkv_cuda_decoder_create(const void *host_file, size
     d->g.e_bf16 = geo.value_dtype == SQKV_DTYPE_BF16;
     d->g.hb = (geo.head_dim + 63) / 64;
     d->by_lt.assign(2 * (size_t)geo.n_layers, {});
+    d->m_sizes.assign(2 * (size_t)geo.n_layers, {});
     const sqkv_reader *r = d->reader;
     for (uint32_t lt = 0; lt < 2 * geo.n_layers; lt++) {
         for (uint32_t pos = r->index.lt_first[lt]; pos < r->index.lt_first[lt + 1]; pos++) {
@@ -752,12 +756,65 @@ extern "C" sqkv_cuda_status sqkv_cuda_decode_layers(sqkv_cuda_decoder *d, uint32
     return overflow_check ? overflow_verdict(a.errors, p.secs.size(), stream) : SQKV_OK;
 }
 
+namespace {
+
+/* Mustafar sizes of one head from the host copy of bitmaps this decoder has already checked (GPU
+ * validation, or host validation, in an earlier call): the same tiles and value words as
+ * sqkv_reader_mustafar_sizes, which first checks every section of the head again (checksum and every
+ * body rule). That check took about 0.16 ms per head and call on the Llama-3-8B shape, twice per
+ * export call: 196 ms to export the 512 heads of a cache. Returns false where it does not apply (a
+ * section not checked yet, compressed or ALL_KEPT, a section off the 64-token grid, an empty sparse
+ * region, a count beyond int32); the reader then decides, with its errors. */
+bool mustafar_sizes_checked(const sqkv_cuda_decoder *d, uint32_t layer, uint32_t tensor, uint32_t head,
+                            sqkv_mustafar_sizes *out) {
+    const uint64_t sparse_tokens = (uint64_t)d->geo.n_tokens - d->geo.dense_window;
+    uint64_t tiles = 0, words = 0;
+    for (uint32_t id : d->by_lt[2 * (size_t)layer + tensor]) {
+        const HostSection &s = d->secs[id];
+        if (s.h.kind != SQKV_KIND_SPARSE || head < s.h.head_start || head >= s.h.head_start + s.h.head_count ||
+            s.h.token_start >= sparse_tokens)
+            continue;
+        if (!s.validated || s.packed || s.lay.all_kept || s.h.token_start % 64 != 0) return false;
+        const uint64_t per_head = s.lay.n_tiles / s.h.head_count;
+        const uint8_t *bm = d->host + s.body_offset + s.lay.bitmaps_at + 8 * per_head * (head - s.h.head_start);
+        for (uint64_t n = 0; n < per_head; n++)
+            words += sqkv_mustafar_tile_words((uint64_t)__builtin_popcountll(sqkv_load_u64(bm + 8 * n)));
+        tiles += per_head;
+    }
+    if (sparse_tokens == 0 || tiles == 0 || words > INT32_MAX) return false;
+    out->n_tiles = tiles;
+    out->value_count = 2 * words + SQKV_MUSTAFAR_TAIL_SLACK;
+    return true;
+}
+
+}  // namespace
+
 extern "C" sqkv_cuda_status sqkv_cuda_decoder_mustafar_sizes(sqkv_cuda_decoder *d, uint32_t layer, sqkv_tensor tensor,
                                                              uint32_t head, sqkv_mustafar_sizes *sizes) {
     if (!d) return SQKV_ERR_INVALID_ARGUMENT;
     if (d->error != SQKV_OK) return d->error;
-    const sqkv_error err = sqkv_reader_mustafar_sizes(d->reader, layer, tensor, head, sizes);
-    if (err != SQKV_OK) return fail(d, err, "%s", sqkv_reader_error_detail(d->reader));
+    if (!sizes || layer >= d->geo.n_layers || head >= d->geo.n_kv_heads ||
+        (tensor != SQKV_TENSOR_K && tensor != SQKV_TENSOR_V)) {
+        /* the reader's own argument errors */
+        const sqkv_error err = sqkv_reader_mustafar_sizes(d->reader, layer, tensor, head, sizes);
+        return fail(d, err != SQKV_OK ? err : SQKV_ERR_INVALID_ARGUMENT, "%s", sqkv_reader_error_detail(d->reader));
+    }
+    std::vector<sqkv_mustafar_sizes> &known = d->m_sizes[2 * (size_t)layer + tensor];
+    if (!known.empty() && known[head].n_tiles != 0) {
+        *sizes = known[head];
+        return SQKV_OK;
+    }
+    sqkv_mustafar_sizes got = {0, 0};
+    const bool checked = mustafar_sizes_checked(d, layer, (uint32_t)tensor, head, &got);
+    if (!checked) {
+        const sqkv_error err = sqkv_reader_mustafar_sizes(d->reader, layer, tensor, head, &got);
+        if (err != SQKV_OK) return fail(d, err, "%s", sqkv_reader_error_detail(d->reader));
+    }
+    if (checked) { /* sizes from bitmaps checked earlier do not change: keep them */
+        if (known.empty()) known.assign(d->geo.n_kv_heads, sqkv_mustafar_sizes{0, 0});
+        known[head] = got;
+    }
+    *sizes = got;
     return SQKV_OK;
 }
 
@@ -775,7 +832,7 @@ extern "C" sqkv_cuda_status sqkv_cuda_decode_mustafar(sqkv_cuda_decoder *d, uint
                     "decode_mustafar: bitmaps, accum_counts and values must be aligned to their elements, workspace to 16 bytes");
     if (layer >= d->geo.n_layers || head >= d->geo.n_kv_heads || (tensor != SQKV_TENSOR_K && tensor != SQKV_TENSOR_V))
         return fail(d, SQKV_ERR_INVALID_ARGUMENT, "decode_mustafar: layer, tensor or head out of range");
-    sqkv_mustafar_sizes want;
+    sqkv_mustafar_sizes want = {0, 0};
     sqkv_cuda_status st = sqkv_cuda_decoder_mustafar_sizes(d, layer, tensor, head, &want);
     if (st != SQKV_OK) return st;
     if (sizes->n_tiles != want.n_tiles || sizes->value_count < want.value_count)
@@ -802,7 +859,8 @@ extern "C" sqkv_cuda_status sqkv_cuda_decode_mustafar(sqkv_cuda_decoder *d, uint
         }
         tiles += ds.tiles_per_head;
     }
-    if (tiles != want.n_tiles) return fail(d, SQKV_ERR_STATE, "decode_mustafar: tile count disagrees with the reader");
+    if (tiles != want.n_tiles)
+        return fail(d, SQKV_ERR_STATE, "decode_mustafar: tile count disagrees with sqkv_cuda_decoder_mustafar_sizes");
     DecodeArgs a;
     CallLayout lay;
     uint8_t *ws = (uint8_t *)workspace;

@@ -14,11 +14,6 @@
 #include "section_check.h"
 #include "tile_layout.h"
 
-#define TAIL_SLACK 8u
-
-/* 32-bit words a tile of `kept` values takes: the values padded to a multiple of 8, two per word. */
-static uint64_t tile_words(uint64_t kept) { return ((kept + 7) & ~(uint64_t)7) / 2; }
-
 /* Checks the arguments and finds the head's SPARSE sections, in token order: [*first, *end) of
  * r->index.tensors. Their tile orders concatenate into the whole region's only when every section
  * starts at a multiple of 64 tokens. */
@@ -64,7 +59,8 @@ static sqkv_error count_region(sqkv_reader *r, const char *fn, uint32_t first, u
         const uint64_t j = head - r->index.entries[entry].head_start;
         const uint64_t first_tile = j * view->tiles_per_head;
         for (uint64_t n = 0; n < view->tiles_per_head; n++)
-            *words += tile_words((uint64_t)__builtin_popcountll(sqkv_sparse_tile_bitmap(view, first_tile + n)));
+            *words +=
+                sqkv_mustafar_tile_words((uint64_t)__builtin_popcountll(sqkv_sparse_tile_bitmap(view, first_tile + n)));
         *tiles += view->tiles_per_head;
     }
     if (*words > INT32_MAX) {
@@ -90,7 +86,7 @@ sqkv_error sqkv_reader_mustafar_sizes(sqkv_reader *r, uint32_t layer, sqkv_tenso
     sqkv_reader_free(r, view, sizeof *view);
     if (err) return err;
     sizes->n_tiles = tiles;
-    sizes->value_count = 2 * words + TAIL_SLACK;
+    sizes->value_count = 2 * words + SQKV_MUSTAFAR_TAIL_SLACK;
     return SQKV_OK;
 }
 
@@ -103,7 +99,7 @@ static void export_section(const sqkv_sparse_view *view, uint32_t j, int64_t *bi
     for (uint64_t n = 0; n < nt; n++) {
         const uint64_t bm = sqkv_sparse_tile_bitmap(view, first_tile + n); /* implied with ALL_KEPT */
         memcpy(&bitmaps[n], &bm, sizeof bm); /* the same 64 bits, as Mustafar's int64 */
-        accum[n + 1] = (int32_t)((uint64_t)accum[n] + tile_words((uint64_t)__builtin_popcountll(bm)));
+        accum[n + 1] = (int32_t)((uint64_t)accum[n] + sqkv_mustafar_tile_words((uint64_t)__builtin_popcountll(bm)));
     }
     /* Write the head's values packed at the section's first padded position, then move each tile to its
      * padded place, last tile first: a tile's padded start is never before its packed start, so every
@@ -113,7 +109,7 @@ static void export_section(const sqkv_sparse_view *view, uint32_t j, int64_t *bi
     uint64_t packed_end = view->head_first[j + 1] - view->head_first[j];
     for (uint64_t n = nt; n-- > 0;) {
         const uint64_t kept = (uint64_t)__builtin_popcountll(sqkv_sparse_tile_bitmap(view, first_tile + n));
-        const uint64_t padded = 2 * tile_words(kept);
+        const uint64_t padded = 2 * sqkv_mustafar_tile_words(kept);
         uint16_t *dst = values + 2 * (uint64_t)accum[n];
         packed_end -= kept;
         memmove(dst, base + packed_end, (size_t)kept * sizeof *dst);
@@ -138,7 +134,7 @@ sqkv_error sqkv_reader_decode_mustafar(sqkv_reader *r, uint32_t layer, sqkv_tens
     if (!err && sizes->n_tiles != tiles)
         err = sqkv_reader_fail(r, SQKV_ERR_INVALID_ARGUMENT, "sqkv_reader_decode_mustafar: sizes->n_tiles differs from"
                                " sqkv_reader_mustafar_sizes for this head");
-    if (!err && sizes->value_count < 2 * words + TAIL_SLACK)
+    if (!err && sizes->value_count < 2 * words + SQKV_MUSTAFAR_TAIL_SLACK)
         err = sqkv_reader_fail(r, SQKV_ERR_BUFFER_TOO_SMALL, "sqkv_reader_decode_mustafar: sizes->value_count is"
                                " smaller than sqkv_reader_mustafar_sizes reports");
     uint64_t tile_base = 0;
@@ -152,6 +148,6 @@ sqkv_error sqkv_reader_decode_mustafar(sqkv_reader *r, uint32_t layer, sqkv_tens
     }
     sqkv_reader_free(r, view, sizeof *view);
     if (err) return err;
-    memset(values + 2 * words, 0, TAIL_SLACK * sizeof *values);
+    memset(values + 2 * words, 0, SQKV_MUSTAFAR_TAIL_SLACK * sizeof *values);
     return SQKV_OK;
 }

@@ -88,6 +88,13 @@ sqkv_error sqkv_reader_ancillary(sqkv_reader *r, uint16_t kind, const uint8_t **
  * keeps its decoded body (and METADATA's parsed entries). *out is the slot, unchecked when absent. */
 sqkv_error sqkv_reader_load_ancillary(sqkv_reader *r, uint16_t kind, sqkv_ancillary **out);
 
+/* Mustafar's layout (sqkv.h, sqkv_reader_decode_mustafar), shared with the CUDA decoder's export:
+ * 32-bit value words a tile of `kept` values takes (padded to a multiple of 8, two per word), and the
+ * zero entries after the last tile (Mustafar's kernel reads 16 bytes past a tile whose count is a
+ * multiple of 8). */
+#define SQKV_MUSTAFAR_TAIL_SLACK 8u
+static inline uint64_t sqkv_mustafar_tile_words(uint64_t kept) { return ((kept + 7) & ~(uint64_t)7) / 2; }
+
 /* Positions in r->index.tensors of the sections of (layer, tensor) whose head range contains `head`
  * (sorted by token_start): [*first, *end). Arguments already checked. */
 void sqkv_reader_head_sections(const sqkv_reader *r, uint32_t layer, uint32_t tensor, uint32_t head, uint32_t *first,
