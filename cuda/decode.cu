@@ -121,14 +121,16 @@ struct CallPlan {
     std::vector<uint64_t> unpack_at;
     uint64_t unpack_bytes = 0;
     std::vector<uint32_t> block_map;
-    /* Mustafar */
-    std::vector<uint32_t> m_units;
+    /* Mustafar: per unit of the export, and per head slot (decode_kernels.cuh, m_* fields) */
+    std::vector<uint32_t> m_units, m_head_of;
     std::vector<uint64_t> m_tile_base;
+    std::vector<uint32_t> m_head_first;
+    std::vector<uint64_t> m_values, m_value_counts; /* device pointers as integers; entries */
 };
 
 struct CallLayout {
-    uint64_t secs, units, stats, errors, dense, jobs, map, sums, hashes, m_units, m_tile_base, m_word_base, unpacked,
-        total;
+    uint64_t secs, units, stats, errors, dense, jobs, map, sums, hashes, m_units, m_head_of, m_tile_base, m_word_base,
+        m_head_first, m_values, m_value_counts, m_head_words, unpacked, total;
 };
 
 CallLayout layout_of(const CallPlan &p) {
@@ -149,8 +151,13 @@ CallLayout layout_of(const CallPlan &p) {
     l.sums = take(p.block_map.size() * 64);
     l.hashes = take(p.jobs.size() * 8);
     l.m_units = take(p.m_units.size() * 4);
+    l.m_head_of = take(p.m_head_of.size() * 4);
     l.m_tile_base = take(p.m_tile_base.size() * 8);
-    l.m_word_base = take((p.m_units.size() + 1) * 8);
+    l.m_word_base = take(p.m_units.size() * 8);
+    l.m_head_first = take(p.m_head_first.size() * 4);
+    l.m_values = take(p.m_values.size() * 8);
+    l.m_value_counts = take(p.m_value_counts.size() * 8);
+    l.m_head_words = take(p.m_value_counts.size() * 8);
     l.unpacked = take(p.unpack_bytes);
     l.total = off;
     return l;
@@ -461,7 +468,15 @@ sqkv_cuda_status prepare_call(sqkv_cuda_decoder *d, CallPlan &p, uint8_t *ws, ui
     if (!p.m_units.empty()) {
         SQKV_CUDA_TRY(cudaMemcpyAsync(ws + lay->m_units, p.m_units.data(), p.m_units.size() * 4, cudaMemcpyHostToDevice,
                                       stream));
+        SQKV_CUDA_TRY(cudaMemcpyAsync(ws + lay->m_head_of, p.m_head_of.data(), p.m_head_of.size() * 4,
+                                      cudaMemcpyHostToDevice, stream));
         SQKV_CUDA_TRY(cudaMemcpyAsync(ws + lay->m_tile_base, p.m_tile_base.data(), p.m_tile_base.size() * 8,
+                                      cudaMemcpyHostToDevice, stream));
+        SQKV_CUDA_TRY(cudaMemcpyAsync(ws + lay->m_head_first, p.m_head_first.data(), p.m_head_first.size() * 4,
+                                      cudaMemcpyHostToDevice, stream));
+        SQKV_CUDA_TRY(cudaMemcpyAsync(ws + lay->m_values, p.m_values.data(), p.m_values.size() * 8,
+                                      cudaMemcpyHostToDevice, stream));
+        SQKV_CUDA_TRY(cudaMemcpyAsync(ws + lay->m_value_counts, p.m_value_counts.data(), p.m_value_counts.size() * 8,
                                       cudaMemcpyHostToDevice, stream));
     }
     SQKV_CUDA_TRY(cudaMemsetAsync(ws + lay->errors, 0, p.secs.size() * 4, stream));
@@ -661,9 +676,13 @@ CallPlan plan_layers(const sqkv_cuda_decoder *d, uint32_t first, uint32_t n, voi
             for (uint32_t id : d->by_lt[2 * (size_t)(first + i) + t])
                 add_section(d, id, (uint8_t *)(t ? (v_out ? v_out[i] : nullptr) : (k_out ? k_out[i] : nullptr)),
                             hash && (sizing || !d->secs[id].validated), &p);
-    if (sizing) { /* room for a Mustafar call on any head of these layers */
+    if (sizing) { /* room for a Mustafar call on any heads of these layers */
         p.m_units.resize(p.n_units);
+        p.m_head_of.resize(p.n_units);
         p.m_tile_base.resize(p.n_units);
+        p.m_head_first.resize((size_t)d->geo.n_kv_heads + 1);
+        p.m_values.resize(d->geo.n_kv_heads);
+        p.m_value_counts.resize(d->geo.n_kv_heads);
     }
     return p;
 }
@@ -818,64 +837,123 @@ extern "C" sqkv_cuda_status sqkv_cuda_decoder_mustafar_sizes(sqkv_cuda_decoder *
     return SQKV_OK;
 }
 
+namespace {
+
+/* Mustafar's layout of heads [head_start, head_start + head_count) of one layer and tensor: one plan,
+ * one upload and one set of kernels for all of them (sqkv_cuda_decode_mustafar is the case of one). */
+sqkv_cuda_status export_mustafar(sqkv_cuda_decoder *d, const char *fn, uint32_t layer, sqkv_tensor tensor,
+                                 uint32_t head_start, uint32_t head_count, int64_t *bitmaps, int32_t *accum_counts,
+                                 uint16_t *const *values, const sqkv_mustafar_sizes *sizes, void *workspace,
+                                 uint64_t workspace_size, cudaStream_t stream) {
+    if (!d) return SQKV_ERR_INVALID_ARGUMENT;
+    if (d->error != SQKV_OK) return d->error;
+    if (!bitmaps || !accum_counts || !values || !sizes || !workspace)
+        return fail(d, SQKV_ERR_INVALID_ARGUMENT, "%s: a pointer is NULL", fn);
+    if (!is_aligned(bitmaps, 8) || !is_aligned(accum_counts, 4) || !is_aligned(workspace, kWorkspaceAlign))
+        return fail(d, SQKV_ERR_MISALIGNED,
+                    "%s: bitmaps, accum_counts and values must be aligned to their elements, workspace to 16 bytes", fn);
+    if (layer >= d->geo.n_layers || (tensor != SQKV_TENSOR_K && tensor != SQKV_TENSOR_V) || head_count == 0 ||
+        head_start >= d->geo.n_kv_heads || head_count > d->geo.n_kv_heads - head_start)
+        return fail(d, SQKV_ERR_INVALID_ARGUMENT, "%s: layer, tensor or heads out of range", fn);
+    for (uint32_t i = 0; i < head_count; i++) {
+        if (!values[i]) return fail(d, SQKV_ERR_INVALID_ARGUMENT, "%s: a pointer is NULL (values[%u])", fn, i);
+        if (!is_aligned(values[i], 2))
+            return fail(d, SQKV_ERR_MISALIGNED, "%s: values[%u] is not aligned to its elements", fn, i);
+    }
+    uint64_t n_tiles = 0;
+    for (uint32_t i = 0; i < head_count; i++) {
+        sqkv_mustafar_sizes want = {0, 0};
+        const sqkv_cuda_status st = sqkv_cuda_decoder_mustafar_sizes(d, layer, tensor, head_start + i, &want);
+        if (st != SQKV_OK) return st;
+        if (sizes[i].n_tiles != want.n_tiles || sizes[i].value_count < want.value_count)
+            return fail(d, SQKV_ERR_BUFFER_TOO_SMALL, "%s: sizes of head %u differ from sqkv_cuda_decoder_mustafar_sizes",
+                        fn, head_start + i);
+        if (i > 0 && want.n_tiles != n_tiles)
+            return fail(d, SQKV_ERR_STATE, "%s: heads %u and %u have different tile counts", fn, head_start,
+                        head_start + i);
+        n_tiles = want.n_tiles;
+    }
+    d->cache.valid = false; /* this call's plan goes into the workspace */
+    CallPlan p;
+    const bool hash = !(d->flags & (SQKV_CUDA_TRUSTED | SQKV_CUDA_HOST_VALIDATE));
+    /* every SPARSE section holding one of the heads, once, in coverage order */
+    std::vector<uint32_t> ids, first_unit;
+    for (uint32_t id : d->by_lt[2 * (size_t)layer + tensor]) {
+        const HostSection &s = d->secs[id];
+        if (s.h.kind != SQKV_KIND_SPARSE || s.h.head_start >= head_start + head_count ||
+            s.h.head_start + s.h.head_count <= head_start)
+            continue;
+        if ((d->flags & SQKV_CUDA_HOST_VALIDATE) && !s.validated) {
+            const sqkv_cuda_status st = host_validate(d, d->secs[id]);
+            if (st != SQKV_OK) return st;
+        }
+        ids.push_back(id);
+        first_unit.push_back(p.n_units);
+        add_section(d, id, nullptr, hash && !s.validated, &p);
+    }
+    for (uint32_t i = 0; i < head_count; i++) {
+        const uint32_t head = head_start + i;
+        p.m_head_first.push_back((uint32_t)p.m_units.size());
+        uint64_t tiles = 0;
+        for (size_t q = 0; q < ids.size(); q++) {
+            const HostSection &s = d->secs[ids[q]];
+            if (head < s.h.head_start || head >= s.h.head_start + s.h.head_count) continue;
+            const DecSection &ds = p.secs[q];
+            const uint32_t j = head - s.h.head_start;
+            for (uint32_t c = 0; c < ds.chunks; c++) {
+                p.m_units.push_back(first_unit[q] + j * ds.chunks + c);
+                p.m_head_of.push_back(i);
+                p.m_tile_base.push_back(tiles + (ds.tensor == 0 ? (uint64_t)c * d->geo.head_dim
+                                                               : (uint64_t)64 * d->g.hb * c));
+            }
+            tiles += ds.tiles_per_head;
+        }
+        if (tiles != n_tiles)
+            return fail(d, SQKV_ERR_STATE, "%s: tile count of head %u disagrees with sqkv_cuda_decoder_mustafar_sizes", fn,
+                        head);
+        p.m_values.push_back((uint64_t)(uintptr_t)values[i]);
+        p.m_value_counts.push_back(sizes[i].value_count);
+    }
+    p.m_head_first.push_back((uint32_t)p.m_units.size());
+    DecodeArgs a;
+    CallLayout lay;
+    uint8_t *ws = (uint8_t *)workspace;
+    sqkv_cuda_status st = prepare_call(d, p, ws, workspace_size, 1, true, &a, &lay, stream);
+    if (st != SQKV_OK) return st;
+    a.m_units = (const uint32_t *)(ws + lay.m_units);
+    a.m_n_units = (uint32_t)p.m_units.size();
+    a.m_head_of = (const uint32_t *)(ws + lay.m_head_of);
+    a.m_head_first = (const uint32_t *)(ws + lay.m_head_first);
+    a.m_n_heads = head_count;
+    a.m_tile_base = (const uint64_t *)(ws + lay.m_tile_base);
+    a.m_n_tiles = n_tiles;
+    a.m_word_base = (uint64_t *)(ws + lay.m_word_base);
+    a.m_head_words = (uint64_t *)(ws + lay.m_head_words);
+    a.m_bitmaps = bitmaps;
+    a.m_accum = accum_counts;
+    a.m_values = (uint16_t *const *)(ws + lay.m_values);
+    a.m_value_counts = (const uint64_t *)(ws + lay.m_value_counts);
+    st = launch_decode_mustafar(a, stream);
+    if (st != SQKV_OK) return fail(d, st, "mustafar launch: %s", sqkv_cuda_status_name(st));
+    return SQKV_OK;
+}
+
+}  // namespace
+
 extern "C" sqkv_cuda_status sqkv_cuda_decode_mustafar(sqkv_cuda_decoder *d, uint32_t layer, sqkv_tensor tensor,
                                                       uint32_t head, int64_t *bitmaps, int32_t *accum_counts,
                                                       uint16_t *values, const sqkv_mustafar_sizes *sizes,
                                                       void *workspace, uint64_t workspace_size, cudaStream_t stream) {
-    if (!d) return SQKV_ERR_INVALID_ARGUMENT;
-    if (d->error != SQKV_OK) return d->error;
-    if (!bitmaps || !accum_counts || !values || !sizes || !workspace)
-        return fail(d, SQKV_ERR_INVALID_ARGUMENT, "decode_mustafar: a pointer is NULL");
-    if (!is_aligned(bitmaps, 8) || !is_aligned(accum_counts, 4) || !is_aligned(values, 2) ||
-        !is_aligned(workspace, kWorkspaceAlign))
-        return fail(d, SQKV_ERR_MISALIGNED,
-                    "decode_mustafar: bitmaps, accum_counts and values must be aligned to their elements, workspace to 16 bytes");
-    if (layer >= d->geo.n_layers || head >= d->geo.n_kv_heads || (tensor != SQKV_TENSOR_K && tensor != SQKV_TENSOR_V))
-        return fail(d, SQKV_ERR_INVALID_ARGUMENT, "decode_mustafar: layer, tensor or head out of range");
-    sqkv_mustafar_sizes want = {0, 0};
-    sqkv_cuda_status st = sqkv_cuda_decoder_mustafar_sizes(d, layer, tensor, head, &want);
-    if (st != SQKV_OK) return st;
-    if (sizes->n_tiles != want.n_tiles || sizes->value_count < want.value_count)
-        return fail(d, SQKV_ERR_BUFFER_TOO_SMALL, "decode_mustafar: sizes differ from sqkv_cuda_decoder_mustafar_sizes");
-    d->cache.valid = false; /* this call's plan goes into the workspace */
-    CallPlan p;
-    const bool hash = !(d->flags & (SQKV_CUDA_TRUSTED | SQKV_CUDA_HOST_VALIDATE));
-    uint64_t tiles = 0;
-    for (uint32_t id : d->by_lt[2 * (size_t)layer + tensor]) {
-        const HostSection &s = d->secs[id];
-        if (s.h.kind != SQKV_KIND_SPARSE || head < s.h.head_start || head >= s.h.head_start + s.h.head_count) continue;
-        if ((d->flags & SQKV_CUDA_HOST_VALIDATE) && !s.validated) {
-            st = host_validate(d, d->secs[id]);
-            if (st != SQKV_OK) return st;
-        }
-        const uint32_t first_unit = p.n_units;
-        add_section(d, id, nullptr, hash && !s.validated, &p);
-        const DecSection &ds = p.secs.back();
-        const uint32_t j = head - s.h.head_start;
-        for (uint32_t c = 0; c < ds.chunks; c++) {
-            p.m_units.push_back(first_unit + j * ds.chunks + c);
-            p.m_tile_base.push_back(tiles + (ds.tensor == 0 ? (uint64_t)c * d->geo.head_dim
-                                                           : (uint64_t)64 * d->g.hb * c));
-        }
-        tiles += ds.tiles_per_head;
-    }
-    if (tiles != want.n_tiles)
-        return fail(d, SQKV_ERR_STATE, "decode_mustafar: tile count disagrees with sqkv_cuda_decoder_mustafar_sizes");
-    DecodeArgs a;
-    CallLayout lay;
-    uint8_t *ws = (uint8_t *)workspace;
-    st = prepare_call(d, p, ws, workspace_size, 1, true, &a, &lay, stream);
-    if (st != SQKV_OK) return st;
-    a.m_units = (const uint32_t *)(ws + lay.m_units);
-    a.m_n_units = (uint32_t)p.m_units.size();
-    a.m_tile_base = (const uint64_t *)(ws + lay.m_tile_base);
-    a.m_n_tiles = tiles;
-    a.m_word_base = (uint64_t *)(ws + lay.m_word_base);
-    a.m_bitmaps = bitmaps;
-    a.m_accum = accum_counts;
-    a.m_values = values;
-    a.m_value_count = sizes->value_count;
-    st = launch_decode_mustafar(a, stream);
-    if (st != SQKV_OK) return fail(d, st, "mustafar launch: %s", sqkv_cuda_status_name(st));
-    return SQKV_OK;
+    uint16_t *const one[1] = {values};
+    return export_mustafar(d, "decode_mustafar", layer, tensor, head, 1, bitmaps, accum_counts, one, sizes, workspace,
+                           workspace_size, stream);
+}
+
+extern "C" sqkv_cuda_status sqkv_cuda_decode_mustafar_heads(sqkv_cuda_decoder *d, uint32_t layer, sqkv_tensor tensor,
+                                                            uint32_t head_start, uint32_t head_count, int64_t *bitmaps,
+                                                            int32_t *accum_counts, uint16_t *const *values,
+                                                            const sqkv_mustafar_sizes *sizes, void *workspace,
+                                                            uint64_t workspace_size, cudaStream_t stream) {
+    return export_mustafar(d, "decode_mustafar_heads", layer, tensor, head_start, head_count, bitmaps, accum_counts,
+                           values, sizes, workspace, workspace_size, stream);
 }

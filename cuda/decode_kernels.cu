@@ -452,14 +452,24 @@ __global__ void dense_decode_kernel(DecodeArgs a, const uint32_t *dense_ids) {
 /* ---- Mustafar ---------------------------------------------------------------------------------------- */
 
 /* Exclusive prefix of the head's units' padded words (one block). */
+/* One warp per head slot: the exclusive prefix of its units' value words (a warp scan per 32 units). */
 __global__ void mustafar_scan_kernel(DecodeArgs a) {
-    if (threadIdx.x != 0) return;
-    uint64_t run = 0;
-    for (uint32_t i = 0; i < a.m_n_units; i++) {
-        a.m_word_base[i] = run;
-        run += a.stats[a.m_units[i]].padded / 2;
+    const uint32_t s = blockIdx.x, lane = threadIdx.x;
+    const uint32_t first = a.m_head_first[s], end = a.m_head_first[s + 1];
+    uint64_t carry = 0;
+    for (uint32_t base = first; base < end; base += 32) {
+        const uint32_t i = base + lane;
+        const uint64_t w = i < end ? a.stats[a.m_units[i]].padded / 2 : 0;
+        uint64_t incl = w;
+#pragma unroll
+        for (int off = 1; off < 32; off <<= 1) {
+            const uint64_t v = __shfl_up_sync(0xFFFFFFFFu, incl, off);
+            if (lane >= (uint32_t)off) incl += v;
+        }
+        if (i < end) a.m_word_base[i] = carry + incl - w;
+        carry += __shfl_sync(0xFFFFFFFFu, incl, 31);
     }
-    a.m_word_base[a.m_n_units] = run;
+    if (lane == 0) a.m_head_words[s] = carry;
 }
 
 __global__ void __launch_bounds__(kThreads) mustafar_kernel(DecodeArgs a) {
@@ -492,10 +502,14 @@ __global__ void __launch_bounds__(kThreads) mustafar_kernel(DecodeArgs a) {
     }
     __syncthreads();
     const uint64_t tile_base = a.m_tile_base[blockIdx.x], wbase = a.m_word_base[blockIdx.x];
-    if (blockIdx.x == 0 && threadIdx.x == 0) a.m_accum[0] = 0;
+    const uint32_t slot = a.m_head_of[blockIdx.x];
+    int64_t *const out_bitmaps = a.m_bitmaps + (uint64_t)slot * a.m_n_tiles;
+    int32_t *const out_accum = a.m_accum + (uint64_t)slot * (a.m_n_tiles + 1);
+    uint16_t *const out_values = a.m_values[slot];
+    if (tile_base == 0 && threadIdx.x == 0) out_accum[0] = 0; /* the head's first unit */
     for (uint32_t t = threadIdx.x; t < nt; t += blockDim.x) {
-        a.m_bitmaps[tile_base + t] = (int64_t)unit_bitmap(g, sec, u, bms, t);
-        a.m_accum[tile_base + t + 1] = (int32_t)(wbase + wstart[t + 1]);
+        out_bitmaps[tile_base + t] = (int64_t)unit_bitmap(g, sec, u, bms, t);
+        out_accum[tile_base + t + 1] = (int32_t)(wbase + wstart[t + 1]);
     }
     for (uint32_t t = warp; t < nt; t += kThreads / 32) {
         const uint64_t bm = unit_bitmap(g, sec, u, bms, t);
@@ -518,7 +532,7 @@ __global__ void __launch_bounds__(kThreads) mustafar_kernel(DecodeArgs a) {
             table = wlev + warp * 512;
             table_step = 256;
         }
-        uint16_t *dst = a.m_values + 2 * (wbase + wstart[t]);
+        uint16_t *dst = out_values + 2 * (wbase + wstart[t]);
         for (uint32_t k = lane; k < padded; k += 32) {
             uint16_t v = 0;
             if (k < c) {
@@ -529,9 +543,9 @@ __global__ void __launch_bounds__(kThreads) mustafar_kernel(DecodeArgs a) {
         }
         __syncwarp();
     }
-    if (blockIdx.x + 1 == gridDim.x) {
-        const uint64_t end = 2 * a.m_word_base[a.m_n_units];
-        for (uint64_t i = end + threadIdx.x; i < a.m_value_count; i += blockDim.x) a.m_values[i] = 0;
+    if (blockIdx.x + 1 == a.m_head_first[slot + 1]) { /* the head's last unit: the slack after its values */
+        const uint64_t end = 2 * a.m_head_words[slot];
+        for (uint64_t i = end + threadIdx.x; i < a.m_value_counts[slot]; i += blockDim.x) out_values[i] = 0;
     }
 }
 
@@ -594,7 +608,8 @@ sqkv_cuda_status launch_decode_dense(const DecodeArgs &a, const uint32_t *dense_
 
 sqkv_cuda_status launch_decode_mustafar(const DecodeArgs &a, cudaStream_t stream) {
     if (a.m_n_units == 0) return SQKV_OK;
-    mustafar_scan_kernel<<<1, 32, 0, stream>>>(a);
+    if (a.m_n_heads == 0 || a.m_n_heads > 0x7FFFFFFFu) return SQKV_ERR_LIMIT;
+    mustafar_scan_kernel<<<a.m_n_heads, 32, 0, stream>>>(a);
     SQKV_CUDA_LAUNCHED();
     const size_t smem = align_up(8 * ((size_t)max_tiles(a.g) + 1), 16) + 2 * 256 + 2 * 8 * 512;
     SQKV_CUDA_TRY(cudaFuncSetAttribute(mustafar_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));

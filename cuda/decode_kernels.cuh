@@ -50,15 +50,21 @@ struct DecodeArgs {
                                  * instead of searching the section list; 0 otherwise */
     uint32_t fast_warps;       /* decode_fast.cu: warps (units) per block, 1..8; 0: its default */
     /* Mustafar export of one head */
-    const uint32_t *m_units;   /* units of the head, in tile order */
+    /* Mustafar export of the heads of one layer and tensor: head slot s (0 .. m_n_heads - 1) owns row s of
+     * m_bitmaps (m_n_tiles entries) and of m_accum (m_n_tiles + 1), and the array m_values[s] */
+    const uint32_t *m_units;   /* units of the call's heads, head after head, each in tile order */
     uint32_t m_n_units;
-    const uint64_t *m_tile_base; /* per m_unit: first tile in the head's arrays */
-    uint64_t m_n_tiles;
+    const uint32_t *m_head_of; /* per m_unit: its head slot */
+    const uint32_t *m_head_first; /* per head slot: its first m_unit; [m_n_heads] = m_n_units */
+    uint32_t m_n_heads;
+    const uint64_t *m_tile_base; /* per m_unit: first tile in its head's arrays */
+    uint64_t m_n_tiles;        /* tiles per head */
     uint64_t *m_word_base;     /* per m_unit: accum value before its first tile (scan output) */
+    uint64_t *m_head_words;    /* per head slot: the head's value words (scan output) */
     int64_t *m_bitmaps;
     int32_t *m_accum;
-    uint16_t *m_values;
-    uint64_t m_value_count;
+    uint16_t *const *m_values;       /* per head slot (device array of device pointers) */
+    const uint64_t *m_value_counts;  /* per head slot: entries of its values array */
 };
 
 /* Count and per-section passes (bitmap padding, PER_TILE and PER_HEAD scales, stream padding, sizes),
@@ -75,7 +81,7 @@ sqkv_cuda_status launch_decode_dense(const DecodeArgs &a, const uint32_t *dense_
  * outputs (checked by the host). */
 sqkv_cuda_status launch_decode_fast(const DecodeArgs &a, cudaStream_t stream);
 
-/* Mustafar arrays of one head (m_* fields). */
+/* Mustafar arrays of the call's heads (m_* fields). */
 sqkv_cuda_status launch_decode_mustafar(const DecodeArgs &a, cudaStream_t stream);
 
 }  // namespace sqkv_cuda

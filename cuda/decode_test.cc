@@ -103,6 +103,11 @@ void compare_decode(const std::vector<uint8_t> &file, unsigned flags, uint32_t b
     sqkv_reader_destroy(r);
 }
 
+void destroy_both(sqkv_cuda_decoder *d, sqkv_reader *r) {
+    sqkv_cuda_decoder_destroy(d);
+    sqkv_reader_destroy(r);
+}
+
 void compare_mustafar(const std::vector<uint8_t> &file, uint32_t layer, sqkv_tensor t, uint32_t head) {
     sqkv_reader *r = nullptr;
     ASSERT_EQ(SQKV_OK, sqkv_reader_create(nullptr, 0, &r));
@@ -178,8 +183,46 @@ void compare_mustafar(const std::vector<uint8_t> &file, uint32_t layer, sqkv_ten
     EXPECT_TRUE(bm == gbm) << "bitmaps differ (second export)";
     EXPECT_TRUE(acc == gacc) << "accum_counts differ (second export)";
     EXPECT_TRUE(val == gval) << "values differ (second export)";
-    sqkv_cuda_decoder_destroy(d);
-    sqkv_reader_destroy(r);
+
+    /* Heads in one call (sqkv_cuda_decode_mustafar_heads): all heads of the layer and tensor, then the
+     * upper half of them, row by row against the reader's export of each head. */
+    const uint32_t H = g.n_kv_heads;
+    std::vector<sqkv_mustafar_sizes> hsz(H);
+    bool all = true;
+    for (uint32_t h = 0; h < H; h++) all = all && sqkv_reader_mustafar_sizes(r, layer, t, h, &hsz[h]) == SQKV_OK;
+    if (!all) return destroy_both(d, r);
+    for (uint32_t h0 : {0u, H / 2}) {
+        const uint32_t hn = H - h0;
+        if (hn == 0) continue;
+        const uint64_t nt = hsz[h0].n_tiles;
+        DevBuf hb(8 * nt * hn), ha(4 * (nt + 1) * hn);
+        std::vector<DevBuf> hv(hn);
+        std::vector<uint16_t *> vptr(hn);
+        for (uint32_t i = 0; i < hn; i++) {
+            hv[i].alloc(2 * hsz[h0 + i].value_count);
+            CUDA_OK(cudaMemset(hv[i].p, 0x33, hv[i].n));
+            vptr[i] = (uint16_t *)hv[i].p;
+        }
+        CUDA_OK(cudaMemset(hb.p, 0x33, hb.n));
+        CUDA_OK(cudaMemset(ha.p, 0x33, ha.n));
+        SQ_OK(sqkv_cuda_decode_mustafar_heads(d, layer, t, h0, hn, (int64_t *)hb.p, (int32_t *)ha.p, vptr.data(),
+                                              hsz.data() + h0, ws.p, wsz, 0));
+        for (uint32_t i = 0; i < hn; i++) {
+            const sqkv_mustafar_sizes &z = hsz[h0 + i];
+            ASSERT_EQ(nt, z.n_tiles);
+            std::vector<int64_t> cb(nt), gb2(nt);
+            std::vector<int32_t> ca(nt + 1), ga2(nt + 1);
+            std::vector<uint16_t> cv(z.value_count), gv2(z.value_count);
+            ASSERT_EQ(SQKV_OK, sqkv_reader_decode_mustafar(r, layer, t, h0 + i, cb.data(), ca.data(), cv.data(), &z));
+            CUDA_OK(cudaMemcpy(gb2.data(), (int64_t *)hb.p + nt * i, 8 * nt, cudaMemcpyDeviceToHost));
+            CUDA_OK(cudaMemcpy(ga2.data(), (int32_t *)ha.p + (nt + 1) * i, 4 * (nt + 1), cudaMemcpyDeviceToHost));
+            CUDA_OK(cudaMemcpy(gv2.data(), hv[i].p, hv[i].n, cudaMemcpyDeviceToHost));
+            EXPECT_TRUE(cb == gb2) << "bitmaps differ, heads call from " << h0 << ", head " << h0 + i;
+            EXPECT_TRUE(ca == ga2) << "accum_counts differ, heads call from " << h0 << ", head " << h0 + i;
+            EXPECT_TRUE(cv == gv2) << "values differ, heads call from " << h0 << ", head " << h0 + i;
+        }
+    }
+    destroy_both(d, r);
 }
 
 }  // namespace

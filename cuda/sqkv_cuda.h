@@ -207,6 +207,18 @@ sqkv_cuda_status sqkv_cuda_decode_mustafar(sqkv_cuda_decoder *d, uint32_t layer,
                                            uint32_t head, int64_t *bitmaps, int32_t *accum_counts,
                                            uint16_t *values, const sqkv_mustafar_sizes *sizes,
                                            void *workspace, uint64_t workspace_size, cudaStream_t stream);
+/* The same for heads [head_start, head_start + head_count) of one layer and tensor in one call, in
+ * Mustafar's batched shape: bitmaps is [head_count][n_tiles] int64 and accum_counts
+ * [head_count][n_tiles + 1] int32, row i as sqkv_cuda_decode_mustafar writes head head_start + i;
+ * values[i] (a host array of head_count device pointers) receives that head's values, sizes[i] its
+ * sizes. Every head of one layer and tensor has the same n_tiles. Prefer it to calls per head: each
+ * call uploads a plan and launches its kernels, tens of microseconds that a head's export does not
+ * amortize (results/gpu_bench.md). The workspace rule is decode_mustafar's. */
+sqkv_cuda_status sqkv_cuda_decode_mustafar_heads(sqkv_cuda_decoder *d, uint32_t layer, sqkv_tensor tensor,
+                                                 uint32_t head_start, uint32_t head_count, int64_t *bitmaps,
+                                                 int32_t *accum_counts, uint16_t *const *values,
+                                                 const sqkv_mustafar_sizes *sizes, void *workspace,
+                                                 uint64_t workspace_size, cudaStream_t stream);
 
 /* ------------------------------------------------------------------------------------------------
  * Checksums on the device: XXH3-64 (seed 0) of n device buffers in one launch.
