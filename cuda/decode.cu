@@ -128,9 +128,12 @@ struct CallPlan {
     std::vector<uint64_t> m_values, m_value_counts; /* device pointers as integers; entries */
 };
 
+/* Workspace offsets of a call's arrays. Those the host writes come first, [0, upload_end), so that one copy
+ * uploads them all (errors included, as zeros): each copy from pageable memory costs microseconds, which
+ * calls exporting Mustafar's layout paid ten times over. */
 struct CallLayout {
-    uint64_t secs, units, stats, errors, dense, jobs, map, sums, hashes, m_units, m_head_of, m_tile_base, m_word_base,
-        m_head_first, m_values, m_value_counts, m_head_words, unpacked, total;
+    uint64_t secs, errors, dense, jobs, map, m_units, m_head_of, m_tile_base, m_head_first, m_values, m_value_counts,
+        upload_end, units, stats, sums, hashes, m_word_base, m_head_words, unpacked, total;
 };
 
 CallLayout layout_of(const CallPlan &p) {
@@ -142,21 +145,22 @@ CallLayout layout_of(const CallPlan &p) {
         return at;
     };
     l.secs = take(p.secs.size() * sizeof(DecSection));
-    l.units = take(0);
-    l.stats = take((uint64_t)p.n_units * sizeof(UnitStat));
     l.errors = take(p.secs.size() * 4);
     l.dense = take(p.dense.size() * 4);
     l.jobs = take(p.jobs.size() * sizeof(HashJob));
     l.map = take(p.block_map.size() * 4);
-    l.sums = take(p.block_map.size() * 64);
-    l.hashes = take(p.jobs.size() * 8);
     l.m_units = take(p.m_units.size() * 4);
     l.m_head_of = take(p.m_head_of.size() * 4);
     l.m_tile_base = take(p.m_tile_base.size() * 8);
-    l.m_word_base = take(p.m_units.size() * 8);
     l.m_head_first = take(p.m_head_first.size() * 4);
     l.m_values = take(p.m_values.size() * 8);
     l.m_value_counts = take(p.m_value_counts.size() * 8);
+    l.upload_end = off;
+    l.units = take(0);
+    l.stats = take((uint64_t)p.n_units * sizeof(UnitStat));
+    l.sums = take(p.block_map.size() * 64);
+    l.hashes = take(p.jobs.size() * 8);
+    l.m_word_base = take(p.m_units.size() * 8);
     l.m_head_words = take(p.m_value_counts.size() * 8);
     l.unpacked = take(p.unpack_bytes);
     l.total = off;
@@ -455,31 +459,24 @@ sqkv_cuda_status prepare_call(sqkv_cuda_decoder *d, CallPlan &p, uint8_t *ws, ui
         const sqkv_cuda_status st = unpack_sections(d, p, ws + lay->unpacked, stream);
         if (st != SQKV_OK) return st;
     }
-    SQKV_CUDA_TRY(cudaMemcpyAsync(ws + lay->secs, p.secs.data(), p.secs.size() * sizeof(DecSection),
-                                  cudaMemcpyHostToDevice, stream));
-    if (!p.dense.empty())
-        SQKV_CUDA_TRY(cudaMemcpyAsync(ws + lay->dense, p.dense.data(), p.dense.size() * 4, cudaMemcpyHostToDevice, stream));
-    if (!p.jobs.empty())
-        SQKV_CUDA_TRY(cudaMemcpyAsync(ws + lay->jobs, p.jobs.data(), p.jobs.size() * sizeof(HashJob),
-                                      cudaMemcpyHostToDevice, stream));
-    if (!p.block_map.empty())
-        SQKV_CUDA_TRY(cudaMemcpyAsync(ws + lay->map, p.block_map.data(), p.block_map.size() * 4, cudaMemcpyHostToDevice,
-                                      stream));
-    if (!p.m_units.empty()) {
-        SQKV_CUDA_TRY(cudaMemcpyAsync(ws + lay->m_units, p.m_units.data(), p.m_units.size() * 4, cudaMemcpyHostToDevice,
-                                      stream));
-        SQKV_CUDA_TRY(cudaMemcpyAsync(ws + lay->m_head_of, p.m_head_of.data(), p.m_head_of.size() * 4,
-                                      cudaMemcpyHostToDevice, stream));
-        SQKV_CUDA_TRY(cudaMemcpyAsync(ws + lay->m_tile_base, p.m_tile_base.data(), p.m_tile_base.size() * 8,
-                                      cudaMemcpyHostToDevice, stream));
-        SQKV_CUDA_TRY(cudaMemcpyAsync(ws + lay->m_head_first, p.m_head_first.data(), p.m_head_first.size() * 4,
-                                      cudaMemcpyHostToDevice, stream));
-        SQKV_CUDA_TRY(cudaMemcpyAsync(ws + lay->m_values, p.m_values.data(), p.m_values.size() * 8,
-                                      cudaMemcpyHostToDevice, stream));
-        SQKV_CUDA_TRY(cudaMemcpyAsync(ws + lay->m_value_counts, p.m_value_counts.data(), p.m_value_counts.size() * 8,
-                                      cudaMemcpyHostToDevice, stream));
+    {
+        /* the host-written arrays in one upload; errors stay zero */
+        std::vector<uint8_t> up(lay->upload_end, 0);
+        auto put = [&](uint64_t at, const void *src, size_t bytes) {
+            if (bytes) memcpy(up.data() + at, src, bytes);
+        };
+        put(lay->secs, p.secs.data(), p.secs.size() * sizeof(DecSection));
+        put(lay->dense, p.dense.data(), p.dense.size() * 4);
+        put(lay->jobs, p.jobs.data(), p.jobs.size() * sizeof(HashJob));
+        put(lay->map, p.block_map.data(), p.block_map.size() * 4);
+        put(lay->m_units, p.m_units.data(), p.m_units.size() * 4);
+        put(lay->m_head_of, p.m_head_of.data(), p.m_head_of.size() * 4);
+        put(lay->m_tile_base, p.m_tile_base.data(), p.m_tile_base.size() * 8);
+        put(lay->m_head_first, p.m_head_first.data(), p.m_head_first.size() * 4);
+        put(lay->m_values, p.m_values.data(), p.m_values.size() * 8);
+        put(lay->m_value_counts, p.m_value_counts.data(), p.m_value_counts.size() * 8);
+        if (!up.empty()) SQKV_CUDA_TRY(cudaMemcpyAsync(ws, up.data(), up.size(), cudaMemcpyHostToDevice, stream));
     }
-    SQKV_CUDA_TRY(cudaMemsetAsync(ws + lay->errors, 0, p.secs.size() * 4, stream));
     memset(a, 0, sizeof *a);
     a->g = d->g;
     a->out_dtype = out_dtype;
