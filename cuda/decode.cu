@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
+#include <memory>
 #include <mutex>
 #include <new>
 #include <string>
@@ -460,10 +461,13 @@ sqkv_cuda_status prepare_call(sqkv_cuda_decoder *d, CallPlan &p, uint8_t *ws, ui
         if (st != SQKV_OK) return st;
     }
     {
-        /* the host-written arrays in one upload; errors stay zero */
-        std::vector<uint8_t> up(lay->upload_end, 0);
+        /* the host-written arrays in one upload; errors go up as zeros (only they are cleared: the
+         * first call of a whole cache uploads some 350 KB, mostly its checksum block map) */
+        std::unique_ptr<uint8_t[]> up(new (std::nothrow) uint8_t[lay->upload_end ? lay->upload_end : 1]);
+        if (!up) return fail(d, SQKV_ERR_OUT_OF_MEMORY, "plan upload: out of host memory");
+        memset(up.get() + lay->errors, 0, p.secs.size() * 4);
         auto put = [&](uint64_t at, const void *src, size_t bytes) {
-            if (bytes) memcpy(up.data() + at, src, bytes);
+            if (bytes) memcpy(up.get() + at, src, bytes);
         };
         put(lay->secs, p.secs.data(), p.secs.size() * sizeof(DecSection));
         put(lay->dense, p.dense.data(), p.dense.size() * 4);
@@ -475,7 +479,8 @@ sqkv_cuda_status prepare_call(sqkv_cuda_decoder *d, CallPlan &p, uint8_t *ws, ui
         put(lay->m_head_first, p.m_head_first.data(), p.m_head_first.size() * 4);
         put(lay->m_values, p.m_values.data(), p.m_values.size() * 8);
         put(lay->m_value_counts, p.m_value_counts.data(), p.m_value_counts.size() * 8);
-        if (!up.empty()) SQKV_CUDA_TRY(cudaMemcpyAsync(ws, up.data(), up.size(), cudaMemcpyHostToDevice, stream));
+        if (lay->upload_end)
+            SQKV_CUDA_TRY(cudaMemcpyAsync(ws, up.get(), lay->upload_end, cudaMemcpyHostToDevice, stream));
     }
     memset(a, 0, sizeof *a);
     a->g = d->g;
