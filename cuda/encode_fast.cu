@@ -10,9 +10,9 @@
  *   prune_fast_kernel    one 128-thread block per unit (64 rows x 128 channels): the unit is copied
  *                        to shared memory with cp.async (16-byte pieces; rows padded by 16 bytes so
  *                        that the row reads below are free of bank conflicts); two lanes per row hold the row's
- *                        magnitudes in registers and find the row threshold by bisection over the
- *                        15-bit magnitude (from a floor given by group maxima), counting with packed
- *                        fp16 compares; bitmaps come from ballots (keys) or register masks (values);
+ *                        magnitudes in registers, transpose them into bit planes and select the row's
+ *                        kept elements bit by bit (select_row); bitmaps come from ballots (keys) or
+ *                        the kept flags themselves (values);
  *                        kept values are staged in payload order (PER_TILE 2, 3 and 4 bits: their
  *                        codes, as a packed bit stream); offset-table entries that fall in the unit are
  *                        written unit-relative.
@@ -25,9 +25,7 @@
  *
  * Selection is exact (spec/FORMAT.md §14): T is the largest magnitude with count(|x| >= T) >= keep;
  * when the elements equal to T are more than the keep - count(|x| > T) still needed, the lower
- * channels win: the magnitudes of the other ties are set to 0 in registers, after which a row keeps
- * exactly its elements of magnitude >= A (A = T, or 1 when all nonzero elements are kept; zeros are
- * never kept).
+ * channels win; zeros are never kept. select_row says how, and why on bit planes.
  */
 #include <cuda_fp16.h>
 #include <stddef.h>
@@ -78,43 +76,91 @@ __device__ __forceinline__ void cp_async16(void *smem, const void *gmem) {
 }
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
 
-/* Elements of this row (both halves: the partner lane is lane ^ 8) with magnitude >= t. */
-__device__ __forceinline__ float count_ge(const uint32_t (&m)[32], uint32_t t) {
-    const __half2 t2 = as_h2(t * 0x10001u);
-    __half2 a0 = __float2half2_rn(0.f), a1 = a0, a2 = a0, a3 = a0;
+/* In-place transpose of the 32 x 32 bit matrix whose row k is m[k]: afterwards bit k of m[j] is bit j of
+ * the old m[k]. Each of the five stages swaps one bit of the row index with the same bit of the column
+ * index: byte permutes for 16 and 8, masked shifts for 4, 2 and 1 (16 instructions per word pair). */
+__device__ __forceinline__ void transpose32(uint32_t (&m)[32]) {
 #pragma unroll
-    for (int k = 0; k < 32; k += 4) {
-        a0 = __hadd2(a0, __hge2(as_h2(m[k]), t2));
-        a1 = __hadd2(a1, __hge2(as_h2(m[k + 1]), t2));
-        a2 = __hadd2(a2, __hge2(as_h2(m[k + 2]), t2));
-        a3 = __hadd2(a3, __hge2(as_h2(m[k + 3]), t2));
+    for (int k = 0; k < 16; k++) {
+        const uint32_t a = m[k], b = m[k + 16];
+        m[k] = __byte_perm(a, b, 0x5410u);
+        m[k + 16] = __byte_perm(a, b, 0x7632u);
     }
-    const __half2 s = __hadd2(__hadd2(a0, a1), __hadd2(a2, a3));
-    const float own = __low2float(s) + __high2float(s); /* at most 64: exact */
-    return own + __shfl_xor_sync(kFull, own, 8);
+#pragma unroll
+    for (int k = 0; k < 32; k++) {
+        if (k & 8) continue;
+        const uint32_t a = m[k], b = m[k + 8];
+        m[k] = __byte_perm(a, b, 0x6240u);
+        m[k + 8] = __byte_perm(a, b, 0x7351u);
+    }
+#pragma unroll
+    for (int st = 0; st < 3; st++) {
+        const int sh = 4 >> st;
+        const uint32_t lowm = st == 0 ? 0x0F0F0F0Fu : st == 1 ? 0x33333333u : 0x55555555u;
+#pragma unroll
+        for (int k = 0; k < 32; k++) {
+            if (k & sh) continue;
+            const uint32_t a = m[k], b = m[k + sh];
+            m[k] = (a & lowm) | ((b << sh) & ~lowm);
+            m[k + sh] = ((a >> sh) & lowm) | (b & ~lowm);
+        }
+    }
 }
 
-/* A lower bound of a row threshold without counting: the smallest of the row's group maxima, groups of
- * GS words of each lane, per half word (so each group gives two elements). With at least `keep` such
- * maxima (4 * 32 / GS >= keep), at least `keep` elements are >= the bound, so count(>= bound) >= keep.
- * Returns this lane's part (packed per half); the caller takes the minimum over halves and the pair. */
-template <int GS>
-__device__ __forceinline__ uint32_t group_max_floor(const uint32_t (&m)[32]) {
-    uint32_t floor2 = 0xFFFFFFFFu;
+/* Exact selection of one row (spec/FORMAT.md §14) by the lane pair that holds it (the partner is lane ^ 8,
+ * half 0 holds the lower channels). m holds this lane's 64 magnitudes, word k = elements 2k (low half)
+ * and 2k + 1 (high half); it is consumed: transposed into bit planes, m[b] bit k = bit b of element 2k,
+ * m[16 + b] bit k = bit b of element 2k + 1. Returns the kept flags in the same plane order (kept0 bit k:
+ * element 2k, kept1 bit k: element 2k + 1).
+ *
+ * Why planes: a threshold search by counting costs a compare and an add per element and probe, about 11
+ * probes per warp (which waits for its slowest row); on planes one step of the search takes 32 elements
+ * per instruction, and every row takes the same 15 steps. From the top bit down, the candidates E are
+ * the elements whose bits above b equal those of T (the keep-th largest magnitude); those of E with bit
+ * b set number c. If c >= need (the kept places not yet taken by elements above T), T has bit b and E
+ * narrows to them; else they are all kept (G), need drops by c and E keeps the rest. After bit 0, E is
+ * the elements equal to T and need of them are kept, the lower channels first; zeros are never kept. */
+__device__ __forceinline__ void select_row(uint32_t (&m)[32], uint32_t keep, uint32_t half, uint32_t &kept0,
+                                           uint32_t &kept1) {
+    transpose32(m);
+    uint32_t e0 = kFull, e1 = kFull, g0 = 0, g1 = 0, need = min(keep, kFD), t = 0;
 #pragma unroll
-    for (int k = 0; k < 32; k += GS) {
-        uint32_t g = m[k];
-#pragma unroll
-        for (int j = 1; j < GS; j++) g = __vmaxu2(g, m[k + j]);
-        floor2 = __vminu2(floor2, g);
+    for (int b = 14; b >= 0; b--) {
+        const uint32_t o0 = e0 & m[b], o1 = e1 & m[16 + b];
+        uint32_t c = __popc(o0) + __popc(o1);
+        c += __shfl_xor_sync(kFull, c, 8);
+        const bool one = c >= need;
+        t |= one ? 1u << b : 0u;
+        need = one ? need : need - c;
+        g0 |= one ? 0u : o0;
+        g1 |= one ? 0u : o1;
+        e0 = one ? o0 : e0 ^ o0;
+        e1 = one ? o1 : e1 ^ o1;
     }
-    return floor2;
-}
-
-/* Packed 0xFFFF/0 kept flags of the two elements of word k of this lane's half row (magnitudes
- * already adjusted for a tie cut, see prune_fast_kernel). */
-__device__ __forceinline__ uint32_t kept_pair(const uint32_t (&m)[32], int k, uint32_t a2) {
-    return __hge2_mask(as_h2(m[k]), as_h2(a2));
+    /* ties: all of E when they are exactly need (or nothing when T = 0), else the first need by channel */
+    const uint32_t eq = __popc(e0) + __popc(e1), eq_other = __shfl_xor_sync(kFull, eq, 8);
+    const bool partial = t != 0 && eq + eq_other > need;
+    if (t == 0) e0 = e1 = 0;
+    if (__any_sync(kFull, partial) && partial) {
+        /* half 0 takes its ties first; element 2k is e0 bit k, 2k + 1 is e1 bit k */
+        const uint32_t first = min(need, half ? eq_other : eq);
+        uint32_t n = half ? need - first : first, t0 = 0, t1 = 0;
+        while (n) {
+            const uint32_t i0 = e0 ? 2u * (__ffs(e0) - 1) : 64u, i1 = e1 ? 2u * (__ffs(e1) - 1) + 1 : 64u;
+            if (i0 < i1) {
+                t0 |= e0 & (0u - e0);
+                e0 &= e0 - 1;
+            } else {
+                t1 |= e1 & (0u - e1);
+                e1 &= e1 - 1;
+            }
+            n--;
+        }
+        e0 = t0;
+        e1 = t1;
+    }
+    kept0 = g0 | e0;
+    kept1 = g1 | e1;
 }
 
 /* One element of the unit's tile, read as such (an asm load, so that the compiler does not forward it
@@ -167,46 +213,21 @@ __device__ __forceinline__ void scan128(const uint32_t *cnt, uint32_t *tstart, u
     __syncthreads();
 }
 
-/* Kept flags pm of word k of this lane's half row (kept_pair) gathered into two words: acc_a holds words
- * 0-15, acc_b words 16-31, word k's low element at bit k & 15 and its high element at bit 16 + (k & 15). */
-__device__ __forceinline__ void gather_kept(uint32_t pm, int k, uint32_t &acc_a, uint32_t &acc_b) {
-    const uint32_t sel = (1u << (k & 15)) | (1u << (16 + (k & 15)));
-    if (k < 16) acc_a |= pm & sel;
-    else acc_b |= pm & sel;
+/* select_row's kept flags as a half row bitmap (bit 63 - i = channel 64h + i): the two words
+ * interleaved (element 2k from kept0 bit k, 2k + 1 from kept1 bit k) in two 32-element halves. */
+__device__ __forceinline__ uint64_t half_row_bitmap(uint32_t kept0, uint32_t kept1) {
+    const uint32_t lo = shuffle32(__byte_perm(kept0, kept1, 0x5410u)); /* elements 0-31 at bits 0-31 */
+    const uint32_t hi = shuffle32(__byte_perm(kept0, kept1, 0x7632u)); /* elements 32-63 */
+    return ((uint64_t)__brev(lo) << 32) | __brev(hi);
 }
 
-/* gather_kept's words as a half row bitmap (bit 63 - i = channel 64h + i). */
-__device__ __forceinline__ uint64_t half_row_bitmap(uint32_t acc_a, uint32_t acc_b) {
-    return ((uint64_t)__brev(shuffle32(acc_a)) << 32) | __brev(shuffle32(acc_b));
-}
-
-/* Kept bits of this lane's half row as a value tile bitmap (bit 63 - i = channel 64h + i). */
-__device__ __forceinline__ uint64_t value_tile_mask(const uint32_t (&m)[32], uint32_t A) {
-    const uint32_t a2 = A * 0x10001u;
-    uint32_t acc_a = 0, acc_b = 0;
-#pragma unroll
-    for (int k = 0; k < 32; k++) gather_kept(kept_pair(m, k, a2), k, acc_a, acc_b);
-    return half_row_bitmap(acc_a, acc_b);
-}
-
-/* Ballots of the kept bits of the 64 local channels of this warp's 16 rows (keys). Returns the kept bits
- * of this lane's half row as value_tile_mask does (keys are staged by rows, P3). */
-__device__ __forceinline__ uint64_t key_ballots(const uint32_t (&m)[32], uint32_t A, uint32_t *raw_warp, uint32_t lane) {
-    const uint32_t a2 = A * 0x10001u;
-    uint32_t p0 = 0, p1 = 0, acc_a = 0, acc_b = 0;
+/* Ballots of the kept flags of the 64 local channels of this warp's 16 rows (keys): raw_warp[i] is the
+ * ballot of element i of each lane's half row. */
+__device__ __forceinline__ void key_ballots(uint32_t kept0, uint32_t kept1, uint32_t *raw_warp, uint32_t lane) {
+    uint32_t p0 = 0, p1 = 0;
 #pragma unroll
     for (int k = 0; k < 32; k++) {
-        const uint32_t pm = kept_pair(m, k, a2);
-        gather_kept(pm, k, acc_a, acc_b);
-        /* the ballots from the predicates of one packed compare (the same ordered >= as kept_pair): from
-         * pm, each took a mask, a compare and the vote */
-        uint32_t b0, b1;
-        asm("{\n\t.reg .pred lo, hi;\n\t"
-            "setp.ge.f16x2 lo|hi, %2, %3;\n\t"
-            "vote.sync.ballot.b32 %0, lo, 0xffffffff;\n\t"
-            "vote.sync.ballot.b32 %1, hi, 0xffffffff;\n\t}"
-            : "=r"(b0), "=r"(b1)
-            : "r"(m[k]), "r"(a2));
+        const uint32_t b0 = __ballot_sync(kFull, (kept0 >> k) & 1u), b1 = __ballot_sync(kFull, (kept1 >> k) & 1u);
         if (k & 1) {
             if (lane == 0) *(uint4 *)(raw_warp + 2 * k - 2) = make_uint4(p0, p1, b0, b1);
         } else {
@@ -214,7 +235,6 @@ __device__ __forceinline__ uint64_t key_ballots(const uint32_t (&m)[32], uint32_
             p1 = b1;
         }
     }
-    return half_row_bitmap(acc_a, acc_b);
 }
 
 /* PER_TILE: the parameters of one tile from the statistics of its kept values (gathered while staging
@@ -348,7 +368,7 @@ __global__ void __launch_bounds__(kFastThreads, 7) prune_fast_kernel(EncodeArgs 
     }
     __syncthreads();
 
-    /* P1: row thresholds. Lanes 0-7 / 16-23 hold channels 0-63 of rows 0-7 / 8-15 of the warp's 16
+    /* P1: row selection. Lanes 0-7 / 16-23 hold channels 0-63 of rows 0-7 / 8-15 of the warp's 16
      * rows, lanes 8-15 / 24-31 channels 64-127 of the same rows: each quarter warp reads eight rows,
      * so the 16-byte reads hit distinct banks. */
     const uint32_t half = (lane >> 3) & 1u, r = warp * 16 + ((lane & 7u) | ((lane >> 4) << 3));
@@ -372,94 +392,8 @@ __global__ void __launch_bounds__(kFastThreads, 7) prune_fast_kernel(EncodeArgs 
     rmax = max(rmax, __shfl_xor_sync(kFull, rmax, 8));
     if (rmax >= 0x7C00u && half == 0) atomicOr(a.error, 1u); /* NaN or infinity in the source */
 
-    const uint32_t keep = a.g.keep;
-    uint32_t A = 1; /* default: every nonzero element */
-    bool partial = false;
-    uint32_t need = 0;
-    if (keep < kFD) {
-        /* invariant: count(>= lo) >= keep > c_hi = count(>= hi); c_lo = count(>= lo) once known (< 0:
-         * not counted yet). The search starts at a floor from group maxima rather than at 0: about two
-         * probes fewer per warp on the benchmark's rows and on real caches (bisection from 0 took 9.1
-         * probes per row, but 13.1 per warp, which waits for its slowest row). */
-        /* two group sizes only (each variant is code the instruction cache must hold): 8 groups of 4
-         * words per lane (32 maxima per row) up to keep 32, 16 groups of 2 up to 64, else no floor */
-        uint32_t floor2 = 0;
-        if (keep <= 32) floor2 = group_max_floor<4>(m);
-        else if (keep <= 64) floor2 = group_max_floor<2>(m);
-        uint32_t floor_mag = min(floor2 & 0xFFFFu, floor2 >> 16);
-        floor_mag = min(floor_mag, __shfl_xor_sync(kFull, floor_mag, 8));
-        uint32_t hi = min(rmax, 0x7BFFu) + 1, lo = min(floor_mag, hi - 1);
-        float c_lo = lo == 0 ? (float)kFD : -1.f, c_hi = 0.f;
-        const float fkeep = (float)keep;
-        bool exact = false;
-        /* bisection (an interpolation search measured slower on the H200: more work per probe, fewer
-         * resident blocks, and the warp waits for its slowest row anyway) */
-        /* a row whose bracket closed with c_lo unknown (the floor was its threshold) probes lo once more:
-         * mid = lo there, which sets c_lo (one copy of the count's code instead of a second one) */
-        while (__any_sync(kFull, hi - lo > 1 || c_lo < 0.f)) {
-            const uint32_t mid = (lo + hi) >> 1;
-            const float c = count_ge(m, mid);
-            if (c >= fkeep) {
-                lo = mid;
-                c_lo = c;
-            } else {
-                hi = mid;
-                c_hi = c;
-            }
-            if (c == fkeep) { /* exactly keep elements reach mid: they are the kept ones */
-                exact = true;
-                hi = lo + 1;
-            }
-        }
-        if (exact) {
-            A = lo;
-        } else if (lo > 0) { /* else fewer nonzero elements than keep: all of them */
-            A = lo;
-            need = keep - (uint32_t)c_hi;
-            partial = need < (uint32_t)c_lo - (uint32_t)c_hi;
-        }
-    }
-    if (__any_sync(kFull, partial)) {
-        /* Ties at T that are not all kept (frequent with fp16 data: 16 rows per warp). The lane pair of
-         * such a row finds cut = 1 + the channel of the need-th element equal to T and sets the later
-         * ties' magnitudes to 0 in registers (they are not kept; the values in shared memory are read
-         * only where the bitmaps say kept). m[k] holds channels d0 + 2k (low half) and d0 + 2k + 1. */
-        const uint32_t a2 = A * 0x10001u;
-        uint32_t tie_lo = 0, tie_hi = 0; /* bit b: channel d0 + b (b < 32) / d0 + 32 + b equals T */
-#pragma unroll
-        for (int k = 0; k < 32; k++) {
-            const uint32_t eqm = __heq2_mask(as_h2(m[k]), as_h2(a2));
-            const uint32_t two = (eqm & 1u) | ((eqm >> 30) & 2u);
-            if (k < 16) tie_lo |= two << (2 * k);
-            else tie_hi |= two << (2 * (k - 16));
-        }
-        const uint32_t eq = partial ? (uint32_t)(__popc(tie_lo) + __popc(tie_hi)) : 0u;
-        const uint32_t eq_other = __shfl_xor_sync(kFull, eq, 8);
-        const uint32_t eq0 = half ? eq_other : eq;
-        uint32_t found = 0;
-        if (partial) {
-            const bool in0 = need <= eq0;
-            const uint32_t rank = in0 ? need : need - eq0;
-            if (half == (in0 ? 0u : 1u)) {
-                uint64_t tm = ((uint64_t)tie_hi << 32) | tie_lo;
-                for (uint32_t i = 1; i < rank; i++) tm &= tm - 1; /* drop the ties before the rank-th */
-                found = d0 + (uint32_t)__ffsll((long long)tm);   /* 1 + its channel */
-            }
-        }
-        found = max(found, __shfl_xor_sync(kFull, found, 8));
-        if (partial) {
-            /* ties at channels >= found (bit index >= found - d0) are dropped */
-            const uint32_t cb = found > d0 ? min(found - d0, 64u) : 0u;
-            const uint64_t tm = ((uint64_t)tie_hi << 32) | tie_lo;
-            const uint64_t drop = cb >= 64 ? 0ull : tm & (~0ull << cb);
-            const uint32_t drop_lo = (uint32_t)drop, drop_hi = (uint32_t)(drop >> 32);
-#pragma unroll
-            for (int k = 0; k < 32; k++) {
-                const uint32_t two = k < 16 ? drop_lo >> (2 * k) : drop_hi >> (2 * (k - 16));
-                m[k] &= ~(((two & 1u) ? 0xFFFFu : 0u) | ((two & 2u) ? 0xFFFF0000u : 0u));
-            }
-        }
-    }
+    uint32_t kept0, kept1; /* this lane's kept flags, select_row's plane order */
+    select_row(m, a.g.keep, half, kept0, kept1);
     /* the row maximum is always kept (keep >= 1): the unit's largest kept magnitude */
     {
         const uint32_t um = __reduce_max_sync(kFull, rmax < 0x7C00u ? rmax : 0u);
@@ -473,7 +407,8 @@ __global__ void __launch_bounds__(kFastThreads, 7) prune_fast_kernel(EncodeArgs 
      * among 0-31, bitmap rows 32-63} (row i of a half at bit 31 - i); tbnd is not used before tile_params */
     uint4 *const key_tab = (uint4 *)s.tbnd;
     if (keys) {
-        row_bm = key_ballots(m, A, s.raw + warp * 64, lane);
+        key_ballots(kept0, kept1, s.raw + warp * 64, lane);
+        row_bm = half_row_bitmap(kept0, kept1);
         __syncthreads();
         const uint32_t h = tid >> 6, c = tid & 63, sel = h ? 0x4431u : 0x4420u;
         uint64_t comb = 0;
@@ -482,7 +417,7 @@ __global__ void __launch_bounds__(kFastThreads, 7) prune_fast_kernel(EncodeArgs 
         my_bm = __brevll(comb);
         s.cnt[tid] = __popcll(my_bm);
     } else {
-        my_bm = value_tile_mask(m, A);
+        my_bm = half_row_bitmap(kept0, kept1);
         if (r < R) s.cnt[half * R + r] = __popcll(my_bm);
     }
     __syncthreads();
