@@ -76,16 +76,21 @@ __device__ __forceinline__ void cp_async16(void *smem, const void *gmem) {
 }
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
 
-/* In-place transpose of the 32 x 32 bit matrix whose row k is m[k]: afterwards bit k of m[j] is bit j of
- * the old m[k]. Each of the five stages swaps one bit of the row index with the same bit of the column
- * index: byte permutes for 16 and 8, masked shifts for 4, 2 and 1 (16 instructions per word pair). */
-__device__ __forceinline__ void transpose32(uint32_t (&m)[32]) {
-#pragma unroll
-    for (int k = 0; k < 16; k++) {
-        const uint32_t a = m[k], b = m[k + 16];
-        m[k] = __byte_perm(a, b, 0x5410u);
-        m[k + 16] = __byte_perm(a, b, 0x7632u);
-    }
+/* Bits of x where mask is set, of y elsewhere: one LOP3 (the compiler builds (x & m) | (y & ~m) from two
+ * when both masks are constants, since an instruction takes one immediate). */
+__device__ __forceinline__ uint32_t bit_select(uint32_t x, uint32_t y, uint32_t mask) {
+    uint32_t r;
+    asm("lop3.b32 %0, %1, %2, %3, 0xE4;" : "=r"(r) : "r"(x), "r"(y), "r"(mask));
+    return r;
+}
+
+/* Bit planes of a lane's 64 magnitudes in place: word k of m holds elements 2k (low half) and 2k + 1 (high
+ * half); afterwards m[b] holds bit b of elements 0-31 and m[16 + b] of elements 32-63, element 2j at
+ * bit j and 2j + 1 at bit 16 + j of the plane word (shuffle32 puts them in order).
+ * This is a 32 x 32 bit transpose without its first stage: each stage swaps one bit of the word index
+ * with the same bit of the bit index (byte permutes for 8, masked shifts for 4, 2 and 1), and the stage
+ * for bit 4 would only pair the elements into words differently, which the plane layout absorbs. */
+__device__ __forceinline__ void bit_planes(uint32_t (&m)[32]) {
 #pragma unroll
     for (int k = 0; k < 32; k++) {
         if (k & 8) continue;
@@ -101,17 +106,45 @@ __device__ __forceinline__ void transpose32(uint32_t (&m)[32]) {
         for (int k = 0; k < 32; k++) {
             if (k & sh) continue;
             const uint32_t a = m[k], b = m[k + sh];
-            m[k] = (a & lowm) | ((b << sh) & ~lowm);
-            m[k + sh] = ((a >> sh) & lowm) | (b & ~lowm);
+            m[k] = bit_select(a, b << sh, lowm);
+            m[k + sh] = bit_select(a >> sh, b, lowm);
         }
     }
 }
 
+/* Outer perfect shuffle: bit k -> 2k, bit 16 + k -> 2k + 1. */
+__device__ __forceinline__ uint32_t shuffle32(uint32_t x) {
+    uint32_t t;
+    t = (x ^ (x >> 8)) & 0x0000FF00u;
+    x = x ^ t ^ (t << 8);
+    t = (x ^ (x >> 4)) & 0x00F000F0u;
+    x = x ^ t ^ (t << 4);
+    t = (x ^ (x >> 2)) & 0x0C0C0C0Cu;
+    x = x ^ t ^ (t << 2);
+    t = (x ^ (x >> 1)) & 0x22222222u;
+    x = x ^ t ^ (t << 1);
+    return x;
+}
+
+/* The inverse of shuffle32: bit 2k -> k, bit 2k + 1 -> 16 + k (its delta swaps in reverse order). */
+__device__ __forceinline__ uint32_t unshuffle32(uint32_t x) {
+    uint32_t t;
+    t = (x ^ (x >> 1)) & 0x22222222u;
+    x = x ^ t ^ (t << 1);
+    t = (x ^ (x >> 2)) & 0x0C0C0C0Cu;
+    x = x ^ t ^ (t << 2);
+    t = (x ^ (x >> 4)) & 0x00F000F0u;
+    x = x ^ t ^ (t << 4);
+    t = (x ^ (x >> 8)) & 0x0000FF00u;
+    x = x ^ t ^ (t << 8);
+    return x;
+}
+
 /* Exact selection of one row (spec/FORMAT.md §14) by the lane pair that holds it (the partner is lane ^ 8,
  * half 0 holds the lower channels). m holds this lane's 64 magnitudes, word k = elements 2k (low half)
- * and 2k + 1 (high half); it is consumed: transposed into bit planes, m[b] bit k = bit b of element 2k,
- * m[16 + b] bit k = bit b of element 2k + 1. Returns the kept flags in the same plane order (kept0 bit k:
- * element 2k, kept1 bit k: element 2k + 1).
+ * and 2k + 1 (high half), and is consumed (bit_planes). Returns the kept flags in plane order (kept0:
+ * elements 0-31, element 2j at bit j and 2j + 1 at bit 16 + j; kept1 the same for elements 32-63), and
+ * whether any of the lane's elements is an infinity or NaN (all five exponent bits set).
  *
  * Why planes: a threshold search by counting costs a compare and an add per element and probe, about 11
  * probes per warp (which waits for its slowest row); on planes one step of the search takes 32 elements
@@ -120,47 +153,50 @@ __device__ __forceinline__ void transpose32(uint32_t (&m)[32]) {
  * b set number c. If c >= need (the kept places not yet taken by elements above T), T has bit b and E
  * narrows to them; else they are all kept (G), need drops by c and E keeps the rest. After bit 0, E is
  * the elements equal to T and need of them are kept, the lower channels first; zeros are never kept. */
-__device__ __forceinline__ void select_row(uint32_t (&m)[32], uint32_t keep, uint32_t half, uint32_t &kept0,
+__device__ __forceinline__ bool select_row(uint32_t (&m)[32], uint32_t keep, uint32_t half, uint32_t &kept0,
                                            uint32_t &kept1) {
-    transpose32(m);
-    uint32_t e0 = kFull, e1 = kFull, g0 = 0, g1 = 0, need = min(keep, kFD), t = 0;
+    bit_planes(m);
+    const bool special = ((m[10] & m[11] & m[12] & m[13] & m[14]) | (m[26] & m[27] & m[28] & m[29] & m[30])) != 0;
+    uint32_t e0 = kFull, e1 = kFull, g0 = 0, g1 = 0, need = min(keep, kFD);
+    bool t_nonzero = false;
 #pragma unroll
     for (int b = 14; b >= 0; b--) {
         const uint32_t o0 = e0 & m[b], o1 = e1 & m[16 + b];
         uint32_t c = __popc(o0) + __popc(o1);
         c += __shfl_xor_sync(kFull, c, 8);
         const bool one = c >= need;
-        t |= one ? 1u << b : 0u;
+        t_nonzero |= one;
         need = one ? need : need - c;
         g0 |= one ? 0u : o0;
         g1 |= one ? 0u : o1;
         e0 = one ? o0 : e0 ^ o0;
         e1 = one ? o1 : e1 ^ o1;
     }
-    /* ties: all of E when they are exactly need (or nothing when T = 0), else the first need by channel */
+    /* ties: all of E when they are exactly need (none when T = 0), else the first need by channel */
     const uint32_t eq = __popc(e0) + __popc(e1), eq_other = __shfl_xor_sync(kFull, eq, 8);
-    const bool partial = t != 0 && eq + eq_other > need;
-    if (t == 0) e0 = e1 = 0;
+    const bool partial = t_nonzero && eq + eq_other > need;
+    if (!t_nonzero) e0 = e1 = 0;
     if (__any_sync(kFull, partial) && partial) {
-        /* half 0 takes its ties first; element 2k is e0 bit k, 2k + 1 is e1 bit k */
+        /* half 0 takes its ties first; in element order (shuffle32) the lowest channels are the lowest
+         * bits of e0, then of e1 */
         const uint32_t first = min(need, half ? eq_other : eq);
         uint32_t n = half ? need - first : first, t0 = 0, t1 = 0;
-        while (n) {
-            const uint32_t i0 = e0 ? 2u * (__ffs(e0) - 1) : 64u, i1 = e1 ? 2u * (__ffs(e1) - 1) + 1 : 64u;
-            if (i0 < i1) {
-                t0 |= e0 & (0u - e0);
-                e0 &= e0 - 1;
-            } else {
-                t1 |= e1 & (0u - e1);
-                e1 &= e1 - 1;
-            }
-            n--;
+        e0 = shuffle32(e0);
+        e1 = shuffle32(e1);
+        for (; n && e0; n--) {
+            t0 |= e0 & (0u - e0);
+            e0 &= e0 - 1;
         }
-        e0 = t0;
-        e1 = t1;
+        for (; n; n--) {
+            t1 |= e1 & (0u - e1);
+            e1 &= e1 - 1;
+        }
+        e0 = unshuffle32(t0);
+        e1 = unshuffle32(t1);
     }
     kept0 = g0 | e0;
     kept1 = g1 | e1;
+    return special;
 }
 
 /* One element of the unit's tile, read as such (an asm load, so that the compiler does not forward it
@@ -178,20 +214,6 @@ __device__ __forceinline__ uint32_t top_bit(uint32_t w) {
     uint32_t b;
     asm("bfind.u32 %0, %1;" : "=r"(b) : "r"(w));
     return b;
-}
-
-/* Outer perfect shuffle: bit k -> 2k, bit 16 + k -> 2k + 1. */
-__device__ __forceinline__ uint32_t shuffle32(uint32_t x) {
-    uint32_t t;
-    t = (x ^ (x >> 8)) & 0x0000FF00u;
-    x = x ^ t ^ (t << 8);
-    t = (x ^ (x >> 4)) & 0x00F000F0u;
-    x = x ^ t ^ (t << 4);
-    t = (x ^ (x >> 2)) & 0x0C0C0C0Cu;
-    x = x ^ t ^ (t << 2);
-    t = (x ^ (x >> 1)) & 0x22222222u;
-    x = x ^ t ^ (t << 1);
-    return x;
 }
 
 /* Exclusive prefix of cnt[0..n) into tstart[0..n] by the block (n <= 128). */
@@ -213,27 +235,25 @@ __device__ __forceinline__ void scan128(const uint32_t *cnt, uint32_t *tstart, u
     __syncthreads();
 }
 
-/* select_row's kept flags as a half row bitmap (bit 63 - i = channel 64h + i): the two words
- * interleaved (element 2k from kept0 bit k, 2k + 1 from kept1 bit k) in two 32-element halves. */
+/* select_row's kept flags as a half row bitmap (bit 63 - i = channel 64h + i). */
 __device__ __forceinline__ uint64_t half_row_bitmap(uint32_t kept0, uint32_t kept1) {
-    const uint32_t lo = shuffle32(__byte_perm(kept0, kept1, 0x5410u)); /* elements 0-31 at bits 0-31 */
-    const uint32_t hi = shuffle32(__byte_perm(kept0, kept1, 0x7632u)); /* elements 32-63 */
-    return ((uint64_t)__brev(lo) << 32) | __brev(hi);
+    return ((uint64_t)__brev(shuffle32(kept0)) << 32) | __brev(shuffle32(kept1));
 }
 
 /* Ballots of the kept flags of the 64 local channels of this warp's 16 rows (keys): raw_warp[i] is the
- * ballot of element i of each lane's half row. */
+ * ballot of element i of each lane's half row (select_row's plane order: element 2j + p of a word at
+ * bit 16p + j). A masked test per ballot: (w >> bit) & 1 took a shift, a mask and a compare. */
 __device__ __forceinline__ void key_ballots(uint32_t kept0, uint32_t kept1, uint32_t *raw_warp, uint32_t lane) {
-    uint32_t p0 = 0, p1 = 0;
 #pragma unroll
-    for (int k = 0; k < 32; k++) {
-        const uint32_t b0 = __ballot_sync(kFull, (kept0 >> k) & 1u), b1 = __ballot_sync(kFull, (kept1 >> k) & 1u);
-        if (k & 1) {
-            if (lane == 0) *(uint4 *)(raw_warp + 2 * k - 2) = make_uint4(p0, p1, b0, b1);
-        } else {
-            p0 = b0;
-            p1 = b1;
+    for (int i = 0; i < 64; i += 4) {
+        const uint32_t w = i < 32 ? kept0 : kept1;
+        uint32_t b[4];
+#pragma unroll
+        for (int q = 0; q < 4; q++) {
+            const int e = (i + q) & 31;
+            b[q] = __ballot_sync(kFull, (w & (1u << ((e >> 1) + 16 * (e & 1)))) != 0);
         }
+        if (lane == 0) *(uint4 *)(raw_warp + i) = make_uint4(b[0], b[1], b[2], b[3]);
     }
 }
 
@@ -385,20 +405,19 @@ __global__ void __launch_bounds__(kFastThreads, 7) prune_fast_kernel(EncodeArgs 
             m[4 * j + 3] = v.w & 0x7FFF7FFFu;
         }
     }
-    uint32_t mx2 = m[0];
+    /* the row maximum is always kept (keep >= 1): the unit's largest kept magnitude, which only PER_HEAD
+     * parameters use (the section kernel's SYMMETRIC scale) */
+    if constexpr (kTileBits == 0) {
+        uint32_t mx2 = m[0];
 #pragma unroll
-    for (int k = 1; k < 32; k++) mx2 = __vmaxu2(mx2, m[k]);
-    uint32_t rmax = max(mx2 & 0xFFFFu, mx2 >> 16);
-    rmax = max(rmax, __shfl_xor_sync(kFull, rmax, 8));
-    if (rmax >= 0x7C00u && half == 0) atomicOr(a.error, 1u); /* NaN or infinity in the source */
-
-    uint32_t kept0, kept1; /* this lane's kept flags, select_row's plane order */
-    select_row(m, a.g.keep, half, kept0, kept1);
-    /* the row maximum is always kept (keep >= 1): the unit's largest kept magnitude */
-    {
+        for (int k = 1; k < 32; k++) mx2 = __vmaxu2(mx2, m[k]);
+        const uint32_t rmax = max(mx2 & 0xFFFFu, mx2 >> 16);
         const uint32_t um = __reduce_max_sync(kFull, rmax < 0x7C00u ? rmax : 0u);
         if (lane == 0 && um) atomicMax(&s.misc[0], um);
     }
+
+    uint32_t kept0, kept1; /* this lane's kept flags (select_row) */
+    if (select_row(m, a.g.keep, half, kept0, kept1)) atomicOr(a.error, 1u); /* NaN or infinity in the source */
 
     /* P2: bitmaps and tile counts */
     uint64_t my_bm = 0;  /* keys: the bitmap of channel tid; values: of this lane's half row */

@@ -491,6 +491,52 @@ TEST(CudaEncode, NonFiniteAndOutOfRangeInputAreErrors) {
     }
 }
 
+/* The fast path (fp16 source, head_dim 128) finds infinities and NaN while it selects: every channel
+ * position class (first and last of each half row), keys and values, PER_HEAD and PER_TILE; the same
+ * input without the special value encodes. */
+TEST(CudaEncode, FastPathNonFiniteInputIsAnError) {
+    SKIP_WITHOUT_GPU();
+    for (int gran = 0; gran < 2; gran++) {
+        Case c = base_case();
+        c.layers = 1;
+        if (gran) {
+            c.q = SQKV_QUANT_ASYMMETRIC;
+            c.gran = SQKV_SCALE_PER_TILE;
+            c.sparsity = 0.8;
+        }
+        const sqkv_geometry g = geometry_of(c);
+        const sqkv_writer_options o = options_of(c);
+        const size_t n = (size_t)c.heads * c.tokens * c.head_dim;
+        const uint16_t specials[3] = {0x7E00u, 0x7C00u, 0xFC00u}; /* NaN, +inf, -inf */
+        const uint32_t channels[4] = {0, 63, 64, 127};
+        for (int trial = 0; trial < 13; trial++) {
+            std::vector<uint16_t> keys(n), values(n);
+            std::mt19937_64 rng(seed_of("fast-nonfinite") + trial);
+            for (size_t i = 0; i < n; i++) {
+                keys[i] = (uint16_t)(0x3000u + rng() % 0x0C00u) | (uint16_t)((rng() & 1u) << 15);
+                values[i] = (uint16_t)(0x3000u + rng() % 0x0C00u) | (uint16_t)((rng() & 1u) << 15);
+            }
+            if (trial < 12) { /* trial 12: no special value */
+                const size_t row = (size_t)(rng() % (c.heads * c.tokens));
+                std::vector<uint16_t> &t = trial & 1 ? values : keys;
+                t[row * c.head_dim + channels[(trial >> 1) % 4]] = specials[trial % 3];
+            }
+            sqkv_cuda_encoder *enc = nullptr;
+            SQ_OK(sqkv_cuda_encoder_create(&g, &o, &enc));
+            sqkv_cuda_encode_sizes sz;
+            SQ_OK(sqkv_cuda_encoder_sizes(enc, &sz));
+            DevBuf kd(n * 2), vd(n * 2), out(sz.layer_capacity), ws(sz.workspace_base + sz.workspace_per_layer);
+            CUDA_OK(cudaMemcpy(kd.p, keys.data(), n * 2, cudaMemcpyHostToDevice));
+            CUDA_OK(cudaMemcpy(vd.p, values.data(), n * 2, cudaMemcpyHostToDevice));
+            const void *kp[1] = {kd.p}, *vp[1] = {vd.p};
+            SQ_OK(sqkv_cuda_encode_layers(enc, 0, 1, SQKV_DTYPE_FP16, kp, vp, out.p, out.n, ws.p, ws.n, 0));
+            EXPECT_EQ(trial < 12 ? SQKV_ERR_NONFINITE_INPUT : SQKV_OK, sqkv_cuda_encode_results(enc, ws.p, nullptr, 0))
+                << "granularity " << gran << " trial " << trial;
+            sqkv_cuda_encoder_destroy(enc);
+        }
+    }
+}
+
 TEST(CudaEncode, ArgumentChecksBeforeLaunch) {
     /* No GPU needed: every check here happens before anything is queued. */
     Case c = base_case();
