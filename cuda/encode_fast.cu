@@ -240,9 +240,22 @@ __device__ __forceinline__ uint64_t half_row_bitmap(uint32_t kept0, uint32_t kep
     return ((uint64_t)__brev(shuffle32(kept0)) << 32) | __brev(shuffle32(kept1));
 }
 
+/* The ballot of (w & bit) != 0, as a masked test (a LOP3 with a predicate result) and the vote: written
+ * in C, the test became a shift, a mask and a compare. */
+__device__ __forceinline__ uint32_t ballot_of_bit(uint32_t w, uint32_t bit) {
+    uint32_t b;
+    asm("{\n\t.reg .pred p;\n\t.reg .b32 t;\n\t"
+        "and.b32 t, %1, %2;\n\t"
+        "setp.ne.u32 p, t, 0;\n\t"
+        "vote.sync.ballot.b32 %0, p, 0xffffffff;\n\t}"
+        : "=r"(b)
+        : "r"(w), "r"(bit));
+    return b;
+}
+
 /* Ballots of the kept flags of the 64 local channels of this warp's 16 rows (keys): raw_warp[i] is the
  * ballot of element i of each lane's half row (select_row's plane order: element 2j + p of a word at
- * bit 16p + j). A masked test per ballot: (w >> bit) & 1 took a shift, a mask and a compare. */
+ * bit 16p + j). */
 __device__ __forceinline__ void key_ballots(uint32_t kept0, uint32_t kept1, uint32_t *raw_warp, uint32_t lane) {
 #pragma unroll
     for (int i = 0; i < 64; i += 4) {
@@ -251,7 +264,7 @@ __device__ __forceinline__ void key_ballots(uint32_t kept0, uint32_t kept1, uint
 #pragma unroll
         for (int q = 0; q < 4; q++) {
             const int e = (i + q) & 31;
-            b[q] = __ballot_sync(kFull, (w & (1u << ((e >> 1) + 16 * (e & 1)))) != 0);
+            b[q] = ballot_of_bit(w, 1u << ((e >> 1) + 16 * (e & 1)));
         }
         if (lane == 0) *(uint4 *)(raw_warp + i) = make_uint4(b[0], b[1], b[2], b[3]);
     }
