@@ -53,16 +53,18 @@ constexpr uint32_t kFull = 0xFFFFFFFFu;
 
 struct alignas(16) FastSmem { /* 16: outbuf, which follows it, is read by 16-byte words */
     uint16_t tile[64 * kRow]; /* the unit, row r at r * kRow */
-    uint32_t raw[4 * 64];     /* keys: per warp and local channel, the ballot of the kept bits (uint4 stores) */
     uint32_t cnt[kFD];        /* values: kept elements per tile */
     uint32_t tstart[kFD + 4]; /* exclusive prefix of the tile counts; [nt] = unit count */
     uint32_t wsum[4];
     uint32_t misc[4];         /* [0] largest kept magnitude, [1] smallest / [2] largest kept order key */
-    alignas(16) uint16_t tbnd[kFD * 16]; /* PER_TILE: per tile, what coding needs (tile_params); keys
-                                          * first use it as key_tab (uint4) */
+    alignas(16) uint16_t tbnd[kFD * 16]; /* PER_TILE: per tile, what coding needs (tile_params); keys use
+                                          * it first for the ballots of P2 (ballot_tab, 1 KB), then as
+                                          * key_tab (uint4); sharing it keeps a block at 27.6 KB at the
+                                          * writer's default, so that 8 blocks fit an SM */
 };
 static_assert(offsetof(FastSmem, tile) % 16 == 0 && (kRow * 2) % 16 == 0, "16-byte copies and row reads");
-static_assert(offsetof(FastSmem, raw) % 16 == 0 && offsetof(FastSmem, tbnd) % 16 == 0, "uint4 stores and reads");
+static_assert(offsetof(FastSmem, tbnd) % 16 == 0 && sizeof(FastSmem::tbnd) >= 4 * 64 * 4 && sizeof(FastSmem::tbnd) >= kFD * 16,
+              "uint4 stores and reads; ballot_tab and key_tab fit in tbnd");
 
 __device__ __forceinline__ __half2 as_h2(uint32_t u) {
     __half2 h;
@@ -371,11 +373,13 @@ __device__ __forceinline__ uint32_t codes_2bit(const uint32_t (&h)[4], uint2 tw,
 }
 
 template <bool kAsym, uint32_t kTileBits>
-__global__ void __launch_bounds__(kFastThreads, 7) prune_fast_kernel(EncodeArgs a) {
+/* 8 blocks per SM: 64 registers (no spills at this bound) and at most 28.1 KB of shared memory per block */
+__global__ void __launch_bounds__(kFastThreads, 8) prune_fast_kernel(EncodeArgs a) {
     extern __shared__ __align__(16) uint8_t smem_raw[];
     FastSmem &s = *(FastSmem *)smem_raw;
     uint16_t *outbuf = (uint16_t *)(smem_raw + sizeof(FastSmem));
-    /* PER_TILE: the unit tile of each staged value (so that coding is spread evenly over the block) */
+    /* PER_TILE: the unit tile of each staged value (so that coding is spread evenly over the block); the
+     * shared memory holds it only for PER_TILE (prune_fast_smem_bytes) */
     uint8_t *tilemap = (uint8_t *)outbuf + align_up(2 * a.unit_cap, 16);
     const uint32_t layer = blockIdx.y, uidx = blockIdx.x, tid = threadIdx.x;
     const uint32_t warp = tid >> 5, lane = tid & 31;
@@ -436,16 +440,19 @@ __global__ void __launch_bounds__(kFastThreads, 7) prune_fast_kernel(EncodeArgs 
     uint64_t my_bm = 0;  /* keys: the bitmap of channel tid; values: of this lane's half row */
     uint64_t row_bm = 0; /* keys: the kept channels of this lane's half row (bit 63 - i = channel d0 + i) */
     /* keys, for the staging by rows (P3), per channel: {tstart, bitmap rows 0-31, tstart + the kept rows
-     * among 0-31, bitmap rows 32-63} (row i of a half at bit 31 - i); tbnd is not used before tile_params */
+     * among 0-31, bitmap rows 32-63} (row i of a half at bit 31 - i); before it, per warp and local
+     * channel, the ballot of the kept bits (ballot_tab, read before the scan's barriers; key_tab is written
+     * after them); tbnd is not used before tile_params */
     uint4 *const key_tab = (uint4 *)s.tbnd;
+    uint32_t *const ballot_tab = (uint32_t *)s.tbnd;
     if (keys) {
-        key_ballots(kept0, kept1, s.raw + warp * 64, lane);
+        key_ballots(kept0, kept1, ballot_tab + warp * 64, lane);
         row_bm = half_row_bitmap(kept0, kept1);
         __syncthreads();
         const uint32_t h = tid >> 6, c = tid & 63, sel = h ? 0x4431u : 0x4420u;
         uint64_t comb = 0;
 #pragma unroll
-        for (int w = 0; w < 4; w++) comb |= (uint64_t)__byte_perm(s.raw[w * 64 + c], 0, sel) << (16 * w);
+        for (int w = 0; w < 4; w++) comb |= (uint64_t)__byte_perm(ballot_tab[w * 64 + c], 0, sel) << (16 * w);
         my_bm = __brevll(comb);
         s.cnt[tid] = __popcll(my_bm);
     } else {
@@ -907,8 +914,8 @@ bool fast_encode_geometry(const Geometry &g) {
            (g.bits == 2 || g.bits == 3 || g.bits == 4 || g.bits == 8);
 }
 
-size_t prune_fast_smem_bytes(uint64_t unit_cap) {
-    return sizeof(FastSmem) + align_up(2 * unit_cap, 16) + align_up(unit_cap, 16);
+size_t prune_fast_smem_bytes(uint64_t unit_cap, bool per_tile) {
+    return sizeof(FastSmem) + align_up(2 * unit_cap, 16) + (per_tile ? align_up(unit_cap, 16) : 0);
 }
 
 namespace {
@@ -929,7 +936,7 @@ sqkv_cuda_status launch_prune_variant(const EncodeArgs &a, size_t smem, cudaStre
         if (!bit || !(configured & bit) || configured_smem < smem) {
             const size_t want = smem > configured_smem ? smem : configured_smem;
             SQKV_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)want));
-            /* all of the unified L1 as shared memory: residency is then set by registers (7 blocks) */
+            /* all of the unified L1 as shared memory: residency is then set by registers (8 blocks) */
             SQKV_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
                                                (int)cudaSharedmemCarveoutMaxShared));
             if (want > configured_smem) {
@@ -948,7 +955,7 @@ sqkv_cuda_status launch_prune_variant(const EncodeArgs &a, size_t smem, cudaStre
 
 sqkv_cuda_status launch_prune_fast(const EncodeArgs &a, cudaStream_t stream) {
     if (a.n_units == 0) return SQKV_OK;
-    const size_t smem = prune_fast_smem_bytes(a.unit_cap);
+    const size_t smem = prune_fast_smem_bytes(a.unit_cap, a.g.granularity == 2);
     const bool asym = a.g.quantizer == 2;
     if (a.g.granularity != 2)
         return asym ? launch_prune_variant<true, 0>(a, smem, stream) : launch_prune_variant<false, 0>(a, smem, stream);

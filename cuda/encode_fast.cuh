@@ -12,7 +12,7 @@ namespace sqkv_cuda {
 bool fast_encode_geometry(const Geometry &g);
 
 /* Dynamic shared memory of the fast pruning kernel. */
-size_t prune_fast_smem_bytes(uint64_t unit_cap);
+size_t prune_fast_smem_bytes(uint64_t unit_cap, bool per_tile);
 
 /* The three fast passes: pruning (bitmaps, staged values, unit statistics, unit-relative offset
  * entries), the per-section pass (unit payload positions, offset entries, scales, code boundaries,
