@@ -825,15 +825,20 @@ extern "C" sqkv_cuda_status sqkv_cuda_decoder_mustafar_sizes(sqkv_cuda_decoder *
         *sizes = known[head];
         return SQKV_OK;
     }
+    if (known.empty()) known.assign(d->geo.n_kv_heads, sqkv_mustafar_sizes{0, 0});
     sqkv_mustafar_sizes got = {0, 0};
-    const bool checked = mustafar_sizes_checked(d, layer, (uint32_t)tensor, head, &got);
-    if (!checked) {
-        const sqkv_error err = sqkv_reader_mustafar_sizes(d->reader, layer, tensor, head, &got);
+    if (mustafar_sizes_checked(d, layer, (uint32_t)tensor, head, &got)) {
+        known[head] = got; /* sizes from bitmaps checked earlier do not change: keep them */
+    } else {
+        /* The reader checks the head's sections and gives the sizes of every head of its head range at once
+         * (a zstd section was decompressed once per head asked, and the export asks again: 308 ms to export
+         * every head of the Llama-3-8B shape). Its sizes, checked like the head's, are kept too. */
+        std::vector<sqkv_mustafar_sizes> range(d->geo.n_kv_heads);
+        const sqkv_error err = sqkv_reader_mustafar_sizes_shared(d->reader, layer, tensor, head, range.data());
         if (err != SQKV_OK) return fail(d, err, "%s", sqkv_reader_error_detail(d->reader));
-    }
-    if (checked) { /* sizes from bitmaps checked earlier do not change: keep them */
-        if (known.empty()) known.assign(d->geo.n_kv_heads, sqkv_mustafar_sizes{0, 0});
-        known[head] = got;
+        got = range[head];
+        for (uint32_t h = 0; h < d->geo.n_kv_heads; h++)
+            if (range[h].n_tiles != 0) known[h] = range[h];
     }
     *sizes = got;
     return SQKV_OK;

@@ -11,6 +11,7 @@
 #include <xxhash.h>
 
 #include "fuzz_common.h"
+#include "reader_internal.h"
 
 typedef struct shrink {
     const uint8_t *data;
@@ -115,6 +116,36 @@ static void probe_tokens_and_fingerprint(shrink *s) {
     }
 }
 
+/* Oracle for sqkv_reader_mustafar_sizes_shared (the CUDA decoder's call): the per-head call's error for
+ * head, or its sizes for head and for up to four other heads it reports (the rest must be {0, 0} or match
+ * their own per-head call). */
+static void check_shared_sizes(shrink *s, const sqkv_geometry *g, uint32_t layer, sqkv_tensor tensor, uint32_t head,
+                               sqkv_error want_err, const sqkv_mustafar_sizes *want) {
+    sqkv_mustafar_sizes *all = (sqkv_mustafar_sizes *)malloc(sizeof *all * g->n_kv_heads);
+    FUZZ_CHECK(all, "out of memory");
+    sqkv_reader *r = open_fresh(s);
+    const sqkv_error err = sqkv_reader_mustafar_sizes_shared(r, layer, tensor, head, all);
+    sqkv_reader_destroy(r);
+    FUZZ_CHECK(err == want_err, "mustafar_sizes_shared gave %s, the per-head call %s", sqkv_error_name(err),
+               sqkv_error_name(want_err));
+    if (err == SQKV_OK) {
+        FUZZ_CHECK(all[head].n_tiles == want->n_tiles && all[head].value_count == want->value_count,
+                   "mustafar_sizes_shared: the head's sizes differ from the per-head call");
+        uint32_t compared = 0;
+        for (uint32_t h = 0; h < g->n_kv_heads && compared < 4; h++) {
+            if (h == head || (all[h].n_tiles == 0 && all[h].value_count == 0)) continue;
+            sqkv_mustafar_sizes one;
+            r = open_fresh(s);
+            const sqkv_error e = sqkv_reader_mustafar_sizes(r, layer, tensor, h, &one);
+            sqkv_reader_destroy(r);
+            FUZZ_CHECK(e == SQKV_OK && one.n_tiles == all[h].n_tiles && one.value_count == all[h].value_count,
+                       "mustafar_sizes_shared: head %u reported, but its own call gives %s", h, sqkv_error_name(e));
+            compared++;
+        }
+    }
+    free(all);
+}
+
 static void probe_mustafar(shrink *s, const sqkv_geometry *g) {
     const uint32_t layer = (uint32_t)(next_rand(s) % g->n_layers);
     const sqkv_tensor tensor = (sqkv_tensor)(next_rand(s) & 1);
@@ -123,6 +154,7 @@ static void probe_mustafar(shrink *s, const sqkv_geometry *g) {
     sqkv_mustafar_sizes sizes;
     sqkv_error err = sqkv_reader_mustafar_sizes(r, layer, tensor, head, &sizes);
     sqkv_reader_destroy(r);
+    check_shared_sizes(s, g, layer, tensor, head, err, &sizes);
     if (err != SQKV_OK || sizes.n_tiles == 0 || sizes.n_tiles > FUZZ_MAX_OUTPUT / 16 ||
         sizes.value_count > FUZZ_MAX_OUTPUT / 2)
         return;

@@ -11,6 +11,10 @@
 #include "sqkv_file.h"
 #include "test_util.h"
 
+extern "C" {
+#include "reader_internal.h"
+}
+
 namespace {
 
 using namespace sqkv_test;
@@ -180,3 +184,91 @@ TEST(MustafarErrors, SplitNotOnA64TokenBoundaryIsUnsupported) {
 }
 
 }  // namespace
+
+// sqkv_reader_mustafar_sizes_shared (reader_internal.h; the CUDA decoder asks it so that a zstd section
+// is decompressed once for all its heads, not once per head): the sizes of the asked head and of every
+// head of its head range equal sqkv_reader_mustafar_sizes head by head; other heads are {0, 0}. Several
+// heads per section, token splits, a dense window, with and without the zstd layer.
+TEST(MustafarShared, HeadRangeSizesMatchHeadByHead) {
+    for (uint32_t hps : {1u, 2u, 5u})
+        for (uint32_t zstd : {0u, 3u})
+            for (uint32_t tps : {0u, 64u}) {
+                const sqkv_geometry g = MakeGeometry(2, 5, 64, 200, 3);
+                sqkv_writer_options o = Opts(2, SQKV_QUANT_ASYMMETRIC, SQKV_SCALE_PER_TILE, tps, hps);
+                o.zstd_level = zstd;
+                const Cache cache = MakeRandomCache(g, SQKV_DTYPE_FP32, 7 + hps + zstd + tps);
+                Bytes file;
+                ASSERT_EQ(EncodeCache(cache, o, &file), SQKV_OK);
+                ReaderPtr shared, single;
+                ASSERT_EQ(OpenMemory(file, &shared), SQKV_OK);
+                ASSERT_EQ(OpenMemory(file, &single), SQKV_OK);
+                for (uint32_t l = 0; l < g.n_layers; l++)
+                    for (sqkv_tensor t : {SQKV_TENSOR_K, SQKV_TENSOR_V})
+                        for (uint32_t h = 0; h < g.n_kv_heads; h++) {
+                            std::vector<sqkv_mustafar_sizes> all(g.n_kv_heads, sqkv_mustafar_sizes{99, 99});
+                            ASSERT_EQ(sqkv_reader_mustafar_sizes_shared(shared.get(), l, t, h, all.data()), SQKV_OK);
+                            const uint32_t h0 = h / hps * hps;
+                            for (uint32_t h2 = 0; h2 < g.n_kv_heads; h2++) {
+                                const std::string where = "hps " + std::to_string(hps) + " zstd " +
+                                                          std::to_string(zstd) + " tps " + std::to_string(tps) +
+                                                          " layer " + std::to_string(l) + " tensor " +
+                                                          std::to_string(t) + " head " + std::to_string(h) +
+                                                          " of " + std::to_string(h2);
+                                if (h2 >= h0 && h2 < h0 + hps) {
+                                    sqkv_mustafar_sizes want{};
+                                    ASSERT_EQ(sqkv_reader_mustafar_sizes(single.get(), l, t, h2, &want), SQKV_OK);
+                                    EXPECT_EQ(all[h2].n_tiles, want.n_tiles) << where;
+                                    EXPECT_EQ(all[h2].value_count, want.value_count) << where;
+                                    EXPECT_GT(all[h2].n_tiles, 0u) << where;
+                                } else {
+                                    EXPECT_EQ(all[h2].n_tiles, 0u) << where;
+                                    EXPECT_EQ(all[h2].value_count, 0u) << where;
+                                }
+                            }
+                        }
+            }
+}
+
+// A damaged SPARSE section: the shared call fails for a head of it with the error the per-head call
+// gives, and still answers for a head range whose sections are intact.
+TEST(MustafarShared, DamagedSectionGivesThePerHeadError) {
+    const sqkv_geometry g = MakeGeometry(1, 4, 64, 130, 0);
+    sqkv_writer_options o = Opts(2, SQKV_QUANT_SYMMETRIC, SQKV_SCALE_PER_HEAD, 0, 2);
+    o.zstd_level = 1;
+    const Cache cache = MakeRandomCache(g, SQKV_DTYPE_FP32, 5);
+    Bytes file;
+    ASSERT_EQ(EncodeCache(cache, o, &file), SQKV_OK);
+    RawFile raw;
+    ASSERT_TRUE(ParseRaw(file, &raw));
+    // the first SPARSE section: one byte of its stored body flipped in place (its checksum then fails)
+    size_t i = 0;
+    while (i < raw.sections.size() && raw.sections[i].kind() != SQKV_KIND_SPARSE) i++;
+    ASSERT_LT(i, raw.sections.size());
+    ASSERT_GT(raw.sections[i].body.size(), 40u);
+    const std::vector<size_t> at = SectionOffsets(file);
+    ASSERT_LT(i, at.size());
+    Bytes bad = file;
+    bad[at[i] + 64 + raw.sections[i].body.size() / 2] ^= 0x10;
+    const uint32_t tensor = raw.sections[i].tensor(), head0 = raw.sections[i].head_start();
+    ReaderPtr shared, single, other, single2;
+    ASSERT_EQ(OpenMemory(bad, &single2), SQKV_OK);
+    ASSERT_EQ(OpenMemory(bad, &shared), SQKV_OK);
+    ASSERT_EQ(OpenMemory(bad, &single), SQKV_OK);
+    ASSERT_EQ(OpenMemory(bad, &other), SQKV_OK);
+    std::vector<sqkv_mustafar_sizes> all(g.n_kv_heads);
+    sqkv_mustafar_sizes one{};
+    const sqkv_error want = sqkv_reader_mustafar_sizes(single.get(), 0, (sqkv_tensor)tensor, head0, &one);
+    one = sqkv_mustafar_sizes{};
+    EXPECT_NE(want, SQKV_OK);
+    EXPECT_EQ(sqkv_reader_mustafar_sizes_shared(shared.get(), 0, (sqkv_tensor)tensor, head0, all.data()), want);
+    // the other head range of the same tensor is intact
+    const uint32_t intact = head0 == 0 ? 2 : 0;
+    EXPECT_EQ(sqkv_reader_mustafar_sizes(single2.get(), 0, (sqkv_tensor)tensor, intact, &one), SQKV_OK)
+        << sqkv_reader_error_detail(single2.get());
+    EXPECT_EQ(sqkv_reader_mustafar_sizes_shared(other.get(), 0, (sqkv_tensor)tensor, intact, all.data()), SQKV_OK)
+        << sqkv_reader_error_detail(other.get());
+    EXPECT_GT(all[intact].n_tiles, 0u);
+    EXPECT_EQ(all[intact].n_tiles, one.n_tiles);
+    EXPECT_EQ(all[intact].value_count, one.value_count);
+    EXPECT_EQ(all[head0].n_tiles, 0u);
+}

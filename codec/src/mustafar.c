@@ -47,28 +47,44 @@ static sqkv_error head_region(sqkv_reader *r, const char *fn, uint32_t layer, sq
     return SQKV_OK;
 }
 
+/* Validates the sections [first, end) of a head group and counts their tiles (the same for each head of
+ * the group) and the value words of heads [h0, h0 + n) into words[i * stride] (stride 1 for an array of
+ * counts, 2 for the value_count fields of sqkv_mustafar_sizes entries). */
+static sqkv_error count_heads(sqkv_reader *r, uint32_t first, uint32_t end, uint32_t h0, uint32_t n,
+                              sqkv_sparse_view *view, uint64_t *tiles, uint64_t *words, size_t stride) {
+    *tiles = 0;
+    for (uint32_t i = 0; i < n; i++) words[i * stride] = 0;
+    for (uint32_t pos = first; pos < end; pos++) {
+        const uint32_t entry = r->index.tensors[pos].entry;
+        const sqkv_entry *e = &r->index.entries[entry];
+        /* coverage (§6, checked at open) gives all sections of a head range the same heads */
+        if (h0 < e->head_start || (uint64_t)h0 + n > (uint64_t)e->head_start + e->head_count)
+            return sqkv_reader_fail(r, SQKV_ERR_STATE, "mustafar: a section of the head range holds other heads");
+        sqkv_error err = sqkv_reader_sparse(r, entry, 0, view);
+        if (err) return err;
+        for (uint32_t i = 0; i < n; i++) {
+            const uint64_t first_tile = (uint64_t)(h0 + i - e->head_start) * view->tiles_per_head;
+            for (uint64_t t = 0; t < view->tiles_per_head; t++)
+                words[i * stride] += sqkv_mustafar_tile_words(
+                    (uint64_t)__builtin_popcountll(sqkv_sparse_tile_bitmap(view, first_tile + t)));
+        }
+        *tiles += view->tiles_per_head;
+    }
+    return SQKV_OK;
+}
+
+static sqkv_error check_words(sqkv_reader *r, const char *fn, uint64_t words) {
+    if (words <= INT32_MAX) return SQKV_OK;
+    char text[200];
+    snprintf(text, sizeof text, "%s: %" PRIu64 " value words do not fit Mustafar's int32 accum_counts", fn, words);
+    return sqkv_reader_fail(r, SQKV_ERR_UNSUPPORTED, text);
+}
+
 /* Validates the head's sections and counts its tiles and value words. */
 static sqkv_error count_region(sqkv_reader *r, const char *fn, uint32_t first, uint32_t end, uint32_t head,
                                sqkv_sparse_view *view, uint64_t *tiles, uint64_t *words) {
-    *tiles = 0;
-    *words = 0;
-    for (uint32_t pos = first; pos < end; pos++) {
-        const uint32_t entry = r->index.tensors[pos].entry;
-        sqkv_error err = sqkv_reader_sparse(r, entry, 0, view);
-        if (err) return err;
-        const uint64_t j = head - r->index.entries[entry].head_start;
-        const uint64_t first_tile = j * view->tiles_per_head;
-        for (uint64_t n = 0; n < view->tiles_per_head; n++)
-            *words +=
-                sqkv_mustafar_tile_words((uint64_t)__builtin_popcountll(sqkv_sparse_tile_bitmap(view, first_tile + n)));
-        *tiles += view->tiles_per_head;
-    }
-    if (*words > INT32_MAX) {
-        char text[200];
-        snprintf(text, sizeof text, "%s: %" PRIu64 " value words do not fit Mustafar's int32 accum_counts", fn, *words);
-        return sqkv_reader_fail(r, SQKV_ERR_UNSUPPORTED, text);
-    }
-    return SQKV_OK;
+    sqkv_error err = count_heads(r, first, end, head, 1, view, tiles, words, 1);
+    return err ? err : check_words(r, fn, *words);
 }
 
 sqkv_error sqkv_reader_mustafar_sizes(sqkv_reader *r, uint32_t layer, sqkv_tensor tensor, uint32_t head,
@@ -87,6 +103,51 @@ sqkv_error sqkv_reader_mustafar_sizes(sqkv_reader *r, uint32_t layer, sqkv_tenso
     if (err) return err;
     sizes->n_tiles = tiles;
     sizes->value_count = 2 * words + SQKV_MUSTAFAR_TAIL_SLACK;
+    return SQKV_OK;
+}
+
+sqkv_error sqkv_reader_mustafar_sizes_shared(sqkv_reader *r, uint32_t layer, sqkv_tensor tensor, uint32_t head,
+                                             sqkv_mustafar_sizes *sizes) {
+    static const char fn[] = "sqkv_reader_mustafar_sizes";
+    if (!r) return SQKV_ERR_INVALID_ARGUMENT;
+    uint32_t first, end;
+    sqkv_error err = head_region(r, fn, layer, tensor, head, &first, &end);
+    if (err) return err;
+    if (!sizes) return sqkv_reader_fail(r, SQKV_ERR_INVALID_ARGUMENT, "sqkv_reader_mustafar_sizes: sizes is NULL");
+    for (uint32_t h = 0; h < r->file.n_kv_heads; h++) sizes[h] = (sqkv_mustafar_sizes){0, 0};
+    /* The group: the heads of the region's first section (coverage, §6: the head ranges of one layer and
+     * tensor partition the heads, and each range's sections hold exactly its heads). Their word counts
+     * accumulate in their value_count fields. */
+    uint32_t h0 = head, n = 1;
+    if (first < end) {
+        const sqkv_entry *e = &r->index.entries[r->index.tensors[first].entry];
+        h0 = e->head_start;
+        n = e->head_count;
+    }
+    sqkv_sparse_view *view = sqkv_reader_alloc(r, sizeof *view); /* ~8 KiB, counted in max_memory */
+    if (!view) return r->error;
+    uint64_t tiles;
+    err = count_heads(r, first, end, h0, n, view, &tiles, &sizes[h0].value_count,
+                      sizeof *sizes / sizeof sizes->value_count);
+    sqkv_reader_free(r, view, sizeof *view);
+    if (!err) err = check_words(r, fn, sizes[head].value_count);
+    if (err) {
+        for (uint32_t i = 0; i < n; i++) sizes[h0 + i].value_count = 0;
+        return err;
+    }
+    uint32_t head_first, head_after;
+    sqkv_reader_head_sections(r, layer, (uint32_t)tensor, head, &head_first, &head_after);
+    for (uint32_t i = 0; i < n; i++) {
+        sqkv_mustafar_sizes *z = &sizes[h0 + i];
+        uint32_t f, a;
+        sqkv_reader_head_sections(r, layer, (uint32_t)tensor, h0 + i, &f, &a);
+        if (f == head_first && a == head_after && z->value_count <= INT32_MAX) {
+            z->n_tiles = tiles;
+            z->value_count = 2 * z->value_count + SQKV_MUSTAFAR_TAIL_SLACK;
+        } else {
+            z->value_count = 0; /* too many words (or, against coverage, other sections): not reported */
+        }
+    }
     return SQKV_OK;
 }
 

@@ -95,6 +95,14 @@ sqkv_error sqkv_reader_load_ancillary(sqkv_reader *r, uint16_t kind, sqkv_ancill
 #define SQKV_MUSTAFAR_TAIL_SLACK 8u
 static inline uint64_t sqkv_mustafar_tile_words(uint64_t kept) { return ((kept + 7) & ~(uint64_t)7) / 2; }
 
+/* sqkv_reader_mustafar_sizes for `head` (the same checks, in the same order, and the same errors), and
+ * with it the sizes of every other head whose sections are exactly head's: each section is checked and
+ * decoded once for all of them (asking head by head decompressed a zstd section once per head it holds).
+ * sizes points to r's n_kv_heads entries; on success sizes[head] is set, so is every head sharing its
+ * sections, and the other entries are {0, 0}. */
+sqkv_error sqkv_reader_mustafar_sizes_shared(sqkv_reader *r, uint32_t layer, sqkv_tensor tensor, uint32_t head,
+                                             sqkv_mustafar_sizes *sizes);
+
 /* Positions in r->index.tensors of the sections of (layer, tensor) whose head range contains `head`
  * (sorted by token_start): [*first, *end). Arguments already checked. */
 void sqkv_reader_head_sections(const sqkv_reader *r, uint32_t layer, uint32_t tensor, uint32_t head, uint32_t *first,
