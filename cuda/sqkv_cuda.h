@@ -199,8 +199,9 @@ sqkv_cuda_status sqkv_cuda_decode_layers(sqkv_cuda_decoder *d, uint32_t first_la
 
 /* Mustafar's in-memory layout of the sparse region of one head, as sqkv_reader_decode_mustafar
  * (sqkv.h) describes it, written to device memory. sizes: as sqkv_reader_mustafar_sizes, computed on the
- * host from the bitmaps: by the CPU reader, which checks the head's sections first, until a call on this
- * decoder has checked them; from then on from those checked bitmaps, and kept for later calls.
+ * host from the bitmaps: by the CPU reader, which checks the head's sections first (and gives the sizes
+ * of every head of the same head range from that one pass), until a call on this decoder has checked
+ * them; from then on from those checked bitmaps. Either way they are kept for later calls.
  * bitmaps (n_tiles int64), accum_counts (n_tiles + 1 int32) and values (value_count uint16) are device
  * buffers. */
 sqkv_cuda_status sqkv_cuda_decoder_mustafar_sizes(sqkv_cuda_decoder *d, uint32_t layer, sqkv_tensor tensor,
