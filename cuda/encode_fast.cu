@@ -513,11 +513,14 @@ __global__ void __launch_bounds__(kFastThreads, 8) prune_fast_kernel(EncodeArgs 
         }
         finish_keys();
     } else if (keys) {
-        /* PER_TILE, by rows: the lane pair of a row walks the row's kept elements (about `keep` per row,
-         * so the lanes are balanced; a thread per channel walked all 64 rows, kept or not, since some
-         * channels keep every row and most few). Element (r, c) goes to tstart[c] + the kept rows of
-         * channel c above r. A thread per channel then reads its tile's staged run back for the
-         * statistics (a load and four packed minima / maxima per four values). */
+        /* PER_TILE, by rows: each lane walks the kept elements of its half row (a row keeps `keep`; a
+         * thread per channel walked all 64 rows, kept or not, since some channels keep every row and most
+         * few). Element (r, c) goes to tstart[c] + the kept rows of channel c above r. A thread per channel
+         * then reads its tile's staged run back for the statistics (a load and four packed minima / maxima
+         * per four values). The warp's loop runs as often as its fullest half row, about `keep` times with
+         * outlier channels; the balanced splits tried in session 9 (half of a row's kept elements per
+         * lane, or equal runs of payload ranks per thread) halved the iterations but diverged more, and
+         * measured slower (results/gpu_bench.md). */
         /* rows 0-31 read the first half of a key_tab entry, rows 32-63 the second (warps 0-1 / 2-3) */
         const uint2 *tab = (const uint2 *)key_tab + 2 * d0 + (warp >> 1);
         const uint32_t rows_above = ~(0xFFFFFFFFu >> (r & 31u)); /* rows of r's half before r */
