@@ -36,6 +36,7 @@
 #include "encode_fast.cuh"
 #include "encode_section.cuh"
 #include "numeric.cuh"
+#include "tile_params.cuh"
 
 namespace sqkv_cuda {
 
@@ -242,89 +243,49 @@ __device__ __forceinline__ uint64_t half_row_bitmap(uint32_t kept0, uint32_t kep
     return ((uint64_t)__brev(shuffle32(kept0)) << 32) | __brev(shuffle32(kept1));
 }
 
-/* The ballot of (w & bit) != 0, as a masked test (a LOP3 with a predicate result) and the vote: written
- * in C, the test became a shift, a mask and a compare. */
-__device__ __forceinline__ uint32_t ballot_of_bit(uint32_t w, uint32_t bit) {
-    uint32_t b;
-    asm("{\n\t.reg .pred p;\n\t.reg .b32 t;\n\t"
-        "and.b32 t, %1, %2;\n\t"
-        "setp.ne.u32 p, t, 0;\n\t"
-        "vote.sync.ballot.b32 %0, p, 0xffffffff;\n\t}"
-        : "=r"(b)
-        : "r"(w), "r"(bit));
-    return b;
-}
-
-/* Ballots of the kept flags of the 64 local channels of this warp's 16 rows (keys): raw_warp[i] is the
- * ballot of element i of each lane's half row (select_row's plane order: element 2j + p of a word at
- * bit 16p + j). */
-__device__ __forceinline__ void key_ballots(uint32_t kept0, uint32_t kept1, uint32_t *raw_warp, uint32_t lane) {
+/* The 32 x 32 bit matrix of the warp transposed: lane j gets the word whose bit L is bit j of lane L's x.
+ * Each stage swaps bit s of the lane index with bit s of the bit index: the lane with that bit clear
+ * keeps its bits at positions with bit s clear and takes its partner's other bits, shifted down by s,
+ * and the other lane the converse. A rotation stands for both shifts (the bits it wraps around are
+ * never taken), so a stage is one funnel shift, one shuffle and one LOP3 per word. (64 ballots of a
+ * tested bit each took three times the instructions.) */
+__device__ __forceinline__ void warp_transpose32x2(uint32_t &x0, uint32_t &x1, uint32_t lane) {
 #pragma unroll
-    for (int i = 0; i < 64; i += 4) {
-        const uint32_t w = i < 32 ? kept0 : kept1;
-        uint32_t b[4];
-#pragma unroll
-        for (int q = 0; q < 4; q++) {
-            const int e = (i + q) & 31;
-            b[q] = ballot_of_bit(w, 1u << ((e >> 1) + 16 * (e & 1)));
-        }
-        if (lane == 0) *(uint4 *)(raw_warp + i) = make_uint4(b[0], b[1], b[2], b[3]);
+    for (int st = 0; st < 5; st++) {
+        const uint32_t sh = 16u >> st;
+        const uint32_t low = st == 0 ? 0x0000FFFFu : st == 1 ? 0x00FF00FFu : st == 2 ? 0x0F0F0F0Fu : st == 3 ? 0x33333333u : 0x55555555u;
+        const bool upper = (lane & sh) != 0;
+        const uint32_t keep_mask = upper ? ~low : low, rot = upper ? 32u - sh : sh;
+        const uint32_t y0 = __shfl_xor_sync(kFull, __funnelshift_r(x0, x0, rot), sh);
+        const uint32_t y1 = __shfl_xor_sync(kFull, __funnelshift_r(x1, x1, rot), sh);
+        x0 = bit_select(x0, y0, keep_mask);
+        x1 = bit_select(x1, y1, keep_mask);
     }
 }
 
+/* The kept flags of the 64 local channels of this warp's 16 rows by element (keys): raw_warp[i] has bit L
+ * set when lane L keeps element i of its half row. kept0 / kept1 are in select_row's plane order (element
+ * 2j + p of a word at bit 16p + j), so after the transpose lane j holds element 2j (j < 16) or
+ * 2(j - 16) + 1. */
+__device__ __forceinline__ void key_ballots(uint32_t kept0, uint32_t kept1, uint32_t *raw_warp, uint32_t lane) {
+    warp_transpose32x2(kept0, kept1, lane);
+    const uint32_t e = lane < 16 ? 2 * lane : 2 * (lane - 16) + 1;
+    raw_warp[e] = kept0;
+    raw_warp[32 + e] = kept1;
+}
+
 /* PER_TILE: the parameters of one tile from the statistics of its kept values (gathered while staging
- * them), written to the scales stream at sc, and what coding needs in the tile's 16 slots of bnd: 3 and
- * 4 bits, the code boundaries (numeric.cuh group_code_bounds: order keys; 0xFFFF marks a code never
- * chosen); 2 bits, the same boundaries as fp16 values (codes_2bit); 8 bits, s and z for the reference
- * nearest-level search. */
+ * them), written to the scales stream at sc, and what coding needs in the tile's 16 slots of bnd: 2, 3
+ * and 4 bits, the code boundaries (tile_params.cuh); 8 bits, s and z for the reference nearest-level
+ * search. */
 template <uint32_t BITS, bool kAsym>
-__device__ __forceinline__ void tile_params(uint32_t count, uint32_t max_mag, uint32_t min_key, uint32_t max_key,
-                                            uint16_t *sc, uint16_t *bnd) {
-    constexpr uint32_t L = 1u << BITS;
-    const int q = kAsym ? 2 : 1;
+__device__ __forceinline__ void choose_tile_params(uint32_t count, uint32_t max_mag, uint32_t min_key,
+                                                   uint32_t max_key, uint16_t *sc, uint16_t *bnd) {
     if constexpr (BITS <= 4) {
-        /* numeric.cuh choose_params + choose_step, written out so that the levels of the accepted step
-         * (quant_params_ok computes the extreme ones) and the binary64 z are computed once */
-        if (count == 0) {
-            sc[0] = 0;
-            if (kAsym) sc[1] = 0;
-            return;
-        }
-        uint16_t zv = 0;
-        double zd = 0.0, range;
-        if (kAsym) {
-            zv = e_from_order_key(min_key);
-            zd = e_to_double(zv, false);
-            range = dsub(e_to_double(e_from_order_key(max_key), false), zd);
-        } else {
-            range = e_to_double((uint16_t)max_mag, false);
-        }
-        uint16_t sv = double_to_e(ddiv(range, (double)(L - 1)), false);
-        if (range > 0 && (sv & 0x7FFFu) == 0) sv = 1;
-        if (!e_is_finite(sv, false)) sv = e_max_finite(false);
-        double sd;
-        uint16_t lev[L];
-        for (;;) { /* while (s != 0 && !quant_params_ok(s, z)) s--, keeping the levels */
-            sd = e_to_double(sv, false);
-            lev[0] = quant_level(q, BITS, false, sd, zd, 0);
-            lev[L - 1] = quant_level(q, BITS, false, sd, zd, L - 1);
-            if (sv == 0) break;
-            const bool ok = e_is_finite(sv, false) && !(sv & 0x8000u) && (!kAsym || e_is_finite(zv, false)) &&
-                            (!kAsym || e_is_finite(lev[0], false)) && e_is_finite(lev[L - 1], false);
-            if (ok) break;
-            sv = (uint16_t)(sv - 1u);
-        }
-        sc[0] = sv;
-        if (kAsym) sc[1] = zv;
-#pragma unroll
-        for (uint32_t c = 1; c + 1 < L; c++) lev[c] = quant_level(q, BITS, false, sd, zd, c);
-        uint32_t B[L];
-        group_code_bounds<L>(lev, B);
-#pragma unroll
-        for (uint32_t c = 1; c < L; c++) bnd[c] = BITS == 2 ? e_from_order_key(B[c]) : (uint16_t)B[c];
+        tile_params<BITS, kAsym>(count, max_mag, min_key, max_key, sc, bnd);
     } else {
         uint16_t sv, zv;
-        choose_params(q, BITS, false, count, max_mag, min_key, max_key, &sv, &zv);
+        choose_params(kAsym ? 2 : 1, BITS, false, count, max_mag, min_key, max_key, &sv, &zv);
         sc[0] = sv;
         if (kAsym) sc[1] = zv;
         bnd[0] = sv;
@@ -416,18 +377,20 @@ __global__ void __launch_bounds__(kFastThreads, 8) prune_fast_kernel(EncodeArgs 
 #pragma unroll
         for (int j = 0; j < 8; j++) {
             const uint4 v = rp[8 * half + j];
-            m[4 * j] = v.x & 0x7FFF7FFFu;
-            m[4 * j + 1] = v.y & 0x7FFF7FFFu;
-            m[4 * j + 2] = v.z & 0x7FFF7FFFu;
-            m[4 * j + 3] = v.w & 0x7FFF7FFFu;
+            /* signs included: they become planes 15 and 31, which select_row never reads (masking
+             * them here cost 32 instructions per lane) */
+            m[4 * j] = v.x;
+            m[4 * j + 1] = v.y;
+            m[4 * j + 2] = v.z;
+            m[4 * j + 3] = v.w;
         }
     }
     /* the row maximum is always kept (keep >= 1): the unit's largest kept magnitude, which only PER_HEAD
      * parameters use (the section kernel's SYMMETRIC scale) */
     if constexpr (kTileBits == 0) {
-        uint32_t mx2 = m[0];
+        uint32_t mx2 = m[0] & 0x7FFF7FFFu;
 #pragma unroll
-        for (int k = 1; k < 32; k++) mx2 = __vmaxu2(mx2, m[k]);
+        for (int k = 1; k < 32; k++) mx2 = __vmaxu2(mx2, m[k] & 0x7FFF7FFFu);
         const uint32_t rmax = max(mx2 & 0xFFFFu, mx2 >> 16);
         const uint32_t um = __reduce_max_sync(kFull, rmax < 0x7C00u ? rmax : 0u);
         if (lane == 0 && um) atomicMax(&s.misc[0], um);
@@ -633,7 +596,7 @@ __global__ void __launch_bounds__(kFastThreads, 8) prune_fast_kernel(EncodeArgs 
      * code larger than the instruction cache serves well (ncu: "no instructions" was the largest stall) */
     if constexpr (kTileBits != 0) {
         if (my_tile != kNoTile)
-            tile_params<kTileBits, kAsym>(my_count, mxm, mnk, mxk, tile_scales + sec.params_per_group * my_tile,
+            choose_tile_params<kTileBits, kAsym>(my_count, mxm, mnk, mxk, tile_scales + sec.params_per_group * my_tile,
                                           s.tbnd + 16 * my_tile);
     }
     if (kAsym && kTileBits == 0) {

@@ -1,8 +1,9 @@
 /*
  * selfcheck.cu: a test hook, not part of the API: runs numeric.cuh's device double_to_e on host-given
  * binary64 values, so that cuda/rounding_test (host code, which cannot launch kernels) can compare the
- * device rounding bit for bit with the host path and with codec/src/float16.h. Declared only in that
- * test.
+ * device rounding bit for bit with the host path and with codec/src/float16.h; and compares the fast
+ * PER_TILE parameter choice (tile_params.cuh) with its reference on every input, for
+ * cuda/tile_params_test. Declared only in those tests.
  */
 #include <cuda_runtime.h>
 #include <stddef.h>
@@ -10,6 +11,7 @@
 
 #include "numeric.cuh"
 #include "sqkv_cuda.h"
+#include "tile_params.cuh"
 
 namespace {
 
@@ -46,5 +48,93 @@ extern "C" sqkv_cuda_status sqkv_cuda_internal_round(const double *in, size_t n,
     if (e == cudaSuccess) e = cudaMemcpy(bf16_out, d_out + n, n * sizeof(uint16_t), cudaMemcpyDeviceToHost);
     const cudaError_t f1 = cudaFree(d_in), f2 = cudaFree(d_out);
     if (e == cudaSuccess) e = f1 != cudaSuccess ? f1 : f2;
+    return cuda_status(e);
+}
+
+/* ---- tile_params (tile_params.cuh) against its reference on every input ---------------------------- */
+
+namespace {
+
+struct TileCheckCounts {
+    unsigned long long checked, mismatches, first_bad; /* first_bad: min_key << 16 | max_key, smallest */
+};
+
+/* ASYMMETRIC: block i takes the smallest key kLo + i and every largest key from it up; SYMMETRIC: one
+ * block per 256 magnitudes. Keys kLo .. kHi are the finite fp16 values, zeros included. */
+constexpr uint32_t kLoKey = 0x0400u, kHiKey = 0xFBFFu, kMaxFiniteMag = 0x7BFFu;
+
+template <uint32_t BITS, bool kAsym>
+__global__ void tile_check_kernel(TileCheckCounts *out, unsigned long long sabotage) {
+    constexpr uint32_t L = 1u << BITS;
+    unsigned long long checked = 0, bad = 0, first = ~0ull;
+    auto one = [&](uint32_t mag, uint32_t lo, uint32_t hi) {
+        uint16_t sc_a[2] = {0, 0}, sc_b[2] = {0, 0}, bnd_a[16] = {0}, bnd_b[16] = {0};
+        sqkv_cuda::tile_params<BITS, kAsym>(1, mag, lo, hi, sc_a, bnd_a);
+        const unsigned long long at = kAsym ? ((unsigned long long)lo << 16 | hi) : mag;
+        if (at == sabotage) bnd_a[1] ^= 1u; /* the hook's own test: one difference, planted */
+        sqkv_cuda::tile_params_reference<BITS, kAsym>(1, mag, lo, hi, sc_b, bnd_b);
+        bool same = sc_a[0] == sc_b[0] && sc_a[1] == sc_b[1];
+        for (uint32_t c = 1; c < L; c++) same = same && bnd_a[c] == bnd_b[c];
+        checked++;
+        if (!same) {
+            bad++;
+            first = at < first ? at : first;
+        }
+    };
+    if (kAsym) {
+        const uint32_t lo = kLoKey + blockIdx.x;
+        for (uint32_t hi = lo + threadIdx.x; hi <= kHiKey; hi += blockDim.x) one(0, lo, hi);
+    } else {
+        const uint32_t mag = blockIdx.x * blockDim.x + threadIdx.x;
+        if (mag <= kMaxFiniteMag) one(mag, 0, 0);
+    }
+    atomicAdd(&out->checked, checked);
+    if (bad) {
+        atomicAdd(&out->mismatches, bad);
+        atomicMin(&out->first_bad, first);
+    }
+}
+
+template <uint32_t BITS, bool kAsym>
+cudaError_t run_tile_check(TileCheckCounts *d, unsigned long long sabotage) {
+    const uint32_t blocks = kAsym ? kHiKey - kLoKey + 1 : (kMaxFiniteMag + 256) / 256;
+    tile_check_kernel<BITS, kAsym><<<blocks, 256>>>(d, sabotage);
+    return cudaGetLastError();
+}
+
+template <bool kAsym>
+cudaError_t run_tile_check_bits(uint32_t bits, TileCheckCounts *d, unsigned long long sabotage) {
+    switch (bits) {
+        case 2: return run_tile_check<2, kAsym>(d, sabotage);
+        case 3: return run_tile_check<3, kAsym>(d, sabotage);
+        default: return run_tile_check<4, kAsym>(d, sabotage);
+    }
+}
+
+}  // namespace
+
+/* Compares tile_params<bits, asym> with tile_params_reference on every finite input of one tile with
+ * kept values: ASYMMETRIC every pair of order keys min <= max, SYMMETRIC every largest magnitude. Reports
+ * how many inputs were compared, how many differ, and the first that differs (min_key << 16 | max_key, or
+ * the magnitude; all ones if none). sabotage names an input (same encoding) whose fast result is altered
+ * before the comparison, so that a test can see the hook report a difference; all ones alters none. */
+extern "C" sqkv_cuda_status sqkv_cuda_internal_tile_params_check(uint32_t bits, int asym, uint64_t sabotage,
+                                                                 uint64_t *checked, uint64_t *mismatches,
+                                                                 uint64_t *first_bad) {
+    if (bits < 2 || bits > 4 || !checked || !mismatches || !first_bad) return SQKV_ERR_INVALID_ARGUMENT;
+    TileCheckCounts *d = nullptr;
+    const TileCheckCounts init = {0, 0, ~0ull};
+    TileCheckCounts got = init;
+    cudaError_t e = cudaMalloc(&d, sizeof *d);
+    if (e == cudaSuccess) e = cudaMemcpy(d, &init, sizeof init, cudaMemcpyHostToDevice);
+    if (e == cudaSuccess) {
+        e = asym ? run_tile_check_bits<true>(bits, d, sabotage) : run_tile_check_bits<false>(bits, d, sabotage);
+    }
+    if (e == cudaSuccess) e = cudaMemcpy(&got, d, sizeof got, cudaMemcpyDeviceToHost);
+    const cudaError_t f = d ? cudaFree(d) : cudaSuccess;
+    if (e == cudaSuccess) e = f;
+    *checked = got.checked;
+    *mismatches = got.mismatches;
+    *first_bad = got.first_bad;
     return cuda_status(e);
 }

@@ -1,0 +1,145 @@
+/*
+ * tile_params.cuh: the fast PER_TILE encoder's parameter choice for one tile of fp16 values (2, 3 and 4
+ * bits, SYMMETRIC or ASYMMETRIC), and the reference it must equal.
+ *
+ * tile_params must give exactly what numeric.cuh choose_params, quant_level and group_code_bounds give
+ * (they are the CPU encoder's arithmetic), for every finite input. It is the same binary64 rule, with
+ * three things the reference spends instructions on and these inputs never need:
+ *   - range / (L - 1) as one multiplication by the binary64 value nearest 1 / (L - 1), not a division
+ *     (a subroutine of about 20 instructions on the GPU);
+ *   - fp16 <-> binary64 conversions without the branches for infinities and NaN (inputs are finite;
+ *     levels that overflow become infinities, which the conversion instruction gives, and never NaN);
+ *   - levels as one fused multiply-add each: c * s is exact (c < 16, s has 11 significant bits), so
+ *     fma(c, s, z) rounds once, as dadd(dmul(c, s), z) does.
+ * Why the product may stand for the quotient: only its rounding to fp16 matters. range = hi - lo is a
+ * multiple of 2^-24 below 2^17 (k 2^-24, k < 2^41) and D = L - 1 is 3, 7 or 15. When D does not divide
+ * k, the quotient is at least 2^-41 of itself away from every fp16 midpoint (a 12-bit dyadic), many
+ * binary64 ulps, and the product is within an ulp of it, so both round to the same fp16 value. When D
+ * divides k, the quotient is a binary64 value and the product may miss it by an ulp, which matters only
+ * if the quotient is an fp16 midpoint: no input reaches that case. That last claim, and the whole
+ * function, rest on an exhaustive check, not on the argument: cuda/tile_params_test compares tile_params
+ * with the reference on every input pair (about 2.0e9 for ASYMMETRIC, via cuda/selfcheck.cu) for 2, 3 and
+ * 4 bits. (A product corrected by two fused multiply-adds, exact in both cases by construction, gave the
+ * same results on every input.)
+ */
+#ifndef SQKV_CUDA_TILE_PARAMS_CUH
+#define SQKV_CUDA_TILE_PARAMS_CUH
+
+#include <cuda_fp16.h>
+#include <stdint.h>
+
+#include "numeric.cuh"
+
+namespace sqkv_cuda {
+
+/* Exact binary64 value of a finite fp16 value (no branch: the caller knows it is finite). */
+__device__ __forceinline__ double finite_fp16_to_double(uint32_t h) {
+    return (double)__half2float(__ushort_as_half((unsigned short)h));
+}
+
+/* binary64 -> fp16, round to nearest even (sm_90: one instruction); x is never NaN here. */
+__device__ __forceinline__ uint32_t double_to_fp16_rn(double x) {
+    unsigned short h;
+    asm("cvt.rn.f16.f64 %0, %1;" : "=h"(h) : "d"(x));
+    return h;
+}
+
+__device__ __forceinline__ bool fp16_finite(uint32_t h) { return (h & 0x7C00u) != 0x7C00u; }
+
+/* range / D, as close as the rounding to fp16 needs (see the file comment). */
+template <uint32_t D>
+__device__ __forceinline__ double quotient_for_step(double range) {
+    constexpr double kInv = 1.0 / (double)D;
+    return __dmul_rn(range, kInv);
+}
+
+/* The parameters of one tile of count kept fp16 values from their statistics (SYMMETRIC: max_mag, the
+ * largest magnitude; ASYMMETRIC: the order keys of the smallest and largest value), written to sc (s,
+ * then z for ASYMMETRIC), and the tile's code boundaries to bnd[1 .. L-1]: for 2 bits as fp16 values
+ * (the smallest value of each code and above), for 3 and 4 bits as order keys; kNoCode (or, for 2 bits,
+ * its fp16 pattern, a NaN) marks a code no value gets. count == 0 writes zero parameters and no bounds. */
+template <uint32_t BITS, bool kAsym>
+__device__ __forceinline__ void tile_params(uint32_t count, uint32_t max_mag, uint32_t min_key, uint32_t max_key,
+                                            uint16_t *sc, uint16_t *bnd) {
+    static_assert(BITS >= 2 && BITS <= 4, "2, 3 and 4 bits");
+    constexpr uint32_t L = 1u << BITS;
+    if (count == 0) {
+        sc[0] = 0;
+        if (kAsym) sc[1] = 0;
+        return;
+    }
+    uint32_t zv = 0;
+    double zd = 0.0, range;
+    if (kAsym) {
+        zv = e_from_order_key(min_key);
+        zd = finite_fp16_to_double(zv);
+        range = __dsub_rn(finite_fp16_to_double(e_from_order_key(max_key)), zd);
+    } else {
+        range = finite_fp16_to_double(max_mag);
+    }
+    uint32_t sv = double_to_fp16_rn(quotient_for_step<L - 1>(range));
+    if (range > 0 && (sv & 0x7FFFu) == 0) sv = 1;
+    if (!fp16_finite(sv)) sv = 0x7BFFu;
+    /* numeric.cuh choose_step: while the top level (ASYMMETRIC: also the bottom one, which is z) is not
+     * finite, s goes down by one; s is finite and not negative from here on */
+    double sd;
+    uint32_t lev[L];
+    auto level = [&](uint32_t c) -> uint32_t {
+        if (kAsym) return double_to_fp16_rn(__fma_rn((double)c, sd, zd));
+        return double_to_fp16_rn(__dmul_rn((double)(int32_t)(2 * c + 1 - L), sd));
+    };
+    for (;;) {
+        sd = finite_fp16_to_double(sv);
+        lev[L - 1] = level(L - 1);
+        if (sv == 0 || fp16_finite(lev[L - 1])) break;
+        sv--;
+    }
+    sc[0] = (uint16_t)sv;
+    if (kAsym) sc[1] = (uint16_t)zv;
+#pragma unroll
+    for (uint32_t c = 0; c + 1 < L; c++) lev[c] = level(c);
+    /* numeric.cuh group_code_bounds on levels known to be finite */
+    double hi = finite_fp16_to_double(lev[L - 1]);
+    const double top = hi;
+    uint32_t above = kNoCode; /* B[c + 1] */
+#pragma unroll
+    for (uint32_t c = L - 1; c >= 1; c--) {
+        const double lo = finite_fp16_to_double(lev[c - 1]);
+        uint32_t B;
+        if (hi > lo) {
+            const double mid = __dmul_rn(__dadd_rn(lo, hi), 0.5);
+            const uint32_t m = double_to_fp16_rn(mid);
+            const uint32_t k = e_order_key((uint16_t)m);
+            B = finite_fp16_to_double(m) > mid ? k : k + 1u;
+        } else {
+            B = hi == top ? kNoCode : above;
+        }
+        bnd[c] = BITS == 2 ? e_from_order_key(B) : (uint16_t)B;
+        above = B;
+        hi = lo;
+    }
+}
+
+/* The same outputs from numeric.cuh's functions as the CPU encoder composes them (quantize.c): the
+ * reference of cuda/tile_params_test. */
+template <uint32_t BITS, bool kAsym>
+__host__ __device__ inline void tile_params_reference(uint32_t count, uint32_t max_mag, uint32_t min_key,
+                                                      uint32_t max_key, uint16_t *sc, uint16_t *bnd) {
+    constexpr uint32_t L = 1u << BITS;
+    const int q = kAsym ? 2 : 1;
+    uint16_t sv, zv;
+    choose_params(q, BITS, false, count, max_mag, min_key, max_key, &sv, &zv);
+    sc[0] = sv;
+    if (kAsym) sc[1] = zv;
+    if (count == 0) return;
+    const double sd = e_to_double(sv, false), zd = e_to_double(zv, false);
+    uint16_t lev[L];
+    for (uint32_t c = 0; c < L; c++) lev[c] = quant_level(q, BITS, false, sd, zd, c);
+    uint32_t B[L];
+    group_code_bounds<L>(lev, B);
+    for (uint32_t c = 1; c < L; c++) bnd[c] = BITS == 2 ? e_from_order_key(B[c]) : (uint16_t)B[c];
+}
+
+}  // namespace sqkv_cuda
+
+#endif /* SQKV_CUDA_TILE_PARAMS_CUH */
