@@ -10,18 +10,23 @@
  *   prune_fast_kernel    one 128-thread block per unit (64 rows x 128 channels): the unit is copied
  *                        to shared memory with cp.async (16-byte pieces; rows padded by 16 bytes so
  *                        that the row reads below are free of bank conflicts); two lanes per row hold the row's
- *                        magnitudes in registers, transpose them into bit planes and select the row's
- *                        kept elements bit by bit (select_row); bitmaps come from ballots (keys) or
- *                        the kept flags themselves (values);
+ *                        values in registers, transpose them into bit planes and select the row's
+ *                        kept elements bit by bit (select_row); bitmaps come from a warp bit transpose of
+ *                        the kept flags (keys) or the kept flags themselves (values);
  *                        kept values are staged in payload order (PER_TILE 2, 3 and 4 bits: their
  *                        codes, as a packed bit stream); offset-table entries that fall in the unit are
- *                        written unit-relative.
+ *                        written unit-relative. EXACT values and 8-bit PER_TILE codes go to the payload
+ *                        from here (fast_payload_in_prune): the unit's start is chained from the units
+ *                        before it (unit_start), and the words it shares with them are left to the
+ *                        section kernel (write_unit_payload).
  *   section_fast_kernel  one block per SPARSE section: unit payload positions, offset entries made
  *                        absolute, PER_HEAD parameters, and the code boundaries of each head (the
  *                        smallest order key of each code, so that packing compares 16-bit keys
- *                        instead of searching binary64 levels), stream padding, body size.
- *   pack_fast_kernel     one warp per unit: codes of the staged values at the unit's payload position
- *                        (PER_TILE 2, 3 and 4 bits: the staged code stream, shifted into place by words).
+ *                        instead of searching binary64 levels), the payload words units share (when
+ *                        the pruning pass wrote the payload), stream padding, body size.
+ *   pack_fast_kernel     one warp per unit, when the pruning pass did not write the payload: codes of
+ *                        the staged values at the unit's payload position (PER_TILE 2, 3 and 4 bits:
+ *                        the staged code stream, shifted into place by words).
  *
  * Selection is exact (spec/FORMAT.md §14): T is the largest magnitude with count(|x| >= T) >= keep;
  * when the elements equal to T are more than the keep - count(|x| > T) still needed, the lower
@@ -58,6 +63,8 @@ struct alignas(16) FastSmem { /* 16: outbuf, which follows it, is read by 16-byt
     uint32_t tstart[kFD + 4]; /* exclusive prefix of the tile counts; [nt] = unit count */
     uint32_t wsum[4];
     uint32_t misc[4];         /* [0] largest kept magnitude, [1] smallest / [2] largest kept order key */
+    uint32_t ticket;          /* payload in this pass: the block's place in unit order (a.ticket) */
+    unsigned long long start; /* payload in this pass: the unit's first payload element (unit_start) */
     alignas(16) uint16_t tbnd[kFD * 16]; /* PER_TILE: per tile, what coding needs (tile_params); keys use
                                           * it first for the ballots of P2 (ballot_tab, 1 KB), then as
                                           * key_tab (uint4); sharing it keeps a block at 27.6 KB at the
@@ -333,6 +340,69 @@ __device__ __forceinline__ uint32_t codes_2bit(const uint32_t (&h)[4], uint2 tw,
     return packed;
 }
 
+/* ---- the units' payload starts, chained between blocks (payload written by the pruning pass) ---------
+ * A unit's payload follows those of the units before it in its section, whose counts are known only
+ * once their blocks have selected. Each block publishes its unit's count as soon as it has it (an
+ * aggregate), and, at the end, its inclusive prefix, found by looking back over its predecessors' entries
+ * until one holds a prefix (a decoupled look-back: the blocks rarely wait, since a predecessor started
+ * earlier and has usually finished). Blocks take units in the order they start (a.ticket), so a block
+ * only ever waits for blocks that are running or done. Entries are zero until published. */
+constexpr unsigned long long kChainAggregate = 1ull << 62, kChainPrefix = 1ull << 63, kChainValue = (1ull << 62) - 1;
+
+__device__ __forceinline__ unsigned long long chain_load(const unsigned long long *p) {
+    unsigned long long v;
+    asm volatile("ld.acquire.gpu.global.u64 %0, [%1];" : "=l"(v) : "l"(p) : "memory");
+    return v;
+}
+
+/* The first payload element of unit uidx (the section's first unit: first) of count elements, found by
+ * one warp looking back 32 entries at a time (entry uidx - 1 - lane) to the nearest prefix, then its
+ * inclusive prefix published. Entries before first belong to another section: they count as a prefix
+ * of zero (the first unit's own is published with its count, so the walk stops there at the latest). */
+__device__ uint64_t unit_start(unsigned long long *chain, uint32_t uidx, uint32_t first, uint32_t count, uint32_t lane) {
+    if (uidx == first) return 0;
+    uint64_t before = 0;
+    for (int64_t top = (int64_t)uidx - 1;; top -= 32) {
+        const int64_t j = top - (int64_t)lane;
+        unsigned long long v = kChainPrefix;
+        if (j >= (int64_t)first)
+            while ((v = chain_load(chain + j)) == 0) __nanosleep(64);
+        const uint32_t prefixes = __ballot_sync(kFull, (v & kChainPrefix) != 0);
+        const uint32_t nearest = prefixes ? (uint32_t)__ffs(prefixes) - 1u : 31u;
+        uint64_t part = lane <= nearest ? (v & kChainValue) : 0ull;
+#pragma unroll
+        for (int off = 16; off; off >>= 1) part += __shfl_xor_sync(kFull, part, off);
+        before += part;
+        if (prefixes) break;
+    }
+    if (lane == 0) atomicExch(chain + uidx, kChainPrefix | (before + count));
+    return before;
+}
+
+/* The unit's payload: its bit stream (stream, nbits bits from bit 0 of word 0) at payload bit B0 of
+ * words. Words the unit fills whole are stored; the first and last word when the unit fills them only in
+ * part (they may hold a neighbour's bits, or padding) go, masked to its bits, to the unit's edge fields,
+ * which the section kernel merges (merge_unit_edges). */
+__device__ __forceinline__ void write_unit_payload(const uint32_t *stream, uint64_t nbits, uint64_t B0, uint32_t *words,
+                                                   UnitStat *st) {
+    if (nbits == 0) return;
+    const uint64_t B1 = B0 + nbits, W0 = B0 >> 5;
+    const uint32_t sh = (uint32_t)(B0 & 31u), end_bits = (uint32_t)(B1 & 31u);
+    const uint32_t nq = (uint32_t)(((B1 - 1) >> 5) - W0 + 1), nsw = (uint32_t)((nbits + 31) >> 5);
+    for (uint32_t q = threadIdx.x; q < nq; q += kFastThreads) {
+        const uint32_t hi = q < nsw ? stream[q] : 0u, lo = q ? stream[q - 1] : 0u;
+        uint32_t w = __funnelshift_l(lo, hi, sh); /* stream bits [32q - sh, 32q - sh + 32) */
+        const bool first = q == 0, last = q == nq - 1;
+        if ((first && sh) || (last && end_bits)) {
+            if (last && end_bits) w &= (1u << end_bits) - 1u; /* the stream's slack codes, or nothing */
+            if (first) st->edge_first = w;
+            else st->edge_last = w;
+        } else {
+            words[W0 + q] = w;
+        }
+    }
+}
+
 template <bool kAsym, uint32_t kTileBits>
 /* 8 blocks per SM: 64 registers (no spills at this bound) and at most 28.1 KB of shared memory per block */
 __global__ void __launch_bounds__(kFastThreads, 8) prune_fast_kernel(EncodeArgs a) {
@@ -342,8 +412,16 @@ __global__ void __launch_bounds__(kFastThreads, 8) prune_fast_kernel(EncodeArgs 
     /* PER_TILE: the unit tile of each staged value (so that coding is spread evenly over the block); the
      * shared memory holds it only for PER_TILE (prune_fast_smem_bytes) */
     uint8_t *tilemap = (uint8_t *)outbuf + align_up(2 * a.unit_cap, 16);
-    const uint32_t layer = blockIdx.y, uidx = blockIdx.x, tid = threadIdx.x;
-    const uint32_t warp = tid >> 5, lane = tid & 31;
+    const uint32_t tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    /* fast_payload_in_prune: EXACT values and 8-bit PER_TILE codes go to the payload from here */
+    const bool payload_here = kTileBits == 8 || (kTileBits == 0 && a.g.quantizer == 0);
+    uint32_t layer = blockIdx.y, uidx = blockIdx.x;
+    if (payload_here) {
+        if (tid == 0) s.ticket = atomicAdd(a.ticket, 1u);
+        __syncthreads();
+        layer = s.ticket / a.n_units;
+        uidx = s.ticket % a.n_units;
+    }
     const UnitPlan u = a.units[uidx];
     const SectionPlan &sec = a.sections[u.section];
     const uint32_t R = u.rows, nt = u.n_tiles;
@@ -424,6 +502,9 @@ __global__ void __launch_bounds__(kFastThreads, 8) prune_fast_kernel(EncodeArgs 
     }
     __syncthreads();
     scan128(s.cnt, s.tstart, nt, s.wsum);
+    unsigned long long *const chain = a.chain + (uint64_t)layer * a.n_units;
+    if (payload_here && tid == 0)
+        atomicExch(chain + uidx, (uidx == sec.unit_first ? kChainPrefix : kChainAggregate) | s.tstart[nt]);
     if (keys && kTileBits != 0) {
         const uint32_t hi = (uint32_t)(my_bm >> 32), t = s.tstart[tid];
         key_tab[tid] = make_uint4(t, hi, t + __popc(hi), (uint32_t)my_bm);
@@ -614,22 +695,27 @@ __global__ void __launch_bounds__(kFastThreads, 8) prune_fast_kernel(EncodeArgs 
     if (keys) gbm[tid] = my_bm;
     else if (r < R) gbm[half * R + r] = my_bm;
     const uint32_t kept_total = s.tstart[nt];
+    /* the unit's payload bits when this pass writes the payload: 8-bit codes coded into a stream in the
+     * tile's space (free since P3), EXACT values as staged (outbuf); otherwise PER_TILE codes (2, 3 and
+     * 4 bits) and PER_HEAD values are staged in device memory for the packing pass */
+    uint32_t *const stream = kTileBits != 0 ? (uint32_t *)s.tile : (uint32_t *)outbuf;
     uint16_t *stage = a.temp + ((uint64_t)layer * a.n_units + uidx) * a.unit_cap;
-    for (uint32_t i = tid; i < (kept_total + 7) / 8; i += kFastThreads) {
+    uint32_t *const codes_out = payload_here ? stream : (uint32_t *)stage;
+    const uint32_t groups = payload_here && kTileBits == 0 ? 0u : (kept_total + 7) / 8;
+    for (uint32_t i = tid; i < groups; i += kFastThreads) {
         uint4 w = ((const uint4 *)outbuf)[i];
         if constexpr (kTileBits != 0) {
-            /* PER_TILE: codes instead of values (the slack beyond the count is never read). The last
-             * group of eight may end past kept_total: its slack tile bytes are whatever the shared memory
-             * held, so tile indices are masked to 7 bits (& 0x7F, a unit has at most 128 tiles), which
-             * keeps those reads inside tbnd; their codes land beyond the count, which packing ignores. */
+            /* PER_TILE: the codes of eight values. The last group of eight may end past kept_total:
+             * its slack tile bytes are whatever the shared memory held, so tile indices are masked to 7
+             * bits (& 0x7F, a unit has at most 128 tiles), which keeps those reads inside tbnd; their
+             * codes land beyond the count, which packing (or write_unit_payload) ignores. */
             const uint2 tw = ((const uint2 *)tilemap)[i];
             uint32_t h[4] = {w.x, w.y, w.z, w.w};
-            /* 2, 3 and 4 bits: the eight codes packed, code k at bit kTileBits * k, so that the staging
-             * buffer holds the unit's codes as a bit stream from bit 0 (pack_fast_kernel then moves whole
-             * words; 16-bit codes were 8 or 4 times the bytes to write and read back) */
+            /* packed, code k of the group at bit kTileBits * k, so that the unit's codes form a bit stream
+             * from bit 0 (placed by whole words; 16-bit codes were 8 or 4 times the bytes to write and
+             * read back) */
             if constexpr (kTileBits == 2) {
-                ((uint16_t *)stage)[i] = (uint16_t)codes_2bit(h, tw, s.tbnd);
-                continue;
+                ((uint16_t *)codes_out)[i] = (uint16_t)codes_2bit(h, tw, s.tbnd);
             } else {
 #pragma unroll
                 for (int j = 0; j < 4; j++) {
@@ -638,7 +724,10 @@ __global__ void __launch_bounds__(kFastThreads, 8) prune_fast_kernel(EncodeArgs 
                     h[j] = tile_code<kTileBits, kAsym>(h[j] & 0xFFFFu, s.tbnd + 16 * t0) |
                            (tile_code<kTileBits, kAsym>(h[j] >> 16, s.tbnd + 16 * t1) << 16);
                 }
-                if constexpr (kTileBits <= 4) {
+                if constexpr (kTileBits == 8) {
+                    /* 16-bit code pairs to bytes */
+                    ((uint2 *)codes_out)[i] = make_uint2(__byte_perm(h[0], h[1], 0x6420u), __byte_perm(h[2], h[3], 0x6420u));
+                } else {
                     uint32_t packed = 0;
 #pragma unroll
                     for (int j = 0; j < 4; j++)
@@ -646,19 +735,18 @@ __global__ void __launch_bounds__(kFastThreads, 8) prune_fast_kernel(EncodeArgs 
                                   << (2 * kTileBits * j);
                     if constexpr (kTileBits == 3) {
                         /* 24 bits: three bytes, so the stream stays dense (codes straddle its words) */
-                        uint8_t *sb = (uint8_t *)stage + 3 * (size_t)i;
+                        uint8_t *sb = (uint8_t *)codes_out + 3 * (size_t)i;
                         sb[0] = (uint8_t)packed;
                         sb[1] = (uint8_t)(packed >> 8);
                         sb[2] = (uint8_t)(packed >> 16);
                     } else {
-                        ((uint32_t *)stage)[i] = packed;
+                        codes_out[i] = packed;
                     }
-                    continue;
                 }
             }
-            w = make_uint4(h[0], h[1], h[2], h[3]);
+        } else {
+            ((uint4 *)stage)[i] = w; /* PER_HEAD: coded by the packing pass */
         }
-        ((uint4 *)stage)[i] = w;
     }
     {
         const uint32_t k = a.g.offset_log2;
@@ -670,16 +758,25 @@ __global__ void __launch_bounds__(kFastThreads, 8) prune_fast_kernel(EncodeArgs 
             offs[mm] = s.tstart[tm - t0];
         }
     }
-    if (tid == 0) {
-        UnitStat st;
-        st.count = kept_total;
-        st.max_mag = s.misc[0];
-        st.min_key = s.misc[1];
-        st.max_key = s.misc[2];
-        st.start = 0;
-        st.padded = 0;
-        st.pad0 = 0;
-        a.stats[(uint64_t)layer * a.n_units + uidx] = st;
+    UnitStat *const st = a.stats + (uint64_t)layer * a.n_units + uidx;
+    if (tid == 0) { /* field by field: write_unit_payload's threads write the edges */
+        st->count = kept_total;
+        st->max_mag = s.misc[0];
+        st->min_key = s.misc[1];
+        st->max_key = s.misc[2];
+        st->start = 0;
+        st->padded = 0;
+        st->pad0 = 0;
+    }
+    if (payload_here) {
+        __syncthreads(); /* the stream is complete */
+        if (warp == 0) {
+            const uint64_t start = unit_start(chain, uidx, sec.unit_first, kept_total, lane);
+            if (lane == 0) s.start = start;
+        }
+        __syncthreads();
+        constexpr uint32_t kBits = kTileBits == 8 ? 8u : 16u;
+        write_unit_payload(stream, (uint64_t)kept_total * kBits, s.start * kBits, (uint32_t *)(body + sec.payload_at), st);
     }
 }
 
@@ -735,7 +832,9 @@ __global__ void __launch_bounds__(kSectionThreads) section_fast_kernel(EncodeArg
             __syncthreads();
         }
     }
-    finish_sparse_body(g, sec, body, P, &a.results[(uint64_t)layer * a.n_sections + blockIdx.x]);
+    const bool in_place = fast_payload_in_prune(g);
+    if (in_place) merge_unit_edges<kSectionThreads>(st, sec.n_units, g.bits, (uint32_t *)(body + sec.payload_at));
+    finish_sparse_body(g, sec, body, P, &a.results[(uint64_t)layer * a.n_sections + blockIdx.x], in_place);
 }
 
 /* ---- packing ---------------------------------------------------------------------------------------- */
@@ -756,11 +855,13 @@ __device__ __forceinline__ uint32_t code_of_key(uint32_t k, const uint16_t *bnd,
     return c;
 }
 
-/* One warp per unit. Widths 2 and 4: lane g takes the 32 / BITS staged values of group g (one 16- or
- * 32-byte aligned piece of the staging buffer), so its codes are one 32-bit word; that word lands at
- * a fixed bit shift s = (e0 * BITS) mod 32 from the unit's first word, and word W0 + g is the group's
- * low part OR the previous group's high part (one shuffle). Only the unit's first and last words can
- * be shared with a neighbouring unit: those are OR-ed atomically into the zeroed payload. */
+/* PER_HEAD (kCodes false: coded here with the head's boundaries) and 2-, 3- and 4-bit PER_TILE (kCodes:
+ * the pruning pass staged the unit's codes as a bit stream); the pruning pass writes EXACT values and
+ * 8-bit codes itself. One warp per unit. Widths 2 and 4: lane g takes the 32 / BITS values of group g
+ * (one 16- or 32-byte aligned piece of the staging buffer, or one word of codes), so its codes are one 32-bit word;
+ * that word lands at a fixed bit shift s = (e0 * BITS) mod 32 from the unit's first word, and word W0 + g
+ * is the group's low part OR the previous group's high part (one shuffle). Only the unit's first and last
+ * words can be shared with a neighbouring unit: those are OR-ed atomically into the zeroed payload. */
 template <uint32_t BITS, bool kCodes>
 __global__ void __launch_bounds__(32 * kPackWarps) pack_fast_kernel(EncodeArgs a) {
     __shared__ uint16_t s_bnd[kPackWarps][256];
@@ -772,7 +873,7 @@ __global__ void __launch_bounds__(32 * kPackWarps) pack_fast_kernel(EncodeArgs a
     const UnitStat st = a.stats[(uint64_t)layer * a.n_units + uidx];
     uint16_t *bnd = s_bnd[warp];
     uint32_t b1 = 0, b2 = 0, b3 = 0;
-    if (BITS < 16 && !kCodes) {
+    if (!kCodes) {
         const uint16_t *gb = a.bounds + ((uint64_t)layer * a.bounds_per_layer + sec.bound_first + u.head) * 256;
         for (uint32_t c = lane; c < (1u << BITS); c += 32) bnd[c] = c ? gb[c] : 0;
         __syncwarp();
@@ -787,12 +888,9 @@ __global__ void __launch_bounds__(32 * kPackWarps) pack_fast_kernel(EncodeArgs a
     uint8_t *payload = a.out + (uint64_t)layer * a.layer_capacity + sec.slot + 64 + sec.payload_at;
     const uint16_t *stage = a.temp + ((uint64_t)layer * a.n_units + uidx) * a.unit_cap;
     const uint64_t e0 = st.start;
-    if constexpr (BITS == 16) {
-        uint16_t *p = (uint16_t *)payload + e0;
-        for (uint32_t i = lane; i < count; i += 32) p[i] = stage[i];
-    } else if constexpr (BITS == 8) {
-        for (uint32_t i = lane; i < count; i += 32)
-            payload[e0 + i] = (uint8_t)(kCodes ? stage[i] : code_of_key<8>(order_key(stage[i]), bnd, 0, 0, 0));
+    if constexpr (BITS == 8) {
+        static_assert(!kCodes, "8-bit PER_TILE codes are written by the pruning pass");
+        for (uint32_t i = lane; i < count; i += 32) payload[e0 + i] = (uint8_t)code_of_key<8>(order_key(stage[i]), bnd, 0, 0, 0);
     } else if constexpr (BITS == 3) {
         /* 3 bits: codes straddle words. Word W0 + q of the payload is bits [32q - s, 32q - s + 32) of the
          * unit's code stream (s = (e0 * 3) mod 32; stream bits from 3 * count on are zero). PER_TILE: the
@@ -833,8 +931,8 @@ __global__ void __launch_bounds__(32 * kPackWarps) pack_fast_kernel(EncodeArgs a
             const uint32_t g = base + lane;
             uint32_t cw = 0;
             if (kCodes && g < ngroups) {
-                /* the pruning pass staged the unit's codes as a bit stream (word g = codes G g ..); codes
-                 * beyond the count are whatever was there */
+                /* the unit's codes as a bit stream (word g = codes G g ..); codes beyond the count are
+                 * whatever was there */
                 const uint32_t valid = min(G, count - g * G);
                 cw = ((const uint32_t *)stage)[g];
                 if (valid < G) cw &= (1u << (BITS * valid)) - 1u;
@@ -853,7 +951,7 @@ __global__ void __launch_bounds__(32 * kPackWarps) pack_fast_kernel(EncodeArgs a
 #pragma unroll
                 for (uint32_t j = 0; j < G; j++) {
                     const uint32_t x = (j & 1) ? h[j / 2] >> 16 : h[j / 2] & 0xFFFFu;
-                    const uint32_t c = kCodes ? x : code_of_key<BITS>(order_key(x), bnd, b1, b2, b3);
+                    const uint32_t c = code_of_key<BITS>(order_key(x), bnd, b1, b2, b3);
                     cw |= (j < valid ? c : 0u) << (BITS * j);
                 }
             }
@@ -921,6 +1019,8 @@ sqkv_cuda_status launch_prune_variant(const EncodeArgs &a, size_t smem, cudaStre
 
 sqkv_cuda_status launch_prune_fast(const EncodeArgs &a, cudaStream_t stream) {
     if (a.n_units == 0) return SQKV_OK;
+    if (fast_payload_in_prune(a.g)) /* the chain of unit starts and the unit ticket start at zero */
+        SQKV_CUDA_TRY(cudaMemsetAsync(a.chain, 0, (uint64_t)a.n_layers * a.n_units * sizeof *a.chain + sizeof *a.ticket, stream));
     const size_t smem = prune_fast_smem_bytes(a.unit_cap, a.g.granularity == 2);
     const bool asym = a.g.quantizer == 2;
     if (a.g.granularity != 2)
@@ -941,7 +1041,7 @@ sqkv_cuda_status launch_section_fast(const EncodeArgs &a, cudaStream_t stream) {
 }
 
 sqkv_cuda_status launch_pack_fast(const EncodeArgs &a, cudaStream_t stream) {
-    if (a.n_units == 0) return SQKV_OK;
+    if (a.n_units == 0 || fast_payload_in_prune(a.g)) return SQKV_OK;
     const dim3 grid((a.n_units + kPackWarps - 1) / kPackWarps, a.n_layers);
     const bool codes = a.g.granularity == 2; /* PER_TILE: the pruning pass staged codes */
     switch (a.g.bits) {
@@ -957,11 +1057,7 @@ sqkv_cuda_status launch_pack_fast(const EncodeArgs &a, cudaStream_t stream) {
             if (codes) pack_fast_kernel<4, true><<<grid, 32 * kPackWarps, 0, stream>>>(a);
             else pack_fast_kernel<4, false><<<grid, 32 * kPackWarps, 0, stream>>>(a);
             break;
-        case 8:
-            if (codes) pack_fast_kernel<8, true><<<grid, 32 * kPackWarps, 0, stream>>>(a);
-            else pack_fast_kernel<8, false><<<grid, 32 * kPackWarps, 0, stream>>>(a);
-            break;
-        case 16: pack_fast_kernel<16, false><<<grid, 32 * kPackWarps, 0, stream>>>(a); break;
+        case 8: pack_fast_kernel<8, false><<<grid, 32 * kPackWarps, 0, stream>>>(a); break;
         default: return SQKV_ERR_STATE;
     }
     SQKV_CUDA_LAUNCHED();

@@ -11,6 +11,16 @@ namespace sqkv_cuda {
  * or EXACT values. */
 bool fast_encode_geometry(const Geometry &g);
 
+/* Whether the fast pruning pass writes the payload itself (EXACT values and 8-bit PER_TILE codes), so
+ * that no packing pass runs; the units' payload starts are then chained between the pass's blocks
+ * (a.chain, a.ticket zeroed first). Measured on the H200 (results/gpu_bench.md, session 10): EXACT
+ * 988 -> 1323 GB/s, since its staged values made a round trip through device memory as large as the
+ * payload; but 2-bit PER_TILE 1424 -> 1337 and 3-bit 1218 -> 1169, whose staged codes are small and
+ * whose blocks then wait for a ticket and for the look-back. Those keep the packing pass. */
+inline __host__ __device__ bool fast_payload_in_prune(const Geometry &g) {
+    return g.quantizer == 0 || (g.granularity == 2 && g.bits == 8);
+}
+
 /* Dynamic shared memory of the fast pruning kernel. */
 size_t prune_fast_smem_bytes(uint64_t unit_cap, bool per_tile);
 

@@ -88,16 +88,44 @@ __device__ inline void zero_bytes(uint8_t *p, uint64_t from, uint64_t to) {
     for (uint64_t i = from + threadIdx.x; i < to; i += blockDim.x) p[i] = 0;
 }
 
+/* Payload written by the fast pruning pass (encode_fast.cu write_unit_payload): every word a unit fills
+ * whole is in place; each word that units share or that one fills in part is set here from the units'
+ * edge fields (zeroed first, then OR-ed, with a barrier between, since neighbouring units share words). */
+template <uint32_t kBlock>
+__device__ void merge_unit_edges(const UnitStat *st, uint32_t n_units, uint32_t bits, uint32_t *words) {
+    for (int phase = 0; phase < 2; phase++) {
+        for (uint32_t i = threadIdx.x; i < n_units; i += kBlock) {
+            const uint64_t n = st[i].count;
+            if (n == 0) continue;
+            const uint64_t B0 = st[i].start * bits, B1 = B0 + n * bits, W0 = B0 >> 5, Wl = (B1 - 1) >> 5;
+            const bool first_part = (B0 & 31u) != 0 || (Wl == W0 && (B1 & 31u) != 0);
+            const bool last_part = Wl != W0 && (B1 & 31u) != 0;
+            if (phase == 0) {
+                if (first_part) words[W0] = 0;
+                if (last_part) words[Wl] = 0;
+            } else {
+                if (first_part) atomicOr(words + W0, st[i].edge_first);
+                if (last_part) atomicOr(words + Wl, st[i].edge_last);
+            }
+        }
+        __syncthreads();
+    }
+}
+
 /* The rest of a SPARSE body once its unit starts and parameters are known: the padding after the
- * offsets and scales streams, the payload area (zeroed whole below 8 bits: packing ORs codes into shared
- * words) and its padding, then the section's result (stored size, kept count) for the later stages. */
+ * offsets and scales streams, the payload area and its padding (payload_in_place: the payload's words
+ * are written, only the bytes after them are zeroed; else the area is zeroed whole below 8 bits, since
+ * packing ORs codes into shared words), then the section's result (stored size, kept count) for the
+ * later stages. */
 __device__ inline void finish_sparse_body(const Geometry &g, const SectionPlan &sec, uint8_t *body, uint64_t total,
-                                          SectionResult *result) {
+                                          SectionResult *result, bool payload_in_place = false) {
     const uint64_t payload_bytes = (total * g.bits + 7) / 8;
     const uint64_t end = sec.payload_at + align_up(payload_bytes, 8);
     zero_bytes(body, sec.offsets_at + 4 * sec.n_offsets, sec.scales_at);
     zero_bytes(body, sec.scales_at + 2 * sec.n_groups * sec.params_per_group, sec.payload_at);
-    if (g.bits < 8) {
+    if (payload_in_place) {
+        zero_bytes(body, sec.payload_at + 4 * ((total * g.bits + 31) / 32), end);
+    } else if (g.bits < 8) {
         uint64_t *p = (uint64_t *)(body + sec.payload_at);
         for (uint64_t i = threadIdx.x; i < (end - sec.payload_at) / 8; i += blockDim.x) p[i] = 0;
     } else {

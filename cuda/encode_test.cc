@@ -391,6 +391,58 @@ TEST(CudaEncode, FastPathOutlierChannelKeys) {
             }
 }
 
+/* Units (64-token chunks of a head) whose payload is empty, a few codes or ordinary, so that the units'
+ * payload bits meet inside words in every way: the fast pruning pass writes the PER_TILE codes and EXACT
+ * values of its unit itself (a unit's start chained from the units before it), and the words units share
+ * or fill in part are merged afterwards (encode_fast.cu write_unit_payload, encode_section.cuh
+ * merge_unit_edges). A chunk is all zeros (nothing kept), holds 1 to 5 nonzero elements (fewer codes than
+ * a word holds), or is random. */
+namespace {
+
+std::vector<uint8_t> uneven_chunk_tensor(std::mt19937_64 &rng, const Case &c) {
+    const uint64_t D = c.head_dim;
+    std::vector<uint8_t> out((uint64_t)c.heads * c.tokens * D * 2, 0);
+    std::normal_distribution<double> nd(0.0, 1.0);
+    for (uint32_t h = 0; h < c.heads; h++)
+        for (uint32_t t0 = 0; t0 < c.tokens; t0 += 64) {
+            const uint32_t kind = (uint32_t)(rng() % 3), rows = std::min<uint32_t>(64, c.tokens - t0);
+            const uint32_t few = 1 + (uint32_t)(rng() % 5);
+            for (uint32_t i = 0; kind == 1 && i < few; i++) {
+                const uint64_t at = ((uint64_t)h * c.tokens + t0 + rng() % rows) * D + rng() % D;
+                const uint16_t e = sqkv_double_to_fp16(nd(rng));
+                memcpy(&out[2 * at], &e, 2);
+            }
+            for (uint32_t t = t0; kind == 2 && t < t0 + rows; t++)
+                for (uint64_t d = 0; d < D; d++) {
+                    const uint16_t e = sqkv_double_to_fp16(nd(rng));
+                    memcpy(&out[2 * (((uint64_t)h * c.tokens + t) * D + d)], &e, 2);
+                }
+        }
+    return out;
+}
+
+}  // namespace
+
+TEST(CudaEncode, FastPathPayloadEdgesBetweenUnits) {
+    SKIP_WITHOUT_GPU();
+    uint64_t n = 0;
+    for (uint32_t bits : {2u, 3u, 4u, 8u, 16u})
+        for (double sp : {0.8, 0.99})
+            for (int rep = 0; rep < 3; rep++) {
+                Case c = base_case();
+                c.bits = bits;
+                c.q = bits == 16 ? SQKV_QUANT_EXACT : (n % 2 ? SQKV_QUANT_SYMMETRIC : SQKV_QUANT_ASYMMETRIC);
+                c.gran = bits == 16 ? SQKV_SCALE_NONE : SQKV_SCALE_PER_TILE;
+                c.sparsity = sp;
+                c.heads = 1 + (uint32_t)(n % 3);
+                c.hps = 1 + (uint32_t)(n % 2);
+                c.tps = rep == 1 ? 192 : 0;
+                c.tokens = 64 * 9 + 13 * (uint32_t)rep;
+                c.window = (uint32_t)(n % 2) * 6;
+                check_case(c, seed_of("unit-edges") + n++, 0, uneven_chunk_tensor);
+            }
+}
+
 /* The zstd layer (codec 1) is applied on the host as the sections leave the GPU; the file must still be
  * sqkv_writer's, byte for byte, and actually compressed (smaller than the same file without zstd). */
 TEST(CudaEncode, ZstdLayerSameFileAsTheWriter) {

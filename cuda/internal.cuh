@@ -71,6 +71,10 @@ struct UnitStat {
     uint64_t start;      /* kept elements of the section before this unit */
     uint32_t padded;     /* decode: sum over tiles of (popcount + 7) & ~7 (Mustafar) */
     uint32_t pad0;
+    /* encode, payload written by the pruning pass (encode_fast.cu): the unit's bits in the first and
+     * the last payload word it shares with a neighbour or fills only in part (the section kernel
+     * merges them); the words it fills whole are already in place */
+    uint32_t edge_first, edge_last;
 };
 
 /* Per section results. */

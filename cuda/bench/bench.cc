@@ -588,7 +588,8 @@ int main(int argc, char **argv) {
                               {"writer default + zstd 1", 2, SQKV_QUANT_ASYMMETRIC, SQKV_SCALE_PER_TILE, -1, 1, 0},
                               /* the best measured quality (spec/QUANTIZATION.md §2) */
                               {"3-bit sym per-tile s=0.8 + range search on V", 3, SQKV_QUANT_SYMMETRIC, SQKV_SCALE_PER_TILE,
-                               0.8, 0, SQKV_RANGE_SEARCH_VALUES}};
+                               0.8, 0, SQKV_RANGE_SEARCH_VALUES},
+                              {"8-bit asym per-tile s=0.8", 8, SQKV_QUANT_ASYMMETRIC, SQKV_SCALE_PER_TILE, 0.8, 0, 0}};
     const size_t n_configs = sizeof configs / sizeof configs[0];
     for (const Shape &sh : shapes) {
         for (const Config &cf : configs) {
