@@ -29,6 +29,7 @@
 #include "decode_kernels.cuh"
 #include "decode_units.cuh"
 #include "numeric.cuh"
+#include "tile_params.cuh"
 
 namespace sqkv_cuda {
 
@@ -83,6 +84,14 @@ __global__ void __launch_bounds__(32 * kWarps) decode_fast_kernel(DecodeArgs a) 
     const bool e_bf16 = g.e_bf16 != 0;
     /* level of code c of a group whose parameters have bits sb, zb */
     auto level_bits = [&](uint16_t sb, uint16_t zb, uint32_t c) -> uint16_t {
+        if (BITS == 8 && !e_bf16) {
+            /* 8-bit PER_TILE levels, computed per element: quant_level's arithmetic with tile_params.cuh's
+             * instructions. The validation kernels have checked every tile with elements (§7.4: finite s
+             * and z, every level finite), so the conversions need no branches for other values. */
+            const double sd = finite_fp16_to_double(sb), zd = finite_fp16_to_double(zb);
+            return (uint16_t)double_to_fp16_rn(sec.quantizer == 2 ? __fma_rn((double)c, sd, zd)
+                                                                  : __dmul_rn((double)(int32_t)(2 * c + 1 - 256u), sd));
+        }
         return quant_level(sec.quantizer, BITS, e_bf16, e_to_double(sb, e_bf16), e_to_double(zb, e_bf16), c);
     };
     const uint32_t R = u.rows, nt = u.n_tiles;

@@ -311,8 +311,8 @@ __device__ __forceinline__ uint32_t tile_code(uint32_t x, const uint16_t *bnd) {
             if (k >= bnd[c + step]) c += step;
         return c;
     } else {
-        const OnTheFlyLevels lv{kAsym ? 2 : 1, BITS, false, e_to_double(bnd[0], false), e_to_double(bnd[1], false)};
-        return nearest_code(lv, 1u << BITS, e_to_double((uint16_t)x, false));
+        const FiniteTileLevels<kAsym, 1u << BITS> lv{finite_fp16_to_double(bnd[0]), finite_fp16_to_double(bnd[1])};
+        return nearest_code(lv, 1u << BITS, finite_fp16_to_double(x));
     }
 }
 
