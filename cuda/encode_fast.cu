@@ -311,8 +311,15 @@ __device__ __forceinline__ uint32_t tile_code(uint32_t x, const uint16_t *bnd) {
             if (k >= bnd[c + step]) c += step;
         return c;
     } else {
-        const FiniteTileLevels<kAsym, 1u << BITS> lv{finite_fp16_to_double(bnd[0]), finite_fp16_to_double(bnd[1])};
-        return nearest_code(lv, 1u << BITS, finite_fp16_to_double(x));
+        /* 256 levels: the search walks from the code the step suggests, (x - z) / s or (x / s + L - 1) / 2
+         * rounded, in binary32 (any guess gives the same code, a good one in fewer level evaluations) */
+        constexpr uint32_t L = 1u << BITS;
+        const double sd = finite_fp16_to_double(bnd[0]), zd = finite_fp16_to_double(bnd[1]), xd = finite_fp16_to_double(x);
+        const FiniteTileLevels<kAsym, L> lv{sd, zd};
+        const float sf = (float)sd, xf = (float)xd, zf = (float)zd;
+        const float est = sf > 0.0f ? (kAsym ? (xf - zf) / sf : 0.5f * (xf / sf + (float)(L - 1))) : 0.0f;
+        const uint32_t guess = est > 0.0f ? (est < (float)L ? __float2uint_rn(est) : L) : 0u;
+        return nearest_code_near(lv, L, xd, guess);
     }
 }
 

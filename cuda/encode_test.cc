@@ -339,6 +339,25 @@ TEST(CudaEncode, FastPathTieHeavyRows) {
         }
 }
 
+/* 8-bit PER_TILE codes on tie-heavy rows: tiles spanning a few fp16 steps have runs of many equal levels
+ * among their 256, where the code search (encode_fast.cu tile_code, which walks from an estimated code)
+ * must still pick the first code of the nearest run, as the CPU encoder does. */
+TEST(CudaEncode, FastPathEightBitTileRuns) {
+    SKIP_WITHOUT_GPU();
+    uint64_t n = 0;
+    for (double sp : {0.0, 0.8, 0.95})
+        for (int q = 1; q <= 2; q++) {
+            Case c = base_case();
+            c.sparsity = sp;
+            c.bits = 8;
+            c.q = (sqkv_quantizer)q;
+            c.gran = SQKV_SCALE_PER_TILE;
+            c.heads = 2;
+            c.tokens = 64 * 2 + 9 + (uint32_t)n;
+            check_case(c, seed_of("eight-bit-runs") + n++, 0, tie_heavy_tensor);
+        }
+}
+
 /* Keys as real models have them: per head, a few channels large in every token (a key tile that keeps
  * all 64 rows of its unit), a few always zero (empty tiles), the rest ordinary, with signs mixed and
  * some rows of ties. Stresses the fast path's staging of keys by rows (each element's position from its

@@ -216,17 +216,9 @@ SQKV_HD void choose_params(int quantizer, uint32_t bits, bool bf16, uint32_t cou
     *s = choose_step(2, bits, bf16, dsub(e_to_double(hi_bits, bf16), e_to_double(lo_bits, bf16)), lo_bits);
 }
 
-/* quantize.c sqkv_quant_nearest_double over levels given by a functor (a table or on-the-fly). */
+/* nearest_code once lo is known: lo is the first code whose level is >= x (n_levels if none). */
 template <typename LevelFn>
-SQKV_HD uint32_t nearest_code(const LevelFn &level, uint32_t n_levels, double x) {
-    uint32_t lo = 0, hi = n_levels;
-    while (lo < hi) {
-        const uint32_t mid = (lo + hi) / 2;
-        if (level(mid) < x)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
+SQKV_HD uint32_t nearest_code_from_lower_bound(const LevelFn &level, uint32_t n_levels, double x, uint32_t lo) {
     if (lo == n_levels) {
         /* above every level: the top level, or the first of a run of equal top levels (a tie; as
          * quantize.h sqkv_quant_nearest_from_boundary) */
@@ -240,6 +232,31 @@ SQKV_HD uint32_t nearest_code(const LevelFn &level, uint32_t n_levels, double x)
     uint32_t c = lo - 1;
     while (c > 0 && level(c - 1) == level(c)) c--;
     return c;
+}
+
+/* quantize.c sqkv_quant_nearest_double over levels given by a functor (a table or on-the-fly). */
+template <typename LevelFn>
+SQKV_HD uint32_t nearest_code(const LevelFn &level, uint32_t n_levels, double x) {
+    uint32_t lo = 0, hi = n_levels;
+    while (lo < hi) {
+        const uint32_t mid = (lo + hi) / 2;
+        if (level(mid) < x)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return nearest_code_from_lower_bound(level, n_levels, x, lo);
+}
+
+/* nearest_code with the lower bound found by walking from guess (any value; near the answer, one or two
+ * level evaluations instead of log2(n_levels)): the levels are non-decreasing, so after the walks lo is
+ * the first code whose level is >= x, whatever the guess. */
+template <typename LevelFn>
+SQKV_HD uint32_t nearest_code_near(const LevelFn &level, uint32_t n_levels, double x, uint32_t guess) {
+    uint32_t lo = guess < n_levels ? guess : n_levels;
+    while (lo > 0 && level(lo - 1) >= x) lo--;
+    while (lo < n_levels && level(lo) < x) lo++;
+    return nearest_code_from_lower_bound(level, n_levels, x, lo);
 }
 
 /* A code boundary no finite fp16 value reaches (their order keys are at most 0xFBFF): a code never
