@@ -1026,8 +1026,12 @@ sqkv_cuda_status launch_prune_variant(const EncodeArgs &a, size_t smem, cudaStre
 
 sqkv_cuda_status launch_prune_fast(const EncodeArgs &a, cudaStream_t stream) {
     if (a.n_units == 0) return SQKV_OK;
-    if (fast_payload_in_prune(a.g)) /* the chain of unit starts and the unit ticket start at zero */
+    if (fast_payload_in_prune(a.g)) {
+        /* tickets count the blocks of the grid in 32 bits; the chain of unit starts and the ticket start
+         * at zero */
+        if ((uint64_t)a.n_layers * a.n_units > 0xFFFFFFFFull) return SQKV_ERR_LIMIT;
         SQKV_CUDA_TRY(cudaMemsetAsync(a.chain, 0, (uint64_t)a.n_layers * a.n_units * sizeof *a.chain + sizeof *a.ticket, stream));
+    }
     const size_t smem = prune_fast_smem_bytes(a.unit_cap, a.g.granularity == 2);
     const bool asym = a.g.quantizer == 2;
     if (a.g.granularity != 2)
