@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <new>
@@ -22,6 +23,7 @@
 
 #include "decode_kernels.cuh"
 #include "internal.cuh"
+#include "worker_pool.h"
 #include "xxh3.cuh"
 
 extern "C" {
@@ -82,6 +84,10 @@ struct sqkv_cuda_decoder {
     uint8_t *staging[2] = {nullptr, nullptr};
     uint64_t staging_size = 0; /* of each */
     cudaEvent_t staging_free[2] = {nullptr, nullptr};
+    /* codec 1: the decompression threads and their zstd contexts (dctx[w] for worker w), kept from call to
+     * call (unpack_sections) */
+    sqkv_cuda::WorkerPool unpack_pool;
+    std::vector<ZSTD_DCtx *> dctx;
     /* Mustafar sizes per head once known ([2 * layer + tensor] -> one entry per head, n_tiles 0 while
      * unknown), so that the export calls of a cache do not redo them (mustafar_sizes_checked) */
     std::vector<std::vector<sqkv_mustafar_sizes>> m_sizes;
@@ -298,9 +304,10 @@ sqkv_cuda_status host_validate(sqkv_cuda_decoder *d, HostSection &s) {
  * small: one buffer as large as all the bodies cost more than the decompression itself on a first call
  * (page locking 65 MB, H200 machine: the call took 49.6 ms for 65 MB of bodies, 2026-11-30 14:05 run). */
 constexpr uint64_t kStagingBatch = 8ull << 20;
-/* decompression threads, one pool per call (the calling thread uploads): on the H200 machine's 16
- * cores this and the single pool together took the first zstd call from 23-25 to 18-19 ms against 8
- * threads started per batch (results/gpu_bench.md, session 5) */
+/* decompression threads (the calling thread uploads): on the H200 machine's 16 cores this and one pool
+ * for all batches took the first zstd call from 23-25 to 18-19 ms against 8 threads started per batch
+ * (results/gpu_bench.md, session 5). The pool and its zstd contexts live as long as the decoder
+ * (worker_pool.h): started per call, they cost more than a small call's decompression. */
 constexpr unsigned kUnpackThreads = 16;
 
 /* SQKV_CUDA_STAGING_BATCH=bytes overrides the batch size (tests: batches of one section, sections larger
@@ -363,8 +370,10 @@ sqkv_cuda_status unpack_sections(sqkv_cuda_decoder *d, CallPlan &p, uint8_t *dst
     std::atomic<size_t> next{0};
     int device = 0; /* the workers wait on this device's events */
     SQKV_CUDA_TRY(cudaGetDevice(&device));
-    auto work = [&]() {
-        ZSTD_DCtx *dctx = ZSTD_createDCtx();
+    if (d->dctx.size() < n_threads) d->dctx.resize(n_threads, nullptr);
+    const std::function<void(unsigned)> work = [&](unsigned w) {
+        if (!d->dctx[w]) d->dctx[w] = ZSTD_createDCtx(); /* kept for later calls, freed with the decoder */
+        ZSTD_DCtx *dctx = d->dctx[w];
         bool on_device = false;
         for (size_t i; !quit.load() && (i = next.fetch_add(1)) < n;) {
             const size_t b = batch_of[i];
@@ -401,10 +410,9 @@ sqkv_cuda_status unpack_sections(sqkv_cuda_decoder *d, CallPlan &p, uint8_t *dst
             done[b]++;
             cv.notify_all();
         }
-        ZSTD_freeDCtx(dctx);
     };
-    std::vector<std::thread> pool;
-    for (size_t t = 0; t < n_threads; t++) pool.emplace_back(work);
+    if (!d->unpack_pool.start((unsigned)n_threads, work))
+        return fail(d, SQKV_ERR_OUT_OF_MEMORY, "codec 1: cannot start the decompression threads");
     sqkv_cuda_status st = SQKV_OK;
     for (size_t b = 0; b < n_batches && st == SQKV_OK; b++) {
         const size_t lo = first[b], hi = first[b + 1];
@@ -439,7 +447,7 @@ sqkv_cuda_status unpack_sections(sqkv_cuda_decoder *d, CallPlan &p, uint8_t *dst
         }
         cv.notify_all();
     }
-    for (auto &t : pool) t.join();
+    d->unpack_pool.wait();
     if (st != SQKV_OK) return st;
     for (size_t i = 0; i < n; i++) p.secs[p.unpack_sec[i]].body = dst + p.unpack_at[i];
     return SQKV_OK;
@@ -655,6 +663,7 @@ extern "C" void sqkv_cuda_decoder_destroy(sqkv_cuda_decoder *d) {
         }
         if (d->staging[k]) cudaFreeHost(d->staging[k]);
     }
+    for (ZSTD_DCtx *c : d->dctx) ZSTD_freeDCtx(c); /* the pool's threads are idle between calls */
     delete d;
 }
 
