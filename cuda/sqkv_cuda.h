@@ -155,7 +155,8 @@ sqkv_cuda_status sqkv_cuda_encoder_write_file(sqkv_cuda_encoder *e, const void *
  * sections (format 1.1) on the general kernels, and the zstd layer (codec 1, spec/FORMAT.md §5.1):
  * a codec-1 section's stored bytes are checked on the host at creation (checksum unless
  * SQKV_CUDA_TRUSTED, then the stream table), and each decode call decompresses the call's codec-1
- * sections on the host (up to 16 threads; a broken frame is COMPRESSED_STREAM) in batches of at most
+ * sections on the host (up to 16 threads, started by the first such call and kept, idle between calls,
+ * with their zstd contexts until destroy; a broken frame is COMPRESSED_STREAM) in batches of at most
  * 8 MiB through two pinned buffers the decoder keeps (each as large as a batch or the largest single
  * decompressed body, freed by destroy), uploading each batch into its workspace
  * (sqkv_cuda_decoder_workspace_size counts that room) while the next one is decompressed; the same
