@@ -23,7 +23,7 @@
 
 #include "decode_kernels.cuh"
 #include "internal.cuh"
-#include "worker_pool.h"
+#include "worker_pool.cuh"
 #include "xxh3.cuh"
 
 extern "C" {
@@ -307,7 +307,7 @@ constexpr uint64_t kStagingBatch = 8ull << 20;
 /* decompression threads (the calling thread uploads): on the H200 machine's 16 cores this and one pool
  * for all batches took the first zstd call from 23-25 to 18-19 ms against 8 threads started per batch
  * (results/gpu_bench.md, session 5). The pool and its zstd contexts live as long as the decoder
- * (worker_pool.h): started per call, they cost more than a small call's decompression. */
+ * (worker_pool.cuh): started per call, they cost more than a small call's decompression. */
 constexpr unsigned kUnpackThreads = 16;
 
 /* SQKV_CUDA_STAGING_BATCH=bytes overrides the batch size (tests: batches of one section, sections larger

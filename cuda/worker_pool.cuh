@@ -1,11 +1,11 @@
 /*
- * worker_pool.h (host code): threads kept for the life of their owner, which hands them one task per
+ * worker_pool.cuh (host code): threads kept for the life of their owner, which hands them one task per
  * round. The CUDA decoder decompresses codec-1 sections on them: starting threads and their zstd contexts
  * on every call cost more than the decompression of a call's few sections (an export to Mustafar's layout
  * calls once per layer and tensor).
  */
-#ifndef SQKV_CUDA_WORKER_POOL_H
-#define SQKV_CUDA_WORKER_POOL_H
+#ifndef SQKV_CUDA_WORKER_POOL_CUH
+#define SQKV_CUDA_WORKER_POOL_CUH
 
 #include <condition_variable>
 #include <cstdint>
