@@ -795,6 +795,7 @@ __global__ void __launch_bounds__(kSectionThreads) section_fast_kernel(EncodeArg
     const uint32_t layer = blockIdx.y;
     const SectionPlan &sec = a.sections[blockIdx.x];
     if (sec.kind != kKindSparse) return;
+    cudaGridDependencySynchronize(); /* launch_dependent: the pruning pass's results from here on */
     const Geometry &g = a.g;
     UnitStat *st = a.stats + (uint64_t)layer * a.n_units + sec.unit_first;
     uint8_t *body = a.out + (uint64_t)layer * a.layer_capacity + sec.slot + 64;
@@ -877,6 +878,7 @@ __global__ void __launch_bounds__(32 * kPackWarps) pack_fast_kernel(EncodeArgs a
     if (uidx >= a.n_units) return; /* whole warps; no block-wide barrier below */
     const UnitPlan u = a.units[uidx];
     const SectionPlan &sec = a.sections[u.section];
+    cudaGridDependencySynchronize(); /* launch_dependent: the section kernel's results from here on */
     const UnitStat st = a.stats[(uint64_t)layer * a.n_units + uidx];
     uint16_t *bnd = s_bnd[warp];
     uint32_t b1 = 0, b2 = 0, b3 = 0;
@@ -1046,33 +1048,24 @@ sqkv_cuda_status launch_prune_fast(const EncodeArgs &a, cudaStream_t stream) {
 }
 
 sqkv_cuda_status launch_section_fast(const EncodeArgs &a, cudaStream_t stream) {
-    section_fast_kernel<<<dim3(a.n_sections, a.n_layers), kSectionThreads, 0, stream>>>(a);
-    SQKV_CUDA_LAUNCHED();
-    return SQKV_OK;
+    return launch_dependent(section_fast_kernel, dim3(a.n_sections, a.n_layers), dim3(kSectionThreads), 0, stream, a);
 }
 
 sqkv_cuda_status launch_pack_fast(const EncodeArgs &a, cudaStream_t stream) {
     if (a.n_units == 0 || fast_payload_in_prune(a.g)) return SQKV_OK;
     const dim3 grid((a.n_units + kPackWarps - 1) / kPackWarps, a.n_layers);
     const bool codes = a.g.granularity == 2; /* PER_TILE: the pruning pass staged codes */
+    const dim3 block(32 * kPackWarps);
     switch (a.g.bits) {
-        case 2:
-            if (codes) pack_fast_kernel<2, true><<<grid, 32 * kPackWarps, 0, stream>>>(a);
-            else pack_fast_kernel<2, false><<<grid, 32 * kPackWarps, 0, stream>>>(a);
-            break;
-        case 3:
-            if (codes) pack_fast_kernel<3, true><<<grid, 32 * kPackWarps, 0, stream>>>(a);
-            else pack_fast_kernel<3, false><<<grid, 32 * kPackWarps, 0, stream>>>(a);
-            break;
-        case 4:
-            if (codes) pack_fast_kernel<4, true><<<grid, 32 * kPackWarps, 0, stream>>>(a);
-            else pack_fast_kernel<4, false><<<grid, 32 * kPackWarps, 0, stream>>>(a);
-            break;
-        case 8: pack_fast_kernel<8, false><<<grid, 32 * kPackWarps, 0, stream>>>(a); break;
+        case 2: return codes ? launch_dependent(pack_fast_kernel<2, true>, grid, block, 0, stream, a)
+                             : launch_dependent(pack_fast_kernel<2, false>, grid, block, 0, stream, a);
+        case 3: return codes ? launch_dependent(pack_fast_kernel<3, true>, grid, block, 0, stream, a)
+                             : launch_dependent(pack_fast_kernel<3, false>, grid, block, 0, stream, a);
+        case 4: return codes ? launch_dependent(pack_fast_kernel<4, true>, grid, block, 0, stream, a)
+                             : launch_dependent(pack_fast_kernel<4, false>, grid, block, 0, stream, a);
+        case 8: return launch_dependent(pack_fast_kernel<8, false>, grid, block, 0, stream, a);
         default: return SQKV_ERR_STATE;
     }
-    SQKV_CUDA_LAUNCHED();
-    return SQKV_OK;
 }
 
 }  // namespace sqkv_cuda

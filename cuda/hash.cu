@@ -195,24 +195,6 @@ __global__ void __launch_bounds__(32 * kFinishWarps) finish_kernel(const HashJob
     if (lane == 0) results[i] = h;
 }
 
-/* Programmatic dependent launch: the kernel may start while the previous one in the stream drains;
- * it waits for that one's completion and writes in cudaGridDependencySynchronize (H200, Llama-3-8B
- * encode: hash stage 0.035 -> 0.032 ms). */
-template <typename... Params, typename... Args>
-sqkv_cuda_status launch_dependent(void (*kernel)(Params...), dim3 grid, dim3 block, cudaStream_t stream, Args... args) {
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = grid;
-    cfg.blockDim = block;
-    cfg.stream = stream;
-    cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[0].val.programmaticStreamSerializationAllowed = 1;
-    cfg.attrs = attr;
-    cfg.numAttrs = 1;
-    SQKV_CUDA_TRY(cudaLaunchKernelEx(&cfg, kernel, args...));
-    return SQKV_OK;
-}
-
 }  // namespace
 
 sqkv_cuda_status launch_hash(const HashJob *jobs, uint32_t jobs_per_layer, uint32_t n_layers, const uint32_t *block_job,
@@ -229,11 +211,11 @@ sqkv_cuda_status launch_hash(const HashJob *jobs, uint32_t jobs_per_layer, uint3
     const uint64_t groups = (blocks_per_layer + kSumGroup - 1) / kSumGroup;
     const uint64_t grid = (groups + kSumWarps - 1) / kSumWarps;
     if (grid > 0x7FFFFFFFull) return SQKV_ERR_LIMIT;
-    sqkv_cuda_status st = launch_dependent(block_sums_kernel, dim3((unsigned)grid, n_layers), dim3(32 * kSumWarps), stream,
+    sqkv_cuda_status st = launch_dependent(block_sums_kernel, dim3((unsigned)grid, n_layers), dim3(32 * kSumWarps), 0, stream,
                                            jobs, jobs_per_layer, block_job, blocks_per_layer, sums);
     if (st != SQKV_OK) return st;
     /* the finish's job lookups and tail sums overlap the end of the block sums */
-    return launch_dependent(finish_kernel, finish_grid, finish_block, stream, jobs, (uint32_t)n_jobs, (const uint64_t *)sums,
+    return launch_dependent(finish_kernel, finish_grid, finish_block, 0, stream, jobs, (uint32_t)n_jobs, (const uint64_t *)sums,
                             results);
 }
 
