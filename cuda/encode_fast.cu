@@ -1,7 +1,11 @@
 /*
- * encode_fast.cu: the encoder's fast path for the common case: fp16 elements from an fp16 source,
- * head_dim 128, PER_HEAD or PER_TILE scales (SYMMETRIC or ASYMMETRIC, 2, 3, 4 or 8 bits) or EXACT values. It
- * writes the same bytes as the general kernels of encode_kernels.cu, which handle every other case.
+ * encode_fast.cu: the encoder's fast path for the common case: fp16 elements from an fp16 source or bf16
+ * elements from a bf16 source (kBf16), head_dim 128, PER_HEAD or PER_TILE scales (SYMMETRIC or ASYMMETRIC,
+ * 2, 3, 4 or 8 bits) or EXACT values. It writes the same bytes as the general kernels of
+ * encode_kernels.cu, which handle every other case. Selection and staging only see 15-bit magnitudes
+ * and sign bits, the same for both types; the arithmetic of the parameters differs (fp16: tile_params;
+ * bf16: the reference composition, since bf16 midpoints and differences need not be exact in
+ * binary64).
  * PER_TILE parameters are local to one tile, so one thread of the pruning pass per tile chooses them
  * (values: the thread that staged the half row; keys, staged by rows: a thread per channel that reads
  * its tile's staged run back), and the pruning pass replaces the staged values by their codes; packing
@@ -32,6 +36,7 @@
  * when the elements equal to T are more than the keep - count(|x| > T) still needed, the lower
  * channels win; zeros are never kept. select_row says how, and why on bit planes.
  */
+#include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -79,6 +84,39 @@ __device__ __forceinline__ __half2 as_h2(uint32_t u) {
     memcpy(&h, &u, 4);
     return h;
 }
+__device__ __forceinline__ __nv_bfloat162 as_b2(uint32_t u) {
+    __nv_bfloat162 h;
+    memcpy(&h, &u, 4);
+    return h;
+}
+template <typename T>
+__device__ __forceinline__ uint32_t pair_bits(T h) {
+    uint32_t u;
+    memcpy(&u, &h, 4);
+    return u;
+}
+
+/* The element type E of the fast path: fp16, or bf16 from a bf16 source (kBf16). Pairs of E values in a
+ * 32-bit word, as numbers: minimum, maximum and the >= mask (the hardware's packed instructions for
+ * either type), and the bits of +infinity. Zeros and NaN never reach these (zeros are never kept, and a
+ * NaN in the source is an error found by the selection). */
+template <bool kBf16>
+__device__ __forceinline__ uint32_t e_min2(uint32_t a, uint32_t b) {
+    if constexpr (kBf16) return pair_bits(__hmin2(as_b2(a), as_b2(b)));
+    else return pair_bits(__hmin2(as_h2(a), as_h2(b)));
+}
+template <bool kBf16>
+__device__ __forceinline__ uint32_t e_max2(uint32_t a, uint32_t b) {
+    if constexpr (kBf16) return pair_bits(__hmax2(as_b2(a), as_b2(b)));
+    else return pair_bits(__hmax2(as_h2(a), as_h2(b)));
+}
+template <bool kBf16>
+__device__ __forceinline__ uint32_t e_ge2_mask(uint32_t a, uint32_t b) {
+    if constexpr (kBf16) return __hge2_mask(as_b2(a), as_b2(b));
+    else return __hge2_mask(as_h2(a), as_h2(b));
+}
+template <bool kBf16>
+__host__ __device__ constexpr uint32_t e_inf() { return kBf16 ? 0x7F80u : 0x7C00u; }
 
 __device__ __forceinline__ uint32_t smem_addr(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
 __device__ __forceinline__ void cp_async16(void *smem, const void *gmem) {
@@ -163,10 +201,18 @@ __device__ __forceinline__ uint32_t unshuffle32(uint32_t x) {
  * b set number c. If c >= need (the kept places not yet taken by elements above T), T has bit b and E
  * narrows to them; else they are all kept (G), need drops by c and E keeps the rest. After bit 0, E is
  * the elements equal to T and need of them are kept, the lower channels first; zeros are never kept. */
+template <bool kBf16>
 __device__ __forceinline__ bool select_row(uint32_t (&m)[32], uint32_t keep, uint32_t half, uint32_t &kept0,
                                            uint32_t &kept1) {
     bit_planes(m);
-    const bool special = ((m[10] & m[11] & m[12] & m[13] & m[14]) | (m[26] & m[27] & m[28] & m[29] & m[30])) != 0;
+    /* every exponent bit set: bits 10-14 (fp16) or 7-14 (bf16) */
+    uint32_t all0 = m[14], all1 = m[30];
+#pragma unroll
+    for (int b = kBf16 ? 7 : 10; b < 14; b++) {
+        all0 &= m[b];
+        all1 &= m[16 + b];
+    }
+    const bool special = (all0 | all1) != 0;
     uint32_t e0 = kFull, e1 = kFull, g0 = 0, g1 = 0, need = min(keep, kFD);
     bool t_nonzero = false;
 #pragma unroll
@@ -283,16 +329,18 @@ __device__ __forceinline__ void key_ballots(uint32_t kept0, uint32_t kept1, uint
 
 /* PER_TILE: the parameters of one tile from the statistics of its kept values (gathered while staging
  * them), written to the scales stream at sc, and what coding needs in the tile's 16 slots of bnd: 2, 3
- * and 4 bits, the code boundaries (tile_params.cuh); 8 bits, s and z for the reference nearest-level
- * search. */
-template <uint32_t BITS, bool kAsym>
+ * and 4 bits, the code boundaries (tile_params.cuh: fp16 by tile_params, bf16 by the reference
+ * composition, whose bounds group_code_bounds_e finds without assuming exact midpoints); 8 bits, s and z
+ * for the nearest-level search. */
+template <uint32_t BITS, bool kAsym, bool kBf16>
 __device__ __forceinline__ void choose_tile_params(uint32_t count, uint32_t max_mag, uint32_t min_key,
                                                    uint32_t max_key, uint16_t *sc, uint16_t *bnd) {
     if constexpr (BITS <= 4) {
-        tile_params<BITS, kAsym>(count, max_mag, min_key, max_key, sc, bnd);
+        if constexpr (kBf16) tile_params_reference<BITS, kAsym>(count, max_mag, min_key, max_key, sc, bnd, true);
+        else tile_params<BITS, kAsym>(count, max_mag, min_key, max_key, sc, bnd);
     } else {
         uint16_t sv, zv;
-        choose_params(kAsym ? 2 : 1, BITS, false, count, max_mag, min_key, max_key, &sv, &zv);
+        choose_params(kAsym ? 2 : 1, BITS, kBf16, count, max_mag, min_key, max_key, &sv, &zv);
         sc[0] = sv;
         if (kAsym) sc[1] = zv;
         bnd[0] = sv;
@@ -300,8 +348,9 @@ __device__ __forceinline__ void choose_tile_params(uint32_t count, uint32_t max_
     }
 }
 
-/* Code of staged fp16 value x of a tile whose tile_params slots are bnd (3, 4 and 8 bits). */
-template <uint32_t BITS, bool kAsym>
+/* Code of staged value x (fp16, or bf16: kBf16) of a tile whose choose_tile_params slots are bnd (3, 4
+ * and 8 bits). */
+template <uint32_t BITS, bool kAsym, bool kBf16>
 __device__ __forceinline__ uint32_t tile_code(uint32_t x, const uint16_t *bnd) {
     if constexpr (BITS == 3 || BITS == 4) {
         const uint32_t k = x ^ (0x8000u | ((0u - (x >> 15)) & 0x7FFFu)); /* e_order_key */
@@ -314,8 +363,9 @@ __device__ __forceinline__ uint32_t tile_code(uint32_t x, const uint16_t *bnd) {
         /* 256 levels: the search walks from the code the step suggests, (x - z) / s or (x / s + L - 1) / 2
          * rounded, in binary32 (any guess gives the same code, a good one in fewer level evaluations) */
         constexpr uint32_t L = 1u << BITS;
-        const double sd = finite_fp16_to_double(bnd[0]), zd = finite_fp16_to_double(bnd[1]), xd = finite_fp16_to_double(x);
-        const FiniteTileLevels<kAsym, L> lv{sd, zd};
+        auto to_double = [](uint32_t h) { return kBf16 ? finite_bf16_to_double(h) : finite_fp16_to_double(h); };
+        const double sd = to_double(bnd[0]), zd = to_double(bnd[1]), xd = to_double(x);
+        const FiniteTileLevels<kAsym, L, kBf16> lv{sd, zd};
         const float sf = (float)sd, xf = (float)xd, zf = (float)zd;
         const float est = sf > 0.0f ? (kAsym ? (xf - zf) / sf : 0.5f * (xf / sf + (float)(L - 1))) : 0.0f;
         const uint32_t guess = est > 0.0f ? (est < (float)L ? __float2uint_rn(est) : L) : 0u;
@@ -324,12 +374,14 @@ __device__ __forceinline__ uint32_t tile_code(uint32_t x, const uint16_t *bnd) {
 }
 
 /* 2-bit codes of eight staged values (h: two per word, value 2j + 1 in the high half of h[j]) whose tiles
- * are the bytes of tw, packed (code k at bit 2k). The tile's boundaries are fp16 values, so a packed
- * fp16 compare decides two values at once: for a nonzero finite x (zeros are never kept on the fast path)
- * and a boundary key B, order_key(x) >= B exactly when x >= e_from_order_key(B) as fp16 numbers (B never
- * falls below 0x0400, the key of -65504; B = 0x7FFF / 0x8000 separate the same nonzero values; keys from
- * 0xFC01 on, kNoCode included, are NaN, which no compare passes). The three masks are nested, so the code
- * is bit 1 = m2, bit 0 = m1 ^ m2 ^ m3. */
+ * are the bytes of tw, packed (code k at bit 2k). The tile's boundaries are E values, so a packed
+ * compare decides two values at once: for a nonzero finite x (zeros are never kept on the fast path)
+ * and a boundary key B, order_key(x) >= B exactly when x >= e_from_order_key(B) as numbers (B never
+ * falls below the key of the most negative finite value, 0x0400 for fp16, 0x0080 for bf16; B = 0x7FFF /
+ * 0x8000 separate the same nonzero values; a code no value gets has a bound whose value is +infinity
+ * (bf16) or NaN (fp16: kNoCode), which no finite x reaches). The three masks are nested, so the code is
+ * bit 1 = m2, bit 0 = m1 ^ m2 ^ m3. */
+template <bool kBf16>
 __device__ __forceinline__ uint32_t codes_2bit(const uint32_t (&h)[4], uint2 tw, const uint16_t *tbnd) {
     uint32_t packed = 0;
 #pragma unroll
@@ -337,10 +389,9 @@ __device__ __forceinline__ uint32_t codes_2bit(const uint32_t (&h)[4], uint2 tw,
         const uint32_t t = j < 2 ? tw.x : tw.y;
         const uint32_t t0 = (t >> (16 * (j & 1))) & 0x7Fu, t1 = (t >> (16 * (j & 1) + 8)) & 0x7Fu;
         const uint2 b0 = *(const uint2 *)(tbnd + 16 * t0), b1 = *(const uint2 *)(tbnd + 16 * t1); /* slots 0-3 */
-        const __half2 x = as_h2(h[j]);
-        const uint32_t m1 = __hge2_mask(x, as_h2(__byte_perm(b0.x, b1.x, 0x7632u)));
-        const uint32_t m2 = __hge2_mask(x, as_h2(__byte_perm(b0.y, b1.y, 0x5410u)));
-        const uint32_t m3 = __hge2_mask(x, as_h2(__byte_perm(b0.y, b1.y, 0x7632u)));
+        const uint32_t m1 = e_ge2_mask<kBf16>(h[j], __byte_perm(b0.x, b1.x, 0x7632u));
+        const uint32_t m2 = e_ge2_mask<kBf16>(h[j], __byte_perm(b0.y, b1.y, 0x5410u));
+        const uint32_t m3 = e_ge2_mask<kBf16>(h[j], __byte_perm(b0.y, b1.y, 0x7632u));
         const uint32_t c2 = ((m1 ^ m2 ^ m3) & 0x00010001u) | (m2 & 0x00020002u); /* codes at bits 0 and 16 */
         packed |= ((c2 | (c2 >> 14)) & 0xFu) << (4 * j);
     }
@@ -410,7 +461,7 @@ __device__ __forceinline__ void write_unit_payload(const uint32_t *stream, uint6
     }
 }
 
-template <bool kAsym, uint32_t kTileBits>
+template <bool kAsym, uint32_t kTileBits, bool kBf16>
 /* 8 blocks per SM: 64 registers (no spills at this bound) and at most 28.1 KB of shared memory per block */
 __global__ void __launch_bounds__(kFastThreads, 8) prune_fast_kernel(EncodeArgs a) {
     extern __shared__ __align__(16) uint8_t smem_raw[];
@@ -477,12 +528,12 @@ __global__ void __launch_bounds__(kFastThreads, 8) prune_fast_kernel(EncodeArgs 
 #pragma unroll
         for (int k = 1; k < 32; k++) mx2 = __vmaxu2(mx2, m[k] & 0x7FFF7FFFu);
         const uint32_t rmax = max(mx2 & 0xFFFFu, mx2 >> 16);
-        const uint32_t um = __reduce_max_sync(kFull, rmax < 0x7C00u ? rmax : 0u);
+        const uint32_t um = __reduce_max_sync(kFull, rmax < e_inf<kBf16>() ? rmax : 0u);
         if (lane == 0 && um) atomicMax(&s.misc[0], um);
     }
 
     uint32_t kept0, kept1; /* this lane's kept flags (select_row) */
-    if (select_row(m, a.g.keep, half, kept0, kept1)) atomicOr(a.error, 1u); /* NaN or infinity in the source */
+    if (select_row<kBf16>(m, a.g.keep, half, kept0, kept1)) atomicOr(a.error, 1u); /* NaN or infinity in the source */
 
     /* P2: bitmaps and tile counts */
     uint64_t my_bm = 0;  /* keys: the bitmap of channel tid; values: of this lane's half row */
@@ -524,13 +575,12 @@ __global__ void __launch_bounds__(kFastThreads, 8) prune_fast_kernel(EncodeArgs 
     uint16_t *tile_scales = (uint16_t *)(body + sec.scales_at) + (uint64_t)sec.params_per_group * u.tile0;
     /* One staged element, without branches (a branch per element costs more than the work): the
      * smallest and largest kept values (ASYMMETRIC) as fp16 minimum / maximum, order keys at the end. */
-    const __half pinf = __ushort_as_half(0x7C00u), ninf = __ushort_as_half(0xFC00u);
-    __half mnv = pinf, mxv = ninf;
+    constexpr uint32_t pinf = e_inf<kBf16>(), ninf = e_inf<kBf16>() | 0x8000u;
+    uint32_t mnv = pinf, mxv = ninf; /* in the low half; the high half is whatever the packed operations give */
     auto take = [&](uint32_t v, uint32_t kept, uint32_t tile, uint32_t &pos) {
         if (kAsym) {
-            const __half hv = __ushort_as_half((unsigned short)v);
-            mnv = __hmin(mnv, kept ? hv : pinf);
-            mxv = __hmax(mxv, kept ? hv : ninf);
+            mnv = e_min2<kBf16>(mnv, kept ? v : pinf);
+            mxv = e_max2<kBf16>(mxv, kept ? v : ninf);
         }
         if (kTileBits && !kAsym) mxm = max(mxm, kept ? (v & 0x7FFFu) : 0u);
         if (kept) {
@@ -541,9 +591,9 @@ __global__ void __launch_bounds__(kFastThreads, 8) prune_fast_kernel(EncodeArgs 
     };
     /* order keys of the kept extremes (none kept: the empty statistics) */
     auto finish_keys = [&]() {
-        if (kAsym && __half_as_ushort(mnv) != 0x7C00u) {
-            mnk = e_order_key(__half_as_ushort(mnv));
-            mxk = e_order_key(__half_as_ushort(mxv));
+        if (kAsym && (mnv & 0xFFFFu) != pinf) {
+            mnk = e_order_key((uint16_t)mnv);
+            mxk = e_order_key((uint16_t)mxv);
         }
     };
     constexpr uint32_t kNoTile = 0xFFFFFFFFu;
@@ -595,12 +645,12 @@ __global__ void __launch_bounds__(kFastThreads, 8) prune_fast_kernel(EncodeArgs 
         }
         __syncthreads();
         const uint32_t b = s.tstart[tid], e = s.tstart[tid + 1];
-        __half2 mn2 = as_h2(0x7C007C00u), mx2 = as_h2(0xFC00FC00u); /* +inf, -inf */
+        uint32_t mn2 = pinf * 0x10001u, mx2 = ninf * 0x10001u; /* +inf, -inf */
         uint32_t mag2 = 0;
         auto take_pair = [&](uint32_t w) {
             if (kAsym) {
-                mn2 = __hmin2(mn2, as_h2(w));
-                mx2 = __hmax2(mx2, as_h2(w));
+                mn2 = e_min2<kBf16>(mn2, w);
+                mx2 = e_max2<kBf16>(mx2, w);
             } else {
                 mag2 = __vmaxu2(mag2, w & 0x7FFF7FFFu);
             }
@@ -616,8 +666,8 @@ __global__ void __launch_bounds__(kFastThreads, 8) prune_fast_kernel(EncodeArgs 
         for (; i + 3 < e; i += 4) {
             const uint2 q = ((const uint2 *)outbuf)[i >> 2];
             if (kAsym) {
-                mn2 = __hmin2(mn2, __hmin2(as_h2(q.x), as_h2(q.y)));
-                mx2 = __hmax2(mx2, __hmax2(as_h2(q.x), as_h2(q.y)));
+                mn2 = e_min2<kBf16>(mn2, e_min2<kBf16>(q.x, q.y));
+                mx2 = e_max2<kBf16>(mx2, e_max2<kBf16>(q.x, q.y));
             } else {
                 mag2 = __vmaxu2(mag2, __vmaxu2(q.x & 0x7FFF7FFFu, q.y & 0x7FFF7FFFu));
             }
@@ -628,8 +678,8 @@ __global__ void __launch_bounds__(kFastThreads, 8) prune_fast_kernel(EncodeArgs 
         }
         if (i < e) take_pair(outbuf[i] * 0x10001u);
         if (kAsym) {
-            mnv = __hmin(__low2half(mn2), __high2half(mn2));
-            mxv = __hmax(__low2half(mx2), __high2half(mx2));
+            mnv = e_min2<kBf16>(mn2, mn2 >> 16);
+            mxv = e_max2<kBf16>(mx2, mx2 >> 16);
         } else {
             mxm = max(mag2 & 0xFFFFu, mag2 >> 16);
         }
@@ -684,7 +734,7 @@ __global__ void __launch_bounds__(kFastThreads, 8) prune_fast_kernel(EncodeArgs 
      * code larger than the instruction cache serves well (ncu: "no instructions" was the largest stall) */
     if constexpr (kTileBits != 0) {
         if (my_tile != kNoTile)
-            choose_tile_params<kTileBits, kAsym>(my_count, mxm, mnk, mxk, tile_scales + sec.params_per_group * my_tile,
+            choose_tile_params<kTileBits, kAsym, kBf16>(my_count, mxm, mnk, mxk, tile_scales + sec.params_per_group * my_tile,
                                           s.tbnd + 16 * my_tile);
     }
     if (kAsym && kTileBits == 0) {
@@ -722,14 +772,14 @@ __global__ void __launch_bounds__(kFastThreads, 8) prune_fast_kernel(EncodeArgs 
              * from bit 0 (placed by whole words; 16-bit codes were 8 or 4 times the bytes to write and
              * read back) */
             if constexpr (kTileBits == 2) {
-                ((uint16_t *)codes_out)[i] = (uint16_t)codes_2bit(h, tw, s.tbnd);
+                ((uint16_t *)codes_out)[i] = (uint16_t)codes_2bit<kBf16>(h, tw, s.tbnd);
             } else {
 #pragma unroll
                 for (int j = 0; j < 4; j++) {
                     const uint32_t t0 = ((j < 2 ? tw.x : tw.y) >> (16 * (j & 1))) & 0x7Fu;
                     const uint32_t t1 = ((j < 2 ? tw.x : tw.y) >> (16 * (j & 1) + 8)) & 0x7Fu;
-                    h[j] = tile_code<kTileBits, kAsym>(h[j] & 0xFFFFu, s.tbnd + 16 * t0) |
-                           (tile_code<kTileBits, kAsym>(h[j] >> 16, s.tbnd + 16 * t1) << 16);
+                    h[j] = tile_code<kTileBits, kAsym, kBf16>(h[j] & 0xFFFFu, s.tbnd + 16 * t0) |
+                           (tile_code<kTileBits, kAsym, kBf16>(h[j] >> 16, s.tbnd + 16 * t1) << 16);
                 }
                 if constexpr (kTileBits == 8) {
                     /* 16-bit code pairs to bytes */
@@ -981,7 +1031,8 @@ __global__ void __launch_bounds__(32 * kPackWarps) pack_fast_kernel(EncodeArgs a
 }  // namespace
 
 bool fast_encode_geometry(const Geometry &g) {
-    if (g.head_dim != kFD || g.e_bf16 || g.src_dtype != 1) return false;
+    /* the source is copied as it is: fp16 into fp16 elements, bf16 into bf16 */
+    if (g.head_dim != kFD || g.src_dtype != (g.e_bf16 ? 2u : 1u)) return false;
     if (g.quantizer == 0) return g.bits == 16;
     return (g.quantizer == 1 || g.quantizer == 2) && (g.granularity == 1 || g.granularity == 2) &&
            (g.bits == 2 || g.bits == 3 || g.bits == 4 || g.bits == 8);
@@ -993,9 +1044,9 @@ size_t prune_fast_smem_bytes(uint64_t unit_cap, bool per_tile) {
 
 namespace {
 
-template <bool kAsym, uint32_t kTileBits>
+template <bool kAsym, uint32_t kTileBits, bool kBf16>
 sqkv_cuda_status launch_prune_variant(const EncodeArgs &a, size_t smem, cudaStream_t stream) {
-    const auto kernel = prune_fast_kernel<kAsym, kTileBits>;
+    const auto kernel = prune_fast_kernel<kAsym, kTileBits, kBf16>;
     /* attributes once per device (driver calls in front of every encode otherwise), at the largest size
      * any call asked for */
     static std::mutex mu;
@@ -1024,6 +1075,21 @@ sqkv_cuda_status launch_prune_variant(const EncodeArgs &a, size_t smem, cudaStre
     return SQKV_OK;
 }
 
+/* fp16 or bf16 elements (kBf16), from a source of the same type */
+template <bool kBf16>
+sqkv_cuda_status launch_prune_for_type(const EncodeArgs &a, size_t smem, cudaStream_t stream) {
+    const bool asym = a.g.quantizer == 2;
+    if (a.g.granularity != 2)
+        return asym ? launch_prune_variant<true, 0, kBf16>(a, smem, stream) : launch_prune_variant<false, 0, kBf16>(a, smem, stream);
+    switch (a.g.bits) {
+        case 2: return asym ? launch_prune_variant<true, 2, kBf16>(a, smem, stream) : launch_prune_variant<false, 2, kBf16>(a, smem, stream);
+        case 3: return asym ? launch_prune_variant<true, 3, kBf16>(a, smem, stream) : launch_prune_variant<false, 3, kBf16>(a, smem, stream);
+        case 4: return asym ? launch_prune_variant<true, 4, kBf16>(a, smem, stream) : launch_prune_variant<false, 4, kBf16>(a, smem, stream);
+        case 8: return asym ? launch_prune_variant<true, 8, kBf16>(a, smem, stream) : launch_prune_variant<false, 8, kBf16>(a, smem, stream);
+        default: return SQKV_ERR_STATE;
+    }
+}
+
 }  // namespace
 
 sqkv_cuda_status launch_prune_fast(const EncodeArgs &a, cudaStream_t stream) {
@@ -1035,16 +1101,7 @@ sqkv_cuda_status launch_prune_fast(const EncodeArgs &a, cudaStream_t stream) {
         SQKV_CUDA_TRY(cudaMemsetAsync(a.chain, 0, (uint64_t)a.n_layers * a.n_units * sizeof *a.chain + sizeof *a.ticket, stream));
     }
     const size_t smem = prune_fast_smem_bytes(a.unit_cap, a.g.granularity == 2);
-    const bool asym = a.g.quantizer == 2;
-    if (a.g.granularity != 2)
-        return asym ? launch_prune_variant<true, 0>(a, smem, stream) : launch_prune_variant<false, 0>(a, smem, stream);
-    switch (a.g.bits) {
-        case 2: return asym ? launch_prune_variant<true, 2>(a, smem, stream) : launch_prune_variant<false, 2>(a, smem, stream);
-        case 3: return asym ? launch_prune_variant<true, 3>(a, smem, stream) : launch_prune_variant<false, 3>(a, smem, stream);
-        case 4: return asym ? launch_prune_variant<true, 4>(a, smem, stream) : launch_prune_variant<false, 4>(a, smem, stream);
-        case 8: return asym ? launch_prune_variant<true, 8>(a, smem, stream) : launch_prune_variant<false, 8>(a, smem, stream);
-        default: return SQKV_ERR_STATE;
-    }
+    return a.g.e_bf16 ? launch_prune_for_type<true>(a, smem, stream) : launch_prune_for_type<false>(a, smem, stream);
 }
 
 sqkv_cuda_status launch_section_fast(const EncodeArgs &a, cudaStream_t stream) {

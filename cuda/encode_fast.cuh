@@ -7,8 +7,8 @@
 namespace sqkv_cuda {
 
 /* Geometry and options the fast kernels handle (the source pointers' alignment is checked by the
- * caller): fp16 elements from an fp16 source, head_dim 128, PER_HEAD or PER_TILE scales (2, 3, 4 or 8 bits)
- * or EXACT values. */
+ * caller): fp16 elements from an fp16 source or bf16 elements from a bf16 source, head_dim 128,
+ * PER_HEAD or PER_TILE scales (2, 3, 4 or 8 bits) or EXACT values. */
 bool fast_encode_geometry(const Geometry &g);
 
 /* Whether the fast pruning pass writes the payload itself (EXACT values and 8-bit PER_TILE codes), so

@@ -221,9 +221,10 @@ TEST(CudaEncode, SparsityLevelsAndNoPruning) {
     check_case(c, seed_of("noprune"));
 }
 
-/* head_dim 128 with an fp16 source takes the fast kernels (encode_fast.cu) for PER_HEAD and PER_TILE
- * scales and EXACT values; here PER_HEAD and EXACT: every keep count (one element, ties cut inside a row, no pruning at all), both quantizers,
- * every payload width, partial last chunks and token splits. */
+/* head_dim 128 with an fp16 source (or bf16 into bf16: FastPathBf16* below) takes the fast kernels
+ * (encode_fast.cu) for PER_HEAD and PER_TILE scales and EXACT values; here PER_HEAD and EXACT: every keep
+ * count (one element, ties cut inside a row, no pruning at all), both quantizers, every payload width,
+ * partial last chunks and token splits. */
 TEST(CudaEncode, FastPathKeepCountsQuantizersWidths) {
     SKIP_WITHOUT_GPU();
     uint64_t n = 0;
@@ -462,6 +463,94 @@ TEST(CudaEncode, FastPathPayloadEdgesBetweenUnits) {
             }
 }
 
+/* bf16 elements from a bf16 source take the fast kernels too (head_dim 128). Selection and staging are
+ * those of fp16; the parameters are not: bf16 midpoints and the differences the nearest-level rule takes
+ * need not be exact in binary64, so the tile bounds come from numeric.cuh group_code_bounds_e. These rows
+ * make every such case: rows at scales from 2^-126 to 2^120, so that a key tile (one channel down 64
+ * tokens) keeps values far below its levels (a positive value below 2^-53 s ties between -s and s and
+ * takes the lower code), subnormal rows, rows at the largest finite values (levels that overflow, steps
+ * reduced), rows of huge and tiny values, and rows of a few distinct values (ties). */
+namespace {
+
+std::vector<uint8_t> wide_range_bf16_tensor(std::mt19937_64 &rng, const Case &c) {
+    const uint64_t rows = (uint64_t)c.heads * c.tokens, D = c.head_dim;
+    std::vector<uint8_t> out(rows * D * 2);
+    for (uint64_t row = 0; row < rows; row++) {
+        const uint32_t kind = (uint32_t)(rng() % 6);
+        const uint32_t row_exp = 1u + (uint32_t)(rng() % 247); /* biased exponent of the row's scale */
+        uint16_t pool[3];
+        for (uint16_t &p : pool) p = (uint16_t)((1u + rng() % 254) << 7 | (rng() & 0x7Fu));
+        for (uint64_t d = 0; d < D; d++) {
+            uint32_t ex, mant = (uint32_t)(rng() & 0x7Fu);
+            switch (kind) {
+                case 0: ex = std::min<uint32_t>(254, row_exp + (uint32_t)(rng() % 8)); break;
+                case 1: ex = (uint32_t)(rng() % 3); break;                      /* subnormal (and zero) */
+                case 2: ex = 254 - (uint32_t)(rng() % 2); break;                /* the largest finite */
+                case 3: ex = rng() & 1 ? 227 : 27; break;                       /* 2^100 and 2^-100 */
+                case 4: ex = 0; mant = pool[rng() % 3]; break;                  /* a few values: ties */
+                default: ex = 107 + (uint32_t)(rng() % 40); break;              /* 2^-20 .. 2^19 */
+            }
+            uint16_t h = kind == 4 ? (uint16_t)mant : (uint16_t)(ex << 7 | mant);
+            h = (uint16_t)(h | ((rng() & 1) << 15));
+            memcpy(&out[2 * (row * D + d)], &h, 2);
+        }
+    }
+    return out;
+}
+
+Case bf16_case() {
+    Case c = base_case();
+    c.e = SQKV_DTYPE_BF16;
+    c.src = SQKV_DTYPE_BF16;
+    return c;
+}
+
+}  // namespace
+
+TEST(CudaEncode, FastPathBf16WidthsQuantizersGranularities) {
+    SKIP_WITHOUT_GPU();
+    uint64_t n = 0;
+    for (uint32_t bits : {2u, 3u, 4u, 8u, 16u})
+        for (int q = 1; q <= 2; q++)
+            for (int gran = 1; gran <= 2; gran++) {
+                if (bits == 16 && (q == 2 || gran == 2)) continue;
+                for (double sp : {0.0, 0.8}) {
+                    Case c = bf16_case();
+                    c.bits = bits;
+                    c.q = bits == 16 ? SQKV_QUANT_EXACT : (sqkv_quantizer)q;
+                    c.gran = bits == 16 ? SQKV_SCALE_NONE : gran == 1 ? SQKV_SCALE_PER_HEAD : SQKV_SCALE_PER_TILE;
+                    c.sparsity = sp;
+                    c.heads = 1 + (uint32_t)(n % 3);
+                    c.hps = 1 + (uint32_t)(n % 2);
+                    c.tps = (n % 3 == 1) ? 128 : 0;
+                    c.k = (uint32_t)(n % 5);
+                    c.tokens = 64 * 2 + 7 + 29 * (uint32_t)(n % 4);
+                    c.window = (uint32_t)(n % 2) * 6;
+                    check_case(c, seed_of("bf16-fast") + n, 0, n % 2 ? wide_range_bf16_tensor : random_case_tensor);
+                    n++;
+                }
+            }
+}
+
+TEST(CudaEncode, FastPathBf16WideRangeAndTies) {
+    SKIP_WITHOUT_GPU();
+    uint64_t n = 0;
+    for (uint32_t bits : {2u, 3u, 4u, 8u})
+        for (int g = 0; g < 3; g++)
+            for (double sp : {0.0, 0.5, 0.8, 0.95}) {
+                Case c = bf16_case();
+                c.bits = bits;
+                c.q = g == 1 ? SQKV_QUANT_SYMMETRIC : SQKV_QUANT_ASYMMETRIC;
+                c.gran = g == 2 ? SQKV_SCALE_PER_HEAD : SQKV_SCALE_PER_TILE;
+                if (g == 0 && n % 2) c.q = SQKV_QUANT_SYMMETRIC;
+                c.sparsity = sp;
+                c.heads = 2;
+                c.tokens = 64 * 2 + 11 + 53 * (uint32_t)(n % 3);
+                check_case(c, seed_of("bf16-wide") + n, 0, n % 3 == 2 ? tie_heavy_tensor : wide_range_bf16_tensor);
+                n++;
+            }
+}
+
 /* The zstd layer (codec 1) is applied on the host as the sections leave the GPU; the file must still be
  * sqkv_writer's, byte for byte, and actually compressed (smaller than the same file without zstd). */
 TEST(CudaEncode, ZstdLayerSameFileAsTheWriter) {
@@ -562,14 +651,17 @@ TEST(CudaEncode, NonFiniteAndOutOfRangeInputAreErrors) {
     }
 }
 
-/* The fast path (fp16 source, head_dim 128) finds infinities and NaN while it selects: every channel
- * position class (first and last of each half row), keys and values, PER_HEAD and PER_TILE; the same
- * input without the special value encodes. */
+/* The fast path (fp16 or bf16 source, head_dim 128) finds infinities and NaN while it selects (bf16 has
+ * three more exponent bits to test): every channel position class (first and last of each half row), keys
+ * and values, PER_HEAD and PER_TILE; the same input without the special value encodes. */
 TEST(CudaEncode, FastPathNonFiniteInputIsAnError) {
     SKIP_WITHOUT_GPU();
-    for (int gran = 0; gran < 2; gran++) {
+    for (int type_gran = 0; type_gran < 4; type_gran++) {
+        const int gran = type_gran & 1;
+        const bool bf16 = type_gran >= 2;
         Case c = base_case();
         c.layers = 1;
+        if (bf16) c.e = c.src = SQKV_DTYPE_BF16;
         if (gran) {
             c.q = SQKV_QUANT_ASYMMETRIC;
             c.gran = SQKV_SCALE_PER_TILE;
@@ -578,7 +670,7 @@ TEST(CudaEncode, FastPathNonFiniteInputIsAnError) {
         const sqkv_geometry g = geometry_of(c);
         const sqkv_writer_options o = options_of(c);
         const size_t n = (size_t)c.heads * c.tokens * c.head_dim;
-        const uint16_t specials[3] = {0x7E00u, 0x7C00u, 0xFC00u}; /* NaN, +inf, -inf */
+        const uint16_t specials[2][3] = {{0x7E00u, 0x7C00u, 0xFC00u}, {0x7FC0u, 0x7F80u, 0xFF80u}}; /* NaN, +inf, -inf */
         const uint32_t channels[4] = {0, 63, 64, 127};
         for (int trial = 0; trial < 13; trial++) {
             std::vector<uint16_t> keys(n), values(n);
@@ -590,7 +682,7 @@ TEST(CudaEncode, FastPathNonFiniteInputIsAnError) {
             if (trial < 12) { /* trial 12: no special value */
                 const size_t row = (size_t)(rng() % (c.heads * c.tokens));
                 std::vector<uint16_t> &t = trial & 1 ? values : keys;
-                t[row * c.head_dim + channels[(trial >> 1) % 4]] = specials[trial % 3];
+                t[row * c.head_dim + channels[(trial >> 1) % 4]] = specials[bf16][trial % 3];
             }
             sqkv_cuda_encoder *enc = nullptr;
             SQ_OK(sqkv_cuda_encoder_create(&g, &o, &enc));
@@ -600,9 +692,9 @@ TEST(CudaEncode, FastPathNonFiniteInputIsAnError) {
             CUDA_OK(cudaMemcpy(kd.p, keys.data(), n * 2, cudaMemcpyHostToDevice));
             CUDA_OK(cudaMemcpy(vd.p, values.data(), n * 2, cudaMemcpyHostToDevice));
             const void *kp[1] = {kd.p}, *vp[1] = {vd.p};
-            SQ_OK(sqkv_cuda_encode_layers(enc, 0, 1, SQKV_DTYPE_FP16, kp, vp, out.p, out.n, ws.p, ws.n, 0));
+            SQ_OK(sqkv_cuda_encode_layers(enc, 0, 1, c.src, kp, vp, out.p, out.n, ws.p, ws.n, 0));
             EXPECT_EQ(trial < 12 ? SQKV_ERR_NONFINITE_INPUT : SQKV_OK, sqkv_cuda_encode_results(enc, ws.p, nullptr, 0))
-                << "granularity " << gran << " trial " << trial;
+                << "granularity " << gran << " bf16 " << bf16 << " trial " << trial;
             sqkv_cuda_encoder_destroy(enc);
         }
     }

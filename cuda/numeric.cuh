@@ -314,6 +314,59 @@ struct TableLevels {
     SQKV_HD double operator()(uint32_t c) const { return table[c]; }
 };
 
+/* Code boundaries of one group of either element type, as group_code_bounds defines them (a code no
+ * finite value gets: the order key just above the largest finite value, not kNoCode).
+ * fp16: group_code_bounds. bf16: a midpoint of two bf16 values need not be exact in binary64, and the
+ * differences nearest_code takes need not be either (x = 2^-100 between levels -1 and 1: x + 1 rounds to
+ * 1, so the tie rule gives the lower code to a positive x), so the midpoint only gives a guess. The guess
+ * stands when nearest_code gives code >= c at it and < c just below it: nearest_code is non-decreasing in
+ * x (both rounded differences are monotone in x, and equal levels go to the first of their run), so that
+ * guess is the smallest such key. Otherwise a bisection over the finite keys with nearest_code finds it.
+ * Either way the bounds are nearest_code's by construction, whatever the rounding did. */
+template <uint32_t L>
+SQKV_HD void group_code_bounds_e(const uint16_t (&lev)[L], bool bf16, uint32_t (&B)[L]) {
+    if (!bf16) {
+        group_code_bounds<L>(lev, B);
+        for (uint32_t c = 1; c < L; c++)
+            if (B[c] == kNoCode) B[c] = e_order_key(0x7BFFu) + 1u;
+        return;
+    }
+    double table[L];
+    for (uint32_t c = 0; c < L; c++) table[c] = e_to_double(lev[c], true);
+    const TableLevels level{table};
+    const uint32_t kmin = e_order_key(0xFF7Fu), kmax = e_order_key(0x7F7Fu), none = kmax + 1u;
+    /* code(key) >= c, for finite keys */
+    auto at_least = [&](uint32_t key, uint32_t c) {
+        return nearest_code(level, L, e_to_double(e_from_order_key(key), true)) >= c;
+    };
+    const double top = table[L - 1];
+    B[0] = 0;
+    for (uint32_t c = L - 1; c >= 1; c--) {
+        const double lo = table[c - 1], hi = table[c];
+        uint32_t g;
+        if (hi > lo) {
+            const double mid = dmul(dadd(lo, hi), 0.5);
+            const uint16_t m = double_to_e(mid, true);
+            const uint32_t k = e_order_key(m);
+            g = e_to_double(m, true) > mid ? k : k + 1u;
+            g = g < kmin ? kmin : g > none ? none : g;
+        } else {
+            g = hi == top ? none : B[c + 1];
+        }
+        const bool holds = (g == none || at_least(g, c)) && (g == kmin || !at_least(g - 1u, c));
+        if (!holds) {
+            uint32_t a = kmin, b = none; /* the answer is in [a, b]; none: no finite value */
+            while (a < b) {
+                const uint32_t mid = a + (b - a) / 2;
+                if (at_least(mid, c)) b = mid;
+                else a = mid + 1u;
+            }
+            g = a;
+        }
+        B[c] = g;
+    }
+}
+
 /* ---- range search (spec/FORMAT.md §14, quantize.c sqkv_quant_candidate_params, encode_sparse.c
  * search_range) ---------------------------------------------------------------------------------- */
 

@@ -46,6 +46,14 @@ __device__ __forceinline__ uint32_t double_to_fp16_rn(double x) {
 
 __device__ __forceinline__ bool fp16_finite(uint32_t h) { return (h & 0x7C00u) != 0x7C00u; }
 
+/* The same two conversions for finite bf16 values (a bf16 value is the top half of a binary32 one). */
+__device__ __forceinline__ double finite_bf16_to_double(uint32_t h) { return (double)__uint_as_float(h << 16); }
+__device__ __forceinline__ uint32_t double_to_bf16_rn(double x) {
+    unsigned short h;
+    asm("cvt.rn.bf16.f64 %0, %1;" : "=h"(h) : "d"(x));
+    return h;
+}
+
 /* range / D, as close as the rounding to fp16 needs (see the file comment). */
 template <uint32_t D>
 __device__ __forceinline__ double quotient_for_step(double range) {
@@ -120,37 +128,43 @@ __device__ __forceinline__ void tile_params(uint32_t count, uint32_t max_mag, ui
     }
 }
 
-/* Levels of one fp16 group with finite parameters s and z (as binary64), as numeric.cuh OnTheFlyLevels
- * gives them (quant_level, then exactly to binary64) with tile_params's instructions: c s is exact, so
- * fma(c, s, z) is dadd(dmul(c, s), z), and the conversions skip the branches for values that cannot
- * occur (a level that overflows is an infinity either way). For nearest_code on 8-bit PER_TILE tiles,
- * whose 256 levels are too many to tabulate per tile. */
-template <bool kAsym, uint32_t L>
+/* Levels of one fp16 (or bf16: kBf16) group with finite parameters s and z (as binary64), as numeric.cuh
+ * OnTheFlyLevels gives them (quant_level, then exactly to binary64) with tile_params's instructions: c s is
+ * exact (c < 256 times an 11- or 8-bit significand), so fma(c, s, z) is dadd(dmul(c, s), z), and the
+ * conversions skip the branches for values that cannot occur (a level that overflows is an infinity
+ * either way). For nearest_code on 8-bit PER_TILE tiles, whose 256 levels are too many to tabulate per
+ * tile. */
+template <bool kAsym, uint32_t L, bool kBf16 = false>
 struct FiniteTileLevels {
     double s, z;
     __device__ __forceinline__ double operator()(uint32_t c) const {
         const double exact = kAsym ? __fma_rn((double)c, s, z) : __dmul_rn((double)(int32_t)(2 * c + 1 - L), s);
-        return finite_fp16_to_double(double_to_fp16_rn(exact));
+        if constexpr (kBf16) return finite_bf16_to_double(double_to_bf16_rn(exact));
+        else return finite_fp16_to_double(double_to_fp16_rn(exact));
     }
 };
 
 /* The same outputs from numeric.cuh's functions as the CPU encoder composes them (quantize.c): the
- * reference of cuda/tile_params_test. */
+ * reference of cuda/tile_params_test, and the fast encoder's parameter choice for bf16 tiles (bf16), whose
+ * bounds come from group_code_bounds_e (a code no value gets: the key above the largest finite bf16
+ * value, for 2 bits +inf, which no compare passes). */
 template <uint32_t BITS, bool kAsym>
 __host__ __device__ inline void tile_params_reference(uint32_t count, uint32_t max_mag, uint32_t min_key,
-                                                      uint32_t max_key, uint16_t *sc, uint16_t *bnd) {
+                                                      uint32_t max_key, uint16_t *sc, uint16_t *bnd,
+                                                      bool bf16 = false) {
     constexpr uint32_t L = 1u << BITS;
     const int q = kAsym ? 2 : 1;
     uint16_t sv, zv;
-    choose_params(q, BITS, false, count, max_mag, min_key, max_key, &sv, &zv);
+    choose_params(q, BITS, bf16, count, max_mag, min_key, max_key, &sv, &zv);
     sc[0] = sv;
     if (kAsym) sc[1] = zv;
     if (count == 0) return;
-    const double sd = e_to_double(sv, false), zd = e_to_double(zv, false);
+    const double sd = e_to_double(sv, bf16), zd = e_to_double(zv, bf16);
     uint16_t lev[L];
-    for (uint32_t c = 0; c < L; c++) lev[c] = quant_level(q, BITS, false, sd, zd, c);
+    for (uint32_t c = 0; c < L; c++) lev[c] = quant_level(q, BITS, bf16, sd, zd, c);
     uint32_t B[L];
-    group_code_bounds<L>(lev, B);
+    if (bf16) group_code_bounds_e<L>(lev, true, B);
+    else group_code_bounds<L>(lev, B);
     for (uint32_t c = 1; c < L; c++) bnd[c] = BITS == 2 ? e_from_order_key(B[c]) : (uint16_t)B[c];
 }
 

@@ -39,6 +39,13 @@ static uint16_t sqkv_fp16_bits(float f) {
     return (uint16_t)(sign | h);
 }
 
+/* bf16: the top half of a binary32 value, rounded to nearest even (finite values only: bench data) */
+static uint16_t sqkv_bf16_bits(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return (uint16_t)((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+}
+
 namespace {
 
 int g_reps = 15;
@@ -102,9 +109,9 @@ double time_ms(cudaStream_t stream, F fn, int warm = 3) {
     return median(t);
 }
 
-/* fp16 bits of a roughly normal value (sum of uniforms), with a per-channel scale as real K caches have
+/* fp16 (or bf16) bits of a roughly normal value (sum of uniforms), with a per-channel scale as real K caches have
  * (outlier channels). */
-void fill_fp16(uint16_t *p, size_t n, uint64_t seed, uint32_t D) {
+void fill_elements(uint16_t *p, size_t n, uint64_t seed, uint32_t D, bool bf16) {
     uint64_t x = seed * 0x9E3779B97F4A7C15ull + 1;
     for (size_t i = 0; i < n; i++) {
         x ^= x >> 12;
@@ -115,7 +122,7 @@ void fill_fp16(uint16_t *p, size_t n, uint64_t seed, uint32_t D) {
                          (float)((r >> 48) & 0xFFFF)) / 65536.0f - 2.0f;
         const uint32_t d = (uint32_t)(i % D);
         const float v = u * (d % 17 == 3 ? 8.0f : 1.0f);
-        p[i] = sqkv_fp16_bits(v);
+        p[i] = bf16 ? sqkv_bf16_bits(v) : sqkv_fp16_bits(v);
     }
 }
 
@@ -137,6 +144,7 @@ struct Config {
     uint32_t zstd; /* options.zstd_level: compressed on the host in write_file, decompressed on the host
                         * into the decode workspace (sqkv_cuda.h) */
     uint32_t range_search; /* options.range_search */
+    sqkv_dtype e = SQKV_DTYPE_FP16; /* the file's element type, the source's and the decoder's output's */
 };
 
 void bench_copy(cudaStream_t s) {
@@ -159,7 +167,7 @@ void bench_shape(const Shape &sh, const Config &cf, cudaStream_t s, bool decode_
     g.head_dim = sh.dim;
     g.n_tokens = sh.tokens;
     g.dense_window = 0;
-    g.value_dtype = SQKV_DTYPE_FP16;
+    g.value_dtype = cf.e;
     sqkv_writer_options o;
     sqkv_writer_options_default(&o);
     o.payload_bits = cf.bits;
@@ -182,7 +190,7 @@ void bench_shape(const Shape &sh, const Config &cf, cudaStream_t s, bool decode_
     uint8_t *in, *out, *ws;
     CK(cudaMalloc(&in, 2 * tensor * distinct));
     for (int i = 0; i < 2 * distinct; i++) {
-        fill_fp16(host.data(), host.size(), 1000 + i, sh.dim);
+        fill_elements(host.data(), host.size(), 1000 + i, sh.dim, cf.e == SQKV_DTYPE_BF16);
         CK(cudaMemcpy(in + tensor * i, host.data(), tensor, cudaMemcpyHostToDevice));
     }
     const uint64_t ws_size = sz.workspace_base + sz.workspace_per_layer * sh.layers;
@@ -195,7 +203,7 @@ void bench_shape(const Shape &sh, const Config &cf, cudaStream_t s, bool decode_
     }
     std::vector<uint64_t> ext((size_t)sh.layers * sz.sections_per_layer);
     auto encode = [&] {
-        SK(sqkv_cuda_encode_layers(enc, 0, sh.layers, SQKV_DTYPE_FP16, kp.data(), vp.data(), out,
+        SK(sqkv_cuda_encode_layers(enc, 0, sh.layers, cf.e, kp.data(), vp.data(), out,
                                    sz.layer_capacity * sh.layers, ws, ws_size, s));
     };
     /* warm-up and timed runs; results are read (and the encoder reset) outside the timed region */
@@ -314,7 +322,7 @@ void bench_shape(const Shape &sh, const Config &cf, cudaStream_t s, bool decode_
                     CK(cudaMalloc(&dws, wsz));
                 }
                 const auto t0 = std::chrono::steady_clock::now();
-                SK(sqkv_cuda_decode_layers(dec, 0, sh.layers, SQKV_DTYPE_FP16, ko.data(), vo.data(), tensor, dws, wsz,
+                SK(sqkv_cuda_decode_layers(dec, 0, sh.layers, cf.e, ko.data(), vo.data(), tensor, dws, wsz,
                                            s));
                 CK(cudaStreamSynchronize(s));
                 if (fresh > 0)
@@ -322,7 +330,7 @@ void bench_shape(const Shape &sh, const Config &cf, cudaStream_t s, bool decode_
             }
             const double first = median(firsts);
             const double again = time_ms(s, [&] {
-                SK(sqkv_cuda_decode_layers(dec, 0, sh.layers, SQKV_DTYPE_FP16, ko.data(), vo.data(), tensor, dws, wsz, s));
+                SK(sqkv_cuda_decode_layers(dec, 0, sh.layers, cf.e, ko.data(), vo.data(), tensor, dws, wsz, s));
             });
             say("| decode %s %s, first call of a decoder (%s + validation kernels + one sync + decode; host clock, median of %zu decoders) | %.3f ms | "
                 "%.0f GB/s written |\n",
@@ -335,7 +343,7 @@ void bench_shape(const Shape &sh, const Config &cf, cudaStream_t s, bool decode_
                 /* the same calls queued back to back: the GPU never waits for the host between them */
                 const double piped = time_ms(s, [&] {
                     for (int q = 0; q < 10; q++)
-                        SK(sqkv_cuda_decode_layers(dec, 0, sh.layers, SQKV_DTYPE_FP16, ko.data(), vo.data(), tensor, dws,
+                        SK(sqkv_cuda_decode_layers(dec, 0, sh.layers, cf.e, ko.data(), vo.data(), tensor, dws,
                                                    wsz, s));
                 }, 1) / 10;
                 say("| decode %s %s, validated, 10 calls queued back to back (per call) | %.3f ms | %.0f GB/s written |\n",
@@ -384,7 +392,7 @@ void bench_shape(const Shape &sh, const Config &cf, cudaStream_t s, bool decode_
                     {
                         sqkv_cuda_decoder *d2 = nullptr;
                         SK(sqkv_cuda_decoder_create(file.data(), file.size(), dfile, nullptr, 0, &d2));
-                        SK(sqkv_cuda_decode_layers(d2, 0, sh.layers, SQKV_DTYPE_FP16, ko.data(), vo.data(), tensor, dws,
+                        SK(sqkv_cuda_decode_layers(d2, 0, sh.layers, cf.e, ko.data(), vo.data(), tensor, dws,
                                                    wsz, s));
                         CK(cudaStreamSynchronize(s));
                         const auto t0 = std::chrono::steady_clock::now();
@@ -505,7 +513,7 @@ void bench_shape(const Shape &sh, const Config &cf, cudaStream_t s, bool decode_
                 uint64_t wsz = 0;
                 SK(sqkv_cuda_decoder_workspace_size(dec, sh.layers, &wsz));
                 CK(cudaMalloc(&dws, wsz));
-                SK(sqkv_cuda_decode_layers(dec, 0, sh.layers, SQKV_DTYPE_FP16, ko.data(), vo.data(), tensor, dws, wsz, s));
+                SK(sqkv_cuda_decode_layers(dec, 0, sh.layers, cf.e, ko.data(), vo.data(), tensor, dws, wsz, s));
                 CK(cudaStreamSynchronize(s));
                 ts[2].push_back(ms_since(t));
                 sqkv_cuda_decoder_destroy(dec);
@@ -589,7 +597,12 @@ int main(int argc, char **argv) {
                               /* the best measured quality (spec/QUANTIZATION.md §2) */
                               {"3-bit sym per-tile s=0.8 + range search on V", 3, SQKV_QUANT_SYMMETRIC, SQKV_SCALE_PER_TILE,
                                0.8, 0, SQKV_RANGE_SEARCH_VALUES},
-                              {"8-bit asym per-tile s=0.8", 8, SQKV_QUANT_ASYMMETRIC, SQKV_SCALE_PER_TILE, 0.8, 0, 0}};
+                              {"8-bit asym per-tile s=0.8", 8, SQKV_QUANT_ASYMMETRIC, SQKV_SCALE_PER_TILE, 0.8, 0, 0},
+                              /* bf16 caches (Llama-3's released dtype): bf16 source, file and output */
+                              {"bf16, writer default options", 2, SQKV_QUANT_ASYMMETRIC, SQKV_SCALE_PER_TILE, -1, 0, 0,
+                               SQKV_DTYPE_BF16},
+                              {"bf16, 2-bit sym per-head s=0.7", 2, SQKV_QUANT_SYMMETRIC, SQKV_SCALE_PER_HEAD, 0.7, 0, 0,
+                               SQKV_DTYPE_BF16}};
     const size_t n_configs = sizeof configs / sizeof configs[0];
     for (const Shape &sh : shapes) {
         for (const Config &cf : configs) {
