@@ -60,19 +60,26 @@ struct TileCheckCounts {
 };
 
 /* ASYMMETRIC: block i takes the smallest key kLo + i and every largest key from it up; SYMMETRIC: one
- * block per 256 magnitudes. Keys kLo .. kHi are the finite fp16 values, zeros included. */
-constexpr uint32_t kLoKey = 0x0400u, kHiKey = 0xFBFFu, kMaxFiniteMag = 0x7BFFu;
+ * block per 256 magnitudes. Keys kLo .. kHi are the finite fp16 (bf16) values, zeros included. */
+template <bool kBf16>
+struct FiniteKeys {
+    static constexpr uint32_t kLo = kBf16 ? 0x0080u : 0x0400u, kHi = kBf16 ? 0xFF7Fu : 0xFBFFu,
+                              kMaxMag = kBf16 ? 0x7F7Fu : 0x7BFFu;
+};
 
-template <uint32_t BITS, bool kAsym>
+template <uint32_t BITS, bool kAsym, bool kBf16>
 __global__ void tile_check_kernel(TileCheckCounts *out, unsigned long long sabotage) {
+    constexpr uint32_t kLoKey = FiniteKeys<kBf16>::kLo, kHiKey = FiniteKeys<kBf16>::kHi,
+                       kMaxFiniteMag = FiniteKeys<kBf16>::kMaxMag;
     constexpr uint32_t L = 1u << BITS;
     unsigned long long checked = 0, bad = 0, first = ~0ull;
     auto one = [&](uint32_t mag, uint32_t lo, uint32_t hi) {
         uint16_t sc_a[2] = {0, 0}, sc_b[2] = {0, 0}, bnd_a[16] = {0}, bnd_b[16] = {0};
-        sqkv_cuda::tile_params<BITS, kAsym>(1, mag, lo, hi, sc_a, bnd_a);
+        if (kBf16) sqkv_cuda::tile_params_bf16<BITS, kAsym>(1, mag, lo, hi, sc_a, bnd_a);
+        else sqkv_cuda::tile_params<BITS, kAsym>(1, mag, lo, hi, sc_a, bnd_a);
         const unsigned long long at = kAsym ? ((unsigned long long)lo << 16 | hi) : mag;
         if (at == sabotage) bnd_a[1] ^= 1u; /* the hook's own test: one difference, planted */
-        sqkv_cuda::tile_params_reference<BITS, kAsym>(1, mag, lo, hi, sc_b, bnd_b);
+        sqkv_cuda::tile_params_reference<BITS, kAsym>(1, mag, lo, hi, sc_b, bnd_b, kBf16);
         bool same = sc_a[0] == sc_b[0] && sc_a[1] == sc_b[1];
         for (uint32_t c = 1; c < L; c++) same = same && bnd_a[c] == bnd_b[c];
         checked++;
@@ -95,30 +102,31 @@ __global__ void tile_check_kernel(TileCheckCounts *out, unsigned long long sabot
     }
 }
 
-template <uint32_t BITS, bool kAsym>
+template <uint32_t BITS, bool kAsym, bool kBf16>
 cudaError_t run_tile_check(TileCheckCounts *d, unsigned long long sabotage) {
-    const uint32_t blocks = kAsym ? kHiKey - kLoKey + 1 : (kMaxFiniteMag + 256) / 256;
-    tile_check_kernel<BITS, kAsym><<<blocks, 256>>>(d, sabotage);
+    using K = FiniteKeys<kBf16>;
+    const uint32_t blocks = kAsym ? K::kHi - K::kLo + 1 : (K::kMaxMag + 256) / 256;
+    tile_check_kernel<BITS, kAsym, kBf16><<<blocks, 256>>>(d, sabotage);
     return cudaGetLastError();
 }
 
-template <bool kAsym>
+template <bool kAsym, bool kBf16>
 cudaError_t run_tile_check_bits(uint32_t bits, TileCheckCounts *d, unsigned long long sabotage) {
     switch (bits) {
-        case 2: return run_tile_check<2, kAsym>(d, sabotage);
-        case 3: return run_tile_check<3, kAsym>(d, sabotage);
-        default: return run_tile_check<4, kAsym>(d, sabotage);
+        case 2: return run_tile_check<2, kAsym, kBf16>(d, sabotage);
+        case 3: return run_tile_check<3, kAsym, kBf16>(d, sabotage);
+        default: return run_tile_check<4, kAsym, kBf16>(d, sabotage);
     }
 }
 
 }  // namespace
 
-/* Compares tile_params<bits, asym> with tile_params_reference on every finite input of one tile with
- * kept values: ASYMMETRIC every pair of order keys min <= max, SYMMETRIC every largest magnitude. Reports
+/* Compares tile_params<bits, asym> (bf16: tile_params_bf16) with tile_params_reference on every finite
+ * input of one tile with kept values: ASYMMETRIC every pair of order keys min <= max, SYMMETRIC every largest magnitude. Reports
  * how many inputs were compared, how many differ, and the first that differs (min_key << 16 | max_key, or
  * the magnitude; all ones if none). sabotage names an input (same encoding) whose fast result is altered
  * before the comparison, so that a test can see the hook report a difference; all ones alters none. */
-extern "C" sqkv_cuda_status sqkv_cuda_internal_tile_params_check(uint32_t bits, int asym, uint64_t sabotage,
+extern "C" sqkv_cuda_status sqkv_cuda_internal_tile_params_check(uint32_t bits, int asym, int bf16, uint64_t sabotage,
                                                                  uint64_t *checked, uint64_t *mismatches,
                                                                  uint64_t *first_bad) {
     if (bits < 2 || bits > 4 || !checked || !mismatches || !first_bad) return SQKV_ERR_INVALID_ARGUMENT;
@@ -128,7 +136,8 @@ extern "C" sqkv_cuda_status sqkv_cuda_internal_tile_params_check(uint32_t bits, 
     cudaError_t e = cudaMalloc(&d, sizeof *d);
     if (e == cudaSuccess) e = cudaMemcpy(d, &init, sizeof init, cudaMemcpyHostToDevice);
     if (e == cudaSuccess) {
-        e = asym ? run_tile_check_bits<true>(bits, d, sabotage) : run_tile_check_bits<false>(bits, d, sabotage);
+        e = asym ? (bf16 ? run_tile_check_bits<true, true>(bits, d, sabotage) : run_tile_check_bits<true, false>(bits, d, sabotage))
+                 : (bf16 ? run_tile_check_bits<false, true>(bits, d, sabotage) : run_tile_check_bits<false, false>(bits, d, sabotage));
     }
     if (e == cudaSuccess) e = cudaMemcpy(&got, d, sizeof got, cudaMemcpyDeviceToHost);
     const cudaError_t f = d ? cudaFree(d) : cudaSuccess;

@@ -128,6 +128,91 @@ __device__ __forceinline__ void tile_params(uint32_t count, uint32_t max_mag, ui
     }
 }
 
+/* tile_params for bf16 tiles: the outputs of tile_params_reference(..., bf16 = true) from the same
+ * arithmetic without the reference's general paths. The step is still a division (a bf16 range, a
+ * rounded binary64 difference, can be any binary64 value, so no argument as for fp16's product is at
+ * hand); levels are one fused multiply-add (c s is exact: c < 16 times 8 significant bits); conversions
+ * assume finite values. Bounds: for a c that starts a run of equal levels (level(c - 1) = lo < level(c)
+ * = hi), nearest_code gives c or more to x exactly when x > hi, or x > lo and fl(hi - x) < fl(x - lo) (for
+ * lo < x <= hi the lower bound is c, and above < below decides; above hi every code is c or more). That
+ * test is monotone in x, so the smallest such key is checked at the midpoint's guess and its
+ * predecessor, and searched for between lo and hi where the guess fails (rounded differences). Runs: as
+ * group_code_bounds. cuda/tile_params_test compares this with the reference on every input (via
+ * cuda/selfcheck.cu). */
+template <uint32_t BITS, bool kAsym>
+__device__ __forceinline__ void tile_params_bf16(uint32_t count, uint32_t max_mag, uint32_t min_key, uint32_t max_key,
+                                                 uint16_t *sc, uint16_t *bnd) {
+    static_assert(BITS >= 2 && BITS <= 4, "2, 3 and 4 bits");
+    constexpr uint32_t L = 1u << BITS;
+    if (count == 0) {
+        sc[0] = 0;
+        if (kAsym) sc[1] = 0;
+        return;
+    }
+    auto finite = [](uint32_t h) { return (h & 0x7F80u) != 0x7F80u; };
+    uint32_t zv = 0;
+    double zd = 0.0, range;
+    if (kAsym) {
+        zv = e_from_order_key(min_key);
+        zd = finite_bf16_to_double(zv);
+        range = __dsub_rn(finite_bf16_to_double(e_from_order_key(max_key)), zd);
+    } else {
+        range = finite_bf16_to_double(max_mag);
+    }
+    uint32_t sv = double_to_bf16_rn(__ddiv_rn(range, (double)(L - 1)));
+    if (range > 0 && (sv & 0x7FFFu) == 0) sv = 1;
+    if (!finite(sv)) sv = 0x7F7Fu;
+    double sd;
+    auto level = [&](uint32_t c) -> uint32_t {
+        if (kAsym) return double_to_bf16_rn(__fma_rn((double)c, sd, zd));
+        return double_to_bf16_rn(__dmul_rn((double)(int32_t)(2 * c + 1 - L), sd));
+    };
+    uint32_t top_bits;
+    for (;;) {
+        sd = finite_bf16_to_double(sv);
+        top_bits = level(L - 1);
+        if (sv == 0 || finite(top_bits)) break;
+        sv--;
+    }
+    sc[0] = (uint16_t)sv;
+    if (kAsym) sc[1] = (uint16_t)zv;
+    constexpr uint32_t kMinKey = 0x0080u, kNone = 0xFF80u; /* keys of -max finite and of +inf */
+    double hi = finite_bf16_to_double(top_bits);
+    const double top = hi;
+    uint32_t above = kNone; /* B[c + 1] */
+#pragma unroll
+    for (uint32_t c = L - 1; c >= 1; c--) {
+        const double lo = finite_bf16_to_double(level(c - 1));
+        uint32_t B;
+        if (hi > lo) {
+            /* x gets c or more */
+            auto reaches = [&](uint32_t key) {
+                const double x = finite_bf16_to_double(e_from_order_key(key));
+                return x > hi || (x > lo && __dsub_rn(hi, x) < __dsub_rn(x, lo));
+            };
+            const double mid = __dmul_rn(__dadd_rn(lo, hi), 0.5);
+            const uint32_t m = double_to_bf16_rn(mid);
+            const uint32_t k = e_order_key((uint16_t)m);
+            B = finite_bf16_to_double(m) > mid ? k : k + 1u;
+            B = B < kMinKey + 1u ? kMinKey + 1u : B > kNone - 1u ? kNone - 1u : B;
+            if (!reaches(B) || reaches(B - 1u)) {
+                uint32_t a = e_order_key((uint16_t)double_to_bf16_rn(lo)) + 1u, b = e_order_key((uint16_t)double_to_bf16_rn(hi));
+                while (a < b) {
+                    const uint32_t md = a + (b - a) / 2;
+                    if (reaches(md)) b = md;
+                    else a = md + 1u;
+                }
+                B = a;
+            }
+        } else {
+            B = hi == top ? kNone : above;
+        }
+        bnd[c] = BITS == 2 ? e_from_order_key(B) : (uint16_t)B;
+        above = B;
+        hi = lo;
+    }
+}
+
 /* Levels of one fp16 (or bf16: kBf16) group with finite parameters s and z (as binary64), as numeric.cuh
  * OnTheFlyLevels gives them (quant_level, then exactly to binary64) with tile_params's instructions: c s is
  * exact (c < 256 times an 11- or 8-bit significand), so fma(c, s, z) is dadd(dmul(c, s), z), and the
