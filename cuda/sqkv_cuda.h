@@ -98,7 +98,11 @@ uint64_t sqkv_cuda_encoder_slot_offset(const sqkv_cuda_encoder *e, uint32_t i);
  * must stay untouched until encode_results returns; its first bytes keep the encoder's plan, uploaded
  * by the first call with that workspace, so leave them untouched between calls with the same
  * workspace (or pass another pointer). Every check that needs no data (pointers, sizes,
- * layers not yet encoded) happens here, before any launch. */
+ * layers not yet encoded) happens here, before any launch.
+ * Speed: the fast kernels take head_dim 128 with src_dtype equal to the element type (FP16 into an FP16
+ * file, BF16 into a BF16 file), 16-byte aligned sources, PER_HEAD or PER_TILE scales of 2, 3, 4 or 8
+ * bits or EXACT values, without the range search or keep-all mode; every other call takes the general
+ * kernels, about 5 to 8 times slower on the H200 (results/gpu_bench.md). Both write the same bytes. */
 sqkv_cuda_status sqkv_cuda_encode_layers(sqkv_cuda_encoder *e, uint32_t first_layer, uint32_t n_layers,
                                          sqkv_dtype src_dtype, const void *const *k, const void *const *v,
                                          void *out, uint64_t out_size, void *workspace, uint64_t workspace_size,
