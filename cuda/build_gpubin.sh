@@ -25,7 +25,11 @@ for t in cuda/*_test.cc; do
     "$t" -o "$OUT/$n" /usr/lib/x86_64-linux-gnu/libgtest_main.a /usr/lib/x86_64-linux-gnu/libgtest.a $LIBS -pthread
 done
 if ls cuda/bench/*.cc >/dev/null 2>&1; then
-  g++ -std=c++17 -O2 -Wall -Wextra -Drestrict=__restrict__ -I codec/include -I codec/src -I cuda -I /usr/local/cuda/include \
-    cuda/bench/*.cc -o "$OUT/sqkv_cuda_bench" $LIBS -pthread
+  # the benchmark reads the real caches (--kv) with tools/common
+  for f in tools/common/*.c; do
+    gcc -std=c11 -O2 -D_POSIX_C_SOURCE=200809L -I . -I codec/include -I codec/src -c "$f" -o "$OUT/obj/t_$(basename "$f" .c).o"
+  done
+  g++ -std=c++17 -O2 -Wall -Wextra -Drestrict=__restrict__ -I . -I codec/include -I codec/src -I cuda -I /usr/local/cuda/include \
+    cuda/bench/*.cc "$OUT"/obj/t_*.o -o "$OUT/sqkv_cuda_bench" $LIBS -pthread
 fi
 echo built: $(ls "$OUT" | grep -v obj)

@@ -3,7 +3,13 @@
  * run (CUDA events, warm-up, medians). Throughput is in GB/s of dense fp16: bytes read for encode,
  * bytes written for decode; the copy counts bytes read plus bytes written, as usual.
  *
- *   sqkv_cuda_bench [--reps N] [--quick] [--config N] [--no-e2e] [--out FILE]
+ *   sqkv_cuda_bench [--reps N] [--quick] [--config N] [--no-e2e] [--out FILE] [--kv DIR]
+ *
+ * --kv DIR: also the real caches of DIR (shared/data/kv: man_bash and py_json_decoder, fp16 [8, 2, 1024,
+ * 128] each), tiled to the Llama-3-8B shape (layer l, head h, token t of the input is layer l % 8, head
+ * h % 2, token t % 1024 of one of them, the caches alternating by layer), for the writer's default
+ * options, 2-bit per-head and the bf16 default (the fp16 values rounded to bf16). With --config N, only
+ * that configuration, on the synthetic data and then on the real caches.
  */
 #include <cuda_runtime.h>
 #include <stdarg.h>
@@ -23,6 +29,10 @@
 
 #include "sqkv.h"
 #include "sqkv_cuda.h"
+extern "C" {
+#include "float16.h"
+#include "tools/common/kv_npy_cache.h"
+}
 
 /* fp16 rounding through the float16 conversion in cuda_fp16 is device-only here; a small host one: */
 static uint16_t sqkv_fp16_bits(float f) {
@@ -50,6 +60,9 @@ namespace {
 
 int g_reps = 15;
 bool g_e2e = true;
+/* --kv: the real caches, and whether the shape being measured takes its input from them */
+sqkv_npy_cache g_real[2];
+bool g_use_real = false;
 std::string g_report;
 
 void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -135,6 +148,21 @@ struct Shape {
     uint32_t layers, heads, tokens, dim;
 };
 
+/* One tensor (tensor 0 K, 1 V) of input layer `layer` of shape sh from the real caches (--kv), as the
+ * file comment says. */
+void fill_real(uint16_t *p, uint32_t layer, uint32_t tensor, const Shape &sh, bool bf16) {
+    const sqkv_npy_cache &c = g_real[layer % 2];
+    const uint16_t *src = tensor ? c.v : c.k;
+    for (uint32_t h = 0; h < sh.heads; h++)
+        for (uint32_t t = 0; t < sh.tokens; t++) {
+            const uint16_t *row = src + (((uint64_t)(layer % c.n_layers) * c.n_kv_heads + h % c.n_kv_heads) * c.n_tokens +
+                                         t % c.n_tokens) * c.head_dim;
+            uint16_t *dst = p + ((uint64_t)h * sh.tokens + t) * sh.dim;
+            for (uint32_t d = 0; d < sh.dim; d++)
+                dst[d] = bf16 ? sqkv_bf16_bits((float)sqkv_fp16_to_double(row[d])) : row[d];
+        }
+}
+
 struct Config {
     const char *name;
     uint32_t bits;
@@ -144,7 +172,7 @@ struct Config {
     uint32_t zstd; /* options.zstd_level: compressed on the host in write_file, decompressed on the host
                         * into the decode workspace (sqkv_cuda.h) */
     uint32_t range_search; /* options.range_search */
-    sqkv_dtype e = SQKV_DTYPE_FP16; /* the file's element type, the source's and the decoder's output's */
+    sqkv_dtype e; /* the file's element type, the source's and the decoder's output's */
 };
 
 void bench_copy(cudaStream_t s) {
@@ -190,7 +218,8 @@ void bench_shape(const Shape &sh, const Config &cf, cudaStream_t s, bool decode_
     uint8_t *in, *out, *ws;
     CK(cudaMalloc(&in, 2 * tensor * distinct));
     for (int i = 0; i < 2 * distinct; i++) {
-        fill_elements(host.data(), host.size(), 1000 + i, sh.dim, cf.e == SQKV_DTYPE_BF16);
+        if (g_use_real) fill_real(host.data(), (uint32_t)i / 2, (uint32_t)i % 2, sh, cf.e == SQKV_DTYPE_BF16);
+        else fill_elements(host.data(), host.size(), 1000 + i, sh.dim, cf.e == SQKV_DTYPE_BF16);
         CK(cudaMemcpy(in + tensor * i, host.data(), tensor, cudaMemcpyHostToDevice));
     }
     const uint64_t ws_size = sz.workspace_base + sz.workspace_per_layer * sh.layers;
@@ -559,12 +588,30 @@ int main(int argc, char **argv) {
     bool quick = false;
     int only_config = -1; /* --config N: only configs[N], first shape (profiling) */
     const char *out_path = nullptr;
+    const char *kv_dir = nullptr;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--reps") && i + 1 < argc) g_reps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--quick")) quick = true;
         else if (!strcmp(argv[i], "--config") && i + 1 < argc) only_config = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--out") && i + 1 < argc) out_path = argv[++i];
         else if (!strcmp(argv[i], "--no-e2e")) g_e2e = false;
+        else if (!strcmp(argv[i], "--kv") && i + 1 < argc) kv_dir = argv[++i];
+    }
+    if (kv_dir) { /* before any GPU work: a bad directory fails at once */
+        const char *names[2] = {"man_bash", "py_json_decoder"};
+        for (int i = 0; i < 2; i++) {
+            sqt_error err;
+            if (sqkv_npy_cache_load(kv_dir, names[i], &g_real[i], &err) != 0) {
+                fprintf(stderr, "--kv: %s/%s: %s\n", kv_dir, names[i], err.message);
+                return 1;
+            }
+            if (g_real[i].head_dim != 128) {
+                fprintf(stderr, "--kv: %s has head_dim %u, not 128\n", names[i], g_real[i].head_dim);
+                return 1;
+            }
+        }
+        fprintf(stderr, "--kv: loaded %s and %s (%u x %u x %u x %u)\n", names[0], names[1], g_real[0].n_layers,
+                g_real[0].n_kv_heads, g_real[0].n_tokens, g_real[0].head_dim);
     }
     cudaDeviceProp p;
     CK(cudaGetDeviceProperties(&p, 0));
@@ -587,17 +634,18 @@ int main(int argc, char **argv) {
     if (d.payload_bits != 2 || d.quantizer != SQKV_QUANT_ASYMMETRIC || d.scales != SQKV_SCALE_PER_TILE ||
         d.sparsity != 0.8)
         fprintf(stderr, "note: the writer defaults changed; the first row is named after the old ones\n");
-    const Config configs[] = {{"2-bit asym per-tile s=0.8 (writer default)", 2, SQKV_QUANT_ASYMMETRIC, SQKV_SCALE_PER_TILE, -1, 0, 0},
-                              {"2-bit sym per-head s=0.7", 2, SQKV_QUANT_SYMMETRIC, SQKV_SCALE_PER_HEAD, 0.7, 0, 0},
-                              {"4-bit asym per-tile s=0.8", 4, SQKV_QUANT_ASYMMETRIC, SQKV_SCALE_PER_TILE, 0.8, 0, 0},
-                              {"16-bit exact s=0.7", 16, SQKV_QUANT_EXACT, SQKV_SCALE_NONE, 0.7, 0, 0},
+    const sqkv_dtype F16 = SQKV_DTYPE_FP16;
+    const Config configs[] = {{"2-bit asym per-tile s=0.8 (writer default)", 2, SQKV_QUANT_ASYMMETRIC, SQKV_SCALE_PER_TILE, -1, 0, 0, F16},
+                              {"2-bit sym per-head s=0.7", 2, SQKV_QUANT_SYMMETRIC, SQKV_SCALE_PER_HEAD, 0.7, 0, 0, F16},
+                              {"4-bit asym per-tile s=0.8", 4, SQKV_QUANT_ASYMMETRIC, SQKV_SCALE_PER_TILE, 0.8, 0, 0, F16},
+                              {"16-bit exact s=0.7", 16, SQKV_QUANT_EXACT, SQKV_SCALE_NONE, 0.7, 0, 0, F16},
                               /* the candidate default (spec/QUANTIZATION.md §2) */
-                              {"3-bit sym per-tile s=0.8", 3, SQKV_QUANT_SYMMETRIC, SQKV_SCALE_PER_TILE, 0.8, 0, 0},
-                              {"writer default + zstd 1", 2, SQKV_QUANT_ASYMMETRIC, SQKV_SCALE_PER_TILE, -1, 1, 0},
+                              {"3-bit sym per-tile s=0.8", 3, SQKV_QUANT_SYMMETRIC, SQKV_SCALE_PER_TILE, 0.8, 0, 0, F16},
+                              {"writer default + zstd 1", 2, SQKV_QUANT_ASYMMETRIC, SQKV_SCALE_PER_TILE, -1, 1, 0, F16},
                               /* the best measured quality (spec/QUANTIZATION.md §2) */
                               {"3-bit sym per-tile s=0.8 + range search on V", 3, SQKV_QUANT_SYMMETRIC, SQKV_SCALE_PER_TILE,
-                               0.8, 0, SQKV_RANGE_SEARCH_VALUES},
-                              {"8-bit asym per-tile s=0.8", 8, SQKV_QUANT_ASYMMETRIC, SQKV_SCALE_PER_TILE, 0.8, 0, 0},
+                               0.8, 0, SQKV_RANGE_SEARCH_VALUES, F16},
+                              {"8-bit asym per-tile s=0.8", 8, SQKV_QUANT_ASYMMETRIC, SQKV_SCALE_PER_TILE, 0.8, 0, 0, F16},
                               /* bf16 caches (Llama-3's released dtype): bf16 source, file and output */
                               {"bf16, writer default options", 2, SQKV_QUANT_ASYMMETRIC, SQKV_SCALE_PER_TILE, -1, 0, 0,
                                SQKV_DTYPE_BF16},
@@ -612,6 +660,17 @@ int main(int argc, char **argv) {
         }
         if (only_config >= 0) break;
         if (quick) break;
+    }
+    if (kv_dir) {
+        say("\nReal caches (%s: man_bash, py_json_decoder), tiled to the Llama-3-8B shape:\n\n", kv_dir);
+        say("| what | time | throughput | size |\n|---|---|---|---|\n");
+        g_use_real = true;
+        const Shape real = {"llama3-8b, real KV tiled", 32, 8, 4096, 128};
+        for (size_t i : {(size_t)0, (size_t)1, (size_t)8}) {
+            if (only_config >= 0 && (size_t)only_config % n_configs != i) continue;
+            bench_shape(real, configs[i], s, true);
+        }
+        for (sqkv_npy_cache &c : g_real) sqkv_npy_cache_free(&c);
     }
     CK(cudaStreamDestroy(s));
     if (out_path) {
