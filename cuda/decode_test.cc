@@ -537,6 +537,33 @@ TEST(CudaDecode, FastPathPerTileWidthsQuantizers) {
             }
 }
 
+/* EXACT on decode_fast.cu (head_dim 128): keys read each channel's run of values by aligned 8-byte
+ * words, so units start at every value offset modulo 4 (splits by tokens and heads, partial chunks) and
+ * runs end anywhere; every keep count from none to all, fp16 and bf16 files, each decoded to both
+ * output types, both unit-start sources. */
+TEST(CudaDecode, FastPathExactValues) {
+    SKIP_WITHOUT_GPU();
+    uint64_t n = 0;
+    for (double sp : {0.0, 0.3, 0.7, 0.95, 0.995})
+        for (sqkv_dtype e : {SQKV_DTYPE_FP16, SQKV_DTYPE_BF16})
+            for (int split = 0; split < 2; split++) {
+                Case c = base_case();
+                c.bits = 16;
+                c.q = SQKV_QUANT_EXACT;
+                c.gran = SQKV_SCALE_NONE;
+                c.e = e;
+                c.sparsity = sp;
+                c.heads = 1 + (uint32_t)(n % 4);
+                c.hps = 1 + (uint32_t)(n % 3);
+                c.tps = split ? 64 * (1 + (uint32_t)(n % 3)) : 0;
+                c.tokens = 64 * 3 + 1 + 13 * (uint32_t)(n % 5);
+                c.window = (uint32_t)(n % 3) * 5;
+                SCOPED_TRACE(c.name());
+                compare_decode(make_file(c, seed_of("decode-exact") + n), 0, 1 + (uint32_t)(n % 2));
+                n++;
+            }
+}
+
 /* 3 bits PER_HEAD on decode_fast.cu (head_dim 128): both quantizers, fp16 and bf16 files, every
  * sparsity kind, partial chunks (token counts 1 mod 64 .. 63 mod 64), token splits. */
 TEST(CudaDecode, FastPathThreeBitsPerHead) {

@@ -4,7 +4,7 @@
  * 2, 3, 4 or 8 bits) or EXACT values. It writes the same bytes as the general kernels of
  * encode_kernels.cu, which handle every other case. Selection and staging only see 15-bit magnitudes
  * and sign bits, the same for both types; the arithmetic of the parameters differs (tile_params and
- * tile_params_bf16: bf16 midpoints and differences need not be exact in binary64).
+ * tile_params's bf16 variant: bf16 midpoints and differences need not be exact in binary64).
  * PER_TILE parameters are local to one tile, so one thread of the pruning pass per tile chooses them
  * (values: the thread that staged the half row; keys, staged by rows: a thread per channel that reads
  * its tile's staged run back), and the pruning pass replaces the staged values by their codes; packing
@@ -328,14 +328,13 @@ __device__ __forceinline__ void key_ballots(uint32_t kept0, uint32_t kept1, uint
 
 /* PER_TILE: the parameters of one tile from the statistics of its kept values (gathered while staging
  * them), written to the scales stream at sc, and what coding needs in the tile's 16 slots of bnd: 2, 3
- * and 4 bits, the code boundaries (tile_params.cuh: tile_params, tile_params_bf16); 8 bits, s and z for
+ * and 4 bits, the code boundaries (tile_params.cuh tile_params, for either type); 8 bits, s and z for
  * the nearest-level search. */
 template <uint32_t BITS, bool kAsym, bool kBf16>
 __device__ __forceinline__ void choose_tile_params(uint32_t count, uint32_t max_mag, uint32_t min_key,
                                                    uint32_t max_key, uint16_t *sc, uint16_t *bnd) {
     if constexpr (BITS <= 4) {
-        if constexpr (kBf16) tile_params_bf16<BITS, kAsym>(count, max_mag, min_key, max_key, sc, bnd);
-        else tile_params<BITS, kAsym>(count, max_mag, min_key, max_key, sc, bnd);
+        tile_params<BITS, kAsym, kBf16>(count, max_mag, min_key, max_key, sc, bnd);
     } else {
         uint16_t sv, zv;
         choose_params(kAsym ? 2 : 1, BITS, kBf16, count, max_mag, min_key, max_key, &sv, &zv);

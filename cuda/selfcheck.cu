@@ -75,8 +75,7 @@ __global__ void tile_check_kernel(TileCheckCounts *out, unsigned long long sabot
     unsigned long long checked = 0, bad = 0, first = ~0ull;
     auto one = [&](uint32_t mag, uint32_t lo, uint32_t hi) {
         uint16_t sc_a[2] = {0, 0}, sc_b[2] = {0, 0}, bnd_a[16] = {0}, bnd_b[16] = {0};
-        if (kBf16) sqkv_cuda::tile_params_bf16<BITS, kAsym>(1, mag, lo, hi, sc_a, bnd_a);
-        else sqkv_cuda::tile_params<BITS, kAsym>(1, mag, lo, hi, sc_a, bnd_a);
+        sqkv_cuda::tile_params<BITS, kAsym, kBf16>(1, mag, lo, hi, sc_a, bnd_a);
         const unsigned long long at = kAsym ? ((unsigned long long)lo << 16 | hi) : mag;
         if (at == sabotage) bnd_a[1] ^= 1u; /* the hook's own test: one difference, planted */
         sqkv_cuda::tile_params_reference<BITS, kAsym>(1, mag, lo, hi, sc_b, bnd_b, kBf16);
@@ -121,7 +120,7 @@ cudaError_t run_tile_check_bits(uint32_t bits, TileCheckCounts *d, unsigned long
 
 }  // namespace
 
-/* Compares tile_params<bits, asym> (bf16: tile_params_bf16) with tile_params_reference on every finite
+/* Compares tile_params<bits, asym, bf16> with tile_params_reference on every finite
  * input of one tile with kept values: ASYMMETRIC every pair of order keys min <= max, SYMMETRIC every largest magnitude. Reports
  * how many inputs were compared, how many differ, and the first that differs (min_key << 16 | max_key, or
  * the magnitude; all ones if none). sabotage names an input (same encoding) whose fast result is altered

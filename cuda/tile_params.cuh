@@ -21,6 +21,8 @@
  * with the reference on every input pair (about 2.0e9 for ASYMMETRIC, via cuda/selfcheck.cu) for 2, 3 and
  * 4 bits. (A product corrected by two fused multiply-adds, exact in both cases by construction, gave the
  * same results on every input.)
+ * bf16 tiles (the kBf16 variant) have their own reference, with group_code_bounds_e, and their own
+ * exhaustive check (about 2.1e9 pairs); tile_params's comment says where the two types differ.
  */
 #ifndef SQKV_CUDA_TILE_PARAMS_CUH
 #define SQKV_CUDA_TILE_PARAMS_CUH
@@ -61,15 +63,42 @@ __device__ __forceinline__ double quotient_for_step(double range) {
     return __dmul_rn(range, kInv);
 }
 
-/* The parameters of one tile of count kept fp16 values from their statistics (SYMMETRIC: max_mag, the
- * largest magnitude; ASYMMETRIC: the order keys of the smallest and largest value), written to sc (s,
- * then z for ASYMMETRIC), and the tile's code boundaries to bnd[1 .. L-1]: for 2 bits as fp16 values
- * (the smallest value of each code and above), for 3 and 4 bits as order keys; kNoCode (or, for 2 bits,
- * its fp16 pattern, a NaN) marks a code no value gets. count == 0 writes zero parameters and no bounds. */
-template <uint32_t BITS, bool kAsym>
+/* The element type's conversions and constants for tile_params: fp16, or bf16 (kBf16). */
+template <bool kBf16>
+struct TileElement {
+    static __device__ __forceinline__ double to_double(uint32_t h) {
+        return kBf16 ? finite_bf16_to_double(h) : finite_fp16_to_double(h);
+    }
+    static __device__ __forceinline__ uint32_t round(double x) { return kBf16 ? double_to_bf16_rn(x) : double_to_fp16_rn(x); }
+    static __device__ __forceinline__ bool finite(uint32_t h) {
+        return kBf16 ? (h & 0x7F80u) != 0x7F80u : fp16_finite(h);
+    }
+    static constexpr uint32_t kMaxFinite = kBf16 ? 0x7F7Fu : 0x7BFFu;
+    static constexpr uint32_t kMinKey = kBf16 ? 0x0080u : 0x0400u; /* order key of -kMaxFinite */
+    /* a code no value gets, as the references mark it: group_code_bounds's kNoCode (fp16),
+     * group_code_bounds_e's key of +infinity (bf16) */
+    static constexpr uint32_t kNone = kBf16 ? 0xFF80u : kNoCode;
+};
+
+/* The parameters of one tile of count kept fp16 (kBf16: bf16) values from their statistics (SYMMETRIC:
+ * max_mag, the largest magnitude; ASYMMETRIC: the order keys of the smallest and largest value), written
+ * to sc (s, then z for ASYMMETRIC), and the tile's code boundaries to bnd[1 .. L-1]: for 2 bits as
+ * values (the smallest value of each code and above), for 3 and 4 bits as order keys; TileElement::kNone
+ * (for 2 bits its value, NaN or +infinity) marks a code no value gets. count == 0 writes zero parameters
+ * and no bounds.
+ * bf16 differs in two places. The step is a division: a bf16 range is a rounded binary64 difference, so
+ * the argument for the product does not carry over. And the bound of a code c that starts a run of
+ * equal levels (lo = level(c - 1) < hi = level(c)) is not always the value above the midpoint, since
+ * neither the midpoint nor the differences nearest_code takes need be exact: there nearest_code gives c
+ * or more exactly when x > hi, or x > lo and fl(hi - x) < fl(x - lo) (for lo < x <= hi the lower bound is c,
+ * and above < below decides; above hi every code is c or more). That test is monotone in x, so the
+ * midpoint's guess stands when the test holds at it and not at its predecessor, and a search between lo
+ * and hi finds the bound where it does not. cuda/tile_params_test checks both types on every input. */
+template <uint32_t BITS, bool kAsym, bool kBf16 = false>
 __device__ __forceinline__ void tile_params(uint32_t count, uint32_t max_mag, uint32_t min_key, uint32_t max_key,
                                             uint16_t *sc, uint16_t *bnd) {
     static_assert(BITS >= 2 && BITS <= 4, "2, 3 and 4 bits");
+    using E = TileElement<kBf16>;
     constexpr uint32_t L = 1u << BITS;
     if (count == 0) {
         sc[0] = 0;
@@ -80,132 +109,64 @@ __device__ __forceinline__ void tile_params(uint32_t count, uint32_t max_mag, ui
     double zd = 0.0, range;
     if (kAsym) {
         zv = e_from_order_key(min_key);
-        zd = finite_fp16_to_double(zv);
-        range = __dsub_rn(finite_fp16_to_double(e_from_order_key(max_key)), zd);
+        zd = E::to_double(zv);
+        range = __dsub_rn(E::to_double(e_from_order_key(max_key)), zd);
     } else {
-        range = finite_fp16_to_double(max_mag);
+        range = E::to_double(max_mag);
     }
-    uint32_t sv = double_to_fp16_rn(quotient_for_step<L - 1>(range));
+    uint32_t sv = E::round(kBf16 ? __ddiv_rn(range, (double)(L - 1)) : quotient_for_step<L - 1>(range));
     if (range > 0 && (sv & 0x7FFFu) == 0) sv = 1;
-    if (!fp16_finite(sv)) sv = 0x7BFFu;
+    if (!E::finite(sv)) sv = E::kMaxFinite;
     /* numeric.cuh choose_step: while the top level (ASYMMETRIC: also the bottom one, which is z) is not
      * finite, s goes down by one; s is finite and not negative from here on */
     double sd;
     uint32_t lev[L];
     auto level = [&](uint32_t c) -> uint32_t {
-        if (kAsym) return double_to_fp16_rn(__fma_rn((double)c, sd, zd));
-        return double_to_fp16_rn(__dmul_rn((double)(int32_t)(2 * c + 1 - L), sd));
+        if (kAsym) return E::round(__fma_rn((double)c, sd, zd));
+        return E::round(__dmul_rn((double)(int32_t)(2 * c + 1 - L), sd));
     };
     for (;;) {
-        sd = finite_fp16_to_double(sv);
+        sd = E::to_double(sv);
         lev[L - 1] = level(L - 1);
-        if (sv == 0 || fp16_finite(lev[L - 1])) break;
+        if (sv == 0 || E::finite(lev[L - 1])) break;
         sv--;
     }
     sc[0] = (uint16_t)sv;
     if (kAsym) sc[1] = (uint16_t)zv;
 #pragma unroll
     for (uint32_t c = 0; c + 1 < L; c++) lev[c] = level(c);
-    /* numeric.cuh group_code_bounds on levels known to be finite */
-    double hi = finite_fp16_to_double(lev[L - 1]);
+    /* numeric.cuh group_code_bounds (fp16) or group_code_bounds_e (bf16) on levels known to be finite */
+    double hi = E::to_double(lev[L - 1]);
     const double top = hi;
-    uint32_t above = kNoCode; /* B[c + 1] */
+    uint32_t above = E::kNone; /* B[c + 1] */
 #pragma unroll
     for (uint32_t c = L - 1; c >= 1; c--) {
-        const double lo = finite_fp16_to_double(lev[c - 1]);
+        const double lo = E::to_double(lev[c - 1]);
         uint32_t B;
         if (hi > lo) {
             const double mid = __dmul_rn(__dadd_rn(lo, hi), 0.5);
-            const uint32_t m = double_to_fp16_rn(mid);
+            const uint32_t m = E::round(mid);
             const uint32_t k = e_order_key((uint16_t)m);
-            B = finite_fp16_to_double(m) > mid ? k : k + 1u;
-        } else {
-            B = hi == top ? kNoCode : above;
-        }
-        bnd[c] = BITS == 2 ? e_from_order_key(B) : (uint16_t)B;
-        above = B;
-        hi = lo;
-    }
-}
-
-/* tile_params for bf16 tiles: the outputs of tile_params_reference(..., bf16 = true) from the same
- * arithmetic without the reference's general paths. The step is still a division (a bf16 range, a
- * rounded binary64 difference, can be any binary64 value, so no argument as for fp16's product is at
- * hand); levels are one fused multiply-add (c s is exact: c < 16 times 8 significant bits); conversions
- * assume finite values. Bounds: for a c that starts a run of equal levels (level(c - 1) = lo < level(c)
- * = hi), nearest_code gives c or more to x exactly when x > hi, or x > lo and fl(hi - x) < fl(x - lo) (for
- * lo < x <= hi the lower bound is c, and above < below decides; above hi every code is c or more). That
- * test is monotone in x, so the smallest such key is checked at the midpoint's guess and its
- * predecessor, and searched for between lo and hi where the guess fails (rounded differences). Runs: as
- * group_code_bounds. cuda/tile_params_test compares this with the reference on every input (via
- * cuda/selfcheck.cu). */
-template <uint32_t BITS, bool kAsym>
-__device__ __forceinline__ void tile_params_bf16(uint32_t count, uint32_t max_mag, uint32_t min_key, uint32_t max_key,
-                                                 uint16_t *sc, uint16_t *bnd) {
-    static_assert(BITS >= 2 && BITS <= 4, "2, 3 and 4 bits");
-    constexpr uint32_t L = 1u << BITS;
-    if (count == 0) {
-        sc[0] = 0;
-        if (kAsym) sc[1] = 0;
-        return;
-    }
-    auto finite = [](uint32_t h) { return (h & 0x7F80u) != 0x7F80u; };
-    uint32_t zv = 0;
-    double zd = 0.0, range;
-    if (kAsym) {
-        zv = e_from_order_key(min_key);
-        zd = finite_bf16_to_double(zv);
-        range = __dsub_rn(finite_bf16_to_double(e_from_order_key(max_key)), zd);
-    } else {
-        range = finite_bf16_to_double(max_mag);
-    }
-    uint32_t sv = double_to_bf16_rn(__ddiv_rn(range, (double)(L - 1)));
-    if (range > 0 && (sv & 0x7FFFu) == 0) sv = 1;
-    if (!finite(sv)) sv = 0x7F7Fu;
-    double sd;
-    auto level = [&](uint32_t c) -> uint32_t {
-        if (kAsym) return double_to_bf16_rn(__fma_rn((double)c, sd, zd));
-        return double_to_bf16_rn(__dmul_rn((double)(int32_t)(2 * c + 1 - L), sd));
-    };
-    uint32_t top_bits;
-    for (;;) {
-        sd = finite_bf16_to_double(sv);
-        top_bits = level(L - 1);
-        if (sv == 0 || finite(top_bits)) break;
-        sv--;
-    }
-    sc[0] = (uint16_t)sv;
-    if (kAsym) sc[1] = (uint16_t)zv;
-    constexpr uint32_t kMinKey = 0x0080u, kNone = 0xFF80u; /* keys of -max finite and of +inf */
-    double hi = finite_bf16_to_double(top_bits);
-    const double top = hi;
-    uint32_t above = kNone; /* B[c + 1] */
-#pragma unroll
-    for (uint32_t c = L - 1; c >= 1; c--) {
-        const double lo = finite_bf16_to_double(level(c - 1));
-        uint32_t B;
-        if (hi > lo) {
-            /* x gets c or more */
-            auto reaches = [&](uint32_t key) {
-                const double x = finite_bf16_to_double(e_from_order_key(key));
-                return x > hi || (x > lo && __dsub_rn(hi, x) < __dsub_rn(x, lo));
-            };
-            const double mid = __dmul_rn(__dadd_rn(lo, hi), 0.5);
-            const uint32_t m = double_to_bf16_rn(mid);
-            const uint32_t k = e_order_key((uint16_t)m);
-            B = finite_bf16_to_double(m) > mid ? k : k + 1u;
-            B = B < kMinKey + 1u ? kMinKey + 1u : B > kNone - 1u ? kNone - 1u : B;
-            if (!reaches(B) || reaches(B - 1u)) {
-                uint32_t a = e_order_key((uint16_t)double_to_bf16_rn(lo)) + 1u, b = e_order_key((uint16_t)double_to_bf16_rn(hi));
-                while (a < b) {
-                    const uint32_t md = a + (b - a) / 2;
-                    if (reaches(md)) b = md;
-                    else a = md + 1u;
+            B = E::to_double(m) > mid ? k : k + 1u;
+            if constexpr (kBf16) {
+                /* x gets c or more */
+                auto reaches = [&](uint32_t key) {
+                    const double x = E::to_double(e_from_order_key(key));
+                    return x > hi || (x > lo && __dsub_rn(hi, x) < __dsub_rn(x, lo));
+                };
+                B = B < E::kMinKey + 1u ? E::kMinKey + 1u : B > E::kNone - 1u ? E::kNone - 1u : B;
+                if (!reaches(B) || reaches(B - 1u)) {
+                    uint32_t a = e_order_key((uint16_t)lev[c - 1]) + 1u, b = e_order_key((uint16_t)lev[c]);
+                    while (a < b) {
+                        const uint32_t md = a + (b - a) / 2;
+                        if (reaches(md)) b = md;
+                        else a = md + 1u;
+                    }
+                    B = a;
                 }
-                B = a;
             }
         } else {
-            B = hi == top ? kNone : above;
+            B = hi == top ? E::kNone : above;
         }
         bnd[c] = BITS == 2 ? e_from_order_key(B) : (uint16_t)B;
         above = B;

@@ -3,7 +3,7 @@
  * which avoids the division and the conversions' special cases) equals its reference, numeric.cuh's
  * functions composed as the CPU encoder composes them, on every input: every pair of fp16 extremes
  * (ASYMMETRIC, zeros included: about 2.0e9 pairs) and every largest magnitude (SYMMETRIC), for 2, 3 and 4
- * bits; and the same for bf16 tiles (tile_params_bf16: every pair of bf16 extremes, about 2.1e9).
+ * bits; and the same for bf16 tiles (tile_params<..., true>: every pair of bf16 extremes, about 2.1e9).
  * code_bounds_test and the encode tests tie the reference to the CPU encoder's bytes.
  */
 #include "cuda_test_util.h"
