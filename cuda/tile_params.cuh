@@ -93,7 +93,8 @@ struct TileElement {
  * or more exactly when x > hi, or x > lo and fl(hi - x) < fl(x - lo) (for lo < x <= hi the lower bound is c,
  * and above < below decides; above hi every code is c or more). That test is monotone in x, so the
  * midpoint's guess stands when the test holds at it and not at its predecessor, and a search between lo
- * and hi finds the bound where it does not. cuda/tile_params_test checks both types on every input. */
+ * and hi finds the bound where it does not; the levels -h and h (SYMMETRIC tiles), whose midpoint 0 is
+ * never the bound, have it in closed form. cuda/tile_params_test checks both types on every input. */
 template <uint32_t BITS, bool kAsym, bool kBf16 = false>
 __device__ __forceinline__ void tile_params(uint32_t count, uint32_t max_mag, uint32_t min_key, uint32_t max_key,
                                             uint16_t *sc, uint16_t *bnd) {
@@ -155,7 +156,19 @@ __device__ __forceinline__ void tile_params(uint32_t count, uint32_t max_mag, ui
                     return x > hi || (x > lo && __dsub_rn(hi, x) < __dsub_rn(x, lo));
                 };
                 B = B < E::kMinKey + 1u ? E::kMinKey + 1u : B > E::kNone - 1u ? E::kNone - 1u : B;
-                if (!reaches(B) || reaches(B - 1u)) {
+                if (lo == -hi) {
+                    /* levels -h and h (a SYMMETRIC tile's middle pair): the midpoint 0 is no guess. For
+                     * 0 < x << h, fl(h - x) < fl(x + h) exactly when one of them leaves h, which takes x
+                     * above half the binary64 spacing below h: t = 2^(E - 53) for h in [2^E, 2^(E + 1)),
+                     * 2^(E - 54) when h = 2^E (a tie keeps h: its 53-bit significand is even). The bound is
+                     * the bf16 value after t (the smallest subnormal when t is below it). */
+                    const uint32_t hb = lev[c] & 0x7FFFu, eb = hb >> 7, m7 = hb & 0x7Fu;
+                    const int E = eb ? (int)eb - 127 : 31 - __clz((int)m7) - 133;
+                    const bool pow2 = eb ? m7 == 0 : (m7 & (m7 - 1u)) == 0;
+                    const int te = E - 53 - (pow2 ? 1 : 0);
+                    const uint32_t tb = te >= -126 ? (uint32_t)(te + 127) << 7 : te >= -133 ? 1u << (te + 133) : 0u;
+                    B = e_order_key((uint16_t)(tb + 1u));
+                } else if (!reaches(B) || reaches(B - 1u)) {
                     uint32_t a = e_order_key((uint16_t)lev[c - 1]) + 1u, b = e_order_key((uint16_t)lev[c]);
                     while (a < b) {
                         const uint32_t md = a + (b - a) / 2;

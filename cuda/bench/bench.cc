@@ -650,6 +650,8 @@ int main(int argc, char **argv) {
                               {"bf16, writer default options", 2, SQKV_QUANT_ASYMMETRIC, SQKV_SCALE_PER_TILE, -1, 0, 0,
                                SQKV_DTYPE_BF16},
                               {"bf16, 2-bit sym per-head s=0.7", 2, SQKV_QUANT_SYMMETRIC, SQKV_SCALE_PER_HEAD, 0.7, 0, 0,
+                               SQKV_DTYPE_BF16},
+                              {"bf16, 3-bit sym per-tile s=0.8", 3, SQKV_QUANT_SYMMETRIC, SQKV_SCALE_PER_TILE, 0.8, 0, 0,
                                SQKV_DTYPE_BF16}};
     const size_t n_configs = sizeof configs / sizeof configs[0];
     for (const Shape &sh : shapes) {
