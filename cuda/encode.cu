@@ -55,6 +55,7 @@ struct sqkv_cuda_encoder {
     std::vector<uint8_t> layer_done;
     uint32_t pending_first = 0, pending_n = 0;
     const void *pending_ws = nullptr;
+    uint32_t error_slot = 0, pending_error_slot = 0; /* error words of the next call / the pending one */
     bool have_source = false;
     sqkv_dtype source_dtype = SQKV_DTYPE_FP16;
     std::vector<int32_t> tokens;
@@ -223,7 +224,7 @@ sqkv_cuda_status build_plan(sqkv_cuda_encoder *e) {
         off = align_up(off + bytes, 256);
         return at;
     };
-    e->off_error = take(16);
+    e->off_error = take(32); /* two slots of error words (encode_layers) */
     e->off_sections = take(e->sections.size() * sizeof(SectionPlan));
     e->off_units = take(e->units.size() * sizeof(UnitPlan));
     e->off_dense = take(e->dense_ids.size() * 4);
@@ -336,18 +337,31 @@ extern "C" sqkv_cuda_status sqkv_cuda_encode_layers(sqkv_cuda_encoder *e, uint32
         if (!e->block_map.empty())
             SQKV_CUDA_TRY(cudaMemcpyAsync(ws + e->off_map, e->block_map.data(), e->block_map.size() * 4,
                                           cudaMemcpyHostToDevice, stream));
+        /* Two slots of error words, used by calls in turn: each call's header kernel zeroes the other
+         * slot for the next call, so that calls on the same workspace queue no memset (each operation
+         * in the stream between calls is a few microseconds of idle GPU, which calls of one layer each
+         * pay every time). A new plan starts both at zero. */
+        SQKV_CUDA_TRY(cudaMemsetAsync(ws + e->off_error, 0, 32, stream));
+        e->error_slot = 0;
         e->plan_ws = workspace;
     }
-    std::vector<const void *> ptrs(2 * (size_t)n_layers);
-    for (uint32_t i = 0; i < n_layers; i++) {
-        ptrs[2 * i] = k[i];
-        ptrs[2 * i + 1] = v[i];
-    }
-    SQKV_CUDA_TRY(cudaMemcpyAsync(ws + la.ptrs, ptrs.data(), ptrs.size() * sizeof(void *), cudaMemcpyHostToDevice, stream));
-    SQKV_CUDA_TRY(cudaMemsetAsync(ws + e->off_error, 0, 16, stream));
-
     EncodeArgs a;
     memset(&a, 0, sizeof a);
+    if (n_layers <= kInlineSourceLayers) {
+        for (uint32_t i = 0; i < n_layers; i++) {
+            a.src_inline[2 * i] = k[i];
+            a.src_inline[2 * i + 1] = v[i];
+        }
+        a.src = nullptr;
+    } else {
+        std::vector<const void *> ptrs(2 * (size_t)n_layers);
+        for (uint32_t i = 0; i < n_layers; i++) {
+            ptrs[2 * i] = k[i];
+            ptrs[2 * i + 1] = v[i];
+        }
+        SQKV_CUDA_TRY(cudaMemcpyAsync(ws + la.ptrs, ptrs.data(), ptrs.size() * sizeof(void *), cudaMemcpyHostToDevice, stream));
+        a.src = (const void *const *)(ws + la.ptrs);
+    }
     a.g = e->g;
     a.g.src_dtype = (uint32_t)src_dtype;
     a.sections = (const SectionPlan *)(ws + e->off_sections);
@@ -356,7 +370,6 @@ extern "C" sqkv_cuda_status sqkv_cuda_encode_layers(sqkv_cuda_encoder *e, uint32
     a.n_units = (uint32_t)e->units.size();
     a.n_layers = n_layers;
     a.first_layer = first_layer;
-    a.src = (const void *const *)(ws + la.ptrs);
     a.out = (uint8_t *)out;
     a.layer_capacity = e->layer_capacity;
     a.stats = (UnitStat *)(ws + la.stats);
@@ -367,7 +380,8 @@ extern "C" sqkv_cuda_status sqkv_cuda_encode_layers(sqkv_cuda_encoder *e, uint32
     a.unit_cap = e->unit_cap;
     a.results = (SectionResult *)(ws + la.results);
     a.hashes = (uint64_t *)(ws + la.hashes);
-    a.error = (uint32_t *)(ws + e->off_error);
+    a.error = (uint32_t *)(ws + e->off_error + 16 * e->error_slot);
+    a.error_next = (uint32_t *)(ws + e->off_error + 16 * (e->error_slot ^ 1u));
     a.dense_ids = (const uint32_t *)(ws + e->off_dense);
     a.n_dense = (uint32_t)e->dense_ids.size();
     a.max_dense_elems = e->max_dense_elems;
@@ -395,6 +409,8 @@ extern "C" sqkv_cuda_status sqkv_cuda_encode_layers(sqkv_cuda_encoder *e, uint32
     e->pending_first = first_layer;
     e->pending_n = n_layers;
     e->pending_ws = workspace;
+    e->pending_error_slot = e->error_slot;
+    e->error_slot ^= 1u;
     if (!e->have_source) {
         e->have_source = true;
         e->source_dtype = src_dtype;
@@ -415,7 +431,7 @@ extern "C" sqkv_cuda_status sqkv_cuda_encode_results(sqkv_cuda_encoder *e, const
     std::vector<SectionResult> res((size_t)n * ns);
     uint32_t err_word[4];
     const uint8_t *ws = (const uint8_t *)workspace;
-    SQKV_CUDA_TRY(cudaMemcpyAsync(err_word, ws + e->off_error, 16, cudaMemcpyDeviceToHost, stream));
+    SQKV_CUDA_TRY(cudaMemcpyAsync(err_word, ws + e->off_error + 16 * e->pending_error_slot, 16, cudaMemcpyDeviceToHost, stream));
     SQKV_CUDA_TRY(cudaMemcpyAsync(res.data(), ws + la.results, res.size() * sizeof(SectionResult),
                                   cudaMemcpyDeviceToHost, stream));
     SQKV_CUDA_TRY(cudaStreamSynchronize(stream));

@@ -468,6 +468,7 @@ __global__ void __launch_bounds__(kFastThreads, 8) prune_fast_kernel(EncodeArgs 
      * shared memory holds it only for PER_TILE (prune_fast_smem_bytes) */
     uint8_t *tilemap = (uint8_t *)outbuf + align_up(2 * a.unit_cap, 16);
     const uint32_t tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    cudaGridDependencySynchronize(); /* launch_prune_variant: the stream's earlier work */
     /* fast_payload_in_prune: EXACT values and 8-bit PER_TILE codes go to the payload from here */
     const bool payload_here = kTileBits == 8 || (kTileBits == 0 && a.g.quantizer == 0);
     uint32_t layer = blockIdx.y, uidx = blockIdx.x;
@@ -481,7 +482,7 @@ __global__ void __launch_bounds__(kFastThreads, 8) prune_fast_kernel(EncodeArgs 
     const SectionPlan &sec = a.sections[u.section];
     const uint32_t R = u.rows, nt = u.n_tiles;
     const bool keys = sec.tensor == 0;
-    const uint16_t *src = (const uint16_t *)a.src[2 * layer + sec.tensor];
+    const uint16_t *src = (const uint16_t *)layer_source(a, layer, sec.tensor);
     const uint32_t head = sec.head_start + u.head;
     const uint64_t row0 = ((uint64_t)head * a.g.n_tokens + sec.token_start + 64ull * u.chunk) * kFD;
     if (tid < 4) s.misc[tid] = tid == 1 ? 0xFFFFFFFFu : 0u;
@@ -841,6 +842,7 @@ constexpr int kSectionThreads = 256;
 __global__ void __launch_bounds__(kSectionThreads) section_fast_kernel(EncodeArgs a) {
     const uint32_t layer = blockIdx.y;
     const SectionPlan &sec = a.sections[blockIdx.x];
+    if (threadIdx.x == 0) write_hash_job(a, layer, blockIdx.x); /* DENSE sections' too */
     if (sec.kind != kKindSparse) return;
     cudaGridDependencySynchronize(); /* launch_dependent: the pruning pass's results from here on */
     const Geometry &g = a.g;
@@ -1067,9 +1069,9 @@ sqkv_cuda_status launch_prune_variant(const EncodeArgs &a, size_t smem, cudaStre
             configured |= bit;
         }
     }
-    kernel<<<dim3(a.n_units, a.n_layers), kFastThreads, smem, stream>>>(a);
-    SQKV_CUDA_LAUNCHED();
-    return SQKV_OK;
+    /* a programmatic dependent of whatever the stream ran before (the previous call's header kernel when
+     * calls follow each other): its blocks are placed while that kernel drains, and wait for it first */
+    return launch_dependent(kernel, dim3(a.n_units, a.n_layers), dim3(kFastThreads), smem, stream, a);
 }
 
 /* fp16 or bf16 elements (kBf16), from a source of the same type */

@@ -410,7 +410,7 @@ __global__ void __launch_bounds__(kPruneThreads) prune_kernel(EncodeArgs a) {
     const SectionPlan &sec = a.sections[u.section];
     const bool bf16 = g.e_bf16 != 0;
     const uint32_t D = g.head_dim, RS = g.row_stride, R = u.rows, nt = u.n_tiles;
-    const void *src = a.src[2 * layer + sec.tensor];
+    const void *src = layer_source(a, layer, sec.tensor);
     const uint32_t head = sec.head_start + u.head;
     const uint64_t row0 = ((uint64_t)head * g.n_tokens + sec.token_start + 64ull * u.chunk) * D;
     const bool keys = sec.tensor == 0;
@@ -663,6 +663,7 @@ __global__ void __launch_bounds__(kPruneThreads) prune_kernel(EncodeArgs a) {
 __global__ void __launch_bounds__(256) section_kernel(EncodeArgs a) {
     const uint32_t layer = blockIdx.y;
     const SectionPlan &sec = a.sections[blockIdx.x];
+    if (threadIdx.x == 0) write_hash_job(a, layer, blockIdx.x); /* DENSE sections' too */
     if (sec.kind != kKindSparse) return;
     const Geometry &g = a.g;
     UnitStat *st = a.stats + (uint64_t)layer * a.n_units + sec.unit_first;
@@ -912,13 +913,17 @@ __global__ void __launch_bounds__(kPackThreads) pack_kernel(EncodeArgs a) {
 
 /* ---- DENSE sections ------------------------------------------------------------------------------ */
 
+/* Launched as a programmatic dependent (launch_dependent), as every kernel after the pruning pass: each
+ * waits for its predecessor before anything else, so that a kernel's completion implies that of all
+ * the call's kernels before it (the checksums must see every section complete). */
 __global__ void dense_kernel(EncodeArgs a) {
+    cudaGridDependencySynchronize();
     const Geometry &g = a.g;
     const uint32_t section = a.dense_ids[blockIdx.z];
     const SectionPlan &sec = a.sections[section];
     const uint32_t layer = blockIdx.y;
     const bool bf16 = g.e_bf16 != 0;
-    const void *src = a.src[2 * layer + sec.tensor];
+    const void *src = layer_source(a, layer, sec.tensor);
     uint8_t *body = a.out + (uint64_t)layer * a.layer_capacity + sec.slot + 64;
     uint16_t *dst = (uint16_t *)body;
     const uint64_t per_head = (uint64_t)sec.token_count * g.head_dim;
@@ -953,23 +958,10 @@ __device__ void put64(uint8_t *p, uint64_t v) {
     for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
 }
 
-/* XXH3 jobs of the batch: every section body, its length taken from the section results. */
-__global__ void jobs_kernel(EncodeArgs a) {
-    const uint32_t i = blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= a.n_sections * a.n_layers) return;
-    const uint32_t layer = i / a.n_sections, si = i % a.n_sections;
-    const SectionPlan &sec = a.sections[si];
-    HashJob j;
-    j.data = a.out + (uint64_t)layer * a.layer_capacity + sec.slot + 64;
-    j.len_at = &a.results[i].stored_size;
-    j.len = 0;
-    j.block_first = (uint64_t)layer * a.blocks_per_layer + sec.xxh_block_first;
-    j.max_blocks = 0;
-    a.jobs[i] = j;
-}
-
 /* The 64-byte section header (section_header.c sqkv_section_header_pack) of every section. */
 __global__ void header_kernel(EncodeArgs a) {
+    cudaGridDependencySynchronize(); /* launch_dependent: the checksums */
+    if (blockIdx.x == 0 && threadIdx.x < 4) a.error_next[threadIdx.x] = 0; /* encode_layers: two slots in turn */
     const uint32_t i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= a.n_sections * a.n_layers) return;
     const uint32_t layer = i / a.n_sections, si = i % a.n_sections;
@@ -1086,19 +1078,18 @@ sqkv_cuda_status launch_encode(const EncodeArgs &a, cudaStream_t stream) {
     if (!a.fast) timer.mark("pack");
     if (a.n_dense > 0) {
         const uint64_t blocks = (a.max_dense_elems + 2047) / 2048;
-        dense_kernel<<<dim3((unsigned)(blocks < 1024 ? blocks : 1024), a.n_layers, a.n_dense), 256, 0, stream>>>(a);
-        SQKV_CUDA_LAUNCHED();
+        const sqkv_cuda_status ds =
+            launch_dependent(dense_kernel, dim3((unsigned)(blocks < 1024 ? blocks : 1024), a.n_layers, a.n_dense), dim3(256), 0, stream, a);
+        if (ds != SQKV_OK) return ds;
     }
     timer.mark("dense");
     const uint32_t n_jobs = a.n_sections * a.n_layers;
-    jobs_kernel<<<(n_jobs + 127) / 128, 128, 0, stream>>>(a);
-    SQKV_CUDA_LAUNCHED();
     const sqkv_cuda_status st =
         launch_hash(a.jobs, a.n_sections, a.n_layers, a.block_map, a.blocks_per_layer, a.sums, a.hashes, stream);
     if (st != SQKV_OK) return st;
     timer.mark("hash");
-    header_kernel<<<(n_jobs + 127) / 128, 128, 0, stream>>>(a);
-    SQKV_CUDA_LAUNCHED();
+    const sqkv_cuda_status hs = launch_dependent(header_kernel, dim3((n_jobs + 127) / 128), dim3(128), 0, stream, a);
+    if (hs != SQKV_OK) return hs;
     timer.mark("header");
     return SQKV_OK;
 }

@@ -607,6 +607,60 @@ TEST(CudaEncode, ManyLayersInBatches) {
     check_case(c, seed_of("batches"), 3);
 }
 
+/* Batches above kInlineSourceLayers (32) pass their inputs through the workspace, smaller ones in the
+ * kernels' arguments; calls on one workspace use its two slots of error words in turn. Fast path (fp16,
+ * head_dim 128) and general kernels (fp32 source, head_dim 96, a dense window). */
+TEST(CudaEncode, LargeBatchesAndSuccessiveCalls) {
+    SKIP_WITHOUT_GPU();
+    for (int general = 0; general < 2; general++) {
+        Case c = base_case();
+        c.layers = 41;
+        c.heads = 1;
+        c.tokens = general ? 90 : 70;
+        if (general) {
+            c.src = SQKV_DTYPE_FP32;
+            c.head_dim = 96;
+            c.window = 6;
+        }
+        for (uint32_t batch : {41u, 33u, 32u, 5u, 1u}) check_case(c, seed_of("large-batch") + 64 * general + batch, batch);
+    }
+}
+
+/* One encoder and one workspace, calls with and without a NaN in turn: each call's verdict is its own
+ * (the error words a call uses are zeroed by the call before it, encode.cu). */
+TEST(CudaEncode, ErrorVerdictsOfSuccessiveCallsOnOneWorkspace) {
+    SKIP_WITHOUT_GPU();
+    for (int general = 0; general < 2; general++) {
+        Case c = base_case();
+        c.layers = 1;
+        if (general) c.head_dim = 96;
+        const sqkv_geometry g = geometry_of(c);
+        const sqkv_writer_options o = options_of(c);
+        const size_t n = (size_t)c.heads * c.tokens * c.head_dim;
+        std::vector<uint16_t> clean(n), bad;
+        std::mt19937_64 rng(seed_of("error-slots") + general);
+        for (auto &x : clean) x = (uint16_t)(0x3000u + rng() % 0x0C00u) | (uint16_t)((rng() & 1u) << 15);
+        bad = clean;
+        bad[n / 3] = 0x7E00u; /* NaN */
+        sqkv_cuda_encoder *enc = nullptr;
+        SQ_OK(sqkv_cuda_encoder_create(&g, &o, &enc));
+        sqkv_cuda_encode_sizes sz;
+        SQ_OK(sqkv_cuda_encoder_sizes(enc, &sz));
+        DevBuf cd(n * 2), bd(n * 2), out(sz.layer_capacity), ws(sz.workspace_base + sz.workspace_per_layer);
+        CUDA_OK(cudaMemcpy(cd.p, clean.data(), n * 2, cudaMemcpyHostToDevice));
+        CUDA_OK(cudaMemcpy(bd.p, bad.data(), n * 2, cudaMemcpyHostToDevice));
+        const bool nan_in[] = {false, true, false, false, true, true, false, true, false};
+        for (size_t i = 0; i < sizeof nan_in; i++) {
+            const void *kp[1] = {nan_in[i] && (i & 1) ? bd.p : cd.p}, *vp[1] = {nan_in[i] && !(i & 1) ? bd.p : cd.p};
+            SQ_OK(sqkv_cuda_encode_layers(enc, 0, 1, c.src, kp, vp, out.p, out.n, ws.p, ws.n, 0));
+            EXPECT_EQ(nan_in[i] ? SQKV_ERR_NONFINITE_INPUT : SQKV_OK, sqkv_cuda_encode_results(enc, ws.p, nullptr, 0))
+                << "general " << general << " call " << i;
+            if (!nan_in[i]) SQ_OK(sqkv_cuda_encoder_reset(enc));
+        }
+        sqkv_cuda_encoder_destroy(enc);
+    }
+}
+
 /* write_file with more layers than its ring of host buffers (encode.cu put_layers: 4), with and without
  * zstd (the compression pool), one and several sections per layer: the writer's bytes. */
 TEST(CudaEncode, WriteFileThroughTheLayerRing) {

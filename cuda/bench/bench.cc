@@ -3,7 +3,10 @@
  * run (CUDA events, warm-up, medians). Throughput is in GB/s of dense fp16: bytes read for encode,
  * bytes written for decode; the copy counts bytes read plus bytes written, as usual.
  *
- *   sqkv_cuda_bench [--reps N] [--quick] [--config N] [--no-e2e] [--out FILE] [--kv DIR]
+ *   sqkv_cuda_bench [--reps N] [--quick] [--config N] [--no-e2e] [--out FILE] [--kv DIR] [--chunks]
+ *
+ * --chunks: each encode also as 2, 4, 8, 16 and 32 calls of fewer layers, on one stream and alternating
+ * between two (bench_chunked_encode).
  *
  * --kv DIR: also the real caches of DIR (shared/data/kv: man_bash and py_json_decoder, fp16 [8, 2, 1024,
  * 128] each), tiled to the Llama-3-8B shape (layer l, head h, token t of the input is layer l % 8, head
@@ -59,6 +62,7 @@ static uint16_t sqkv_bf16_bits(float f) {
 namespace {
 
 int g_reps = 15;
+uint32_t g_chunks = 0; /* --chunks: also time the encode as several calls on two streams */
 bool g_e2e = true;
 /* --kv: the real caches, and whether the shape being measured takes its input from them */
 sqkv_npy_cache g_real[2];
@@ -187,6 +191,69 @@ void bench_copy(cudaStream_t s) {
     CK(cudaFree(b));
 }
 
+/* --chunks: the same layers encoded as C calls of layers / C each, alternating between two streams, so
+ * that one call's later stages (sections, packing, checksums, headers) may overlap the next call's
+ * pruning pass. An encoder has one batch pending at a time, so each call has its own encoder (same
+ * geometry and options) and workspace. Times one call of all layers (ms_whole) against it. */
+void bench_chunked_encode(const sqkv_geometry &g, const sqkv_writer_options &o, const Shape &sh, const Config &cf,
+                          const std::vector<const void *> &kp, const std::vector<const void *> &vp, uint8_t *out,
+                          cudaStream_t s, double ms_whole) {
+    const size_t dense_total = 4ull * sh.heads * sh.tokens * sh.dim * sh.layers;
+    cudaStream_t s2;
+    CK(cudaStreamCreateWithFlags(&s2, cudaStreamNonBlocking));
+    cudaEvent_t a, b, fork, join;
+    CK(cudaEventCreate(&a));
+    CK(cudaEventCreate(&b));
+    CK(cudaEventCreateWithFlags(&fork, cudaEventDisableTiming));
+    CK(cudaEventCreateWithFlags(&join, cudaEventDisableTiming));
+    say("| encode as C calls on 1 or 2 streams (one call of all layers: %.3f ms) | streams | time | throughput |\n", ms_whole);
+    for (uint32_t C : {2u, 4u, 8u, 16u, 32u}) {
+        if (sh.layers % C) continue;
+        const uint32_t n = sh.layers / C;
+        std::vector<sqkv_cuda_encoder *> enc(C);
+        std::vector<uint8_t *> ws(C);
+        sqkv_cuda_encode_sizes sz;
+        for (uint32_t c = 0; c < C; c++) {
+            SK(sqkv_cuda_encoder_create(&g, &o, &enc[c]));
+            SK(sqkv_cuda_encoder_sizes(enc[c], &sz));
+        }
+        const uint64_t wsz = sz.workspace_base + sz.workspace_per_layer * n;
+        for (auto &w : ws) CK(cudaMalloc(&w, wsz));
+        for (int streams = 1; streams <= 2; streams++) {
+            std::vector<double> t;
+            for (int i = 0; i < 3 + g_reps; i++) {
+                CK(cudaEventRecord(a, s));
+                CK(cudaEventRecord(fork, s));
+                CK(cudaStreamWaitEvent(s2, fork, 0));
+                for (uint32_t c = 0; c < C; c++) {
+                    cudaStream_t cs = streams == 2 && (c & 1) ? s2 : s;
+                    SK(sqkv_cuda_encode_layers(enc[c], c * n, n, cf.e, kp.data() + c * n, vp.data() + c * n,
+                                               out + sz.layer_capacity * c * n, sz.layer_capacity * n, ws[c], wsz, cs));
+                }
+                CK(cudaEventRecord(join, s2));
+                CK(cudaStreamWaitEvent(s, join, 0));
+                CK(cudaEventRecord(b, s));
+                for (uint32_t c = 0; c < C; c++) {
+                    SK(sqkv_cuda_encode_results(enc[c], ws[c], nullptr, s));
+                    SK(sqkv_cuda_encoder_reset(enc[c]));
+                }
+                float ms;
+                CK(cudaEventElapsedTime(&ms, a, b));
+                if (i >= 3) t.push_back(ms);
+            }
+            const double ms = median(t);
+            say("| %u calls of %u layers | %d | %.3f ms | %.0f GB/s |\n", C, n, streams, ms, dense_total / ms / 1e6);
+        }
+        for (auto &w : ws) CK(cudaFree(w));
+        for (auto *e : enc) sqkv_cuda_encoder_destroy(e);
+    }
+    CK(cudaEventDestroy(a));
+    CK(cudaEventDestroy(b));
+    CK(cudaEventDestroy(fork));
+    CK(cudaEventDestroy(join));
+    CK(cudaStreamDestroy(s2));
+}
+
 void bench_shape(const Shape &sh, const Config &cf, cudaStream_t s, bool decode_too) {
     sqkv_geometry g;
     memset(&g, 0, sizeof g);
@@ -253,6 +320,7 @@ void bench_shape(const Shape &sh, const Config &cf, cudaStream_t s, bool decode_
     const double ms = median(t);
     uint64_t comp = 0;
     for (uint64_t x : ext) comp += x;
+    if (g_chunks) bench_chunked_encode(g, o, sh, cf, kp, vp, out, s, ms);
     say("| encode %s %s | %u x %u x %u x %u | %.3f ms | %.0f GB/s | %.1f%% of fp16 |\n", sh.name, cf.name, sh.layers,
         sh.heads, sh.tokens, sh.dim, ms, dense_total / ms / 1e6, 100.0 * comp / dense_total);
 
@@ -595,6 +663,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--config") && i + 1 < argc) only_config = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--out") && i + 1 < argc) out_path = argv[++i];
         else if (!strcmp(argv[i], "--no-e2e")) g_e2e = false;
+        else if (!strcmp(argv[i], "--chunks")) g_chunks = 1;
         else if (!strcmp(argv[i], "--kv") && i + 1 < argc) kv_dir = argv[++i];
     }
     if (kv_dir) { /* before any GPU work: a bad directory fails at once */
