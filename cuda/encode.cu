@@ -35,7 +35,32 @@ extern "C" {
 
 using namespace sqkv_cuda;
 
+/* A workspace the encoder has queued work with. Its plan is uploaded, its error words alternate between
+ * two slots, and it holds at most one pending batch. The batch's header kernel writes the batch's
+ * verdict and section sizes to host_res (pinned, mapped), and `done` marks the batch's end in its stream,
+ * so that encode_results waits for that batch alone, not for the batches queued after it. */
+struct WorkspaceSlot {
+    const void *ws = nullptr;
+    uint64_t ws_size = 0;         /* with ws, what identifies the workspace (a reallocation often returns
+                                   * the same address; its size then usually differs) */
+    uint64_t last_use = 0;
+    uint32_t error_slot = 0;
+    bool pending = false;
+    uint32_t first = 0, n = 0;
+    uint64_t *host_res = nullptr; /* [0] error word, [1 + i] body size of the batch's section i */
+    uint64_t host_cap = 0;        /* entries of host_res */
+    cudaEvent_t done = nullptr;
+    int done_device = -1;         /* the device `done` was created on (events belong to one) */
+};
+
 struct sqkv_cuda_encoder {
+    ~sqkv_cuda_encoder() {
+        if (plan_image) cudaFreeHost(plan_image);
+        for (WorkspaceSlot &w : slots) {
+            if (w.host_res) cudaFreeHost(w.host_res);
+            if (w.done) cudaEventDestroy(w.done);
+        }
+    }
     sqkv_geometry geo;
     sqkv_writer_options opt;
     Geometry g;
@@ -49,13 +74,12 @@ struct sqkv_cuda_encoder {
     /* workspace: plan region, then per-layer arrays */
     uint64_t plan_bytes = 0, ws_per_layer = 0;
     uint64_t off_sections = 0, off_units = 0, off_dense = 0, off_map = 0, off_error = 0;
-    const void *plan_ws = nullptr;
+    uint8_t *plan_image = nullptr; /* pinned: the plan region as uploaded (encode_layers) */
+    WorkspaceSlot slots[SQKV_CUDA_MAX_PENDING_BATCHES];
+    uint64_t use_clock = 0;
     /* results */
     std::vector<uint64_t> stored; /* [n_layers][n_sections], body sizes once encoded */
     std::vector<uint8_t> layer_done;
-    uint32_t pending_first = 0, pending_n = 0;
-    const void *pending_ws = nullptr;
-    uint32_t error_slot = 0, pending_error_slot = 0; /* error words of the next call / the pending one */
     bool have_source = false;
     sqkv_dtype source_dtype = SQKV_DTYPE_FP16;
     std::vector<int32_t> tokens;
@@ -302,7 +326,18 @@ extern "C" sqkv_cuda_status sqkv_cuda_encode_layers(sqkv_cuda_encoder *e, uint32
         return fail(e, SQKV_ERR_INVALID_ARGUMENT, "encode_layers: src_dtype must be FP16, BF16 or FP32");
     if (e->have_source && src_dtype != e->source_dtype)
         return fail(e, SQKV_ERR_INVALID_ARGUMENT, "encode_layers: src_dtype differs from earlier layers");
-    if (e->pending_n) return fail(e, SQKV_ERR_STATE, "encode_layers: read the previous batch with encode_results first");
+    /* the workspace's slot: its own, else a free one, else the least recently used one with nothing pending */
+    WorkspaceSlot *slot = nullptr;
+    for (WorkspaceSlot &w : e->slots)
+        if (w.ws == workspace && (w.pending || w.ws_size == workspace_size)) slot = &w;
+    if (slot && slot->pending)
+        return fail(e, SQKV_ERR_STATE, "encode_layers: this workspace holds a pending batch: read it with encode_results first");
+    if (!slot)
+        for (WorkspaceSlot &w : e->slots)
+            if (!w.pending && (!slot || w.last_use < slot->last_use)) slot = &w;
+    if (!slot)
+        return fail(e, SQKV_ERR_STATE, "encode_layers: %d batches pending: read one with encode_results first",
+                    SQKV_CUDA_MAX_PENDING_BATCHES);
     const uintptr_t src_align = src_dtype == SQKV_DTYPE_FP32 ? 4 : 2;
     if (!is_aligned(out, kEncodeOutAlign) || !is_aligned(workspace, kWorkspaceAlign))
         return fail(e, SQKV_ERR_MISALIGNED, "encode_layers: out and workspace must be 16-byte aligned");
@@ -314,6 +349,10 @@ extern "C" sqkv_cuda_status sqkv_cuda_encode_layers(sqkv_cuda_encoder *e, uint32
         if (e->layer_done[first_layer + i])
             return fail(e, SQKV_ERR_STATE, "encode_layers: layer %u encoded twice", first_layer + i);
     }
+    for (const WorkspaceSlot &w : e->slots)
+        if (w.pending && w.first < first_layer + n_layers && first_layer < w.first + w.n)
+            return fail(e, SQKV_ERR_STATE, "encode_layers: layers %u..%u overlap a pending batch", first_layer,
+                        first_layer + n_layers - 1);
     if (out_size / n_layers < e->layer_capacity)
         return fail(e, SQKV_ERR_BUFFER_TOO_SMALL, "encode_layers: out holds %llu bytes, %u layers need %llu each",
                     (unsigned long long)out_size, n_layers, (unsigned long long)e->layer_capacity);
@@ -323,28 +362,49 @@ extern "C" sqkv_cuda_status sqkv_cuda_encode_layers(sqkv_cuda_encoder *e, uint32
         return fail(e, SQKV_ERR_BUFFER_TOO_SMALL, "encode_layers: workspace holds %llu bytes, %llu needed",
                     (unsigned long long)workspace_size, (unsigned long long)need);
     uint8_t *ws = (uint8_t *)workspace;
+    /* the batch's results on the host: grown when needed (pinned allocations are slow), kept */
+    const uint64_t res_entries = 1 + (uint64_t)n_layers * e->sections.size();
+    if (slot->host_cap < res_entries) {
+        if (slot->host_res) SQKV_CUDA_TRY(cudaFreeHost(slot->host_res));
+        slot->host_res = nullptr;
+        slot->host_cap = 0;
+        SQKV_CUDA_TRY(cudaHostAlloc((void **)&slot->host_res, res_entries * 8, cudaHostAllocMapped | cudaHostAllocPortable));
+        slot->host_cap = res_entries;
+    }
+    int device = 0;
+    SQKV_CUDA_TRY(cudaGetDevice(&device));
+    if (!slot->done || slot->done_device != device) {
+        if (slot->done) SQKV_CUDA_TRY(cudaEventDestroy(slot->done));
+        slot->done = nullptr;
+        SQKV_CUDA_TRY(cudaEventCreateWithFlags(&slot->done, cudaEventDisableTiming));
+        slot->done_device = device;
+    }
     /* The plan is uploaded once per workspace (documented in sqkv_cuda.h: its first bytes belong to
      * the encoder). */
-    if (workspace != e->plan_ws) {
-        SQKV_CUDA_TRY(cudaMemcpyAsync(ws + e->off_sections, e->sections.data(), e->sections.size() * sizeof(SectionPlan),
-                                      cudaMemcpyHostToDevice, stream));
-        if (!e->units.empty())
-            SQKV_CUDA_TRY(cudaMemcpyAsync(ws + e->off_units, e->units.data(), e->units.size() * sizeof(UnitPlan),
-                                          cudaMemcpyHostToDevice, stream));
-        if (!e->dense_ids.empty())
-            SQKV_CUDA_TRY(cudaMemcpyAsync(ws + e->off_dense, e->dense_ids.data(), e->dense_ids.size() * 4,
-                                          cudaMemcpyHostToDevice, stream));
-        if (!e->block_map.empty())
-            SQKV_CUDA_TRY(cudaMemcpyAsync(ws + e->off_map, e->block_map.data(), e->block_map.size() * 4,
-                                          cudaMemcpyHostToDevice, stream));
-        /* Two slots of error words, used by calls in turn: each call's header kernel zeroes the other
-         * slot for the next call, so that calls on the same workspace queue no memset (each operation
-         * in the stream between calls is a few microseconds of idle GPU, which calls of one layer each
-         * pay every time). A new plan starts both at zero. */
-        SQKV_CUDA_TRY(cudaMemsetAsync(ws + e->off_error, 0, 32, stream));
-        e->error_slot = 0;
-        e->plan_ws = workspace;
+    if (workspace != slot->ws || workspace_size != slot->ws_size) {
+        /* The plan region as one image in pinned memory, built once: one copy per upload (a copy per
+         * array from pageable memory, and a memset, took 14 us of a 0.37 ms call). Its error words are
+         * zero: two slots, used by calls in turn, each call's header kernel zeroing the other slot for
+         * the next call, so that calls on the same workspace queue nothing before their kernels (each
+         * operation in the stream between calls is a few microseconds of idle GPU, which calls of one
+         * layer each pay every time). */
+        if (!e->plan_image) {
+            SQKV_CUDA_TRY(cudaHostAlloc((void **)&e->plan_image, e->plan_bytes, cudaHostAllocPortable));
+            memset(e->plan_image, 0, e->plan_bytes);
+            auto put = [&](uint64_t at, const void *src, size_t bytes) {
+                if (bytes) memcpy(e->plan_image + at, src, bytes);
+            };
+            put(e->off_sections, e->sections.data(), e->sections.size() * sizeof(SectionPlan));
+            put(e->off_units, e->units.data(), e->units.size() * sizeof(UnitPlan));
+            put(e->off_dense, e->dense_ids.data(), e->dense_ids.size() * 4);
+            put(e->off_map, e->block_map.data(), e->block_map.size() * 4);
+        }
+        SQKV_CUDA_TRY(cudaMemcpyAsync(ws, e->plan_image, e->plan_bytes, cudaMemcpyHostToDevice, stream));
+        slot->error_slot = 0;
+        slot->ws = workspace;
+        slot->ws_size = workspace_size;
     }
+    slot->last_use = ++e->use_clock;
     EncodeArgs a;
     memset(&a, 0, sizeof a);
     if (n_layers <= kInlineSourceLayers) {
@@ -380,8 +440,11 @@ extern "C" sqkv_cuda_status sqkv_cuda_encode_layers(sqkv_cuda_encoder *e, uint32
     a.unit_cap = e->unit_cap;
     a.results = (SectionResult *)(ws + la.results);
     a.hashes = (uint64_t *)(ws + la.hashes);
-    a.error = (uint32_t *)(ws + e->off_error + 16 * e->error_slot);
-    a.error_next = (uint32_t *)(ws + e->off_error + 16 * (e->error_slot ^ 1u));
+    a.error = (uint32_t *)(ws + e->off_error + 16 * slot->error_slot);
+    a.error_next = (uint32_t *)(ws + e->off_error + 16 * (slot->error_slot ^ 1u));
+    uint64_t *host_res_dev = nullptr;
+    SQKV_CUDA_TRY(cudaHostGetDevicePointer((void **)&host_res_dev, slot->host_res, 0));
+    a.host_results = host_res_dev;
     a.dense_ids = (const uint32_t *)(ws + e->off_dense);
     a.n_dense = (uint32_t)e->dense_ids.size();
     a.max_dense_elems = e->max_dense_elems;
@@ -406,11 +469,12 @@ extern "C" sqkv_cuda_status sqkv_cuda_encode_layers(sqkv_cuda_encoder *e, uint32
                     e->geo.head_dim);
     const sqkv_cuda_status st = launch_encode(a, stream);
     if (st != SQKV_OK) return fail(e, st, "encode_layers: %s", sqkv_cuda_status_name(st));
-    e->pending_first = first_layer;
-    e->pending_n = n_layers;
-    e->pending_ws = workspace;
-    e->pending_error_slot = e->error_slot;
-    e->error_slot ^= 1u;
+    const cudaError_t rec = cudaEventRecord(slot->done, stream);
+    if (rec != cudaSuccess) return fail(e, SQKV_CUDA_ERROR_BASE + (int)rec, "encode_layers: event: %s", cudaGetErrorName(rec));
+    slot->pending = true;
+    slot->first = first_layer;
+    slot->n = n_layers;
+    slot->error_slot ^= 1u;
     if (!e->have_source) {
         e->have_source = true;
         e->source_dtype = src_dtype;
@@ -420,29 +484,26 @@ extern "C" sqkv_cuda_status sqkv_cuda_encode_layers(sqkv_cuda_encoder *e, uint32
 
 extern "C" sqkv_cuda_status sqkv_cuda_encode_results(sqkv_cuda_encoder *e, const void *workspace, uint64_t *extents,
                                                      cudaStream_t stream) {
+    (void)stream; /* the batch's own event is waited for (sqkv_cuda.h) */
     if (!e) return SQKV_ERR_INVALID_ARGUMENT;
     if (e->error != SQKV_OK) return e->error;
-    if (!e->pending_n) return fail(e, SQKV_ERR_STATE, "encode_results: no batch pending");
-    if (workspace != e->pending_ws)
-        return fail(e, SQKV_ERR_INVALID_ARGUMENT, "encode_results: not the workspace of the pending batch");
-    const uint32_t n = e->pending_n, first = e->pending_first;
+    WorkspaceSlot *slot = nullptr;
+    for (WorkspaceSlot &w : e->slots)
+        if (w.pending && w.ws == workspace) slot = &w;
+    if (!slot) return fail(e, SQKV_ERR_STATE, "encode_results: no batch pending on this workspace");
+    const cudaError_t sync = cudaEventSynchronize(slot->done);
+    if (sync != cudaSuccess) return fail(e, SQKV_CUDA_ERROR_BASE + (int)sync, "encode_results: %s", cudaGetErrorName(sync));
+    const uint32_t n = slot->n, first = slot->first;
     const size_t ns = e->sections.size();
-    const LayerArrays la = layer_arrays(e, n);
-    std::vector<SectionResult> res((size_t)n * ns);
-    uint32_t err_word[4];
-    const uint8_t *ws = (const uint8_t *)workspace;
-    SQKV_CUDA_TRY(cudaMemcpyAsync(err_word, ws + e->off_error + 16 * e->pending_error_slot, 16, cudaMemcpyDeviceToHost, stream));
-    SQKV_CUDA_TRY(cudaMemcpyAsync(res.data(), ws + la.results, res.size() * sizeof(SectionResult),
-                                  cudaMemcpyDeviceToHost, stream));
-    SQKV_CUDA_TRY(cudaStreamSynchronize(stream));
-    e->pending_n = 0;
-    e->pending_ws = nullptr;
-    if (err_word[0] & 1u)
+    const volatile uint64_t *res = slot->host_res; /* written by the batch's header kernel */
+    slot->pending = false;
+    const uint64_t err_word = res[0];
+    if (err_word & 1u)
         return SQKV_ERR_NONFINITE_INPUT; /* not sticky: the caller may fix the input and encode again */
-    if (err_word[0] & 2u) return SQKV_ERR_RANGE_INPUT;
+    if (err_word & 2u) return SQKV_ERR_RANGE_INPUT;
     for (uint32_t i = 0; i < n; i++) {
         for (size_t s = 0; s < ns; s++) {
-            const uint64_t body = res[(size_t)i * ns + s].stored_size;
+            const uint64_t body = res[1 + (size_t)i * ns + s];
             if (body > e->sections[s].slot_size - 64)
                 return fail(e, SQKV_ERR_STATE, "encode_results: section %zu of layer %u overflowed its slot", s,
                             first + i);
@@ -457,7 +518,9 @@ extern "C" sqkv_cuda_status sqkv_cuda_encode_results(sqkv_cuda_encoder *e, const
 extern "C" sqkv_cuda_status sqkv_cuda_encoder_reset(sqkv_cuda_encoder *e) {
     if (!e) return SQKV_ERR_INVALID_ARGUMENT;
     if (e->error != SQKV_OK) return e->error;
-    if (e->pending_n) return fail(e, SQKV_ERR_STATE, "reset: read the pending batch with encode_results first");
+    for (const WorkspaceSlot &w : e->slots)
+        if (w.pending) return fail(e, SQKV_ERR_STATE, "reset: read the pending batches with encode_results first");
+    for (WorkspaceSlot &w : e->slots) w.ws = nullptr; /* plans are uploaded again (sqkv_cuda.h) */
     std::fill(e->stored.begin(), e->stored.end(), 0);
     std::fill(e->layer_done.begin(), e->layer_done.end(), 0);
     e->have_source = false;

@@ -962,11 +962,13 @@ __device__ void put64(uint8_t *p, uint64_t v) {
 __global__ void header_kernel(EncodeArgs a) {
     cudaGridDependencySynchronize(); /* launch_dependent: the checksums */
     if (blockIdx.x == 0 && threadIdx.x < 4) a.error_next[threadIdx.x] = 0; /* encode_layers: two slots in turn */
+    if (blockIdx.x == 0 && threadIdx.x == 0) a.host_results[0] = *(volatile uint32_t *)a.error; /* every kernel before is done */
     const uint32_t i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= a.n_sections * a.n_layers) return;
     const uint32_t layer = i / a.n_sections, si = i % a.n_sections;
     const SectionPlan &sec = a.sections[si];
     const SectionResult r = a.results[i];
+    a.host_results[1 + (uint64_t)i] = r.stored_size;
     uint8_t h[64];
     for (int q = 0; q < 64; q++) h[q] = 0;
     put16(h + 0, sec.kind);

@@ -36,6 +36,8 @@ struct EncodeArgs {
     uint64_t *hashes;           /* [n_layers][n_sections] body checksums */
     uint32_t *error;            /* bit 0: NaN/inf input, bit 1: value out of range of E */
     uint32_t *error_next;       /* the next call's four error words, zeroed by this call's header kernel */
+    uint64_t *host_results;     /* pinned host memory, mapped: [0] error word, [1 + i] body size of job i
+                                 * (written by the header kernel; encode_results reads them) */
     const uint32_t *dense_ids;  /* the DENSE sections of a layer */
     uint32_t n_dense;
     uint64_t max_dense_elems;   /* largest DENSE section, elements */

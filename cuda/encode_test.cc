@@ -661,6 +661,153 @@ TEST(CudaEncode, ErrorVerdictsOfSuccessiveCallsOnOneWorkspace) {
     }
 }
 
+/* Several batches pending at once (sqkv_cuda.h), on up to SQKV_CUDA_MAX_PENDING_BATCHES workspaces and two
+ * streams, results read in another order than queued, one batch with a NaN (its verdict is its own and
+ * its layer is encoded again): the file is the CPU writer's. Then the refusals: a fifth pending batch, a
+ * workspace that holds a pending batch, layers of a pending batch, results where nothing is pending, a
+ * reset with batches pending. */
+TEST(CudaEncode, PendingBatchesOnSeveralWorkspaces) {
+    SKIP_WITHOUT_GPU();
+    for (int general = 0; general < 2; general++) {
+        Case c = base_case();
+        c.layers = 9;
+        c.heads = 2;
+        c.tokens = 130;
+        if (general) c.head_dim = 96;
+        const sqkv_geometry g = geometry_of(c);
+        const sqkv_writer_options o = options_of(c);
+        std::mt19937_64 rng(seed_of("pending") + general);
+        std::vector<std::vector<uint8_t>> k(c.layers), v(c.layers);
+        for (uint32_t l = 0; l < c.layers; l++) {
+            k[l] = random_case_tensor(rng, c);
+            v[l] = random_case_tensor(rng, c);
+        }
+        std::vector<int32_t> tokens(c.tokens, 3);
+        const std::vector<uint8_t> want = cpu_file(c, k, v, tokens);
+        ASSERT_FALSE(want.empty());
+        sqkv_cuda_encoder *enc = nullptr;
+        SQ_OK(sqkv_cuda_encoder_create(&g, &o, &enc));
+        sqkv_cuda_encode_sizes sz;
+        SQ_OK(sqkv_cuda_encoder_sizes(enc, &sz));
+        const size_t tb = k[0].size();
+        DevBuf in(2 * tb * c.layers + tb), out(sz.layer_capacity * c.layers);
+        const uint64_t wsz = sz.workspace_base + sz.workspace_per_layer * 2;
+        DevBuf ws[SQKV_CUDA_MAX_PENDING_BATCHES + 1];
+        for (DevBuf &w : ws) w.alloc(wsz);
+        std::vector<const void *> kp(c.layers), vp(c.layers), lp(c.layers);
+        for (uint32_t l = 0; l < c.layers; l++) {
+            uint8_t *base = (uint8_t *)in.p + 2 * tb * l;
+            CUDA_OK(cudaMemcpy(base, k[l].data(), tb, cudaMemcpyHostToDevice));
+            CUDA_OK(cudaMemcpy(base + tb, v[l].data(), tb, cudaMemcpyHostToDevice));
+            kp[l] = base;
+            vp[l] = base + tb;
+            lp[l] = (uint8_t *)out.p + sz.layer_capacity * l;
+        }
+        /* layer 2's keys with a NaN, at the end of the input buffer */
+        std::vector<uint16_t> nan_keys(tb / 2);
+        memcpy(nan_keys.data(), k[2].data(), tb);
+        nan_keys[nan_keys.size() / 2] = 0x7E00u;
+        uint8_t *nan_at = (uint8_t *)in.p + 2 * tb * c.layers;
+        CUDA_OK(cudaMemcpy(nan_at, nan_keys.data(), tb, cudaMemcpyHostToDevice));
+        cudaStream_t st[2];
+        CUDA_OK(cudaStreamCreateWithFlags(&st[0], cudaStreamNonBlocking));
+        CUDA_OK(cudaStreamCreateWithFlags(&st[1], cudaStreamNonBlocking));
+        SQ_OK(sqkv_cuda_encoder_set_tokens(enc, tokens.data(), tokens.size()));
+        auto queue = [&](uint32_t first, uint32_t n, int w, const void *const *kk) {
+            SQ_OK(sqkv_cuda_encode_layers(enc, first, n, c.src, kk, vp.data() + first, (void *)lp[first],
+                                          sz.layer_capacity * n, ws[w].p, wsz, st[w & 1]));
+        };
+        const void *k2[1] = {nan_at};
+        queue(0, 2, 0, kp.data());
+        queue(2, 1, 1, k2);
+        queue(3, 2, 2, kp.data() + 3);
+        queue(5, 1, 3, kp.data() + 5);
+        EXPECT_EQ(SQKV_ERR_NONFINITE_INPUT, sqkv_cuda_encode_results(enc, ws[1].p, nullptr, st[1]));
+        queue(2, 1, 1, kp.data() + 2); /* again, without the NaN */
+        SQ_OK(sqkv_cuda_encode_results(enc, ws[2].p, nullptr, st[0]));
+        queue(6, 2, 4, kp.data() + 6); /* a fifth workspace: ws[2]'s slot is free again */
+        SQ_OK(sqkv_cuda_encode_results(enc, ws[0].p, nullptr, st[0]));
+        SQ_OK(sqkv_cuda_encode_results(enc, ws[3].p, nullptr, st[0]));
+        queue(8, 1, 0, kp.data() + 8);
+        SQ_OK(sqkv_cuda_encode_results(enc, ws[4].p, nullptr, st[0]));
+        SQ_OK(sqkv_cuda_encode_results(enc, ws[1].p, nullptr, st[0]));
+        SQ_OK(sqkv_cuda_encode_results(enc, ws[0].p, nullptr, st[0]));
+        std::vector<uint8_t> got;
+        SQ_OK(sqkv_cuda_encoder_write_file(enc, lp.data(), vec_write, &got, st[0]));
+        EXPECT_EQ("", first_difference(want, got)) << "general " << general;
+        sqkv_cuda_encoder_destroy(enc);
+
+        /* refusals (each leaves its encoder failed: errors are sticky) */
+        auto fresh = [&]() -> sqkv_cuda_encoder * {
+            sqkv_cuda_encoder *x = nullptr;
+            EXPECT_EQ(SQKV_OK, sqkv_cuda_encoder_create(&g, &o, &x));
+            return x;
+        };
+        auto queue_on = [&](sqkv_cuda_encoder *x, uint32_t first, int w) {
+            return sqkv_cuda_encode_layers(x, first, 1, c.src, kp.data() + first, vp.data() + first, (void *)lp[first],
+                                           sz.layer_capacity, ws[w].p, wsz, st[0]);
+        };
+        sqkv_cuda_encoder *x = fresh();
+        for (int w = 0; w < SQKV_CUDA_MAX_PENDING_BATCHES; w++) SQ_OK(queue_on(x, (uint32_t)w, w));
+        EXPECT_EQ(SQKV_ERR_STATE, queue_on(x, 4, 4));
+        sqkv_cuda_encoder_destroy(x);
+        x = fresh();
+        SQ_OK(queue_on(x, 0, 0));
+        EXPECT_EQ(SQKV_ERR_STATE, queue_on(x, 1, 0));
+        sqkv_cuda_encoder_destroy(x);
+        x = fresh();
+        SQ_OK(queue_on(x, 0, 0));
+        EXPECT_EQ(SQKV_ERR_STATE, queue_on(x, 0, 1));
+        sqkv_cuda_encoder_destroy(x);
+        x = fresh();
+        SQ_OK(queue_on(x, 0, 0));
+        EXPECT_EQ(SQKV_ERR_STATE, sqkv_cuda_encode_results(x, ws[1].p, nullptr, st[0]));
+        sqkv_cuda_encoder_destroy(x);
+        x = fresh();
+        SQ_OK(queue_on(x, 0, 0));
+        EXPECT_EQ(SQKV_ERR_STATE, sqkv_cuda_encoder_reset(x));
+        sqkv_cuda_encoder_destroy(x);
+        CUDA_OK(cudaDeviceSynchronize());
+        CUDA_OK(cudaStreamDestroy(st[0]));
+        CUDA_OK(cudaStreamDestroy(st[1]));
+    }
+}
+
+/* A workspace freed and allocated again (often at the same address) with other contents, after a reset:
+ * the plan is uploaded again and the output is the same (sqkv_cuda.h, encode_layers). */
+TEST(CudaEncode, WorkspaceReallocatedAfterReset) {
+    SKIP_WITHOUT_GPU();
+    Case c = base_case();
+    c.layers = 1;
+    const sqkv_geometry g = geometry_of(c);
+    const sqkv_writer_options o = options_of(c);
+    std::mt19937_64 rng(seed_of("realloc"));
+    const std::vector<uint8_t> k = random_case_tensor(rng, c), v = random_case_tensor(rng, c);
+    sqkv_cuda_encoder *enc = nullptr;
+    SQ_OK(sqkv_cuda_encoder_create(&g, &o, &enc));
+    sqkv_cuda_encode_sizes sz;
+    SQ_OK(sqkv_cuda_encoder_sizes(enc, &sz));
+    DevBuf kd(k.size()), vd(v.size()), out(sz.layer_capacity);
+    CUDA_OK(cudaMemcpy(kd.p, k.data(), k.size(), cudaMemcpyHostToDevice));
+    CUDA_OK(cudaMemcpy(vd.p, v.data(), v.size(), cudaMemcpyHostToDevice));
+    const void *kp[1] = {kd.p}, *vp[1] = {vd.p};
+    const uint64_t wsz = sz.workspace_base + sz.workspace_per_layer;
+    std::vector<uint8_t> first(sz.layer_capacity), again(sz.layer_capacity);
+    for (int round = 0; round < 3; round++) {
+        DevBuf ws(wsz);
+        CUDA_OK(cudaMemset(ws.p, round == 0 ? 0 : 0xFF, wsz));
+        CUDA_OK(cudaMemset(out.p, 0, out.n));
+        SQ_OK(sqkv_cuda_encode_layers(enc, 0, 1, c.src, kp, vp, out.p, out.n, ws.p, wsz, 0));
+        SQ_OK(sqkv_cuda_encode_results(enc, ws.p, nullptr, 0));
+        CUDA_OK(cudaMemcpy(round == 0 ? first.data() : again.data(), out.p, out.n, cudaMemcpyDeviceToHost));
+        if (round > 0) {
+            EXPECT_TRUE(first == again) << "round " << round;
+        }
+        SQ_OK(sqkv_cuda_encoder_reset(enc));
+    }
+    sqkv_cuda_encoder_destroy(enc);
+}
+
 /* write_file with more layers than its ring of host buffers (encode.cu put_layers: 4), with and without
  * zstd (the compression pool), one and several sections per layer: the writer's bytes. */
 TEST(CudaEncode, WriteFileThroughTheLayerRing) {

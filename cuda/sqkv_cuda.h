@@ -11,7 +11,8 @@
  *   sqkv_cuda_status_name() names either kind.
  * - Device memory is the caller's: output, input and workspace buffers are device pointers that the
  *   caller allocates with the sizes the size functions report before any launch. The objects below
- *   hold host memory only.
+ *   hold host memory only (an encoder also a few pinned host buffers and CUDA events, for the results
+ *   of its pending batches).
  * - Alignment: workspaces and the encoder's output must be 16-byte aligned; the decoder's device_file
  *   and the buffers given to sqkv_cuda_checksums 8-byte aligned (a file's sections start at multiples
  *   of 8); dense inputs and outputs and the Mustafar arrays aligned to their element size. cudaMalloc's
@@ -55,6 +56,10 @@ int sqkv_cuda_device_available(void);
  * Life cycle: create (geometry and options as for sqkv_writer_create) -> sizes -> encode_layers for
  * batches of layers (each layer once) -> encode_results for each batch -> optional file output ->
  * destroy.
+ * Pending batches: up to SQKV_CUDA_MAX_PENDING_BATCHES batches may be queued before their results are
+ * read, each with its own workspace (a workspace holds one pending batch). An engine that saves its
+ * cache layer by layer queues layer l + 1 before it reads layer l's results, so that the GPU never
+ * waits for the host between layers (results/gpu_bench.md, session 12).
  *
  * Output of one layer: the layer's sections in the file's order (K then V; head groups ascending;
  * for each head group its SPARSE sections, tokens ascending, then its DENSE section), each complete
@@ -73,6 +78,9 @@ int sqkv_cuda_device_available(void);
  * payload order, so the choice and the bytes are sqkv_writer's). (The decoder reads every such file.)
  * ---------------------------------------------------------------------------------------------- */
 typedef struct sqkv_cuda_encoder sqkv_cuda_encoder;
+
+/* Batches an encoder may have queued and not yet read with encode_results. */
+#define SQKV_CUDA_MAX_PENDING_BATCHES 4
 
 typedef struct sqkv_cuda_encode_sizes {
     uint32_t sections_per_layer;
@@ -96,9 +104,12 @@ uint64_t sqkv_cuda_encoder_slot_offset(const sqkv_cuda_encoder *e, uint32_t i);
  * out (device) receives n_layers * layer_capacity bytes: layer first_layer + i at out + i *
  * layer_capacity. workspace (device) holds workspace_base + n_layers * workspace_per_layer bytes and
  * must stay untouched until encode_results returns; its first bytes keep the encoder's plan, uploaded
- * by the first call with that workspace, so leave them untouched between calls with the same
- * workspace (or pass another pointer). Every check that needs no data (pointers, sizes,
- * layers not yet encoded) happens here, before any launch.
+ * by the first call with that workspace pointer and size (the encoder remembers its last
+ * SQKV_CUDA_MAX_PENDING_BATCHES workspaces), so leave them untouched between calls with the same
+ * workspace. A workspace freed and allocated again may come back at the same address with other
+ * contents: call sqkv_cuda_encoder_reset after reallocating workspaces (or pass another size), else
+ * the kernels read a stale plan. Every check that needs no data (pointers, sizes, layers neither encoded nor pending, a
+ * free workspace) happens here, before any launch.
  * Speed: the fast kernels take head_dim 128 with src_dtype equal to the element type (FP16 into an FP16
  * file, BF16 into a BF16 file), 16-byte aligned sources, PER_HEAD or PER_TILE scales of 2, 3, 4 or 8
  * bits or EXACT values, without the range search or keep-all mode; every other call takes the general
@@ -108,15 +119,17 @@ sqkv_cuda_status sqkv_cuda_encode_layers(sqkv_cuda_encoder *e, uint32_t first_la
                                          void *out, uint64_t out_size, void *workspace, uint64_t workspace_size,
                                          cudaStream_t stream);
 
-/* Synchronizes stream, then reports the batch queued last with this workspace: NONFINITE_INPUT or
+/* Waits for the batch pending on this workspace to finish (that batch alone: work queued after it, on
+ * any stream, is not waited for; stream is not used), then reports it: NONFINITE_INPUT or
  * RANGE_INPUT when an input value was NaN/infinite or did not fit the element type (those layers
  * count as not encoded), else SQKV_OK and, when extents is not NULL, extents[i * sections_per_layer +
  * s] = bytes of section s of layer first_layer + i (header, body, padding). */
 sqkv_cuda_status sqkv_cuda_encode_results(sqkv_cuda_encoder *e, const void *workspace, uint64_t *extents,
                                           cudaStream_t stream);
 
-/* Forgets which layers were encoded (their results too), so that the same encoder, with the same
- * workspace, encodes a new cache of the same geometry. Tokens and fingerprint are kept. */
+/* Forgets which layers were encoded (their results too), so that the same encoder encodes a new cache
+ * of the same geometry, and which workspaces hold its plan (the next call with each uploads it again).
+ * Tokens and fingerprint are kept. */
 sqkv_cuda_status sqkv_cuda_encoder_reset(sqkv_cuda_encoder *e);
 
 /* Optional ancillary sections of the file written by sqkv_cuda_encoder_write_file (as sqkv_writer). */

@@ -5,8 +5,8 @@
  *
  *   sqkv_cuda_bench [--reps N] [--quick] [--config N] [--no-e2e] [--out FILE] [--kv DIR] [--chunks]
  *
- * --chunks: each encode also as 2, 4, 8, 16 and 32 calls of fewer layers, on one stream and alternating
- * between two (bench_chunked_encode).
+ * --chunks: each encode also as 2, 4, 8, 16 and 32 calls of fewer layers, two workspaces in turn, on one
+ * stream and alternating between two (bench_chunked_encode); each decode also one layer per call.
  *
  * --kv DIR: also the real caches of DIR (shared/data/kv: man_bash and py_json_decoder, fp16 [8, 2, 1024,
  * 128] each), tiled to the Llama-3-8B shape (layer l, head h, token t of the input is layer l % 8, head
@@ -191,10 +191,11 @@ void bench_copy(cudaStream_t s) {
     CK(cudaFree(b));
 }
 
-/* --chunks: the same layers encoded as C calls of layers / C each, alternating between two streams, so
- * that one call's later stages (sections, packing, checksums, headers) may overlap the next call's
- * pruning pass. An encoder has one batch pending at a time, so each call has its own encoder (same
- * geometry and options) and workspace. Times one call of all layers (ms_whole) against it. */
+/* --chunks: the same layers encoded as C calls of layers / C each, as an engine that saves layer by layer
+ * does: one encoder, two workspaces in turn, each call queued before the results of the call before it
+ * are read (sqkv_cuda.h, pending batches), on one stream or alternating between two. Times one call of all
+ * layers (ms_whole) against it, and the host's time to queue a call (encode_layers returns before the
+ * GPU is done). */
 void bench_chunked_encode(const sqkv_geometry &g, const sqkv_writer_options &o, const Shape &sh, const Config &cf,
                           const std::vector<const void *> &kp, const std::vector<const void *> &vp, uint8_t *out,
                           cudaStream_t s, double ms_whole) {
@@ -206,47 +207,49 @@ void bench_chunked_encode(const sqkv_geometry &g, const sqkv_writer_options &o, 
     CK(cudaEventCreate(&b));
     CK(cudaEventCreateWithFlags(&fork, cudaEventDisableTiming));
     CK(cudaEventCreateWithFlags(&join, cudaEventDisableTiming));
-    say("| encode as C calls on 1 or 2 streams (one call of all layers: %.3f ms) | streams | time | throughput |\n", ms_whole);
+    sqkv_cuda_encoder *enc = nullptr;
+    SK(sqkv_cuda_encoder_create(&g, &o, &enc));
+    sqkv_cuda_encode_sizes sz;
+    SK(sqkv_cuda_encoder_sizes(enc, &sz));
+    say("| encode as C calls, two workspaces in turn, 1 or 2 streams (one call of all layers: %.3f ms) | streams | time | "
+        "throughput | host |\n",
+        ms_whole);
     for (uint32_t C : {2u, 4u, 8u, 16u, 32u}) {
         if (sh.layers % C) continue;
         const uint32_t n = sh.layers / C;
-        std::vector<sqkv_cuda_encoder *> enc(C);
-        std::vector<uint8_t *> ws(C);
-        sqkv_cuda_encode_sizes sz;
-        for (uint32_t c = 0; c < C; c++) {
-            SK(sqkv_cuda_encoder_create(&g, &o, &enc[c]));
-            SK(sqkv_cuda_encoder_sizes(enc[c], &sz));
-        }
         const uint64_t wsz = sz.workspace_base + sz.workspace_per_layer * n;
+        uint8_t *ws[2];
         for (auto &w : ws) CK(cudaMalloc(&w, wsz));
         for (int streams = 1; streams <= 2; streams++) {
-            std::vector<double> t;
+            std::vector<double> t, host;
             for (int i = 0; i < 3 + g_reps; i++) {
                 CK(cudaEventRecord(a, s));
                 CK(cudaEventRecord(fork, s));
                 CK(cudaStreamWaitEvent(s2, fork, 0));
+                const auto h0 = std::chrono::steady_clock::now();
                 for (uint32_t c = 0; c < C; c++) {
                     cudaStream_t cs = streams == 2 && (c & 1) ? s2 : s;
-                    SK(sqkv_cuda_encode_layers(enc[c], c * n, n, cf.e, kp.data() + c * n, vp.data() + c * n,
-                                               out + sz.layer_capacity * c * n, sz.layer_capacity * n, ws[c], wsz, cs));
+                    if (c >= 2) SK(sqkv_cuda_encode_results(enc, ws[c & 1], nullptr, cs));
+                    SK(sqkv_cuda_encode_layers(enc, c * n, n, cf.e, kp.data() + c * n, vp.data() + c * n,
+                                               out + sz.layer_capacity * c * n, sz.layer_capacity * n, ws[c & 1], wsz, cs));
                 }
+                if (i >= 3) host.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - h0).count() / C);
                 CK(cudaEventRecord(join, s2));
                 CK(cudaStreamWaitEvent(s, join, 0));
                 CK(cudaEventRecord(b, s));
-                for (uint32_t c = 0; c < C; c++) {
-                    SK(sqkv_cuda_encode_results(enc[c], ws[c], nullptr, s));
-                    SK(sqkv_cuda_encoder_reset(enc[c]));
-                }
+                for (uint32_t c = C >= 2 ? C - 2 : 0; c < C; c++) SK(sqkv_cuda_encode_results(enc, ws[c & 1], nullptr, s));
+                SK(sqkv_cuda_encoder_reset(enc));
                 float ms;
                 CK(cudaEventElapsedTime(&ms, a, b));
                 if (i >= 3) t.push_back(ms);
             }
             const double ms = median(t);
-            say("| %u calls of %u layers | %d | %.3f ms | %.0f GB/s |\n", C, n, streams, ms, dense_total / ms / 1e6);
+            say("| %u calls of %u layers | %d | %.3f ms | %.0f GB/s | host %.1f us per call (queue and earlier results) |\n", C, n,
+                streams, ms, dense_total / ms / 1e6, median(host));
         }
         for (auto &w : ws) CK(cudaFree(w));
-        for (auto *e : enc) sqkv_cuda_encoder_destroy(e);
     }
+    sqkv_cuda_encoder_destroy(enc);
     CK(cudaEventDestroy(a));
     CK(cudaEventDestroy(b));
     CK(cudaEventDestroy(fork));
@@ -445,6 +448,20 @@ void bench_shape(const Shape &sh, const Config &cf, cudaStream_t s, bool decode_
                 }, 1) / 10;
                 say("| decode %s %s, validated, 10 calls queued back to back (per call) | %.3f ms | %.0f GB/s written |\n",
                     sh.name, cf.name, piped, dense_total / piped / 1e6);
+                if (g_chunks) {
+                    /* layer by layer, as an engine restores a cache while its forward pass runs */
+                    std::vector<double> host;
+                    const double per_layer = time_ms(s, [&] {
+                        const auto h0 = std::chrono::steady_clock::now();
+                        for (uint32_t l = 0; l < sh.layers; l++)
+                            SK(sqkv_cuda_decode_layers(dec, l, 1, cf.e, ko.data() + l, vo.data() + l, tensor, dws, wsz, s));
+                        host.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - h0).count() /
+                                       sh.layers);
+                    });
+                    say("| decode %s %s, validated, one layer per call (%u calls) | %.3f ms | %.0f GB/s written | host %.1f us per "
+                        "call to queue |\n",
+                        sh.name, cf.name, sh.layers, per_layer, dense_total / per_layer / 1e6, median(host));
+                }
                 /* Mustafar's layout of every head, the path of engines that run sparse attention on the
                  * cache: one sqkv_cuda_decode_mustafar call per (layer, tensor, head), the arrays of all
                  * heads in three buffers. GB/s of the dense fp16 the sparse regions cover (64 elements per
