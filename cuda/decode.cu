@@ -468,28 +468,6 @@ sqkv_cuda_status prepare_call(sqkv_cuda_decoder *d, CallPlan &p, uint8_t *ws, ui
         const sqkv_cuda_status st = unpack_sections(d, p, ws + lay->unpacked, stream);
         if (st != SQKV_OK) return st;
     }
-    {
-        /* the host-written arrays in one upload; errors go up as zeros (only they are cleared: the
-         * first call of a whole cache uploads some 350 KB, mostly its checksum block map) */
-        std::unique_ptr<uint8_t[]> up(new (std::nothrow) uint8_t[lay->upload_end ? lay->upload_end : 1]);
-        if (!up) return fail(d, SQKV_ERR_OUT_OF_MEMORY, "plan upload: out of host memory");
-        memset(up.get() + lay->errors, 0, p.secs.size() * 4);
-        auto put = [&](uint64_t at, const void *src, size_t bytes) {
-            if (bytes) memcpy(up.get() + at, src, bytes);
-        };
-        put(lay->secs, p.secs.data(), p.secs.size() * sizeof(DecSection));
-        put(lay->dense, p.dense.data(), p.dense.size() * 4);
-        put(lay->jobs, p.jobs.data(), p.jobs.size() * sizeof(HashJob));
-        put(lay->map, p.block_map.data(), p.block_map.size() * 4);
-        put(lay->m_units, p.m_units.data(), p.m_units.size() * 4);
-        put(lay->m_head_of, p.m_head_of.data(), p.m_head_of.size() * 4);
-        put(lay->m_tile_base, p.m_tile_base.data(), p.m_tile_base.size() * 8);
-        put(lay->m_head_first, p.m_head_first.data(), p.m_head_first.size() * 4);
-        put(lay->m_values, p.m_values.data(), p.m_values.size() * 8);
-        put(lay->m_value_counts, p.m_value_counts.data(), p.m_value_counts.size() * 8);
-        if (lay->upload_end)
-            SQKV_CUDA_TRY(cudaMemcpyAsync(ws, up.get(), lay->upload_end, cudaMemcpyHostToDevice, stream));
-    }
     memset(a, 0, sizeof *a);
     a->g = d->g;
     a->out_dtype = out_dtype;
@@ -536,9 +514,43 @@ sqkv_cuda_status prepare_call(sqkv_cuda_decoder *d, CallPlan &p, uint8_t *ws, ui
             if (x.bits > a->max_bits) a->max_bits = x.bits;
             if (x.offset_log2 > 8) small_k = false;
         }
+    const bool single_kernel = !unvalidated && small_k && !need_stats;
+    /* kInlineSections (decode_kernels.cuh): the fast kernel alone, nothing else in the workspace that a
+     * kernel reads (no DENSE section, no decompressed body, no overflow flags) */
+    if (single_kernel && a->fast_bits && p.secs.size() <= kInlineSections && p.dense.empty() && p.unpack_sec.empty() &&
+        !(d->geo.value_dtype == SQKV_DTYPE_BF16 && out_dtype == SQKV_DTYPE_FP16) && p.m_units.empty()) {
+        std::copy(p.secs.begin(), p.secs.end(), a->inline_sections);
+        a->sections = nullptr;
+        a->errors = nullptr;
+        a->stats = nullptr;
+        a->use_offsets = 1;
+        return SQKV_OK;
+    }
+    {
+        /* the host-written arrays in one upload; errors go up as zeros (only they are cleared: the
+         * first call of a whole cache uploads some 350 KB, mostly its checksum block map) */
+        std::unique_ptr<uint8_t[]> up(new (std::nothrow) uint8_t[lay->upload_end ? lay->upload_end : 1]);
+        if (!up) return fail(d, SQKV_ERR_OUT_OF_MEMORY, "plan upload: out of host memory");
+        memset(up.get() + lay->errors, 0, p.secs.size() * 4);
+        auto put = [&](uint64_t at, const void *src, size_t bytes) {
+            if (bytes) memcpy(up.get() + at, src, bytes);
+        };
+        put(lay->secs, p.secs.data(), p.secs.size() * sizeof(DecSection));
+        put(lay->dense, p.dense.data(), p.dense.size() * 4);
+        put(lay->jobs, p.jobs.data(), p.jobs.size() * sizeof(HashJob));
+        put(lay->map, p.block_map.data(), p.block_map.size() * 4);
+        put(lay->m_units, p.m_units.data(), p.m_units.size() * 4);
+        put(lay->m_head_of, p.m_head_of.data(), p.m_head_of.size() * 4);
+        put(lay->m_tile_base, p.m_tile_base.data(), p.m_tile_base.size() * 8);
+        put(lay->m_head_first, p.m_head_first.data(), p.m_head_first.size() * 4);
+        put(lay->m_values, p.m_values.data(), p.m_values.size() * 8);
+        put(lay->m_value_counts, p.m_value_counts.data(), p.m_value_counts.size() * 8);
+        if (lay->upload_end)
+            SQKV_CUDA_TRY(cudaMemcpyAsync(ws, up.get(), lay->upload_end, cudaMemcpyHostToDevice, stream));
+    }
     /* Sections validated by an earlier call: unit starts come from their (checked) offset tables,
      * and the count and per-section passes are skipped, leaving one decoding kernel. */
-    if (!unvalidated && small_k && !need_stats) {
+    if (single_kernel) {
         a->use_offsets = 1;
         return SQKV_OK;
     }

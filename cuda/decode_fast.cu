@@ -71,7 +71,7 @@ struct WarpSmem {
 };
 
 template <uint32_t BITS, bool kTile>
-__global__ void __launch_bounds__(32 * kWarps) decode_fast_kernel(DecodeArgs a) {
+__global__ void __launch_bounds__(32 * kWarps) decode_fast_kernel(const __grid_constant__ DecodeArgs a) {
     extern __shared__ __align__(16) uint8_t smem_raw[];
     const uint32_t warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const uint32_t idx = blockIdx.x * (blockDim.x >> 5) + warp;
@@ -79,8 +79,11 @@ __global__ void __launch_bounds__(32 * kWarps) decode_fast_kernel(DecodeArgs a) 
     WarpSmem<BITS, kTile> &s = ((WarpSmem<BITS, kTile> *)smem_raw)[warp];
     static_assert(BITS != 3 || !kTile || sizeof(WarpSmem<BITS, kTile>) % 16 == 0, "3-bit level tables are read as uint4");
     const Geometry &g = a.g;
-    const UnitPlan u = unit_at(a, idx);
-    const DecSection &sec = a.sections[u.section];
+    const DecSection *const secs = a.sections ? a.sections : a.inline_sections;
+    /* a programmatic dependent of the stream's earlier work (launch_bits): nothing is read before it ends */
+    cudaGridDependencySynchronize();
+    const UnitPlan u = unit_at(a, secs, idx);
+    const DecSection &sec = secs[u.section];
     const bool e_bf16 = g.e_bf16 != 0;
     /* level of code c of a group whose parameters have bits sb, zb */
     auto level_bits = [&](uint16_t sb, uint16_t zb, uint32_t c) -> uint16_t {
@@ -678,9 +681,9 @@ sqkv_cuda_status launch_bits(const DecodeArgs &a, cudaStream_t stream) {
             configured |= bit;
         }
     }
-    kernel<<<(a.n_units + warps - 1) / warps, 32 * warps, smem, stream>>>(a);
-    SQKV_CUDA_LAUNCHED();
-    return SQKV_OK;
+    /* a programmatic dependent: its blocks are placed while the kernel before it (often the previous
+     * call's, when an engine restores layer by layer) drains, and wait for it before reading anything */
+    return launch_dependent(kernel, dim3((a.n_units + warps - 1) / warps), dim3(32 * warps), smem, stream, a);
 }
 
 }  // namespace

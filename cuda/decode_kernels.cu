@@ -118,7 +118,7 @@ __device__ __forceinline__ uint32_t code_at(const DecSection &sec, uint32_t bits
 /* ---- count ---------------------------------------------------------------------------------------- */
 
 __global__ void __launch_bounds__(kThreads) count_kernel(DecodeArgs a) {
-    const UnitPlan u = unit_at(a, blockIdx.x);
+    const UnitPlan u = unit_at(a, a.sections, blockIdx.x);
     const DecSection &sec = a.sections[u.section];
     const Geometry &g = a.g;
     const bool bf16 = g.e_bf16 != 0;
@@ -226,7 +226,7 @@ __global__ void __launch_bounds__(kThreads) check_kernel(DecodeArgs a) {
     uint32_t *tstart = (uint32_t *)smem_raw;
     __shared__ uint32_t wsum[kThreads / 32];
     __shared__ uint32_t s_err;
-    const UnitPlan u = unit_at(a, blockIdx.x);
+    const UnitPlan u = unit_at(a, a.sections, blockIdx.x);
     const DecSection &sec = a.sections[u.section];
     const UnitStat st = a.stats[blockIdx.x];
     const bool bf16 = a.g.e_bf16 != 0;
@@ -291,7 +291,7 @@ __host__ __device__ inline size_t decode_smem(uint32_t D, uint32_t hb, uint32_t 
 __global__ void __launch_bounds__(kThreads) decode_kernel(DecodeArgs a) {
     extern __shared__ __align__(16) uint8_t smem_raw[];
     const Geometry &g = a.g;
-    const UnitPlan u = unit_at(a, blockIdx.x);
+    const UnitPlan u = unit_at(a, a.sections, blockIdx.x);
     const DecSection &sec = a.sections[u.section];
     const bool bf16 = g.e_bf16 != 0;
     const uint32_t D = g.head_dim, nt = u.n_tiles, R = u.rows, bits = sec.bits, L = 1u << (bits & 15u);
@@ -476,7 +476,7 @@ __global__ void __launch_bounds__(kThreads) mustafar_kernel(DecodeArgs a) {
     extern __shared__ __align__(16) uint8_t smem_raw[];
     const Geometry &g = a.g;
     const uint32_t uidx = a.m_units[blockIdx.x];
-    const UnitPlan u = unit_at(a, uidx);
+    const UnitPlan u = unit_at(a, a.sections, uidx);
     const DecSection &sec = a.sections[u.section];
     const UnitStat st = a.stats[uidx];
     const bool bf16 = g.e_bf16 != 0;

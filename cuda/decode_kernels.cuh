@@ -34,10 +34,16 @@ enum : uint32_t {
     kErrPayloadBytes = 1u << 9   /* PADDING: bytes after the payload (checked before BITMAP_PADDING) */
 };
 
+/* A call whose sections number at most this many (a layer of 8 KV heads, one section per head and
+ * tensor), all checked before, with nothing else to upload, passes them in the decoding kernel's
+ * arguments (inline_sections) and uploads nothing: the upload was 3.6 us of a one-layer call's 15.4 on
+ * the H200 (results/gpu_bench.md, session 12). Only the fast kernel reads them (decode_fast.cu). */
+constexpr uint32_t kInlineSections = 16;
+
 struct DecodeArgs {
     Geometry g;
     uint32_t out_dtype;        /* 1 fp16, 2 bf16 */
-    const DecSection *sections;
+    const DecSection *sections; /* device; NULL: inline_sections */
     uint32_t n_sections;
     uint32_t n_units;          /* units are derived from the sections on the device (unit_at) */
     UnitStat *stats;
@@ -65,6 +71,7 @@ struct DecodeArgs {
     int32_t *m_accum;
     uint16_t *const *m_values;       /* per head slot (device array of device pointers) */
     const uint64_t *m_value_counts;  /* per head slot: entries of its values array */
+    DecSection inline_sections[kInlineSections];
 };
 
 /* Count and per-section passes (bitmap padding, PER_TILE and PER_HEAD scales, stream padding, sizes),

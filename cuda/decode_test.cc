@@ -671,6 +671,71 @@ TEST(CudaDecode, RepeatedCallsReuseThePlanSafely) {
             }
 }
 
+/* Layer by layer, as an engine restores a cache: after one validating call, one call per layer, all
+ * queued back to back on one stream and read after one synchronization. Calls of at most
+ * kInlineSections sections on the fast kernel pass their sections in the kernel's arguments and upload
+ * nothing (decode.cu prepare_call); the others (more heads, a dense window, bf16 to fp16, head_dim 64)
+ * upload as before. Both against the CPU decoder, for both output types. */
+TEST(CudaDecode, LayerByLayerCallsBackToBack) {
+    SKIP_WITHOUT_GPU();
+    uint64_t n = 0;
+    for (uint32_t heads : {8u, 9u})
+        for (uint32_t variant = 0; variant < 6; variant++) {
+            Case c = small_case();
+            c.layers = 5;
+            c.heads = heads;
+            c.tokens = 70 + 37 * variant;
+            c.window = variant == 4 ? 7 : 0;
+            if (variant == 1 || variant == 5) c.e = c.src = SQKV_DTYPE_BF16;
+            if (variant == 2) {
+                c.q = SQKV_QUANT_ASYMMETRIC;
+                c.gran = SQKV_SCALE_PER_TILE;
+            }
+            if (variant == 3) {
+                c.bits = 16;
+                c.q = SQKV_QUANT_EXACT;
+                c.gran = SQKV_SCALE_NONE;
+            }
+            if (variant == 5) c.head_dim = 64;
+            SCOPED_TRACE(c.name() + " heads " + std::to_string(heads));
+            const std::vector<uint8_t> file = make_file(c, seed_of("layer-by-layer") + n++);
+            ASSERT_FALSE(file.empty()) << "the CPU writer refused the case";
+            sqkv_reader *r = nullptr;
+            ASSERT_EQ(SQKV_OK, sqkv_reader_create(nullptr, 0, &r));
+            ASSERT_EQ(SQKV_OK, sqkv_reader_open_memory(r, file.data(), file.size()));
+            DevBuf dfile(file.size());
+            CUDA_OK(cudaMemcpy(dfile.p, file.data(), file.size(), cudaMemcpyHostToDevice));
+            sqkv_cuda_decoder *d = nullptr;
+            SQ_OK(sqkv_cuda_decoder_create(file.data(), file.size(), dfile.p, nullptr, 0, &d));
+            uint64_t wsz = 0;
+            SQ_OK(sqkv_cuda_decoder_workspace_size(d, c.layers, &wsz));
+            DevBuf ws(wsz);
+            for (sqkv_dtype out : {SQKV_DTYPE_FP16, SQKV_DTYPE_BF16}) {
+                const uint64_t tb = sqkv_dense_size(c.heads, c.tokens, c.head_dim, out);
+                DevBuf dout(2 * tb * c.layers);
+                std::vector<void *> kp(c.layers), vp(c.layers);
+                for (uint32_t l = 0; l < c.layers; l++) {
+                    kp[l] = (uint8_t *)dout.p + 2 * tb * l;
+                    vp[l] = (uint8_t *)dout.p + 2 * tb * l + tb;
+                }
+                SQ_OK(sqkv_cuda_decode_layers(d, 0, c.layers, out, kp.data(), vp.data(), tb, ws.p, wsz, 0)); /* validates */
+                CUDA_OK(cudaMemset(dout.p, 0x5A, dout.n));
+                for (uint32_t l = 0; l < c.layers; l++)
+                    SQ_OK(sqkv_cuda_decode_layers(d, l, 1, out, kp.data() + l, vp.data() + l, tb, ws.p, wsz, 0));
+                CUDA_OK(cudaDeviceSynchronize());
+                std::vector<uint8_t> want(tb), got(tb);
+                for (uint32_t l = 0; l < c.layers; l++)
+                    for (int t = 0; t < 2; t++) {
+                        ASSERT_EQ(SQKV_OK, sqkv_reader_decode(r, l, (sqkv_tensor)t, 0, c.heads, out, want.data(), tb));
+                        CUDA_OK(cudaMemcpy(got.data(), t ? vp[l] : kp[l], tb, cudaMemcpyDeviceToHost));
+                        ASSERT_TRUE(want == got) << "layer " << l << " tensor " << t << " out " << out;
+                    }
+            }
+            sqkv_cuda_decoder_destroy(d);
+            sqkv_reader_destroy(r);
+        }
+}
+
 TEST(CudaDecode, ManyHeadsAndLayersInOneCall) {
     SKIP_WITHOUT_GPU();
     Case c = base_case();

@@ -20,9 +20,11 @@ static __device__ __forceinline__ uint16_t to_out(uint16_t h, bool e_bf16, uint3
     return __bfloat16_as_ushort(__float2bfloat16_rn(__half2float(__ushort_as_half(h))));
 }
 
-/* Unit idx of the call, derived from the section list (sections in unit order; a unit is one head
- * and one 64-token chunk of a SPARSE section), so no per-unit table travels to the device. */
-static __device__ __forceinline__ UnitPlan unit_at(const DecodeArgs &a, uint32_t idx) {
+/* Unit idx of the call, derived from the section list secs (sections in unit order; a unit is one head
+ * and one 64-token chunk of a SPARSE section), so no per-unit table travels to the device. secs is
+ * a.sections, or a.inline_sections in a kernel whose argument is a __grid_constant__ (anywhere else,
+ * its address would make the compiler copy the whole argument to local memory). */
+static __device__ __forceinline__ UnitPlan unit_at(const DecodeArgs &a, const DecSection *secs, uint32_t idx) {
     uint32_t lo = 0, hi = a.n_sections; /* first section whose unit range ends after idx */
     if (a.units_per_section) {
         /* the common plan (equal SPARSE sections, no DENSE ones): no chain of dependent loads */
@@ -30,11 +32,11 @@ static __device__ __forceinline__ UnitPlan unit_at(const DecodeArgs &a, uint32_t
     } else {
         while (lo < hi) {
             const uint32_t mid = (lo + hi) / 2;
-            if (a.sections[mid].unit_first + a.sections[mid].n_units > idx) hi = mid;
+            if (secs[mid].unit_first + secs[mid].n_units > idx) hi = mid;
             else lo = mid + 1;
         }
     }
-    const DecSection &sec = a.sections[lo];
+    const DecSection &sec = secs[lo];
     const uint32_t li = idx - sec.unit_first, j = li / sec.chunks, c = li % sec.chunks;
     UnitPlan u;
     u.section = lo;

@@ -461,6 +461,13 @@ void bench_shape(const Shape &sh, const Config &cf, cudaStream_t s, bool decode_
                     say("| decode %s %s, validated, one layer per call (%u calls) | %.3f ms | %.0f GB/s written | host %.1f us per "
                         "call to queue |\n",
                         sh.name, cf.name, sh.layers, per_layer, dense_total / per_layer / 1e6, median(host));
+                    /* the same layer each time: the decoder keeps the call's plan, so each call is the kernel alone */
+                    const double same = time_ms(s, [&] {
+                        for (uint32_t l = 0; l < sh.layers; l++)
+                            SK(sqkv_cuda_decode_layers(dec, 0, 1, cf.e, ko.data(), vo.data(), tensor, dws, wsz, s));
+                    });
+                    say("| decode %s %s, validated, layer 0 %u times (plan kept: no upload) | %.3f ms | %.0f GB/s written |\n",
+                        sh.name, cf.name, sh.layers, same, dense_total / same / 1e6);
                 }
                 /* Mustafar's layout of every head, the path of engines that run sparse attention on the
                  * cache: one sqkv_cuda_decode_mustafar call per (layer, tensor, head), the arrays of all
