@@ -18,7 +18,8 @@
  *   pack_kernel    one block per unit: codes of the staged values packed at the unit's payload
  *                  position, and the offset-table entries that fall in the unit.
  *   dense_kernel   DENSE sections: the dense window converted to E.
- *   hash kernels   XXH3 of every body (hash.cu), then header_kernel packs each 64-byte header.
+ *   hash kernels   XXH3 of every body (hash_kernels.cuh); the finish kernel's epilogue (HeaderEpilogue)
+ *                  packs each 64-byte header from its hash.
  * Why staging instead of one pass: PER_HEAD scales need the whole head's maximum before any code can
  * be chosen, and payload positions need the counts of all earlier units. The staged kept values are
  * about 30% of the input at the default 70% sparsity, so the input is read from HBM once.
@@ -39,6 +40,7 @@
 #include "encode_kernels.cuh"
 #include "encode_section.cuh"
 #include "numeric.cuh"
+#include "hash_kernels.cuh"
 #include "xxh3.cuh"
 
 namespace sqkv_cuda {
@@ -958,45 +960,52 @@ __device__ void put64(uint8_t *p, uint64_t v) {
     for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
 }
 
-/* The 64-byte section header (section_header.c sqkv_section_header_pack) of every section. */
-__global__ void header_kernel(EncodeArgs a) {
-    cudaGridDependencySynchronize(); /* launch_dependent: the checksums */
-    if (blockIdx.x == 0 && threadIdx.x < 4) a.error_next[threadIdx.x] = 0; /* encode_layers: two slots in turn */
-    if (blockIdx.x == 0 && threadIdx.x == 0) a.host_results[0] = *(volatile uint32_t *)a.error; /* every kernel before is done */
-    const uint32_t i = blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= a.n_sections * a.n_layers) return;
-    const uint32_t layer = i / a.n_sections, si = i % a.n_sections;
-    const SectionPlan &sec = a.sections[si];
-    const SectionResult r = a.results[i];
-    a.host_results[1 + (uint64_t)i] = r.stored_size;
-    uint8_t h[64];
-    for (int q = 0; q < 64; q++) h[q] = 0;
-    put16(h + 0, sec.kind);
-    h[2] = 0;
-    h[3] = sec.tensor;
-    put32(h + 4, a.first_layer + layer);
-    put32(h + 8, sec.head_start);
-    put32(h + 12, sec.head_count);
-    put32(h + 16, sec.token_start);
-    put32(h + 20, sec.token_count);
-    if (sec.kind == kKindSparse) {
-        h[24] = sec.payload_bits;
-        h[25] = sec.quantizer;
-        h[26] = sec.granularity;
-        h[27] = sec.offset_log2;
-        if (a.all_kept) put32(h + 28, 1u); /* section flag ALL_KEPT (§5, §7.6) */
+/* The checksum's epilogue (hash_kernels.cuh finish_kernel): job i is section i % n_sections of layer slot
+ * i / n_sections, and with its hash its 64-byte header (section_header.c sqkv_section_header_pack) is
+ * complete. A header kernel of its own, after the checksums, was one more dependent launch per call.
+ * Job 0 also hands the call's verdict to the host and zeroes the next call's error words (encode.cu:
+ * two slots in turn); every kernel that sets them has ended (the finish waited for the block sums,
+ * which waited for the kernels before them). */
+struct HeaderEpilogue {
+    EncodeArgs a;
+    __device__ void operator()(uint32_t i, uint64_t hash) const {
+        if (i == 0) {
+            a.host_results[0] = *(volatile uint32_t *)a.error;
+            for (int q = 0; q < 4; q++) a.error_next[q] = 0;
+        }
+        const uint32_t layer = i / a.n_sections, si = i % a.n_sections;
+        const SectionPlan &sec = a.sections[si];
+        const SectionResult r = a.results[i];
+        a.host_results[1 + (uint64_t)i] = r.stored_size;
+        uint8_t h[64];
+        for (int q = 0; q < 64; q++) h[q] = 0;
+        put16(h + 0, sec.kind);
+        h[2] = 0;
+        h[3] = sec.tensor;
+        put32(h + 4, a.first_layer + layer);
+        put32(h + 8, sec.head_start);
+        put32(h + 12, sec.head_count);
+        put32(h + 16, sec.token_start);
+        put32(h + 20, sec.token_count);
+        if (sec.kind == kKindSparse) {
+            h[24] = sec.payload_bits;
+            h[25] = sec.quantizer;
+            h[26] = sec.granularity;
+            h[27] = sec.offset_log2;
+            if (a.all_kept) put32(h + 28, 1u); /* section flag ALL_KEPT (§5, §7.6) */
+        }
+        put64(h + 32, r.stored_size);
+        put64(h + 40, r.stored_size);
+        put64(h + 48, hash);
+        put64(h + 56, xxh3_short(h, 56));
+        uint64_t *dst = (uint64_t *)(a.out + (uint64_t)layer * a.layer_capacity + sec.slot);
+        for (int q = 0; q < 8; q++) {
+            uint64_t v = 0;
+            for (int b = 7; b >= 0; b--) v = (v << 8) | h[8 * q + b];
+            dst[q] = v;
+        }
     }
-    put64(h + 32, r.stored_size);
-    put64(h + 40, r.stored_size);
-    put64(h + 48, a.hashes[i]);
-    put64(h + 56, xxh3_short(h, 56));
-    uint64_t *dst = (uint64_t *)(a.out + (uint64_t)layer * a.layer_capacity + sec.slot);
-    for (int q = 0; q < 8; q++) {
-        uint64_t v = 0;
-        for (int b = 7; b >= 0; b--) v = (v << 8) | h[8 * q + b];
-        dst[q] = v;
-    }
-}
+};
 
 }  // namespace
 
@@ -1085,14 +1094,10 @@ sqkv_cuda_status launch_encode(const EncodeArgs &a, cudaStream_t stream) {
         if (ds != SQKV_OK) return ds;
     }
     timer.mark("dense");
-    const uint32_t n_jobs = a.n_sections * a.n_layers;
-    const sqkv_cuda_status st =
-        launch_hash(a.jobs, a.n_sections, a.n_layers, a.block_map, a.blocks_per_layer, a.sums, a.hashes, stream);
+    const sqkv_cuda_status st = launch_hash_with(a.jobs, a.n_sections, a.n_layers, a.block_map, a.blocks_per_layer, a.sums,
+                                                 a.hashes, HeaderEpilogue{a}, stream);
     if (st != SQKV_OK) return st;
-    timer.mark("hash");
-    const sqkv_cuda_status hs = launch_dependent(header_kernel, dim3((n_jobs + 127) / 128), dim3(128), 0, stream, a);
-    if (hs != SQKV_OK) return hs;
-    timer.mark("header");
+    timer.mark("hash+header");
     return SQKV_OK;
 }
 
