@@ -364,7 +364,8 @@ __device__ __forceinline__ uint32_t tile_code(uint32_t x, const uint16_t *bnd) {
         const double sd = to_double(bnd[0]), zd = to_double(bnd[1]), xd = to_double(x);
         const FiniteTileLevels<kAsym, L, kBf16> lv{sd, zd};
         const float sf = (float)sd, xf = (float)xd, zf = (float)zd;
-        const float est = sf > 0.0f ? (kAsym ? (xf - zf) / sf : 0.5f * (xf / sf + (float)(L - 1))) : 0.0f;
+        /* an approximate quotient is enough for a guess (the IEEE division was a subroutine call per value) */
+        const float est = sf > 0.0f ? (kAsym ? __fdividef(xf - zf, sf) : 0.5f * (__fdividef(xf, sf) + (float)(L - 1))) : 0.0f;
         const uint32_t guess = est > 0.0f ? (est < (float)L ? __float2uint_rn(est) : L) : 0u;
         return nearest_code_near(lv, L, xd, guess);
     }
