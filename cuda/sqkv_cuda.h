@@ -108,8 +108,8 @@ uint64_t sqkv_cuda_encoder_slot_offset(const sqkv_cuda_encoder *e, uint32_t i);
  * SQKV_CUDA_MAX_PENDING_BATCHES workspaces), so leave them untouched between calls with the same
  * workspace. A workspace freed and allocated again may come back at the same address with other
  * contents: call sqkv_cuda_encoder_reset after reallocating workspaces (or pass another size), else
- * the kernels read a stale plan. Every check that needs no data (pointers, sizes, layers neither encoded nor pending, a
- * free workspace) happens here, before any launch.
+ * the kernels read a stale plan. Every check that needs no data (pointers, sizes, layers neither
+ * encoded nor pending, a free workspace) happens here, before any launch.
  * Speed: the fast kernels take head_dim 128 with src_dtype equal to the element type (FP16 into an FP16
  * file, BF16 into a BF16 file), 16-byte aligned sources, PER_HEAD or PER_TILE scales of 2, 3, 4 or 8
  * bits or EXACT values, without the range search or keep-all mode; every other call takes the general
@@ -209,7 +209,10 @@ sqkv_cuda_status sqkv_cuda_decoder_workspace_size(const sqkv_cuda_decoder *d, ui
  * the next call with the same workspace pointer and size, the same layers, out_dtype and output
  * pointers queues the decoding kernel alone, uploading nothing. So leave the workspace untouched
  * between decode calls that pass the same pointer (or pass another pointer); any other call on this
- * decoder (other layers or outputs, another workspace, a Mustafar call) replaces the kept plan. */
+ * decoder (other layers or outputs, another workspace, a Mustafar call) replaces the kept plan.
+ * A call whose sections were all checked before, at most 16 of them (a layer of up to 8 KV heads), on
+ * the fast kernel, with no DENSE section, no zstd body and no bf16-to-fp16 output, uploads nothing at all:
+ * its sections travel in the kernel's arguments (decoding layer by layer costs no copy per layer). */
 sqkv_cuda_status sqkv_cuda_decode_layers(sqkv_cuda_decoder *d, uint32_t first_layer, uint32_t n_layers,
                                          sqkv_dtype out_dtype, void *const *k_out, void *const *v_out,
                                          uint64_t out_size, void *workspace, uint64_t workspace_size,
