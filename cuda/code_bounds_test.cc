@@ -28,6 +28,18 @@ uint16_t random_finite(std::mt19937_64 &rng, bool bf16) {
     return h;
 }
 
+/* The reference parameters (s, z) of a group with random extremes, or with extremes a few ulps apart
+ * (narrow: its levels merge into runs), and a random quantizer, which it returns (1 SYMMETRIC, 2
+ * ASYMMETRIC). */
+int random_group_params(std::mt19937_64 &rng, uint32_t bits, bool bf16, bool narrow, uint16_t *s, uint16_t *z) {
+    uint16_t lo = random_finite(rng, bf16), hi = narrow ? (uint16_t)(lo + rng() % 5) : random_finite(rng, bf16);
+    if (!e_is_finite(hi, bf16)) hi = lo;
+    if (e_to_double(lo, bf16) > e_to_double(hi, bf16)) std::swap(lo, hi);
+    const int q = 1 + (int)(rng() & 1);
+    choose_params(q, bits, bf16, 1, std::max<uint32_t>(lo & 0x7FFFu, hi & 0x7FFFu), e_order_key(lo), e_order_key(hi), s, z);
+    return q;
+}
+
 /* Values whose code from the bounds differs from nearest_code's, over every finite nonzero value of
  * the type (kept values are finite and nonzero). bf16 only: *guess_misses counts the bounds that are
  * not the value just above the binary64 midpoint of their levels (where the search found them). */
@@ -78,13 +90,8 @@ void check_many(uint64_t seed, bool bf16) {
             const double s = std::ldexp(1.0 + (double)(rng() % 128) / 128.0, (int)(rng() % 200) - 100);
             for (uint32_t c = 0; c < L; c++) lev[c] = quant_level(1, bits, true, e_to_double(double_to_e(s, true), true), 0.0, c);
         } else {
-            uint16_t lo = random_finite(rng, bf16), hi = mode == 2 ? (uint16_t)(lo + rng() % 5) : random_finite(rng, bf16);
-            if (!e_is_finite(hi, bf16)) hi = lo;
-            if (e_to_double(lo, bf16) > e_to_double(hi, bf16)) std::swap(lo, hi);
-            const int q = 1 + (int)(rng() & 1);
             uint16_t s, z;
-            choose_params(q, bits, bf16, 1, std::max<uint32_t>(lo & 0x7FFFu, hi & 0x7FFFu), e_order_key(lo),
-                          e_order_key(hi), &s, &z);
+            const int q = random_group_params(rng, bits, bf16, mode == 2, &s, &z);
             for (uint32_t c = 0; c < L; c++)
                 lev[c] = quant_level(q, bits, bf16, e_to_double(s, bf16), e_to_double(z, bf16), c);
         }
@@ -118,12 +125,8 @@ TEST(NearestCodeNear, MatchesNearestCodeForAnyGuess) {
             for (uint32_t c = 0; c < L; c++) table[c] = e_to_double(rng() % 2 ? pool[rng() % 4] : random_finite(rng, false), false);
             std::sort(table, table + L);
         } else {
-            uint16_t lo = random_finite(rng, false), hi = mode == 1 ? (uint16_t)(lo + rng() % 5) : random_finite(rng, false);
-            if (!e_is_finite(hi, false)) hi = lo;
-            if (e_to_double(lo, false) > e_to_double(hi, false)) std::swap(lo, hi);
-            const int q = 1 + (int)(rng() & 1);
             uint16_t sv, zv;
-            choose_params(q, 8, false, 1, std::max<uint32_t>(lo & 0x7FFFu, hi & 0x7FFFu), e_order_key(lo), e_order_key(hi), &sv, &zv);
+            const int q = random_group_params(rng, 8, false, mode == 1, &sv, &zv);
             for (uint32_t c = 0; c < L; c++)
                 table[c] = e_to_double(quant_level(q, 8, false, e_to_double(sv, false), e_to_double(zv, false), c), false);
         }
