@@ -18,18 +18,21 @@
  *                        the kept flags (keys) or the kept flags themselves (values);
  *                        kept values are staged in payload order (PER_TILE 2, 3 and 4 bits: their
  *                        codes, as a packed bit stream); offset-table entries that fall in the unit are
- *                        written unit-relative. EXACT values and 8-bit PER_TILE codes go to the payload
- *                        from here (fast_payload_in_prune): the unit's start is chained from the units
- *                        before it (unit_start), and the words it shares with them are left to the
- *                        section kernel (write_unit_payload).
+ *                        written unit-relative. Only PER_HEAD values are left for packing: the other
+ *                        kinds go to the payload from here, and the words a unit shares with its
+ *                        neighbours are left to the section kernel (write_unit_payload). EXACT values
+ *                        and 8-bit PER_TILE codes (fast_payload_in_prune) at the unit's start, chained
+ *                        from the units before it (unit_start); 2-, 3- and 4-bit PER_TILE codes
+ *                        (fast_payload_speculative) at the start the unit has when every row keeps
+ *                        `keep` (speculative_unit_start).
  *   section_fast_kernel  one block per SPARSE section: unit payload positions, offset entries made
  *                        absolute, PER_HEAD parameters, and the code boundaries of each head (the
  *                        smallest order key of each code, so that packing compares 16-bit keys
- *                        instead of searching binary64 levels), the payload words units share (when
- *                        the pruning pass wrote the payload), stream padding, body size.
- *   pack_fast_kernel     one warp per unit, when the pruning pass did not write the payload: codes of
- *                        the staged values at the unit's payload position (PER_TILE 2, 3 and 4 bits:
- *                        the staged code stream, shifted into place by words).
+ *                        instead of searching binary64 levels), the units moved to their true starts
+ *                        where a speculative start was wrong (relocate_units), the payload words units
+ *                        share (when the pruning pass wrote the payload), stream padding, body size.
+ *   pack_fast_kernel     one warp per unit, PER_HEAD only: codes of the staged values at the unit's
+ *                        payload position.
  *
  * Selection is exact (spec/FORMAT.md §14): T is the largest magnitude with count(|x| >= T) >= keep;
  * when the elements equal to T are more than the keep - count(|x| > T) still needed, the lower
@@ -439,13 +442,14 @@ __device__ uint64_t unit_start(unsigned long long *chain, uint32_t uidx, uint32_
  * words. Words the unit fills whole are stored; the first and last word when the unit fills them only in
  * part (they may hold a neighbour's bits, or padding) go, masked to its bits, to the unit's edge fields,
  * which the section kernel merges (merge_unit_edges). */
+template <uint32_t kThreads = kFastThreads>
 __device__ __forceinline__ void write_unit_payload(const uint32_t *stream, uint64_t nbits, uint64_t B0, uint32_t *words,
                                                    UnitStat *st) {
     if (nbits == 0) return;
     const uint64_t B1 = B0 + nbits, W0 = B0 >> 5;
     const uint32_t sh = (uint32_t)(B0 & 31u), end_bits = (uint32_t)(B1 & 31u);
     const uint32_t nq = (uint32_t)(((B1 - 1) >> 5) - W0 + 1), nsw = (uint32_t)((nbits + 31) >> 5);
-    for (uint32_t q = threadIdx.x; q < nq; q += kFastThreads) {
+    for (uint32_t q = threadIdx.x; q < nq; q += kThreads) {
         const uint32_t hi = q < nsw ? stream[q] : 0u, lo = q ? stream[q - 1] : 0u;
         uint32_t w = __funnelshift_l(lo, hi, sh); /* stream bits [32q - sh, 32q - sh + 32) */
         const bool first = q == 0, last = q == nq - 1;
@@ -457,6 +461,51 @@ __device__ __forceinline__ void write_unit_payload(const uint32_t *stream, uint6
             words[W0 + q] = w;
         }
     }
+}
+
+/* fast_payload_speculative: the payload start the pruning pass assumes for unit u (every row of the
+ * section before it kept `keep`; the units of a section are in payload order, head by head, chunk by
+ * chunk, every chunk of 64 rows but a head's last). */
+__device__ __forceinline__ uint64_t speculative_unit_start(const Geometry &g, const SectionPlan &sec, const UnitPlan &u) {
+    return (uint64_t)min(g.keep, kFD) * ((uint64_t)u.head * sec.token_count + 64ull * u.chunk);
+}
+
+/* fast_payload_speculative, when some row of the section kept fewer than `keep` (its kept total says
+ * so): every unit's bit stream is read back from where the pruning pass wrote it (its whole words in the
+ * payload, its shared or partial first and last words in its edge fields) into its staging slot in temp,
+ * then written at its true start (st[i].start, unit_payload_starts) as the pruning pass writes it,
+ * edges to the edge fields for merge_unit_edges. The assumed starts are never below the true ones and
+ * the assumed extents never overlap, but a unit's true place may overlap another's assumed one: hence
+ * all reads before any write. A rare path, one block per section. */
+template <uint32_t kThreads>
+__device__ void relocate_units(const EncodeArgs &a, const SectionPlan &sec, UnitStat *st, uint32_t layer, uint32_t bits,
+                               uint32_t *words) {
+    auto slot = [&](uint32_t i) {
+        return (uint32_t *)(a.temp + ((uint64_t)layer * a.n_units + sec.unit_first + i) * a.unit_cap);
+    };
+    for (uint32_t i = 0; i < sec.n_units; i++) {
+        const uint64_t n = st[i].count;
+        if (n == 0) continue;
+        const uint64_t B0 = speculative_unit_start(a.g, sec, a.units[sec.unit_first + i]) * bits, B1 = B0 + n * bits;
+        const uint64_t W0 = B0 >> 5, Wl = (B1 - 1) >> 5;
+        const uint32_t sh = (uint32_t)(B0 & 31u);
+        const bool first_part = sh != 0 || (Wl == W0 && (B1 & 31u) != 0), last_part = Wl != W0 && (B1 & 31u) != 0;
+        const uint32_t edge_first = st[i].edge_first, edge_last = st[i].edge_last;
+        /* this unit's bits of payload word W, as write_unit_payload left them */
+        auto view = [&](uint64_t W) -> uint32_t {
+            if (W > Wl) return 0u;
+            if (W == W0 && first_part) return edge_first;
+            if (W == Wl && last_part) return edge_last;
+            return words[W];
+        };
+        uint32_t *stream = slot(i);
+        const uint32_t nsw = (uint32_t)((n * bits + 31) >> 5);
+        for (uint32_t q = threadIdx.x; q < nsw; q += kThreads) stream[q] = __funnelshift_r(view(W0 + q), view(W0 + q + 1), sh);
+    }
+    __syncthreads(); /* every stream read back before any word is written */
+    for (uint32_t i = 0; i < sec.n_units; i++)
+        write_unit_payload<kThreads>(slot(i), (uint64_t)st[i].count * bits, st[i].start * bits, words, st + i);
+    __syncthreads();
 }
 
 template <bool kAsym, uint32_t kTileBits, bool kBf16>
@@ -756,7 +805,9 @@ __global__ void __launch_bounds__(kFastThreads, 8) prune_fast_kernel(EncodeArgs 
      * 4 bits) and PER_HEAD values are staged in device memory for the packing pass */
     uint32_t *const stream = kTileBits != 0 ? (uint32_t *)s.tile : (uint32_t *)outbuf;
     uint16_t *stage = a.temp + ((uint64_t)layer * a.n_units + uidx) * a.unit_cap;
-    uint32_t *const codes_out = payload_here ? stream : (uint32_t *)stage;
+    /* fast_payload_speculative: 2-, 3- and 4-bit PER_TILE codes go to the payload from here too */
+    constexpr bool kSpeculative = kTileBits >= 2 && kTileBits <= 4;
+    uint32_t *const codes_out = payload_here || kSpeculative ? stream : (uint32_t *)stage;
     const uint32_t groups = payload_here && kTileBits == 0 ? 0u : (kept_total + 7) / 8;
     for (uint32_t i = tid; i < groups; i += kFastThreads) {
         uint4 w = ((const uint4 *)outbuf)[i];
@@ -833,6 +884,10 @@ __global__ void __launch_bounds__(kFastThreads, 8) prune_fast_kernel(EncodeArgs 
         __syncthreads();
         constexpr uint32_t kBits = kTileBits == 8 ? 8u : 16u;
         write_unit_payload(stream, (uint64_t)kept_total * kBits, s.start * kBits, (uint32_t *)(body + sec.payload_at), st);
+    } else if constexpr (kSpeculative) {
+        __syncthreads(); /* the stream is complete */
+        write_unit_payload(stream, (uint64_t)kept_total * kTileBits, speculative_unit_start(a.g, sec, u) * kTileBits,
+                           (uint32_t *)(body + sec.payload_at), st);
     }
 }
 
@@ -890,8 +945,11 @@ __global__ void __launch_bounds__(kSectionThreads) section_fast_kernel(EncodeArg
             __syncthreads();
         }
     }
-    const bool in_place = fast_payload_in_prune(g);
-    if (in_place) merge_unit_edges<kSectionThreads>(st, sec.n_units, g.bits, (uint32_t *)(body + sec.payload_at));
+    const bool in_place = fast_payload_in_prune(g) || fast_payload_speculative(g);
+    uint32_t *const words = (uint32_t *)(body + sec.payload_at);
+    if (fast_payload_speculative(g) && P != (uint64_t)min(g.keep, kFD) * sec.head_count * sec.token_count)
+        relocate_units<kSectionThreads>(a, sec, st, layer, g.bits, words);
+    if (in_place) merge_unit_edges<kSectionThreads>(st, sec.n_units, g.bits, words);
     finish_sparse_body(g, sec, body, P, &a.results[(uint64_t)layer * a.n_sections + blockIdx.x], in_place);
 }
 
@@ -913,14 +971,13 @@ __device__ __forceinline__ uint32_t code_of_key(uint32_t k, const uint16_t *bnd,
     return c;
 }
 
-/* PER_HEAD (kCodes false: coded here with the head's boundaries) and 2-, 3- and 4-bit PER_TILE (kCodes:
- * the pruning pass staged the unit's codes as a bit stream); the pruning pass writes EXACT values and
- * 8-bit codes itself. One warp per unit. Widths 2 and 4: lane g takes the 32 / BITS values of group g
- * (one 16- or 32-byte aligned piece of the staging buffer, or one word of codes), so its codes are one 32-bit word;
+/* PER_HEAD values, coded here with the head's boundaries (the pruning pass writes every other kind of
+ * payload itself). One warp per unit. Widths 2 and 4: lane g takes the 32 / BITS values of group g
+ * (one 16- or 32-byte aligned piece of the staging buffer), so its codes are one 32-bit word;
  * that word lands at a fixed bit shift s = (e0 * BITS) mod 32 from the unit's first word, and word W0 + g
  * is the group's low part OR the previous group's high part (one shuffle). Only the unit's first and last
  * words can be shared with a neighbouring unit: those are OR-ed atomically into the zeroed payload. */
-template <uint32_t BITS, bool kCodes>
+template <uint32_t BITS>
 __global__ void __launch_bounds__(32 * kPackWarps) pack_fast_kernel(EncodeArgs a) {
     __shared__ uint16_t s_bnd[kPackWarps][256];
     const uint32_t warp = threadIdx.x >> 5, lane = threadIdx.x & 31, layer = blockIdx.y;
@@ -932,7 +989,7 @@ __global__ void __launch_bounds__(32 * kPackWarps) pack_fast_kernel(EncodeArgs a
     const UnitStat st = a.stats[(uint64_t)layer * a.n_units + uidx];
     uint16_t *bnd = s_bnd[warp];
     uint32_t b1 = 0, b2 = 0, b3 = 0;
-    if (!kCodes) {
+    {
         const uint16_t *gb = a.bounds + ((uint64_t)layer * a.bounds_per_layer + sec.bound_first + u.head) * 256;
         for (uint32_t c = lane; c < (1u << BITS); c += 32) bnd[c] = c ? gb[c] : 0;
         __syncwarp();
@@ -948,12 +1005,11 @@ __global__ void __launch_bounds__(32 * kPackWarps) pack_fast_kernel(EncodeArgs a
     const uint16_t *stage = a.temp + ((uint64_t)layer * a.n_units + uidx) * a.unit_cap;
     const uint64_t e0 = st.start;
     if constexpr (BITS == 8) {
-        static_assert(!kCodes, "8-bit PER_TILE codes are written by the pruning pass");
         for (uint32_t i = lane; i < count; i += 32) payload[e0 + i] = (uint8_t)code_of_key<8>(order_key(stage[i]), bnd, 0, 0, 0);
     } else if constexpr (BITS == 3) {
         /* 3 bits: codes straddle words. Word W0 + q of the payload is bits [32q - s, 32q - s + 32) of the
-         * unit's code stream (s = (e0 * 3) mod 32; stream bits from 3 * count on are zero). PER_TILE: the
-         * pruning pass staged that stream; PER_HEAD: a lane codes the staged values overlapping its word. */
+         * unit's code stream (s = (e0 * 3) mod 32; stream bits from 3 * count on are zero): a lane codes
+         * the staged values overlapping its word. */
         const uint32_t s = (uint32_t)((e0 * BITS) & 31u);
         const uint64_t W0 = (e0 * BITS) >> 5, Wlast = ((e0 + count) * BITS - 1) >> 5;
         const uint32_t nq = (uint32_t)(Wlast - W0 + 1);
@@ -962,17 +1018,11 @@ __global__ void __launch_bounds__(32 * kPackWarps) pack_fast_kernel(EncodeArgs a
         for (uint32_t q = lane; q < nq; q += 32) {
             const int32_t lo = 32 * (int32_t)q - (int32_t)s; /* stream bit of the word's bit 0 */
             uint32_t word = 0;
-            if constexpr (kCodes) {
-                const uint32_t *sw = (const uint32_t *)stage;
-                const uint32_t cur = sw[q], prev = q ? sw[q - 1] : 0u;
-                word = s ? (cur << s) | (prev >> (32 - s)) : cur;
-            } else {
-                const int32_t first = lo > 0 ? lo / 3 : 0, last = min((lo + 31) / 3, (int32_t)count - 1);
-                for (int32_t i = first; i <= last; i++) {
-                    const uint32_t c = code_of_key<3>(order_key(stage[i]), bnd, 0, 0, 0);
-                    const int32_t rel = 3 * i - lo;
-                    word |= rel >= 0 ? c << rel : c >> -rel;
-                }
+            const int32_t first = lo > 0 ? lo / 3 : 0, last = min((lo + 31) / 3, (int32_t)count - 1);
+            for (int32_t i = first; i <= last; i++) {
+                const uint32_t c = code_of_key<3>(order_key(stage[i]), bnd, 0, 0, 0);
+                const int32_t rel = 3 * i - lo;
+                word |= rel >= 0 ? c << rel : c >> -rel;
             }
             const int32_t valid = nbits - lo; /* at least 1 */
             if (valid < 32) word &= (1u << valid) - 1u;
@@ -989,13 +1039,7 @@ __global__ void __launch_bounds__(32 * kPackWarps) pack_fast_kernel(EncodeArgs a
         for (uint32_t base = 0; base <= ngroups; base += 32) {
             const uint32_t g = base + lane;
             uint32_t cw = 0;
-            if (kCodes && g < ngroups) {
-                /* the unit's codes as a bit stream (word g = codes G g ..); codes beyond the count are
-                 * whatever was there */
-                const uint32_t valid = min(G, count - g * G);
-                cw = ((const uint32_t *)stage)[g];
-                if (valid < G) cw &= (1u << (BITS * valid)) - 1u;
-            } else if (g < ngroups) {
+            if (g < ngroups) {
                 uint32_t h[G / 2]; /* G values as G / 2 words */
                 const uint4 *src = (const uint4 *)(stage + (size_t)g * G);
 #pragma unroll
@@ -1109,18 +1153,15 @@ sqkv_cuda_status launch_section_fast(const EncodeArgs &a, cudaStream_t stream) {
 }
 
 sqkv_cuda_status launch_pack_fast(const EncodeArgs &a, cudaStream_t stream) {
-    if (a.n_units == 0 || fast_payload_in_prune(a.g)) return SQKV_OK;
+    /* PER_HEAD only: the pruning pass writes every other payload */
+    if (a.n_units == 0 || a.g.granularity != 1 || fast_payload_in_prune(a.g)) return SQKV_OK;
     const dim3 grid((a.n_units + kPackWarps - 1) / kPackWarps, a.n_layers);
-    const bool codes = a.g.granularity == 2; /* PER_TILE: the pruning pass staged codes */
     const dim3 block(32 * kPackWarps);
     switch (a.g.bits) {
-        case 2: return codes ? launch_dependent(pack_fast_kernel<2, true>, grid, block, 0, stream, a)
-                             : launch_dependent(pack_fast_kernel<2, false>, grid, block, 0, stream, a);
-        case 3: return codes ? launch_dependent(pack_fast_kernel<3, true>, grid, block, 0, stream, a)
-                             : launch_dependent(pack_fast_kernel<3, false>, grid, block, 0, stream, a);
-        case 4: return codes ? launch_dependent(pack_fast_kernel<4, true>, grid, block, 0, stream, a)
-                             : launch_dependent(pack_fast_kernel<4, false>, grid, block, 0, stream, a);
-        case 8: return launch_dependent(pack_fast_kernel<8, false>, grid, block, 0, stream, a);
+        case 2: return launch_dependent(pack_fast_kernel<2>, grid, block, 0, stream, a);
+        case 3: return launch_dependent(pack_fast_kernel<3>, grid, block, 0, stream, a);
+        case 4: return launch_dependent(pack_fast_kernel<4>, grid, block, 0, stream, a);
+        case 8: return launch_dependent(pack_fast_kernel<8>, grid, block, 0, stream, a);
         default: return SQKV_ERR_STATE;
     }
 }

@@ -463,6 +463,55 @@ TEST(CudaEncode, FastPathPayloadEdgesBetweenUnits) {
             }
 }
 
+/* 2-, 3- and 4-bit PER_TILE: the pruning pass writes each unit's codes at the start it would have if
+ * every row kept `keep` (encode_fast.cuh fast_payload_speculative); a section with a row of fewer
+ * nonzero elements than that has its units moved by the section kernel. Full rows everywhere but a few
+ * short ones (0 to keep - 1 nonzero elements) in some heads, at the first row, a chunk's first and last
+ * row and the last token, so that in one file some sections hold the assumption and others do not, at
+ * every position of the short unit in its section. */
+namespace {
+
+std::vector<uint8_t> short_rows_tensor(std::mt19937_64 &rng, const Case &c) {
+    std::vector<uint8_t> out = random_tensor(rng, c.heads, c.tokens, c.head_dim, c.src, c.e);
+    const uint32_t keep = (uint32_t)std::lround((1.0 - c.sparsity) * c.head_dim);
+    const uint32_t es = c.src == SQKV_DTYPE_FP32 ? 4 : 2;
+    for (uint32_t h = 0; h < c.heads; h++) {
+        if (rng() % 3 == 0) continue; /* this head's rows all full */
+        const uint32_t picks[] = {0u, 63u, 64u, 127u, c.tokens - 1, (uint32_t)(rng() % c.tokens)};
+        for (uint32_t t : picks) {
+            if (t >= c.tokens || rng() % 2) continue;
+            const uint32_t nonzero = keep ? (uint32_t)(rng() % keep) : 0u;
+            uint8_t *row = &out[((uint64_t)h * c.tokens + t) * c.head_dim * es];
+            for (uint32_t d = nonzero; d < c.head_dim; d++) memset(row + (uint64_t)((d * 37u + t) % c.head_dim) * es, 0, es);
+        }
+    }
+    return out;
+}
+
+}  // namespace
+
+TEST(CudaEncode, FastPathPerTileSpeculativeStarts) {
+    SKIP_WITHOUT_GPU();
+    uint64_t n = 0;
+    for (int bf16 = 0; bf16 < 2; bf16++)
+        for (uint32_t bits : {2u, 3u, 4u})
+            for (int q = 1; q <= 2; q++)
+                for (int rep = 0; rep < 2; rep++) {
+                    Case c = base_case();
+                    c.bits = bits;
+                    c.q = (sqkv_quantizer)q;
+                    c.gran = SQKV_SCALE_PER_TILE;
+                    c.sparsity = rep ? 0.8 : 0.7;
+                    if (bf16) c.e = c.src = SQKV_DTYPE_BF16;
+                    c.layers = 2;
+                    c.heads = 3;
+                    c.hps = 1 + (uint32_t)(n % 2);
+                    c.tps = rep ? 128 : 0;
+                    c.tokens = 64 * 5 + 21;
+                    check_case(c, seed_of("speculative-starts") + n++, 0, short_rows_tensor);
+                }
+}
+
 /* bf16 elements from a bf16 source take the fast kernels too (head_dim 128). Selection and staging are
  * those of fp16; the parameters are not: bf16 midpoints and the differences the nearest-level rule takes
  * need not be exact in binary64, so the tile bounds come from numeric.cuh group_code_bounds_e. These rows
