@@ -434,9 +434,6 @@ extern "C" sqkv_cuda_status sqkv_cuda_encode_layers(sqkv_cuda_encoder *e, uint32
     a.layer_capacity = e->layer_capacity;
     a.stats = (UnitStat *)(ws + la.stats);
     a.temp = (uint16_t *)(ws + la.temp);
-    /* n * nu * unit_cap * 2 bytes of temp hold the chain (8 bytes per unit) and the ticket: unit_cap >= 8 */
-    a.chain = (unsigned long long *)(ws + la.temp);
-    a.ticket = (unsigned int *)(a.chain + (uint64_t)n_layers * e->units.size());
     a.unit_cap = e->unit_cap;
     a.results = (SectionResult *)(ws + la.results);
     a.hashes = (uint64_t *)(ws + la.hashes);

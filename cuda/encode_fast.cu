@@ -18,18 +18,16 @@
  *                        the kept flags (keys) or the kept flags themselves (values);
  *                        kept values are staged in payload order (PER_TILE 2, 3 and 4 bits: their
  *                        codes, as a packed bit stream); offset-table entries that fall in the unit are
- *                        written unit-relative. Only PER_HEAD values are left for packing: the other
- *                        kinds go to the payload from here, and the words a unit shares with its
- *                        neighbours are left to the section kernel (write_unit_payload). EXACT values
- *                        and 8-bit PER_TILE codes (fast_payload_in_prune) at the unit's start, chained
- *                        from the units before it (unit_start); 2-, 3- and 4-bit PER_TILE codes
- *                        (fast_payload_speculative) at the start the unit has when every row keeps
- *                        `keep` (speculative_unit_start).
+ *                        written unit-relative. Only PER_HEAD values are left for packing: PER_TILE
+ *                        codes and EXACT values go to the payload from here (fast_payload_in_prune), at
+ *                        the start the unit has when every row keeps `keep` (assumed_unit_start),
+ *                        and the words a unit shares with its neighbours are left to the section kernel
+ *                        (write_unit_payload).
  *   section_fast_kernel  one block per SPARSE section: unit payload positions, offset entries made
  *                        absolute, PER_HEAD parameters, and the code boundaries of each head (the
  *                        smallest order key of each code, so that packing compares 16-bit keys
  *                        instead of searching binary64 levels), the units moved to their true starts
- *                        where a speculative start was wrong (relocate_units), the payload words units
+ *                        where an assumed start was wrong (relocate_units), the payload words units
  *                        share (when the pruning pass wrote the payload), stream padding, body size.
  *   pack_fast_kernel     one warp per unit, PER_HEAD only: codes of the staged values at the unit's
  *                        payload position.
@@ -70,8 +68,6 @@ struct alignas(16) FastSmem { /* 16: outbuf, which follows it, is read by 16-byt
     uint32_t tstart[kFD + 4]; /* exclusive prefix of the tile counts; [nt] = unit count */
     uint32_t wsum[4];
     uint32_t misc[4];         /* [0] largest kept magnitude, [1] smallest / [2] largest kept order key */
-    uint32_t ticket;          /* payload in this pass: the block's place in unit order (a.ticket) */
-    unsigned long long start; /* payload in this pass: the unit's first payload element (unit_start) */
     alignas(16) uint16_t tbnd[kFD * 16]; /* PER_TILE: per tile, what coding needs (tile_params); keys use
                                           * it first for the ballots of P2 (ballot_tab, 1 KB), then as
                                           * key_tab (uint4); sharing it keeps a block at 27.6 KB at the
@@ -399,45 +395,6 @@ __device__ __forceinline__ uint32_t codes_2bit(const uint32_t (&h)[4], uint2 tw,
     return packed;
 }
 
-/* ---- the units' payload starts, chained between blocks (payload written by the pruning pass) ---------
- * A unit's payload follows those of the units before it in its section, whose counts are known only
- * once their blocks have selected. Each block publishes its unit's count as soon as it has it (an
- * aggregate), and, at the end, its inclusive prefix, found by looking back over its predecessors' entries
- * until one holds a prefix (a decoupled look-back: the blocks rarely wait, since a predecessor started
- * earlier and has usually finished). Blocks take units in the order they start (a.ticket), so a block
- * only ever waits for blocks that are running or done. Entries are zero until published. */
-constexpr unsigned long long kChainAggregate = 1ull << 62, kChainPrefix = 1ull << 63, kChainValue = (1ull << 62) - 1;
-
-__device__ __forceinline__ unsigned long long chain_load(const unsigned long long *p) {
-    unsigned long long v;
-    asm volatile("ld.acquire.gpu.global.u64 %0, [%1];" : "=l"(v) : "l"(p) : "memory");
-    return v;
-}
-
-/* The first payload element of unit uidx (the section's first unit: first) of count elements, found by
- * one warp looking back 32 entries at a time (entry uidx - 1 - lane) to the nearest prefix, then its
- * inclusive prefix published. Entries before first belong to another section: they count as a prefix
- * of zero (the first unit's own is published with its count, so the walk stops there at the latest). */
-__device__ uint64_t unit_start(unsigned long long *chain, uint32_t uidx, uint32_t first, uint32_t count, uint32_t lane) {
-    if (uidx == first) return 0;
-    uint64_t before = 0;
-    for (int64_t top = (int64_t)uidx - 1;; top -= 32) {
-        const int64_t j = top - (int64_t)lane;
-        unsigned long long v = kChainPrefix;
-        if (j >= (int64_t)first)
-            while ((v = chain_load(chain + j)) == 0) __nanosleep(64);
-        const uint32_t prefixes = __ballot_sync(kFull, (v & kChainPrefix) != 0);
-        const uint32_t nearest = prefixes ? (uint32_t)__ffs(prefixes) - 1u : 31u;
-        uint64_t part = lane <= nearest ? (v & kChainValue) : 0ull;
-#pragma unroll
-        for (int off = 16; off; off >>= 1) part += __shfl_xor_sync(kFull, part, off);
-        before += part;
-        if (prefixes) break;
-    }
-    if (lane == 0) atomicExch(chain + uidx, kChainPrefix | (before + count));
-    return before;
-}
-
 /* The unit's payload: its bit stream (stream, nbits bits from bit 0 of word 0) at payload bit B0 of
  * words. Words the unit fills whole are stored; the first and last word when the unit fills them only in
  * part (they may hold a neighbour's bits, or padding) go, masked to its bits, to the unit's edge fields,
@@ -463,14 +420,14 @@ __device__ __forceinline__ void write_unit_payload(const uint32_t *stream, uint6
     }
 }
 
-/* fast_payload_speculative: the payload start the pruning pass assumes for unit u (every row of the
+/* fast_payload_in_prune: the payload start the pruning pass assumes for unit u (every row of the
  * section before it kept `keep`; the units of a section are in payload order, head by head, chunk by
  * chunk, every chunk of 64 rows but a head's last). */
-__device__ __forceinline__ uint64_t speculative_unit_start(const Geometry &g, const SectionPlan &sec, const UnitPlan &u) {
+__device__ __forceinline__ uint64_t assumed_unit_start(const Geometry &g, const SectionPlan &sec, const UnitPlan &u) {
     return (uint64_t)min(g.keep, kFD) * ((uint64_t)u.head * sec.token_count + 64ull * u.chunk);
 }
 
-/* fast_payload_speculative, when some row of the section kept fewer than `keep` (its kept total says
+/* fast_payload_in_prune, when some row of the section kept fewer than `keep` (its kept total says
  * so): every unit's bit stream is read back from where the pruning pass wrote it (its whole words in the
  * payload, its shared or partial first and last words in its edge fields) into its staging slot in temp,
  * then written at its true start (st[i].start, unit_payload_starts) as the pruning pass writes it,
@@ -486,7 +443,7 @@ __device__ void relocate_units(const EncodeArgs &a, const SectionPlan &sec, Unit
     for (uint32_t i = 0; i < sec.n_units; i++) {
         const uint64_t n = st[i].count;
         if (n == 0) continue;
-        const uint64_t B0 = speculative_unit_start(a.g, sec, a.units[sec.unit_first + i]) * bits, B1 = B0 + n * bits;
+        const uint64_t B0 = assumed_unit_start(a.g, sec, a.units[sec.unit_first + i]) * bits, B1 = B0 + n * bits;
         const uint64_t W0 = B0 >> 5, Wl = (B1 - 1) >> 5;
         const uint32_t sh = (uint32_t)(B0 & 31u);
         const bool first_part = sh != 0 || (Wl == W0 && (B1 & 31u) != 0), last_part = Wl != W0 && (B1 & 31u) != 0;
@@ -519,15 +476,9 @@ __global__ void __launch_bounds__(kFastThreads, 8) prune_fast_kernel(EncodeArgs 
     uint8_t *tilemap = (uint8_t *)outbuf + align_up(2 * a.unit_cap, 16);
     const uint32_t tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     cudaGridDependencySynchronize(); /* launch_prune_variant: the stream's earlier work */
-    /* fast_payload_in_prune: EXACT values and 8-bit PER_TILE codes go to the payload from here */
-    const bool payload_here = kTileBits == 8 || (kTileBits == 0 && a.g.quantizer == 0);
-    uint32_t layer = blockIdx.y, uidx = blockIdx.x;
-    if (payload_here) {
-        if (tid == 0) s.ticket = atomicAdd(a.ticket, 1u);
-        __syncthreads();
-        layer = s.ticket / a.n_units;
-        uidx = s.ticket % a.n_units;
-    }
+    /* fast_payload_in_prune: PER_TILE codes and EXACT values go to the payload from here */
+    const bool payload_here = kTileBits != 0 || a.g.quantizer == 0;
+    const uint32_t layer = blockIdx.y, uidx = blockIdx.x;
     const UnitPlan u = a.units[uidx];
     const SectionPlan &sec = a.sections[u.section];
     const uint32_t R = u.rows, nt = u.n_tiles;
@@ -608,9 +559,6 @@ __global__ void __launch_bounds__(kFastThreads, 8) prune_fast_kernel(EncodeArgs 
     }
     __syncthreads();
     scan128(s.cnt, s.tstart, nt, s.wsum);
-    unsigned long long *const chain = a.chain + (uint64_t)layer * a.n_units;
-    if (payload_here && tid == 0)
-        atomicExch(chain + uidx, (uidx == sec.unit_first ? kChainPrefix : kChainAggregate) | s.tstart[nt]);
     if (keys && kTileBits != 0) {
         const uint32_t hi = (uint32_t)(my_bm >> 32), t = s.tstart[tid];
         key_tab[tid] = make_uint4(t, hi, t + __popc(hi), (uint32_t)my_bm);
@@ -800,14 +748,12 @@ __global__ void __launch_bounds__(kFastThreads, 8) prune_fast_kernel(EncodeArgs 
     if (keys) gbm[tid] = my_bm;
     else if (r < R) gbm[half * R + r] = my_bm;
     const uint32_t kept_total = s.tstart[nt];
-    /* the unit's payload bits when this pass writes the payload: 8-bit codes coded into a stream in the
-     * tile's space (free since P3), EXACT values as staged (outbuf); otherwise PER_TILE codes (2, 3 and
-     * 4 bits) and PER_HEAD values are staged in device memory for the packing pass */
+    /* the unit's payload bits when this pass writes the payload: PER_TILE codes coded into a stream in
+     * the tile's space (free since P3), EXACT values as staged (outbuf); PER_HEAD values are staged in
+     * device memory for the packing pass */
     uint32_t *const stream = kTileBits != 0 ? (uint32_t *)s.tile : (uint32_t *)outbuf;
     uint16_t *stage = a.temp + ((uint64_t)layer * a.n_units + uidx) * a.unit_cap;
-    /* fast_payload_speculative: 2-, 3- and 4-bit PER_TILE codes go to the payload from here too */
-    constexpr bool kSpeculative = kTileBits >= 2 && kTileBits <= 4;
-    uint32_t *const codes_out = payload_here || kSpeculative ? stream : (uint32_t *)stage;
+    uint32_t *const codes_out = payload_here ? stream : (uint32_t *)stage;
     const uint32_t groups = payload_here && kTileBits == 0 ? 0u : (kept_total + 7) / 8;
     for (uint32_t i = tid; i < groups; i += kFastThreads) {
         uint4 w = ((const uint4 *)outbuf)[i];
@@ -877,16 +823,8 @@ __global__ void __launch_bounds__(kFastThreads, 8) prune_fast_kernel(EncodeArgs 
     }
     if (payload_here) {
         __syncthreads(); /* the stream is complete */
-        if (warp == 0) {
-            const uint64_t start = unit_start(chain, uidx, sec.unit_first, kept_total, lane);
-            if (lane == 0) s.start = start;
-        }
-        __syncthreads();
-        constexpr uint32_t kBits = kTileBits == 8 ? 8u : 16u;
-        write_unit_payload(stream, (uint64_t)kept_total * kBits, s.start * kBits, (uint32_t *)(body + sec.payload_at), st);
-    } else if constexpr (kSpeculative) {
-        __syncthreads(); /* the stream is complete */
-        write_unit_payload(stream, (uint64_t)kept_total * kTileBits, speculative_unit_start(a.g, sec, u) * kTileBits,
+        constexpr uint32_t kBits = kTileBits != 0 ? kTileBits : 16u;
+        write_unit_payload(stream, (uint64_t)kept_total * kBits, assumed_unit_start(a.g, sec, u) * kBits,
                            (uint32_t *)(body + sec.payload_at), st);
     }
 }
@@ -945,9 +883,9 @@ __global__ void __launch_bounds__(kSectionThreads) section_fast_kernel(EncodeArg
             __syncthreads();
         }
     }
-    const bool in_place = fast_payload_in_prune(g) || fast_payload_speculative(g);
+    const bool in_place = fast_payload_in_prune(g);
     uint32_t *const words = (uint32_t *)(body + sec.payload_at);
-    if (fast_payload_speculative(g) && P != (uint64_t)min(g.keep, kFD) * sec.head_count * sec.token_count)
+    if (in_place && P != (uint64_t)min(g.keep, kFD) * sec.head_count * sec.token_count)
         relocate_units<kSectionThreads>(a, sec, st, layer, g.bits, words);
     if (in_place) merge_unit_edges<kSectionThreads>(st, sec.n_units, g.bits, words);
     finish_sparse_body(g, sec, body, P, &a.results[(uint64_t)layer * a.n_sections + blockIdx.x], in_place);
@@ -1138,12 +1076,6 @@ sqkv_cuda_status launch_prune_for_type(const EncodeArgs &a, size_t smem, cudaStr
 
 sqkv_cuda_status launch_prune_fast(const EncodeArgs &a, cudaStream_t stream) {
     if (a.n_units == 0) return SQKV_OK;
-    if (fast_payload_in_prune(a.g)) {
-        /* tickets count the blocks of the grid in 32 bits; the chain of unit starts and the ticket start
-         * at zero */
-        if ((uint64_t)a.n_layers * a.n_units > 0xFFFFFFFFull) return SQKV_ERR_LIMIT;
-        SQKV_CUDA_TRY(cudaMemsetAsync(a.chain, 0, (uint64_t)a.n_layers * a.n_units * sizeof *a.chain + sizeof *a.ticket, stream));
-    }
     const size_t smem = prune_fast_smem_bytes(a.unit_cap, a.g.granularity == 2);
     return a.g.e_bf16 ? launch_prune_for_type<true>(a, smem, stream) : launch_prune_for_type<false>(a, smem, stream);
 }
@@ -1154,7 +1086,7 @@ sqkv_cuda_status launch_section_fast(const EncodeArgs &a, cudaStream_t stream) {
 
 sqkv_cuda_status launch_pack_fast(const EncodeArgs &a, cudaStream_t stream) {
     /* PER_HEAD only: the pruning pass writes every other payload */
-    if (a.n_units == 0 || a.g.granularity != 1 || fast_payload_in_prune(a.g)) return SQKV_OK;
+    if (a.n_units == 0 || fast_payload_in_prune(a.g)) return SQKV_OK;
     const dim3 grid((a.n_units + kPackWarps - 1) / kPackWarps, a.n_layers);
     const dim3 block(32 * kPackWarps);
     switch (a.g.bits) {

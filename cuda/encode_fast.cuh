@@ -11,25 +11,19 @@ namespace sqkv_cuda {
  * PER_HEAD or PER_TILE scales (2, 3, 4 or 8 bits) or EXACT values. */
 bool fast_encode_geometry(const Geometry &g);
 
-/* Whether the fast pruning pass writes the payload itself (EXACT values and 8-bit PER_TILE codes), so
- * that no packing pass runs; the units' payload starts are then chained between the pass's blocks
- * (a.chain, a.ticket zeroed first). Measured on the H200 (results/gpu_bench.md, session 10): EXACT
- * 988 -> 1323 GB/s, since its staged values made a round trip through device memory as large as the
- * payload; but 2-bit PER_TILE 1424 -> 1337 and 3-bit 1218 -> 1169, whose staged codes are small and
- * whose blocks then wait for a ticket and for the look-back. Those write their payload at assumed starts
- * instead (fast_payload_speculative). */
+/* Whether the fast pruning pass writes the payload itself (PER_TILE codes of every width, EXACT values),
+ * so that no packing pass runs (PER_HEAD codes need the whole head's parameters first). A unit's
+ * payload start is that of every row keeping `keep` elements: keep times the section's rows before the
+ * unit, known before any selection. A row keeps fewer only when it has fewer than `keep` nonzero
+ * elements, so the assumption holds for almost every real cache; the section kernel finds out (its kept
+ * total is keep times its rows exactly when every row kept keep) and otherwise moves the units to their
+ * true starts (encode_fast.cu relocate_units). Measured on the H200 (results/gpu_bench.md, sessions 10 and
+ * 13): the staged values made a round trip through device memory as large as the EXACT payload (EXACT
+ * 988 -> 1323 GB/s); starts chained between blocks (a ticket per block for the order, a look-back to
+ * the previous units' counts) cost the 2- and 3-bit passes more than the packing pass they saved (2-bit
+ * 1424 -> 1337 GB/s); assumed starts save it (2-bit 1442 -> 1490-1500 GB/s, 4-bit 1052 -> 1136-1155). */
 inline __host__ __device__ bool fast_payload_in_prune(const Geometry &g) {
-    return g.quantizer == 0 || (g.granularity == 2 && g.bits == 8);
-}
-
-/* 2-, 3- and 4-bit PER_TILE: the fast pruning pass writes its unit's codes to the payload too, at the
- * start it would have if every row kept `keep` elements (keep times the section's rows before the unit,
- * known before any selection: no ticket, no look-back). A row keeps fewer only when it has fewer than
- * `keep` nonzero elements, so the assumption holds for almost every real cache; the section kernel finds
- * out (its kept total is keep times its rows exactly when every row kept keep) and otherwise moves the
- * units to their true starts (relocate_units). No packing pass runs. */
-inline __host__ __device__ bool fast_payload_speculative(const Geometry &g) {
-    return g.quantizer != 0 && g.granularity == 2 && g.bits >= 2 && g.bits <= 4;
+    return g.quantizer == 0 || g.granularity == 2;
 }
 
 /* Dynamic shared memory of the fast pruning kernel. */

@@ -24,13 +24,9 @@ struct EncodeArgs {
     uint8_t *out;
     uint64_t layer_capacity;
     UnitStat *stats;            /* [n_layers][n_units] */
-    uint16_t *temp;             /* [n_layers][n_units][unit_cap] kept values, tile order */
-    /* Fast path when the pruning pass writes the payload itself (PER_TILE codes, EXACT values;
-     * fast_payload_in_prune): the units' chained payload starts ([n_layers][n_units], encode_fast.cu
-     * publish_unit / unit_start) and the counter that hands out unit order, both zeroed before the
-     * pass. They live in temp, which that path does not use for staging. */
-    unsigned long long *chain;
-    unsigned int *ticket;
+    uint16_t *temp;             /* [n_layers][n_units][unit_cap] kept values, tile order; the fast
+                                 * path's units whose payload the pruning pass wrote at a wrong
+                                 * assumed start (encode_fast.cu relocate_units) */
     uint64_t unit_cap;          /* a multiple of 8 */
     SectionResult *results;     /* [n_layers][n_sections] */
     uint64_t *hashes;           /* [n_layers][n_sections] body checksums */

@@ -463,8 +463,8 @@ TEST(CudaEncode, FastPathPayloadEdgesBetweenUnits) {
             }
 }
 
-/* 2-, 3- and 4-bit PER_TILE: the pruning pass writes each unit's codes at the start it would have if
- * every row kept `keep` (encode_fast.cuh fast_payload_speculative); a section with a row of fewer
+/* PER_TILE codes and EXACT values: the pruning pass writes each unit's payload at the start it would have
+ * if every row kept `keep` (encode_fast.cuh fast_payload_in_prune); a section with a row of fewer
  * nonzero elements than that has its units moved by the section kernel. Full rows everywhere but a few
  * short ones (0 to keep - 1 nonzero elements) in some heads, at the first row, a chunk's first and last
  * row and the last token, so that in one file some sections hold the assumption and others do not, at
@@ -490,17 +490,18 @@ std::vector<uint8_t> short_rows_tensor(std::mt19937_64 &rng, const Case &c) {
 
 }  // namespace
 
-TEST(CudaEncode, FastPathPerTileSpeculativeStarts) {
+TEST(CudaEncode, FastPathAssumedPayloadStarts) {
     SKIP_WITHOUT_GPU();
     uint64_t n = 0;
     for (int bf16 = 0; bf16 < 2; bf16++)
-        for (uint32_t bits : {2u, 3u, 4u})
+        for (uint32_t bits : {2u, 3u, 4u, 8u, 16u})
             for (int q = 1; q <= 2; q++)
                 for (int rep = 0; rep < 2; rep++) {
+                    if (bits == 16 && q == 2) continue;
                     Case c = base_case();
                     c.bits = bits;
-                    c.q = (sqkv_quantizer)q;
-                    c.gran = SQKV_SCALE_PER_TILE;
+                    c.q = bits == 16 ? SQKV_QUANT_EXACT : (sqkv_quantizer)q;
+                    c.gran = bits == 16 ? SQKV_SCALE_NONE : SQKV_SCALE_PER_TILE;
                     c.sparsity = rep ? 0.8 : 0.7;
                     if (bf16) c.e = c.src = SQKV_DTYPE_BF16;
                     c.layers = 2;
@@ -508,7 +509,7 @@ TEST(CudaEncode, FastPathPerTileSpeculativeStarts) {
                     c.hps = 1 + (uint32_t)(n % 2);
                     c.tps = rep ? 128 : 0;
                     c.tokens = 64 * 5 + 21;
-                    check_case(c, seed_of("speculative-starts") + n++, 0, short_rows_tensor);
+                    check_case(c, seed_of("assumed-starts") + n++, 0, short_rows_tensor);
                 }
 }
 
