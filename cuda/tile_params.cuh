@@ -4,13 +4,15 @@
  *
  * tile_params must give exactly what numeric.cuh choose_params, quant_level and group_code_bounds give
  * (they are the CPU encoder's arithmetic), for every finite input. It is the same binary64 rule, with
- * three things the reference spends instructions on and these inputs never need:
+ * four shortcuts where the reference spends instructions that these inputs do not need:
  *   - range / (L - 1) as one multiplication by the binary64 value nearest 1 / (L - 1), not a division
  *     (a subroutine of about 20 instructions on the GPU);
  *   - fp16 <-> binary64 conversions without the branches for infinities and NaN (inputs are finite;
  *     levels that overflow become infinities, which the conversion instruction gives, and never NaN);
  *   - levels as one fused multiply-add each: c * s is exact (c < 16, s has 11 significant bits), so
- *     fma(c, s, z) rounds once, as dadd(dmul(c, s), z) does.
+ *     fma(c, s, z) rounds once, as dadd(dmul(c, s), z) does;
+ *   - fp16 code boundaries as the successor of the exact midpoint rounded down (one conversion), which is
+ *     the reference's smallest value above the midpoint without its round trip and compare.
  * Why the product may stand for the quotient: only its rounding to fp16 matters. range = hi - lo is a
  * multiple of 2^-24 below 2^17 (k 2^-24, k < 2^41) and D = L - 1 is 3, 7 or 15. When D does not divide
  * k, the quotient is at least 2^-41 of itself away from every fp16 midpoint (a 12-bit dyadic), many
@@ -43,6 +45,14 @@ __device__ __forceinline__ double finite_fp16_to_double(uint32_t h) {
 __device__ __forceinline__ uint32_t double_to_fp16_rn(double x) {
     unsigned short h;
     asm("cvt.rn.f16.f64 %0, %1;" : "=h"(h) : "d"(x));
+    return h;
+}
+
+/* binary64 -> fp16, rounded toward minus infinity (the largest fp16 value not above x; finite for finite
+ * x within the fp16 range, which tile_params's midpoints are). */
+__device__ __forceinline__ uint32_t double_to_fp16_rd(double x) {
+    unsigned short h;
+    asm("cvt.rm.f16.f64 %0, %1;" : "=h"(h) : "d"(x));
     return h;
 }
 
@@ -143,13 +153,21 @@ __device__ __forceinline__ void tile_params(uint32_t count, uint32_t max_mag, ui
 #pragma unroll
     for (uint32_t c = L - 1; c >= 1; c--) {
         const double lo = E::to_double(lev[c - 1]);
-        uint32_t B;
+        uint32_t B, bound; /* the bound as a key, and as bnd stores it (2 bits: its value) */
         if (hi > lo) {
             const double mid = __dmul_rn(__dadd_rn(lo, hi), 0.5);
-            const uint32_t m = E::round(mid);
-            const uint32_t k = e_order_key((uint16_t)m);
-            B = E::to_double(m) > mid ? k : k + 1u;
-            if constexpr (kBf16) {
+            if constexpr (!kBf16) {
+                /* the smallest fp16 value above mid (group_code_bounds rounds mid to nearest, then steps up
+                 * one key unless the rounded value is above mid) is the successor of mid rounded down: one
+                 * conversion, without converting back and comparing. The successor of a negative value is
+                 * one below it in bits (of -2^-24, -0), of a positive one (or +0) one above. */
+                const uint32_t d = double_to_fp16_rd(mid);
+                B = e_order_key((uint16_t)d) + 1u;
+                bound = BITS == 2 ? ((d & 0x8000u) ? d - 1u : d + 1u) : B;
+            } else {
+                const uint32_t m = E::round(mid);
+                const uint32_t k = e_order_key((uint16_t)m);
+                B = E::to_double(m) > mid ? k : k + 1u;
                 /* x gets c or more */
                 auto reaches = [&](uint32_t key) {
                     const double x = E::to_double(e_from_order_key(key));
@@ -177,11 +195,13 @@ __device__ __forceinline__ void tile_params(uint32_t count, uint32_t max_mag, ui
                     }
                     B = a;
                 }
+                bound = BITS == 2 ? e_from_order_key(B) : B;
             }
         } else {
             B = hi == top ? E::kNone : above;
+            bound = BITS == 2 ? e_from_order_key(B) : B;
         }
-        bnd[c] = BITS == 2 ? e_from_order_key(B) : (uint16_t)B;
+        bnd[c] = (uint16_t)bound;
         above = B;
         hi = lo;
     }
