@@ -818,10 +818,13 @@ __global__ void __launch_bounds__(kFastThreads, 8) prune_fast_kernel(EncodeArgs 
         const uint32_t k = a.g.offset_log2;
         const uint64_t t0 = u.tile0, t1 = u.tile0 + nt;
         uint32_t *offs = (uint32_t *)(body + sec.offsets_at);
+        /* payload written here: entries absolute at the assumed start (the section kernel corrects them
+         * only where the assumption failed); else unit-relative, made absolute by the section kernel */
+        const uint32_t base = payload_here ? (uint32_t)assumed_unit_start(a.g, sec, u) : 0u;
         for (uint64_t mm = (t0 >> k) + 1 + tid; mm < sec.n_offsets; mm += kFastThreads) {
             const uint64_t tm = min(mm << k, sec.n_tiles);
             if (tm > t1) break;
-            offs[mm] = s.tstart[tm - t0];
+            offs[mm] = base + s.tstart[tm - t0];
         }
     }
     UnitStat *const st = a.stats + (uint64_t)layer * a.n_units + uidx;
@@ -857,16 +860,21 @@ __global__ void __launch_bounds__(kSectionThreads) section_fast_kernel(EncodeArg
     uint8_t *body = a.out + (uint64_t)layer * a.layer_capacity + sec.slot + 64;
     __shared__ double levels[256];
     const uint64_t P = unit_payload_starts<kSectionThreads>(st, sec.n_units);
-    /* offset entries: the pruning pass wrote each entry relative to the unit holding its last tile */
+    /* offset entries: the pruning pass wrote each entry relative to the unit holding its last tile, or,
+     * when it wrote the payload (fast_payload_in_prune), absolute at that unit's assumed start, which
+     * is right unless a row kept fewer than keep (relocate_units below moves the payload then) */
+    const bool in_place = fast_payload_in_prune(g);
+    const bool assumed_ok = in_place && P == (uint64_t)min(g.keep, kFD) * sec.head_count * sec.token_count;
     {
         uint32_t *offs = (uint32_t *)(body + sec.offsets_at);
         const uint32_t k = g.offset_log2;
         const uint64_t per_unit = sec.tensor == 0 ? (uint64_t)g.head_dim : 64ull * g.hb;
         if (threadIdx.x == 0) offs[0] = 0;
-        for (uint64_t mm = 1 + threadIdx.x; mm < sec.n_offsets; mm += kSectionThreads) {
+        for (uint64_t mm = 1 + threadIdx.x; mm < sec.n_offsets && !assumed_ok; mm += kSectionThreads) {
             const uint64_t tau = min(mm << k, sec.n_tiles) - 1;
             const uint64_t j = tau / sec.tiles_per_head, c = (tau % sec.tiles_per_head) / per_unit;
-            offs[mm] += (uint32_t)st[j * sec.chunks + c].start;
+            const UnitPlan &u = a.units[sec.unit_first + j * sec.chunks + c];
+            offs[mm] += (uint32_t)st[j * sec.chunks + c].start - (in_place ? (uint32_t)assumed_unit_start(g, sec, u) : 0u);
         }
     }
     const bool bf16 = g.e_bf16 != 0;
@@ -896,10 +904,8 @@ __global__ void __launch_bounds__(kSectionThreads) section_fast_kernel(EncodeArg
             __syncthreads();
         }
     }
-    const bool in_place = fast_payload_in_prune(g);
     uint32_t *const words = (uint32_t *)(body + sec.payload_at);
-    if (in_place && P != (uint64_t)min(g.keep, kFD) * sec.head_count * sec.token_count)
-        relocate_units<kSectionThreads>(a, sec, st, layer, g.bits, words);
+    if (in_place && !assumed_ok) relocate_units<kSectionThreads>(a, sec, st, layer, g.bits, words);
     if (in_place) merge_unit_edges<kSectionThreads>(st, sec.n_units, g.bits, words);
     finish_sparse_body(g, sec, body, P, &a.results[(uint64_t)layer * a.n_sections + blockIdx.x], in_place);
 }

@@ -146,13 +146,16 @@ __device__ __forceinline__ void tile_params(uint32_t count, uint32_t max_mag, ui
     if (kAsym) sc[1] = (uint16_t)zv;
 #pragma unroll
     for (uint32_t c = 0; c + 1 < L; c++) lev[c] = level(c);
+    /* ASYMMETRIC: level 0 is fma(0, s, z) = z rounded, which is z itself (s is finite, and z is a kept
+     * value, never a zero, so no sign of zero is lost): its binary64 value is zd */
+    auto level_double = [&](uint32_t c) { return kAsym && c == 0 ? zd : E::to_double(lev[c]); };
     /* numeric.cuh group_code_bounds (fp16) or group_code_bounds_e (bf16) on levels known to be finite */
     double hi = E::to_double(lev[L - 1]);
     const double top = hi;
     uint32_t above = E::kNone; /* B[c + 1] */
 #pragma unroll
     for (uint32_t c = L - 1; c >= 1; c--) {
-        const double lo = E::to_double(lev[c - 1]);
+        const double lo = level_double(c - 1);
         uint32_t B, bound; /* the bound as a key, and as bnd stores it (2 bits: its value) */
         if (hi > lo) {
             const double mid = __dmul_rn(__dadd_rn(lo, hi), 0.5);
