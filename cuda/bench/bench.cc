@@ -239,6 +239,9 @@ void bench_chunked_encode(const sqkv_geometry &g, const sqkv_writer_options &o, 
                 CK(cudaEventRecord(b, s));
                 for (uint32_t c = C >= 2 ? C - 2 : 0; c < C; c++) SK(sqkv_cuda_encode_results(enc, ws[c & 1], nullptr, s));
                 SK(sqkv_cuda_encoder_reset(enc));
+                /* the results wait for the batches' own events, which come before b in the stream: b may
+                 * not have completed yet (cudaEventElapsedTime then fails with cudaErrorNotReady) */
+                CK(cudaEventSynchronize(b));
                 float ms;
                 CK(cudaEventElapsedTime(&ms, a, b));
                 if (i >= 3) t.push_back(ms);
@@ -315,6 +318,7 @@ void bench_shape(const Shape &sh, const Config &cf, cudaStream_t s, bool decode_
         encode();
         CK(cudaEventRecord(b, s));
         SK(sqkv_cuda_encode_results(enc, ws, ext.data(), s));
+        CK(cudaEventSynchronize(b)); /* the results wait for the batch's own event, which comes before b */
         float ms;
         CK(cudaEventElapsedTime(&ms, a, b));
         if (i >= 3) t.push_back(ms);
