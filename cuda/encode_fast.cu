@@ -18,7 +18,8 @@
  *                        the kept flags (keys) or the kept flags themselves (values);
  *                        kept values are staged in payload order (PER_TILE 2, 3 and 4 bits: their
  *                        codes, as a packed bit stream); offset-table entries that fall in the unit are
- *                        written unit-relative. Only PER_HEAD values are left for packing: PER_TILE
+ *                        written unit-relative (absolute at the assumed start below when this pass
+ *                        writes the payload). Only PER_HEAD values are left for packing: PER_TILE
  *                        codes and EXACT values go to the payload from here (fast_payload_in_prune), at
  *                        the start the unit has when every row keeps `keep` (assumed_unit_start),
  *                        and the words a unit shares with its neighbours are left to the section kernel
