@@ -1,12 +1,18 @@
 #!/bin/sh
 # Builds the CUDA tests and benchmark outside Bazel into .gpubin/ (statically linked to cudart, so
 # the binaries run on a GPU machine that has only the driver). Usage: sh cuda/build_gpubin.sh [jobs]
+# NVCC_EXTRA adds nvcc flags, e.g. NVCC_EXTRA=-lineinfo for Nsight Compute's source view
+# (cuda/bench/ncu_lines.py); objects built with other flags are rebuilt.
 set -eu
 cd "$(dirname "$0")/.."
 NVCC=${NVCC:-/usr/local/cuda/bin/nvcc}
 OUT=.gpubin
 mkdir -p "$OUT/obj"
-FLAGS="-O3 -std=c++17 -Drestrict=__restrict__ -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90 -I codec/include -I codec/src -I cuda"
+FLAGS="${NVCC_EXTRA:-} -O3 -std=c++17 -Drestrict=__restrict__ -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90 -I codec/include -I codec/src -I cuda"
+if [ "$(cat "$OUT/obj/flags" 2>/dev/null)" != "$FLAGS" ]; then
+  rm -f "$OUT"/obj/*.o
+  echo "$FLAGS" > "$OUT/obj/flags"
+fi
 for f in cuda/*.cu; do
   o="$OUT/obj/$(basename "$f" .cu).o"
   if [ ! -f "$o" ] || [ "$f" -nt "$o" ] || [ -n "$(find cuda -name '*.cuh' -newer "$o")" ]; then
