@@ -206,8 +206,13 @@ inline std::vector<uint8_t> cpu_file(const Case &c, const std::vector<std::vecto
 inline uint64_t seed_of(const char *name) { return XXH3_64bits(name, strlen(name)) ^ (uint64_t)time(nullptr); }
 
 /* Encodes the whole cache on the GPU (layers in batches of `batch`) and returns the file bytes. */
+/* The file the GPU encoder writes, its layers encoded in calls of batches[0], batches[1], ... layers (the
+ * list repeated as needed) on one workspace sized for the largest. */
 inline void gpu_file(const Case &c, const std::vector<std::vector<uint8_t>> &k, const std::vector<std::vector<uint8_t>> &v,
-              const std::vector<int32_t> &tokens, uint32_t batch, std::vector<uint8_t> *file) {
+              const std::vector<int32_t> &tokens, const std::vector<uint32_t> &batches, std::vector<uint8_t> *file) {
+    ASSERT_FALSE(batches.empty());
+    const uint32_t batch = *std::max_element(batches.begin(), batches.end());
+    ASSERT_GT(batch, 0u);
     const sqkv_geometry g = geometry_of(c);
     const sqkv_writer_options o = options_of(c);
     sqkv_cuda_encoder *enc = nullptr;
@@ -232,8 +237,9 @@ inline void gpu_file(const Case &c, const std::vector<std::vector<uint8_t>> &k, 
         lp[l] = (uint8_t *)out.p + sz.layer_capacity * l;
     }
     if (!tokens.empty()) SQ_OK(sqkv_cuda_encoder_set_tokens(enc, tokens.data(), tokens.size()));
-    for (uint32_t l0 = 0; l0 < c.layers; l0 += batch) {
-        const uint32_t n = std::min(batch, c.layers - l0);
+    size_t call = 0;
+    for (uint32_t l0 = 0, n = 0; l0 < c.layers; l0 += n, call++) {
+        n = std::min(batches[call % batches.size()], c.layers - l0);
         SQ_OK(sqkv_cuda_encode_layers(enc, l0, n, c.src, kp.data() + l0, vp.data() + l0, (void *)lp[l0],
                                       sz.layer_capacity * n, ws.p, ws_size, 0));
         std::vector<uint64_t> ext((size_t)n * sz.sections_per_layer);
@@ -252,6 +258,11 @@ inline void gpu_file(const Case &c, const std::vector<std::vector<uint8_t>> &k, 
     }
     EXPECT_EQ(fsize, file->size());
     sqkv_cuda_encoder_destroy(enc);
+}
+
+inline void gpu_file(const Case &c, const std::vector<std::vector<uint8_t>> &k, const std::vector<std::vector<uint8_t>> &v,
+              const std::vector<int32_t> &tokens, uint32_t batch, std::vector<uint8_t> *file) {
+    gpu_file(c, k, v, tokens, std::vector<uint32_t>{batch}, file);
 }
 
 /* First differing byte, with the section it falls in (file order of the index of a), or "" when equal. */

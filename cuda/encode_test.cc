@@ -17,7 +17,9 @@ std::vector<uint8_t> random_case_tensor(std::mt19937_64 &rng, const Case &c) {
     return random_tensor(rng, c.heads, c.tokens, c.head_dim, c.src, c.e);
 }
 
-void check_case(const Case &c, uint64_t seed, uint32_t batch = 0, TensorMaker make = random_case_tensor) {
+/* The GPU file equals the CPU writer's, the layers encoded in calls of the sizes in batches (repeated;
+ * {c.layers} by default) on one workspace. */
+void check_case_batches(const Case &c, uint64_t seed, const std::vector<uint32_t> &batches, TensorMaker make = random_case_tensor) {
     SCOPED_TRACE(c.name());
     std::mt19937_64 rng(seed);
     std::vector<std::vector<uint8_t>> k(c.layers), v(c.layers);
@@ -30,8 +32,12 @@ void check_case(const Case &c, uint64_t seed, uint32_t batch = 0, TensorMaker ma
     const std::vector<uint8_t> want = cpu_file(c, k, v, tokens);
     ASSERT_FALSE(want.empty());
     std::vector<uint8_t> got;
-    gpu_file(c, k, v, tokens, batch ? batch : c.layers, &got);
+    gpu_file(c, k, v, tokens, batches, &got);
     ASSERT_EQ("", first_difference(want, got)) << "seed " << seed;
+}
+
+void check_case(const Case &c, uint64_t seed, uint32_t batch = 0, TensorMaker make = random_case_tensor) {
+    check_case_batches(c, seed, {batch ? batch : c.layers}, make);
 }
 
 Case base_case() {
@@ -674,6 +680,28 @@ TEST(CudaEncode, LargeBatchesAndSuccessiveCalls) {
         }
         for (uint32_t batch : {41u, 33u, 32u, 5u, 1u}) check_case(c, seed_of("large-batch") + 64 * general + batch, batch);
     }
+}
+
+/* Calls of growing and shrinking layer counts on one workspace: the per-layer arrays of a call sit at
+ * offsets that depend on its layer count (encode.cu layer_arrays), so each call finds what a call of
+ * another size left there, and must not depend on it. The payloads the pruning pass writes itself
+ * (PER_TILE 2 and 3 bits, EXACT), partial chunks, with and without a dense window. */
+TEST(CudaEncode, BatchSizesVaryOnOneWorkspace) {
+    SKIP_WITHOUT_GPU();
+    const std::vector<uint32_t> schedule = {1, 3, 2, 1, 4, 2};
+    int n = 0;
+    for (int kind = 0; kind < 3; kind++)
+        for (uint32_t window : {0u, 9u}) {
+            Case c = base_case();
+            c.layers = 13;
+            c.heads = 2;
+            c.tokens = 200;
+            c.window = window;
+            c.q = kind == 2 ? SQKV_QUANT_EXACT : kind == 1 ? SQKV_QUANT_SYMMETRIC : SQKV_QUANT_ASYMMETRIC;
+            c.bits = kind == 2 ? 16 : kind == 1 ? 3 : 2;
+            c.gran = kind == 2 ? SQKV_SCALE_NONE : SQKV_SCALE_PER_TILE;
+            check_case_batches(c, seed_of("batch-sizes") + n++, schedule);
+        }
 }
 
 /* One encoder and one workspace, calls with and without a NaN in turn: each call's verdict is its own
