@@ -43,7 +43,8 @@ static __device__ __forceinline__ UnitPlan unit_at(const DecodeArgs &a, const De
     u.head = j;
     u.chunk = c;
     u.rows = min(64u, sec.token_count - 64u * c);
-    u.pad0 = 0;
+    u.tensor = sec.tensor;
+    u.src_row = 0;
     if (sec.tensor == 0) {
         u.tile0 = (uint64_t)j * sec.tiles_per_head + (uint64_t)c * a.g.head_dim;
         u.n_tiles = a.g.head_dim;

@@ -207,6 +207,8 @@ sqkv_cuda_status build_plan(sqkv_cuda_encoder *e) {
                             u.head = j;
                             u.chunk = ch;
                             u.rows = tc - 64 * ch < 64 ? tc - 64 * ch : 64;
+                            u.tensor = tensor;
+                            u.src_row = (uint64_t)(head0 + j) * T + t0 + 64ull * ch;
                             if (tensor == 0) {
                                 u.tile0 = (uint64_t)j * p.tiles_per_head + (uint64_t)ch * D;
                                 u.n_tiles = D;

@@ -478,42 +478,45 @@ __global__ void __launch_bounds__(kFastThreads, 8) prune_fast_kernel(EncodeArgs 
      * shared memory holds it only for PER_TILE (prune_fast_smem_bytes) */
     uint8_t *tilemap = (uint8_t *)outbuf + align_up(2 * a.unit_cap, 16);
     const uint32_t tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    const uint32_t layer = blockIdx.y, uidx = blockIdx.x;
+    /* the plan before the wait: it was uploaded before the kernel this one depends on ran */
+    const UnitPlan u = a.units[uidx];
     cudaGridDependencySynchronize(); /* launch_prune_variant: the stream's earlier work */
     /* fast_payload_in_prune: PER_TILE codes and EXACT values go to the payload from here */
     const bool payload_here = kTileBits != 0 || a.g.quantizer == 0;
-    const uint32_t layer = blockIdx.y, uidx = blockIdx.x;
-    const UnitPlan u = a.units[uidx];
-    const SectionPlan &sec = a.sections[u.section];
     const uint32_t R = u.rows, nt = u.n_tiles;
-    const bool keys = sec.tensor == 0;
-    const uint16_t *src = (const uint16_t *)layer_source(a, layer, sec.tensor);
-    const uint32_t head = sec.head_start + u.head;
-    const uint64_t row0 = ((uint64_t)head * a.g.n_tokens + sec.token_start + 64ull * u.chunk) * kFD;
-    if (tid < 4) s.misc[tid] = tid == 1 ? 0xFFFFFFFFu : 0u;
+    const bool keys = u.tensor == 0;
+    const uint16_t *src = (const uint16_t *)layer_source(a, layer, u.tensor);
+    if (tid < 4) s.misc[tid] = tid == 1 ? 0xFFFFFFFFu : 0u; /* used after the first block barrier */
 
-    /* P0: the unit's rows to shared memory (coalesced 16-byte pieces), rows beyond R zero. */
+    /* P0: each warp copies its own 16 rows (those P1 reads) to shared memory, coalesced 16-byte pieces,
+     * rows beyond R zero, and starts on them as soon as they are in: no block barrier (each warp had
+     * waited for the whole unit). The section's plan is loaded while the copy is in flight (the copy
+     * needs only the unit's). */
     {
-        const uint16_t *from = src + row0 + tid * 8; /* piece q: row q / 16, elements 8 (q % 16) */
-        uint16_t *to = s.tile + (tid >> 4) * kRow + (tid & 15) * 8;
+        const uint32_t rw = 16 * warp + (lane >> 4); /* rows rw, rw + 2, ..., rw + 14 */
+        const uint16_t *from = src + (u.src_row + rw) * kFD + (lane & 15) * 8;
+        uint16_t *to = s.tile + rw * kRow + (lane & 15) * 8;
         if (R == 64) {
             /* every unit but a section's last: no row test, and both addresses a base plus a constant,
              * which the copy instruction takes as an immediate (the tested form cost about 10
              * instructions per piece, 5.7 warp instructions per row) */
             const uint32_t to_s = smem_addr(to);
 #pragma unroll
-            for (uint32_t r8 = 0; r8 < 64; r8 += 8)
-                asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(to_s + r8 * kRow * 2), "l"(from + r8 * kFD)
+            for (uint32_t r2 = 0; r2 < 16; r2 += 2)
+                asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(to_s + r2 * kRow * 2), "l"(from + r2 * kFD)
                              : "memory");
         } else {
 #pragma unroll
-            for (uint32_t r8 = 0; r8 < 64; r8 += 8) { /* a pass moves rows r8 .. r8 + 7 */
-                if (r8 + (tid >> 4) < R) cp_async16(to + r8 * kRow, from + r8 * kFD);
-                else *(uint4 *)(to + r8 * kRow) = make_uint4(0, 0, 0, 0);
+            for (uint32_t r2 = 0; r2 < 16; r2 += 2) {
+                if (rw + r2 < R) cp_async16(to + r2 * kRow, from + r2 * kFD);
+                else *(uint4 *)(to + r2 * kRow) = make_uint4(0, 0, 0, 0);
             }
         }
-        cp_async_wait_all();
     }
-    __syncthreads();
+    const SectionPlan &sec = a.sections[u.section];
+    cp_async_wait_all();
+    __syncwarp(); /* the other lanes' pieces */
 
     /* P1: row selection. Lanes 0-7 / 16-23 hold channels 0-63 of rows 0-7 / 8-15 of the warp's 16
      * rows, lanes 8-15 / 24-31 channels 64-127 of the same rows: each quarter warp reads eight rows,
@@ -535,14 +538,14 @@ __global__ void __launch_bounds__(kFastThreads, 8) prune_fast_kernel(EncodeArgs 
         }
     }
     /* the row maximum is always kept (keep >= 1): the unit's largest kept magnitude, which only PER_HEAD
-     * parameters use (the section kernel's SYMMETRIC scale) */
+     * parameters use (the section kernel's SYMMETRIC scale); into s.misc after the first block barrier */
+    uint32_t um = 0;
     if constexpr (kTileBits == 0) {
         uint32_t mx2 = m[0] & 0x7FFF7FFFu;
 #pragma unroll
         for (int k = 1; k < 32; k++) mx2 = __vmaxu2(mx2, m[k] & 0x7FFF7FFFu);
         const uint32_t rmax = max(mx2 & 0xFFFFu, mx2 >> 16);
-        const uint32_t um = __reduce_max_sync(kFull, rmax < e_inf<kBf16>() ? rmax : 0u);
-        if (lane == 0 && um) atomicMax(&s.misc[0], um);
+        um = __reduce_max_sync(kFull, rmax < e_inf<kBf16>() ? rmax : 0u);
     }
 
     uint32_t kept0, kept1; /* this lane's kept flags (select_row) */
@@ -572,6 +575,7 @@ __global__ void __launch_bounds__(kFastThreads, 8) prune_fast_kernel(EncodeArgs 
         if (r < R) s.cnt[half * R + r] = __popcll(my_bm);
     }
     __syncthreads();
+    if (kTileBits == 0 && lane == 0 && um) atomicMax(&s.misc[0], um);
     scan128(s.cnt, s.tstart, nt, s.wsum);
     if (keys && kTileBits != 0) {
         const uint32_t hi = (uint32_t)(my_bm >> 32), t = s.tstart[tid];

@@ -80,7 +80,11 @@ struct UnitPlan {
     uint32_t rows;       /* R = min(64, token_count - 64 * chunk) */
     uint64_t tile0;      /* first section tile of the unit */
     uint32_t n_tiles;    /* keys: D; values: R * HB */
-    uint32_t pad0;
+    uint32_t tensor;     /* the section's tensor (0 K, 1 V) */
+    /* encoder: the unit's first row in its input tensor ([heads, tokens] rows), so that the pruning pass
+     * starts its copy from the unit's plan alone (the section's is a second dependent load); 0 in the
+     * decoder */
+    uint64_t src_row;
 };
 
 /* Per unit results of the first encode pass / decode count pass. */
