@@ -10,9 +10,10 @@
  * its tile's staged run back), and the pruning pass replaces the staged values by their codes; packing
  * then only places codes.
  *
- *   prune_fast_kernel    one 128-thread block per unit (64 rows x 128 channels): the unit is copied
- *                        to shared memory with cp.async (16-byte pieces; rows padded by 16 bytes so
- *                        that the row reads below are free of bank conflicts); two lanes per row hold the row's
+ *   prune_fast_kernel    one 128-thread block per unit (64 rows x 128 channels): each warp copies the
+ *                        16 rows it selects to shared memory with cp.async (16-byte pieces; rows padded
+ *                        by 16 bytes so that the row reads below are free of bank conflicts) and starts
+ *                        on them without waiting for the other warps; two lanes per row hold the row's
  *                        values in registers, transpose them into bit planes and select the row's
  *                        kept elements bit by bit (select_row); bitmaps come from a warp bit transpose of
  *                        the kept flags (keys) or the kept flags themselves (values);
