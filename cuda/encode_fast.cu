@@ -581,6 +581,7 @@ __global__ void __launch_bounds__(kFastThreads, 8) prune_fast_kernel(EncodeArgs 
     if (keys && kTileBits != 0) {
         const uint32_t hi = (uint32_t)(my_bm >> 32), t = s.tstart[tid];
         key_tab[tid] = make_uint4(t, hi, t + __popc(hi), (uint32_t)my_bm);
+        if (!kAsym) s.cnt[tid] = 0; /* SYMMETRIC: the channel's largest kept magnitude (the scan has read cnt) */
         __syncthreads();
     }
 
@@ -631,9 +632,10 @@ __global__ void __launch_bounds__(kFastThreads, 8) prune_fast_kernel(EncodeArgs 
     } else if (keys) {
         /* PER_TILE, by rows: each lane walks the kept elements of its half row (a row keeps `keep`; a
          * thread per channel walked all 64 rows, kept or not, since some channels keep every row and most
-         * few). Element (r, c) goes to tstart[c] + the kept rows of channel c above r. A thread per channel
-         * then reads its tile's staged run back for the statistics (a load and four packed minima / maxima
-         * per four values). The warp's loop runs as often as its fullest half row, about `keep` times with
+         * few). Element (r, c) goes to tstart[c] + the kept rows of channel c above r. The statistics:
+         * SYMMETRIC's by a shared-memory atomic per element here, ASYMMETRIC's read back afterwards by a
+         * thread per channel from its tile's staged run (a load and four packed minima / maxima per four
+         * values). The warp's loop runs as often as its fullest half row, about `keep` times with
          * outlier channels; the balanced splits tried in session 9 (half of a row's kept elements per
          * lane, or equal runs of payload ranks per thread) halved the iterations but diverged more, and
          * measured slower (results/gpu_bench.md). */
@@ -655,52 +657,49 @@ __global__ void __launch_bounds__(kFastThreads, 8) prune_fast_kernel(EncodeArgs 
             const uint32_t i = last - b;
             const uint2 ent = tab[2 * i];
             const uint32_t pos = ent.x + (uint32_t)__popc(ent.y & rows_above);
-            outbuf[pos] = (uint16_t)tile_element(row + i);
+            const uint32_t v = tile_element(row + i);
+            outbuf[pos] = (uint16_t)v;
             tilemap[pos] = (uint8_t)(d0 + i);
+            if (!kAsym) atomicMax(&s.cnt[d0 + i], v & 0x7FFFu);
         }
         __syncthreads();
         const uint32_t b = s.tstart[tid], e = s.tstart[tid + 1];
-        uint32_t mn2 = pinf * 0x10001u, mx2 = ninf * 0x10001u; /* +inf, -inf */
-        uint32_t mag2 = 0;
-        auto take_pair = [&](uint32_t w) {
-            if (kAsym) {
-                mn2 = e_min2<kBf16>(mn2, w);
-                mx2 = e_max2<kBf16>(mx2, w);
-            } else {
-                mag2 = __vmaxu2(mag2, w & 0x7FFF7FFFu);
-            }
-        };
-        /* the run [b, e) by single values, pairs and 8-byte aligned quads */
-        uint32_t i = b;
-        if ((i & 1u) && i < e) take_pair(outbuf[i++] * 0x10001u);
-        if ((i & 2u) && i + 1 < e) {
-            take_pair(((const uint32_t *)outbuf)[i >> 1]);
-            i += 2;
-        }
-#pragma unroll 1
-        for (; i + 3 < e; i += 4) {
-            const uint2 q = ((const uint2 *)outbuf)[i >> 2];
-            if (kAsym) {
-                mn2 = e_min2<kBf16>(mn2, e_min2<kBf16>(q.x, q.y));
-                mx2 = e_max2<kBf16>(mx2, e_max2<kBf16>(q.x, q.y));
-            } else {
-                mag2 = __vmaxu2(mag2, __vmaxu2(q.x & 0x7FFF7FFFu, q.y & 0x7FFF7FFFu));
-            }
-        }
-        if (i + 1 < e) {
-            take_pair(((const uint32_t *)outbuf)[i >> 1]);
-            i += 2;
-        }
-        if (i < e) take_pair(outbuf[i] * 0x10001u);
-        if (kAsym) {
-            mnv = e_min2<kBf16>(mn2, mn2 >> 16);
-            mxv = e_max2<kBf16>(mx2, mx2 >> 16);
-        } else {
-            mxm = max(mag2 & 0xFFFFu, mag2 >> 16);
-        }
-        finish_keys();
         my_tile = tid;
         my_count = e - b;
+        if constexpr (!kAsym) {
+            /* SYMMETRIC: one shared-memory atomic per kept element in the walk gathers the statistic
+             * (the read-back below waits for the always-kept outlier channels' runs of 64, about 5
+             * times the mean); ASYMMETRIC would need two, which measured slower than the read-back
+             * (results/gpu_bench.md, session 15) */
+            mxm = s.cnt[tid];
+        } else {
+            /* ASYMMETRIC: the run [b, e) read back by single values, pairs and 8-byte aligned quads */
+            uint32_t mn2 = pinf * 0x10001u, mx2 = ninf * 0x10001u; /* +inf, -inf */
+            auto take_pair = [&](uint32_t w) {
+                mn2 = e_min2<kBf16>(mn2, w);
+                mx2 = e_max2<kBf16>(mx2, w);
+            };
+            uint32_t i = b;
+            if ((i & 1u) && i < e) take_pair(outbuf[i++] * 0x10001u);
+            if ((i & 2u) && i + 1 < e) {
+                take_pair(((const uint32_t *)outbuf)[i >> 1]);
+                i += 2;
+            }
+#pragma unroll 1
+            for (; i + 3 < e; i += 4) {
+                const uint2 q = ((const uint2 *)outbuf)[i >> 2];
+                mn2 = e_min2<kBf16>(mn2, e_min2<kBf16>(q.x, q.y));
+                mx2 = e_max2<kBf16>(mx2, e_max2<kBf16>(q.x, q.y));
+            }
+            if (i + 1 < e) {
+                take_pair(((const uint32_t *)outbuf)[i >> 1]);
+                i += 2;
+            }
+            if (i < e) take_pair(outbuf[i] * 0x10001u);
+            mnv = e_min2<kBf16>(mn2, mn2 >> 16);
+            mxv = e_max2<kBf16>(mx2, mx2 >> 16);
+            finish_keys();
+        }
     } else if (r < R) {
         /* Only the kept elements: a row keeps at most `keep` of its 128 (26 at the writer's default
          * sparsity), so the warp's loop runs at most that often; the branch-free walk over all 64
