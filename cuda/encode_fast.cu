@@ -160,6 +160,21 @@ __device__ __forceinline__ void bit_planes(uint32_t (&m)[32]) {
     }
 }
 
+/* One radix step of select_row on candidate set e and plane word m, y all ones when the threshold has
+ * the plane's bit: e & m if so, else e & ~m, i.e. e & ~(m ^ y). */
+__device__ __forceinline__ uint32_t narrow_candidates(uint32_t e, uint32_t m, uint32_t y) {
+    uint32_t r;
+    asm("lop3.b32 %0, %1, %2, %3, 0x90;" : "=r"(r) : "r"(e), "r"(m), "r"(y));
+    return r;
+}
+/* The kept set g of select_row after a step whose candidates with the bit set are o: when the threshold
+ * lacks the bit (y zero) they are all above it, g | (o & ~y). */
+__device__ __forceinline__ uint32_t gather_greater(uint32_t g, uint32_t o, uint32_t y) {
+    uint32_t r;
+    asm("lop3.b32 %0, %1, %2, %3, 0xF4;" : "=r"(r) : "r"(g), "r"(o), "r"(y));
+    return r;
+}
+
 /* Outer perfect shuffle: bit k -> 2k, bit 16 + k -> 2k + 1. */
 __device__ __forceinline__ uint32_t shuffle32(uint32_t x) {
     uint32_t t;
@@ -222,11 +237,14 @@ __device__ __forceinline__ bool select_row(uint32_t (&m)[32], uint32_t keep, uin
         c += __shfl_xor_sync(kFull, c, 8);
         const bool one = c >= need;
         t_nonzero |= one;
-        need = one ? need : need - c;
-        g0 |= one ? 0u : o0;
-        g1 |= one ? 0u : o1;
-        e0 = one ? o0 : e0 ^ o0;
-        e1 = one ? o1 : e1 ^ o1;
+        if (!one) need -= c;
+        /* E and G each by one LOP3 a half from the step's mask (the selects of E = one ? o : e ^ o and
+         * G |= one ? 0 : o cost two instructions a half each) */
+        const uint32_t y = one ? kFull : 0u;
+        e0 = narrow_candidates(e0, m[b], y);
+        e1 = narrow_candidates(e1, m[16 + b], y);
+        g0 = gather_greater(g0, o0, y);
+        g1 = gather_greater(g1, o1, y);
     }
     /* ties: all of E when they are exactly need (none when T = 0), else the first need by channel */
     const uint32_t eq = __popc(e0) + __popc(e1), eq_other = __shfl_xor_sync(kFull, eq, 8);
