@@ -175,32 +175,28 @@ __device__ __forceinline__ uint32_t gather_greater(uint32_t g, uint32_t o, uint3
     return r;
 }
 
-/* Outer perfect shuffle: bit k -> 2k, bit 16 + k -> 2k + 1. */
+/* Bits i + s of x moved to i and bits i to i + s for the bits i of mask (a delta swap), by two bit selects
+ * (the xor form, t = (x ^ (x >> s)) & mask; x ^ t ^ (t << s), cost five instructions). */
+__device__ __forceinline__ uint32_t delta_swap(uint32_t x, uint32_t s, uint32_t mask) {
+    return bit_select(x << s, bit_select(x >> s, x, mask), mask << s);
+}
+
+/* Outer perfect shuffle: bit k -> 2k, bit 16 + k -> 2k + 1. Each delta swap exchanges the two inner
+ * quarters of each field twice its size; the first one's quarters are the middle bytes, one byte
+ * permute. */
 __device__ __forceinline__ uint32_t shuffle32(uint32_t x) {
-    uint32_t t;
-    t = (x ^ (x >> 8)) & 0x0000FF00u;
-    x = x ^ t ^ (t << 8);
-    t = (x ^ (x >> 4)) & 0x00F000F0u;
-    x = x ^ t ^ (t << 4);
-    t = (x ^ (x >> 2)) & 0x0C0C0C0Cu;
-    x = x ^ t ^ (t << 2);
-    t = (x ^ (x >> 1)) & 0x22222222u;
-    x = x ^ t ^ (t << 1);
-    return x;
+    x = __byte_perm(x, 0, 0x3120u);
+    x = delta_swap(x, 4, 0x00F000F0u);
+    x = delta_swap(x, 2, 0x0C0C0C0Cu);
+    return delta_swap(x, 1, 0x22222222u);
 }
 
 /* The inverse of shuffle32: bit 2k -> k, bit 2k + 1 -> 16 + k (its delta swaps in reverse order). */
 __device__ __forceinline__ uint32_t unshuffle32(uint32_t x) {
-    uint32_t t;
-    t = (x ^ (x >> 1)) & 0x22222222u;
-    x = x ^ t ^ (t << 1);
-    t = (x ^ (x >> 2)) & 0x0C0C0C0Cu;
-    x = x ^ t ^ (t << 2);
-    t = (x ^ (x >> 4)) & 0x00F000F0u;
-    x = x ^ t ^ (t << 4);
-    t = (x ^ (x >> 8)) & 0x0000FF00u;
-    x = x ^ t ^ (t << 8);
-    return x;
+    x = delta_swap(x, 1, 0x22222222u);
+    x = delta_swap(x, 2, 0x0C0C0C0Cu);
+    x = delta_swap(x, 4, 0x00F000F0u);
+    return __byte_perm(x, 0, 0x3120u);
 }
 
 /* Exact selection of one row (spec/FORMAT.md §14) by the lane pair that holds it (the partner is lane ^ 8,
