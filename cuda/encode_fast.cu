@@ -286,6 +286,14 @@ __device__ __forceinline__ uint32_t top_bit(uint32_t w) {
     return b;
 }
 
+/* 1 << b by one BMSK (the shift of a constant 1 cost a move of the constant as well in the walks' loops,
+ * where no register is spare to hold it). */
+__device__ __forceinline__ uint32_t bit_at(uint32_t b) {
+    uint32_t r;
+    asm("bmsk.clamp.b32 %0, %1, 1;" : "=r"(r) : "r"(b));
+    return r;
+}
+
 /* Exclusive prefix of cnt[0..n) into tstart[0..n] by the block (n <= 128). */
 __device__ __forceinline__ void scan128(const uint32_t *cnt, uint32_t *tstart, uint32_t n, uint32_t *wsum) {
     const uint32_t tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
@@ -667,7 +675,7 @@ __global__ void __launch_bounds__(kFastThreads, 8) prune_fast_kernel(EncodeArgs 
                 last = 63;
             }
             const uint32_t b = top_bit(word);
-            word ^= 1u << b;
+            word ^= bit_at(b);
             const uint32_t i = last - b;
             const uint2 ent = tab[2 * i];
             const uint32_t pos = ent.x + (uint32_t)__popc(ent.y & rows_above);
@@ -693,17 +701,35 @@ __global__ void __launch_bounds__(kFastThreads, 8) prune_fast_kernel(EncodeArgs 
                 mn2 = e_min2<kBf16>(mn2, w);
                 mx2 = e_max2<kBf16>(mx2, w);
             };
+            auto take_quad = [&](uint2 q) {
+                mn2 = e_min2<kBf16>(mn2, e_min2<kBf16>(q.x, q.y));
+                mx2 = e_max2<kBf16>(mx2, e_max2<kBf16>(q.x, q.y));
+            };
+            /* single values, pairs and quads up to a 16-byte boundary, 16-byte words, then a quad,
+             * a pair and a single value: the outlier channels' runs of 64, which set the warp's pace,
+             * take 8 loads (by 8-byte quads, 16 loads and loop steps cost 6.6 warp instructions per
+             * row) */
             uint32_t i = b;
             if ((i & 1u) && i < e) take_pair(outbuf[i++] * 0x10001u);
             if ((i & 2u) && i + 1 < e) {
                 take_pair(((const uint32_t *)outbuf)[i >> 1]);
                 i += 2;
             }
+            if ((i & 4u) && i + 3 < e) {
+                take_quad(((const uint2 *)outbuf)[i >> 2]);
+                i += 4;
+            }
+            const uint4 *oct = (const uint4 *)outbuf + (i >> 3);
 #pragma unroll 1
-            for (; i + 3 < e; i += 4) {
-                const uint2 q = ((const uint2 *)outbuf)[i >> 2];
-                mn2 = e_min2<kBf16>(mn2, e_min2<kBf16>(q.x, q.y));
-                mx2 = e_max2<kBf16>(mx2, e_max2<kBf16>(q.x, q.y));
+            for (uint32_t n = (e - i) >> 3; n; n--, oct++) {
+                const uint4 q = *oct;
+                mn2 = e_min2<kBf16>(mn2, e_min2<kBf16>(e_min2<kBf16>(q.x, q.y), e_min2<kBf16>(q.z, q.w)));
+                mx2 = e_max2<kBf16>(mx2, e_max2<kBf16>(e_max2<kBf16>(q.x, q.y), e_max2<kBf16>(q.z, q.w)));
+            }
+            i = e - ((e - i) & 7u);
+            if (i + 3 < e) {
+                take_quad(((const uint2 *)outbuf)[i >> 2]);
+                i += 4;
             }
             if (i + 1 < e) {
                 take_pair(((const uint32_t *)outbuf)[i >> 1]);
@@ -750,7 +776,7 @@ __global__ void __launch_bounds__(kFastThreads, 8) prune_fast_kernel(EncodeArgs 
                     last = 63;
                 }
                 const uint32_t b = top_bit(word);
-                word ^= 1u << b;
+                word ^= bit_at(b);
                 take(tile_element(row + (last - b)), 1u, half * R + r, pos);
             }
         }
