@@ -666,23 +666,29 @@ __global__ void __launch_bounds__(kFastThreads, 8) prune_fast_kernel(EncodeArgs 
         const uint32_t rows_above = ~(0xFFFFFFFFu >> (r & 31u)); /* rows of r's half before r */
         const uint16_t *row = s.tile + r * kRow + d0; /* element i of this half row at row[i] */
         /* 32-bit words (64-bit bit scans cost about three times the instructions): channels 0-31 of
-         * the half row, then 32-63; the count ends the walk */
-        uint32_t word = (uint32_t)(row_bm >> 32), last = 31; /* element last - b at bit b of word */
+         * the half row, then 32-63; the count ends the walk. Bit b of the word is element last - b:
+         * its key_tab entry, tile value and channel are addressed from the word's last element, one
+         * multiply-add each (from the element index, five instructions in all) */
+        uint32_t word = (uint32_t)(row_bm >> 32);
+        const uint2 *tab_last = tab + 2 * 31;
+        const uint16_t *row_last = row + 31;
+        uint32_t channel_last = d0 + 31;
 #pragma unroll 1
         for (uint32_t n = (uint32_t)__popcll(row_bm); n; n--) {
             if (word == 0) {
                 word = (uint32_t)row_bm;
-                last = 63;
+                tab_last += 2 * 32;
+                row_last += 32;
+                channel_last += 32;
             }
             const uint32_t b = top_bit(word);
             word ^= bit_at(b);
-            const uint32_t i = last - b;
-            const uint2 ent = tab[2 * i];
+            const uint2 ent = tab_last[-2 * (int32_t)b];
             const uint32_t pos = ent.x + (uint32_t)__popc(ent.y & rows_above);
-            const uint32_t v = tile_element(row + i);
+            const uint32_t v = tile_element(row_last - b);
             outbuf[pos] = (uint16_t)v;
-            tilemap[pos] = (uint8_t)(d0 + i);
-            if (!kAsym) atomicMax(&s.cnt[d0 + i], v & 0x7FFFu);
+            tilemap[pos] = (uint8_t)(channel_last - b);
+            if (!kAsym) atomicMax(&s.cnt[channel_last - b], v & 0x7FFFu);
         }
         __syncthreads();
         const uint32_t b = s.tstart[tid], e = s.tstart[tid + 1];
@@ -767,17 +773,18 @@ __global__ void __launch_bounds__(kFastThreads, 8) prune_fast_kernel(EncodeArgs 
         } else {
             const uint16_t *row = s.tile + r * kRow + d0; /* element i of this half row at row[i] */
             /* bit 63 - i of my_bm: element i kept; walked as two 32-bit words (as the keys above) */
-            uint32_t word = (uint32_t)(my_bm >> 32), last = 31; /* element last - b at bit b of word */
+            uint32_t word = (uint32_t)(my_bm >> 32);
+            const uint16_t *row_last = row + 31; /* element last - b at bit b of word, at row_last - b */
             const uint32_t end = pos + (uint32_t)__popcll(my_bm);
 #pragma unroll 1
             while (pos != end) {
                 if (word == 0) {
                     word = (uint32_t)my_bm;
-                    last = 63;
+                    row_last += 32;
                 }
                 const uint32_t b = top_bit(word);
                 word ^= bit_at(b);
-                take(tile_element(row + (last - b)), 1u, half * R + r, pos);
+                take(tile_element(row_last - b), 1u, half * R + r, pos);
             }
         }
         finish_keys();
