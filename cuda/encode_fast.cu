@@ -656,8 +656,8 @@ __global__ void __launch_bounds__(kFastThreads, 8) prune_fast_kernel(EncodeArgs 
          * thread per channel walked all 64 rows, kept or not, since some channels keep every row and most
          * few). Element (r, c) goes to tstart[c] + the kept rows of channel c above r. The statistics:
          * SYMMETRIC's by a shared-memory atomic per element here, ASYMMETRIC's read back afterwards by a
-         * thread per channel from its tile's staged run (a load and four packed minima / maxima per four
-         * values). The warp's loop runs as often as its fullest half row, about `keep` times with
+         * thread per channel from its tile's staged run (a 16-byte load and eight packed minima / maxima
+         * per eight values). The warp's loop runs as often as its fullest half row, about `keep` times with
          * outlier channels; the balanced splits tried in session 9 (half of a row's kept elements per
          * lane, or equal runs of payload ranks per thread) halved the iterations but diverged more, and
          * measured slower (results/gpu_bench.md). */
