@@ -64,20 +64,44 @@ constexpr uint32_t kRow = kFD + 8;
 constexpr int kFastThreads = 128;    /* two lanes per row of a 64-row unit */
 constexpr uint32_t kFull = 0xFFFFFFFFu;
 
+/* The pruning pass's shared memory, by variant. Nine blocks fit an SM (233472 bytes, 1 KB of them
+ * reserved per block) at the writer's default (2-bit ASYMMETRIC PER_TILE, keep 26: 24.8 KB) and for
+ * PER_HEAD and EXACT; eight for the other PER_TILE variants. One more block of four warps per SM gave
+ * the issue slots more warps to choose from (results/gpu_bench.md, session 17), so the tables are as
+ * small as the variant allows:
+ *   - tstart in 16 bits (a unit keeps at most 64 x 128 = 8192 elements);
+ *   - tbnd, the coding table (kBndSlots slots per tile: 2 bits use 3 bounds, the other widths up to 15), is
+ *     first the key ballots (ballot_tab, 1 KB, read before the scan) and then key_tab (a uint4 per
+ *     channel, written after the scan, read by the keys' walk before the parameters are written);
+ *   - cnt, the tile counts the scan reads, lies in tbnd after the ballots, except for SYMMETRIC PER_TILE,
+ *     whose keys' walk gathers each channel's largest magnitude there by atomics while key_tab lives. */
+template <bool kAsym, uint32_t kTileBits>
 struct alignas(16) FastSmem { /* 16: outbuf, which follows it, is read by 16-byte words */
-    uint16_t tile[64 * kRow]; /* the unit, row r at r * kRow */
-    uint32_t cnt[kFD];        /* values: kept elements per tile */
-    uint32_t tstart[kFD + 4]; /* exclusive prefix of the tile counts; [nt] = unit count */
+    static constexpr uint32_t kBndSlots = kTileBits == 2 ? 4u : 16u;
+    static constexpr bool kOwnCnt = !kAsym && kTileBits != 0;
+    static constexpr uint32_t kBallotBytes = 4 * 64 * 4, kKeyTabBytes = kFD * 16;
+    static constexpr uint32_t kTbndBytes =
+        kTileBits == 0 ? kBallotBytes + (kOwnCnt ? 0u : kFD * 4)
+                       : (kKeyTabBytes > kFD * kBndSlots * 2 ? kKeyTabBytes : kFD * kBndSlots * 2);
+    uint16_t tile[64 * kRow];  /* the unit, row r at r * kRow */
+    uint16_t tstart[kFD + 8];  /* exclusive prefix of the tile counts; [nt] = unit count */
     alignas(16) uint32_t wsum[4]; /* read as one uint4 (scan128) */
-    uint32_t misc[4];         /* [0] largest kept magnitude, [1] smallest / [2] largest kept order key */
-    alignas(16) uint16_t tbnd[kFD * 16]; /* PER_TILE: per tile, what coding needs (tile_params); keys use
-                                          * it first for the ballots of P2 (ballot_tab, 1 KB), then as
-                                          * key_tab (uint4); sharing it keeps a block at 27.6 KB at the
-                                          * writer's default, so that 8 blocks fit an SM */
+    uint32_t misc[4];          /* [0] largest kept magnitude, [1] smallest / [2] largest kept order key */
+    uint32_t own_cnt[kOwnCnt ? kFD : 1];
+    alignas(16) uint16_t tbnd[kTbndBytes / 2];
+    /* kept elements per tile (the scan's input; SYMMETRIC PER_TILE keys: then each channel's largest kept
+     * magnitude) */
+    __device__ __forceinline__ uint32_t *cnt() { return kOwnCnt ? own_cnt : (uint32_t *)((uint8_t *)tbnd + kBallotBytes); }
+    static_assert(kOwnCnt || kTbndBytes >= kBallotBytes + kFD * 4, "cnt after the ballots");
+    static_assert(kTbndBytes >= kBallotBytes, "ballot_tab fits in tbnd");
 };
-static_assert(offsetof(FastSmem, tile) % 16 == 0 && (kRow * 2) % 16 == 0, "16-byte copies and row reads");
-static_assert(offsetof(FastSmem, tbnd) % 16 == 0 && sizeof(FastSmem::tbnd) >= 4 * 64 * 4 && sizeof(FastSmem::tbnd) >= kFD * 16,
-              "uint4 stores and reads; ballot_tab and key_tab fit in tbnd");
+
+/* Blocks per SM the variant's shared memory allows at the writer's default keep (the launch bound: ptxas
+ * then fits 56 registers a thread, without spills). */
+template <bool kAsym, uint32_t kTileBits>
+constexpr int fast_blocks_per_sm() {
+    return kTileBits == 0 || (kTileBits == 2 && kAsym) ? 9 : 8;
+}
 
 __device__ __forceinline__ __half2 as_h2(uint32_t u) {
     __half2 h;
@@ -295,7 +319,7 @@ __device__ __forceinline__ uint32_t bit_at(uint32_t b) {
 }
 
 /* Exclusive prefix of cnt[0..n) into tstart[0..n] by the block (n <= 128). */
-__device__ __forceinline__ void scan128(const uint32_t *cnt, uint32_t *tstart, uint32_t n, uint32_t *wsum) {
+__device__ __forceinline__ void scan128(const uint32_t *cnt, uint16_t *tstart, uint32_t n, uint32_t *wsum) {
     const uint32_t tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const uint32_t c = tid < n ? cnt[tid] : 0u;
     uint32_t incl = c;
@@ -310,8 +334,8 @@ __device__ __forceinline__ void scan128(const uint32_t *cnt, uint32_t *tstart, u
      * adds cost 1.5 warp instructions per row) */
     const uint4 ws = *(const uint4 *)wsum;
     const uint32_t before = (warp > 0 ? ws.x : 0u) + (warp > 1 ? ws.y : 0u) + (warp > 2 ? ws.z : 0u);
-    if (tid < n) tstart[tid] = before + incl - c;
-    if (tid == kFastThreads - 1) tstart[n] = before + incl; /* n <= 128: the last thread has the total */
+    if (tid < n) tstart[tid] = (uint16_t)(before + incl - c);
+    if (tid == kFastThreads - 1) tstart[n] = (uint16_t)(before + incl); /* n <= 128: the last thread has the total */
     __syncthreads();
 }
 
@@ -404,14 +428,14 @@ __device__ __forceinline__ uint32_t tile_code(uint32_t x, const uint16_t *bnd) {
  * 0x8000 separate the same nonzero values; a code no value gets has a bound whose value is +infinity
  * (bf16) or NaN (fp16: kNoCode), which no finite x reaches). The three masks are nested, so the code is
  * bit 1 = m2, bit 0 = m1 ^ m2 ^ m3. */
-template <bool kBf16>
+template <bool kBf16, uint32_t kBndSlots>
 __device__ __forceinline__ uint32_t codes_2bit(const uint32_t (&h)[4], uint2 tw, const uint16_t *tbnd) {
     uint32_t packed = 0;
 #pragma unroll
     for (int j = 0; j < 4; j++) {
         const uint32_t t = j < 2 ? tw.x : tw.y;
         const uint32_t t0 = (t >> (16 * (j & 1))) & 0x7Fu, t1 = (t >> (16 * (j & 1) + 8)) & 0x7Fu;
-        const uint2 b0 = *(const uint2 *)(tbnd + 16 * t0), b1 = *(const uint2 *)(tbnd + 16 * t1); /* slots 0-3 */
+        const uint2 b0 = *(const uint2 *)(tbnd + kBndSlots * t0), b1 = *(const uint2 *)(tbnd + kBndSlots * t1); /* slots 0-3 */
         const uint32_t m1 = e_ge2_mask<kBf16>(h[j], __byte_perm(b0.x, b1.x, 0x7632u));
         const uint32_t m2 = e_ge2_mask<kBf16>(h[j], __byte_perm(b0.y, b1.y, 0x5410u));
         const uint32_t m3 = e_ge2_mask<kBf16>(h[j], __byte_perm(b0.y, b1.y, 0x7632u));
@@ -492,11 +516,15 @@ __device__ void relocate_units(const EncodeArgs &a, const SectionPlan &sec, Unit
 }
 
 template <bool kAsym, uint32_t kTileBits, bool kBf16>
-/* 8 blocks per SM: 64 registers (no spills at this bound) and at most 28.1 KB of shared memory per block */
-__global__ void __launch_bounds__(kFastThreads, 8) prune_fast_kernel(EncodeArgs a) {
+__global__ void __launch_bounds__(kFastThreads, fast_blocks_per_sm<kAsym, kTileBits>()) prune_fast_kernel(EncodeArgs a) {
+    using Smem = FastSmem<kAsym, kTileBits>;
+    static_assert(offsetof(Smem, tile) % 16 == 0 && (kRow * 2) % 16 == 0, "16-byte copies and row reads");
+    static_assert(offsetof(Smem, tbnd) % 16 == 0 && sizeof(Smem) % 16 == 0, "uint4 stores and reads of tbnd and outbuf");
+    constexpr uint32_t kBndSlots = Smem::kBndSlots;
     extern __shared__ __align__(16) uint8_t smem_raw[];
-    FastSmem &s = *(FastSmem *)smem_raw;
-    uint16_t *outbuf = (uint16_t *)(smem_raw + sizeof(FastSmem));
+    Smem &s = *(Smem *)smem_raw;
+    uint32_t *const cnt = s.cnt();
+    uint16_t *outbuf = (uint16_t *)(smem_raw + sizeof(Smem));
     /* PER_TILE: the unit tile of each staged value (so that coding is spread evenly over the block); the
      * shared memory holds it only for PER_TILE (prune_fast_smem_bytes) */
     uint8_t *tilemap = (uint8_t *)outbuf + align_up(2 * a.unit_cap, 16);
@@ -592,18 +620,18 @@ __global__ void __launch_bounds__(kFastThreads, 8) prune_fast_kernel(EncodeArgs 
 #pragma unroll
         for (int w = 0; w < 4; w++) comb |= (uint64_t)__byte_perm(ballot_tab[w * 64 + c], 0, sel) << (16 * w);
         my_bm = __brevll(comb);
-        s.cnt[tid] = __popcll(my_bm);
+        cnt[tid] = __popcll(my_bm);
     } else {
         my_bm = half_row_bitmap(kept0, kept1);
-        if (r < R) s.cnt[half * R + r] = __popcll(my_bm);
+        if (r < R) cnt[half * R + r] = __popcll(my_bm);
     }
     __syncthreads();
     if (kTileBits == 0 && lane == 0 && um) atomicMax(&s.misc[0], um);
-    scan128(s.cnt, s.tstart, nt, s.wsum);
+    scan128(cnt, s.tstart, nt, s.wsum);
     if (keys && kTileBits != 0) {
         const uint32_t hi = (uint32_t)(my_bm >> 32), t = s.tstart[tid];
         key_tab[tid] = make_uint4(t, hi, t + __popc(hi), (uint32_t)my_bm);
-        if (!kAsym) s.cnt[tid] = 0; /* SYMMETRIC: the channel's largest kept magnitude (the scan has read cnt) */
+        if (!kAsym) cnt[tid] = 0; /* SYMMETRIC: the channel's largest kept magnitude (the scan has read cnt) */
         __syncthreads();
     }
 
@@ -688,7 +716,7 @@ __global__ void __launch_bounds__(kFastThreads, 8) prune_fast_kernel(EncodeArgs 
             const uint32_t v = tile_element(row_last - b);
             outbuf[pos] = (uint16_t)v;
             tilemap[pos] = (uint8_t)(channel_last - b);
-            if (!kAsym) atomicMax(&s.cnt[channel_last - b], v & 0x7FFFu);
+            if (!kAsym) atomicMax(&cnt[channel_last - b], v & 0x7FFFu);
         }
         __syncthreads();
         const uint32_t b = s.tstart[tid], e = s.tstart[tid + 1];
@@ -699,7 +727,7 @@ __global__ void __launch_bounds__(kFastThreads, 8) prune_fast_kernel(EncodeArgs 
              * (the read-back below waits for the always-kept outlier channels' runs of 64, about 5
              * times the mean); ASYMMETRIC would need two, which measured slower than the read-back
              * (results/gpu_bench.md, session 15) */
-            mxm = s.cnt[tid];
+            mxm = cnt[tid];
         } else {
             /* ASYMMETRIC: the run [b, e) read back by single values, pairs and 8-byte aligned quads */
             uint32_t mn2 = pinf * 0x10001u, mx2 = ninf * 0x10001u; /* +inf, -inf */
@@ -796,7 +824,7 @@ __global__ void __launch_bounds__(kFastThreads, 8) prune_fast_kernel(EncodeArgs 
     if constexpr (kTileBits != 0) {
         if (my_tile != kNoTile)
             choose_tile_params<kTileBits, kAsym, kBf16>(my_count, mxm, mnk, mxk, tile_scales + sec.params_per_group * my_tile,
-                                          s.tbnd + 16 * my_tile);
+                                          s.tbnd + kBndSlots * my_tile);
     }
     if (kAsym && kTileBits == 0) {
         mnk = __reduce_min_sync(kFull, mnk);
@@ -833,14 +861,14 @@ __global__ void __launch_bounds__(kFastThreads, 8) prune_fast_kernel(EncodeArgs 
              * from bit 0 (placed by whole words; 16-bit codes were 8 or 4 times the bytes to write and
              * read back) */
             if constexpr (kTileBits == 2) {
-                ((uint16_t *)codes_out)[i] = (uint16_t)codes_2bit<kBf16>(h, tw, s.tbnd);
+                ((uint16_t *)codes_out)[i] = (uint16_t)codes_2bit<kBf16, kBndSlots>(h, tw, s.tbnd);
             } else {
 #pragma unroll
                 for (int j = 0; j < 4; j++) {
                     const uint32_t t0 = ((j < 2 ? tw.x : tw.y) >> (16 * (j & 1))) & 0x7Fu;
                     const uint32_t t1 = ((j < 2 ? tw.x : tw.y) >> (16 * (j & 1) + 8)) & 0x7Fu;
-                    h[j] = tile_code<kTileBits, kAsym, kBf16>(h[j] & 0xFFFFu, s.tbnd + 16 * t0) |
-                           (tile_code<kTileBits, kAsym, kBf16>(h[j] >> 16, s.tbnd + 16 * t1) << 16);
+                    h[j] = tile_code<kTileBits, kAsym, kBf16>(h[j] & 0xFFFFu, s.tbnd + kBndSlots * t0) |
+                           (tile_code<kTileBits, kAsym, kBf16>(h[j] >> 16, s.tbnd + kBndSlots * t1) << 16);
                 }
                 if constexpr (kTileBits == 8) {
                     /* 16-bit code pairs to bytes */
@@ -1091,15 +1119,19 @@ bool fast_encode_geometry(const Geometry &g) {
            (g.bits == 2 || g.bits == 3 || g.bits == 4 || g.bits == 8);
 }
 
-size_t prune_fast_smem_bytes(uint64_t unit_cap, bool per_tile) {
-    return sizeof(FastSmem) + align_up(2 * unit_cap, 16) + (per_tile ? align_up(unit_cap, 16) : 0);
-}
-
 namespace {
 
+/* Dynamic shared memory of the fast pruning kernel: its tables, the staged values (outbuf) and, for
+ * PER_TILE, the tile of each staged value. */
+template <bool kAsym, uint32_t kTileBits>
+size_t prune_fast_smem_bytes(uint64_t unit_cap) {
+    return sizeof(FastSmem<kAsym, kTileBits>) + align_up(2 * unit_cap, 16) + (kTileBits != 0 ? align_up(unit_cap, 16) : 0);
+}
+
 template <bool kAsym, uint32_t kTileBits, bool kBf16>
-sqkv_cuda_status launch_prune_variant(const EncodeArgs &a, size_t smem, cudaStream_t stream) {
+sqkv_cuda_status launch_prune_variant(const EncodeArgs &a, cudaStream_t stream) {
     const auto kernel = prune_fast_kernel<kAsym, kTileBits, kBf16>;
+    const size_t smem = prune_fast_smem_bytes<kAsym, kTileBits>(a.unit_cap);
     /* attributes once per device (driver calls in front of every encode otherwise), at the largest size
      * any call asked for */
     static std::mutex mu;
@@ -1113,7 +1145,7 @@ sqkv_cuda_status launch_prune_variant(const EncodeArgs &a, size_t smem, cudaStre
         if (!bit || !(configured & bit) || configured_smem < smem) {
             const size_t want = smem > configured_smem ? smem : configured_smem;
             SQKV_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)want));
-            /* all of the unified L1 as shared memory: residency is then set by registers (8 blocks) */
+            /* all of the unified L1 as shared memory: residency is then set by fast_blocks_per_sm */
             SQKV_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
                                                (int)cudaSharedmemCarveoutMaxShared));
             if (want > configured_smem) {
@@ -1130,15 +1162,15 @@ sqkv_cuda_status launch_prune_variant(const EncodeArgs &a, size_t smem, cudaStre
 
 /* fp16 or bf16 elements (kBf16), from a source of the same type */
 template <bool kBf16>
-sqkv_cuda_status launch_prune_for_type(const EncodeArgs &a, size_t smem, cudaStream_t stream) {
+sqkv_cuda_status launch_prune_for_type(const EncodeArgs &a, cudaStream_t stream) {
     const bool asym = a.g.quantizer == 2;
     if (a.g.granularity != 2)
-        return asym ? launch_prune_variant<true, 0, kBf16>(a, smem, stream) : launch_prune_variant<false, 0, kBf16>(a, smem, stream);
+        return asym ? launch_prune_variant<true, 0, kBf16>(a, stream) : launch_prune_variant<false, 0, kBf16>(a, stream);
     switch (a.g.bits) {
-        case 2: return asym ? launch_prune_variant<true, 2, kBf16>(a, smem, stream) : launch_prune_variant<false, 2, kBf16>(a, smem, stream);
-        case 3: return asym ? launch_prune_variant<true, 3, kBf16>(a, smem, stream) : launch_prune_variant<false, 3, kBf16>(a, smem, stream);
-        case 4: return asym ? launch_prune_variant<true, 4, kBf16>(a, smem, stream) : launch_prune_variant<false, 4, kBf16>(a, smem, stream);
-        case 8: return asym ? launch_prune_variant<true, 8, kBf16>(a, smem, stream) : launch_prune_variant<false, 8, kBf16>(a, smem, stream);
+        case 2: return asym ? launch_prune_variant<true, 2, kBf16>(a, stream) : launch_prune_variant<false, 2, kBf16>(a, stream);
+        case 3: return asym ? launch_prune_variant<true, 3, kBf16>(a, stream) : launch_prune_variant<false, 3, kBf16>(a, stream);
+        case 4: return asym ? launch_prune_variant<true, 4, kBf16>(a, stream) : launch_prune_variant<false, 4, kBf16>(a, stream);
+        case 8: return asym ? launch_prune_variant<true, 8, kBf16>(a, stream) : launch_prune_variant<false, 8, kBf16>(a, stream);
         default: return SQKV_ERR_STATE;
     }
 }
@@ -1147,8 +1179,7 @@ sqkv_cuda_status launch_prune_for_type(const EncodeArgs &a, size_t smem, cudaStr
 
 sqkv_cuda_status launch_prune_fast(const EncodeArgs &a, cudaStream_t stream) {
     if (a.n_units == 0) return SQKV_OK;
-    const size_t smem = prune_fast_smem_bytes(a.unit_cap, a.g.granularity == 2);
-    return a.g.e_bf16 ? launch_prune_for_type<true>(a, smem, stream) : launch_prune_for_type<false>(a, smem, stream);
+    return a.g.e_bf16 ? launch_prune_for_type<true>(a, stream) : launch_prune_for_type<false>(a, stream);
 }
 
 sqkv_cuda_status launch_section_fast(const EncodeArgs &a, cudaStream_t stream) {

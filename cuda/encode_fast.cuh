@@ -26,9 +26,6 @@ inline __host__ __device__ bool fast_payload_in_prune(const Geometry &g) {
     return g.quantizer == 0 || g.granularity == 2;
 }
 
-/* Dynamic shared memory of the fast pruning kernel. */
-size_t prune_fast_smem_bytes(uint64_t unit_cap, bool per_tile);
-
 /* The three fast passes: pruning (bitmaps, staged values or the payload, unit statistics, unit-relative
  * offset entries), the per-section pass (unit payload positions, offset entries, scales, code boundaries,
  * stream padding) and packing (PER_HEAD codes at their payload positions). */
