@@ -65,19 +65,22 @@ constexpr int kFastThreads = 128;    /* two lanes per row of a 64-row unit */
 constexpr uint32_t kFull = 0xFFFFFFFFu;
 
 /* The pruning pass's shared memory, by variant. Nine blocks fit an SM (233472 bytes, 1 KB of them
- * reserved per block) at the writer's default (2-bit ASYMMETRIC PER_TILE, keep 26: 24.8 KB) and for
- * PER_HEAD and EXACT; eight for the other PER_TILE variants. One more block of four warps per SM gave
- * the issue slots more warps to choose from (results/gpu_bench.md, session 17), so the tables are as
- * small as the variant allows:
+ * reserved per block) at the writer's default keep (26) for 2-bit ASYMMETRIC PER_TILE (the writer's
+ * default, 24.8 KB), ASYMMETRIC 3 and 8 bits, PER_HEAD and EXACT; eight for the other PER_TILE variants.
+ * A ninth block of four warps gives the issue slots more warps to choose from (results/gpu_bench.md,
+ * session 17), so the tables are as small as the variant allows:
  *   - tstart in 16 bits (a unit keeps at most 64 x 128 = 8192 elements);
- *   - tbnd, the coding table (kBndSlots slots per tile: 2 bits use 3 bounds, the other widths up to 15), is
- *     first the key ballots (ballot_tab, 1 KB, read before the scan) and then key_tab (a uint4 per
- *     channel, written after the scan, read by the keys' walk before the parameters are written);
+ *   - tbnd, the coding table (kBndSlots slots per tile), is first the key ballots (ballot_tab, 1 KB,
+ *     read before the scan) and then key_tab (a uint4 per channel, written after the scan, read by the
+ *     keys' walk before the parameters are written);
  *   - cnt, the tile counts the scan reads, lies in tbnd after the ballots, except for SYMMETRIC PER_TILE,
  *     whose keys' walk gathers each channel's largest magnitude there by atomics while key_tab lives. */
 template <bool kAsym, uint32_t kTileBits>
 struct alignas(16) FastSmem { /* 16: outbuf, which follows it, is read by 16-byte words */
-    static constexpr uint32_t kBndSlots = kTileBits == 2 ? 4u : 16u;
+    /* slots per tile: as few as the width uses (bounds 1 .. 2^bits - 1; 8 bits: s and z), 4-bit tiles 17
+     * apart: the coding loop's lanes read neighbouring tiles at one slot, and a stride of 32 or 16 bytes
+     * put those reads in the same banks (2-bit, 16 slots: results/gpu_bench.md, session 17) */
+    static constexpr uint32_t kBndSlots = kTileBits == 2 ? 4u : kTileBits == 3 ? 8u : kTileBits == 4 ? 17u : 2u;
     static constexpr bool kOwnCnt = !kAsym && kTileBits != 0;
     static constexpr uint32_t kBallotBytes = 4 * 64 * 4, kKeyTabBytes = kFD * 16;
     static constexpr uint32_t kTbndBytes =
@@ -100,7 +103,7 @@ struct alignas(16) FastSmem { /* 16: outbuf, which follows it, is read by 16-byt
  * then fits 56 registers a thread, without spills). */
 template <bool kAsym, uint32_t kTileBits>
 constexpr int fast_blocks_per_sm() {
-    return kTileBits == 0 || (kTileBits == 2 && kAsym) ? 9 : 8;
+    return kTileBits == 0 || (kAsym && kTileBits != 4) ? 9 : 8;
 }
 
 __device__ __forceinline__ __half2 as_h2(uint32_t u) {
