@@ -71,7 +71,7 @@ constexpr uint32_t kFull = 0xFFFFFFFFu;
  * session 17), so the tables are as small as the variant allows:
  *   - tstart in 16 bits (a unit keeps at most 64 x 128 = 8192 elements);
  *   - tbnd, the coding table (kBndSlots slots per tile), is first the key ballots (ballot_tab, 1 KB,
- *     read before the scan) and then key_tab (a uint4 per channel, written after the scan, read by the
+ *     read before the scan) and then key_tab (two uint2 per channel, written after the scan, read by the
  *     keys' walk before the parameters are written);
  *   - cnt, the tile counts the scan reads, lies in tbnd after the ballots, except for SYMMETRIC PER_TILE,
  *     whose keys' walk gathers each channel's largest magnitude there by atomics while key_tab lives. */
@@ -608,11 +608,13 @@ __global__ void __launch_bounds__(kFastThreads, fast_blocks_per_sm<kAsym, kTileB
     /* P2: bitmaps and tile counts */
     uint64_t my_bm = 0;  /* keys: the bitmap of channel tid; values: of this lane's half row */
     uint64_t row_bm = 0; /* keys: the kept channels of this lane's half row (bit 63 - i = channel d0 + i) */
-    /* keys, for the staging by rows (P3), per channel: {tstart, bitmap rows 0-31, tstart + the kept rows
-     * among 0-31, bitmap rows 32-63} (row i of a half at bit 31 - i); before it, per warp and local
-     * channel, the ballot of the kept bits (ballot_tab, read before the scan's barriers; key_tab is written
-     * after them); tbnd is not used before tile_params */
-    uint4 *const key_tab = (uint4 *)s.tbnd;
+    /* keys, for the staging by rows (P3), per channel: {tstart, bitmap rows 0-31} at key_tab[c] and
+     * {tstart + the kept rows among 0-31, bitmap rows 32-63} at key_tab[128 + c] (row i of a half at bit
+     * 31 - i): the walk's lanes read random channels, and 8-byte entries spread those reads over twice the
+     * banks that halves of 16-byte entries did (ncu: 2.0 excess shared wavefronts a read, session 17);
+     * before it, per warp and local channel, the ballot of the kept bits (ballot_tab, read before the
+     * scan's barriers; key_tab is written after them); tbnd is not used before tile_params */
+    uint2 *const key_tab = (uint2 *)s.tbnd;
     uint32_t *const ballot_tab = (uint32_t *)s.tbnd;
     if (keys) {
         key_ballots(kept0, kept1, ballot_tab + warp * 64, lane);
@@ -633,7 +635,8 @@ __global__ void __launch_bounds__(kFastThreads, fast_blocks_per_sm<kAsym, kTileB
     scan128(cnt, s.tstart, nt, s.wsum);
     if (keys && kTileBits != 0) {
         const uint32_t hi = (uint32_t)(my_bm >> 32), t = s.tstart[tid];
-        key_tab[tid] = make_uint4(t, hi, t + __popc(hi), (uint32_t)my_bm);
+        key_tab[tid] = make_uint2(t, hi);
+        key_tab[kFD + tid] = make_uint2(t + __popc(hi), (uint32_t)my_bm);
         if (!kAsym) cnt[tid] = 0; /* SYMMETRIC: the channel's largest kept magnitude (the scan has read cnt) */
         __syncthreads();
     }
@@ -692,8 +695,8 @@ __global__ void __launch_bounds__(kFastThreads, fast_blocks_per_sm<kAsym, kTileB
          * outlier channels; the balanced splits tried in session 9 (half of a row's kept elements per
          * lane, or equal runs of payload ranks per thread) halved the iterations but diverged more, and
          * measured slower (results/gpu_bench.md). */
-        /* rows 0-31 read the first half of a key_tab entry, rows 32-63 the second (warps 0-1 / 2-3) */
-        const uint2 *tab = (const uint2 *)key_tab + 2 * d0 + (warp >> 1);
+        /* rows 0-31 read the first half of key_tab, rows 32-63 the second (warps 0-1 / 2-3) */
+        const uint2 *tab = key_tab + kFD * (warp >> 1) + d0;
         const uint32_t rows_above = ~(0xFFFFFFFFu >> (r & 31u)); /* rows of r's half before r */
         const uint16_t *row = s.tile + r * kRow + d0; /* element i of this half row at row[i] */
         /* 32-bit words (64-bit bit scans cost about three times the instructions): channels 0-31 of
@@ -701,20 +704,20 @@ __global__ void __launch_bounds__(kFastThreads, fast_blocks_per_sm<kAsym, kTileB
          * its key_tab entry, tile value and channel are addressed from the word's last element, one
          * multiply-add each (from the element index, five instructions in all) */
         uint32_t word = (uint32_t)(row_bm >> 32);
-        const uint2 *tab_last = tab + 2 * 31;
+        const uint2 *tab_last = tab + 31;
         const uint16_t *row_last = row + 31;
         uint32_t channel_last = d0 + 31;
 #pragma unroll 1
         for (uint32_t n = (uint32_t)__popcll(row_bm); n; n--) {
             if (word == 0) {
                 word = (uint32_t)row_bm;
-                tab_last += 2 * 32;
+                tab_last += 32;
                 row_last += 32;
                 channel_last += 32;
             }
             const uint32_t b = top_bit(word);
             word ^= bit_at(b);
-            const uint2 ent = tab_last[-2 * (int32_t)b];
+            const uint2 ent = tab_last[-(int32_t)b];
             const uint32_t pos = ent.x + (uint32_t)__popc(ent.y & rows_above);
             const uint32_t v = tile_element(row_last - b);
             outbuf[pos] = (uint16_t)v;
