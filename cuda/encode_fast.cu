@@ -65,37 +65,39 @@ constexpr int kFastThreads = 128;    /* two lanes per row of a 64-row unit */
 constexpr uint32_t kFull = 0xFFFFFFFFu;
 
 /* The pruning pass's shared memory, by variant. Nine blocks fit an SM (233472 bytes, 1 KB of them
- * reserved per block) at the writer's default keep (26) for 2-bit ASYMMETRIC PER_TILE (the writer's
- * default, 24.8 KB), ASYMMETRIC 3 and 8 bits, PER_HEAD and EXACT; eight for the other PER_TILE variants.
- * A ninth block of four warps gives the issue slots more warps to choose from (results/gpu_bench.md,
- * session 17), so the tables are as small as the variant allows:
+ * reserved per block) at the writer's default keep (26) for every variant but 4-bit PER_TILE (24.8 KB
+ * at the writer's default, 2-bit ASYMMETRIC PER_TILE), eight for 4 bits. A ninth block of four warps
+ * gives the issue slots more warps to choose from (results/gpu_bench.md, session 17), so the tables are
+ * as small as the variant allows:
  *   - tstart in 16 bits (a unit keeps at most 64 x 128 = 8192 elements);
  *   - tbnd, the coding table (kBndSlots slots per tile), is first the key ballots (ballot_tab, 1 KB,
  *     read before the scan) and then key_tab (two uint2 per channel, written after the scan, read by the
  *     keys' walk before the parameters are written);
- *   - cnt, the tile counts the scan reads, lies in tbnd after the ballots, except for SYMMETRIC PER_TILE,
- *     whose keys' walk gathers each channel's largest magnitude there by atomics while key_tab lives. */
+ *   - cnt, the tile counts the scan reads, lies in tbnd after the ballots;
+ *   - SYMMETRIC PER_TILE keys gather each channel's largest kept magnitude by atomics during the walk,
+ *     while key_tab lives, in the rows' padding (channel_max), which nothing else touches. */
 template <bool kAsym, uint32_t kTileBits>
 struct alignas(16) FastSmem { /* 16: outbuf, which follows it, is read by 16-byte words */
     /* slots per tile: as few as the width uses (bounds 1 .. 2^bits - 1; 8 bits: s and z), 4-bit tiles 17
      * apart: the coding loop's lanes read neighbouring tiles at one slot, and a stride of 32 or 16 bytes
      * put those reads in the same banks (2-bit, 16 slots: results/gpu_bench.md, session 17) */
     static constexpr uint32_t kBndSlots = kTileBits == 2 ? 4u : kTileBits == 3 ? 8u : kTileBits == 4 ? 17u : 2u;
-    static constexpr bool kOwnCnt = !kAsym && kTileBits != 0;
     static constexpr uint32_t kBallotBytes = 4 * 64 * 4, kKeyTabBytes = kFD * 16;
     static constexpr uint32_t kTbndBytes =
-        kTileBits == 0 ? kBallotBytes + (kOwnCnt ? 0u : kFD * 4)
-                       : (kKeyTabBytes > kFD * kBndSlots * 2 ? kKeyTabBytes : kFD * kBndSlots * 2);
+        kTileBits == 0 ? kBallotBytes + kFD * 4 : (kKeyTabBytes > kFD * kBndSlots * 2 ? kKeyTabBytes : kFD * kBndSlots * 2);
     uint16_t tile[64 * kRow];  /* the unit, row r at r * kRow */
     uint16_t tstart[kFD + 8];  /* exclusive prefix of the tile counts; [nt] = unit count */
     alignas(16) uint32_t wsum[4]; /* read as one uint4 (scan128) */
     uint32_t misc[4];          /* [0] largest kept magnitude, [1] smallest / [2] largest kept order key */
-    uint32_t own_cnt[kOwnCnt ? kFD : 1];
     alignas(16) uint16_t tbnd[kTbndBytes / 2];
-    /* kept elements per tile (the scan's input; SYMMETRIC PER_TILE keys: then each channel's largest kept
-     * magnitude) */
-    __device__ __forceinline__ uint32_t *cnt() { return kOwnCnt ? own_cnt : (uint32_t *)((uint8_t *)tbnd + kBallotBytes); }
-    static_assert(kOwnCnt || kTbndBytes >= kBallotBytes + kFD * 4, "cnt after the ballots");
+    /* kept elements per tile (the scan's input) */
+    __device__ __forceinline__ uint32_t *cnt() { return (uint32_t *)((uint8_t *)tbnd + kBallotBytes); }
+    /* channel c's largest kept magnitude (SYMMETRIC PER_TILE keys): word c & 3 of row c >> 2's padding */
+    __device__ __forceinline__ uint32_t *channel_max(uint32_t c) {
+        return (uint32_t *)tile + (kRow / 2) * (c >> 2) + kFD / 2 + (c & 3u);
+    }
+    static_assert(kRow - kFD == 8, "four padding words a row (channel_max)");
+    static_assert(kTbndBytes >= kBallotBytes + kFD * 4, "cnt after the ballots");
     static_assert(kTbndBytes >= kBallotBytes, "ballot_tab fits in tbnd");
 };
 
@@ -103,7 +105,7 @@ struct alignas(16) FastSmem { /* 16: outbuf, which follows it, is read by 16-byt
  * then fits 56 registers a thread, without spills). */
 template <bool kAsym, uint32_t kTileBits>
 constexpr int fast_blocks_per_sm() {
-    return kTileBits == 0 || (kAsym && kTileBits != 4) ? 9 : 8;
+    return kTileBits == 4 ? 8 : 9;
 }
 
 __device__ __forceinline__ __half2 as_h2(uint32_t u) {
@@ -637,7 +639,7 @@ __global__ void __launch_bounds__(kFastThreads, fast_blocks_per_sm<kAsym, kTileB
         const uint32_t hi = (uint32_t)(my_bm >> 32), t = s.tstart[tid];
         key_tab[tid] = make_uint2(t, hi);
         key_tab[kFD + tid] = make_uint2(t + __popc(hi), (uint32_t)my_bm);
-        if (!kAsym) cnt[tid] = 0; /* SYMMETRIC: the channel's largest kept magnitude (the scan has read cnt) */
+        if (!kAsym) *s.channel_max(tid) = 0;
         __syncthreads();
     }
 
@@ -722,7 +724,7 @@ __global__ void __launch_bounds__(kFastThreads, fast_blocks_per_sm<kAsym, kTileB
             const uint32_t v = tile_element(row_last - b);
             outbuf[pos] = (uint16_t)v;
             tilemap[pos] = (uint8_t)(channel_last - b);
-            if (!kAsym) atomicMax(&cnt[channel_last - b], v & 0x7FFFu);
+            if (!kAsym) atomicMax(s.channel_max(channel_last - b), v & 0x7FFFu);
         }
         __syncthreads();
         const uint32_t b = s.tstart[tid], e = s.tstart[tid + 1];
@@ -733,7 +735,7 @@ __global__ void __launch_bounds__(kFastThreads, fast_blocks_per_sm<kAsym, kTileB
              * (the read-back below waits for the always-kept outlier channels' runs of 64, about 5
              * times the mean); ASYMMETRIC would need two, which measured slower than the read-back
              * (results/gpu_bench.md, session 15) */
-            mxm = cnt[tid];
+            mxm = *s.channel_max(tid);
         } else {
             /* ASYMMETRIC: the run [b, e) read back by single values, pairs and 8-byte aligned quads */
             uint32_t mn2 = pinf * 0x10001u, mx2 = ninf * 0x10001u; /* +inf, -inf */
