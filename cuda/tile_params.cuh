@@ -73,6 +73,30 @@ __device__ __forceinline__ double quotient_for_step(double range) {
     return __dmul_rn(range, kInv);
 }
 
+/* range / D rounded to nearest in binary64, as __ddiv_rn gives it (bf16 steps: see tile_params), from the
+ * product by the rounded reciprocal and one correction: the residual range - q D is exact in a fused
+ * multiply-add. __ddiv_rn's inline path cost about 18 instructions a tile (ncu, session 18); this one is
+ * three, and cuda/tile_params_test checks the result on every range a pair of bf16 extremes gives. */
+template <uint32_t D>
+__device__ __forceinline__ double quotient_rn(double range) {
+    constexpr double kInv = 1.0 / (double)D;
+    const double q = __dmul_rn(range, kInv);
+    return __fma_rn(__fma_rn(-q, (double)D, range), kInv, q);
+}
+
+/* bf16 levels lo < hi (their bits) and m, their binary64 midpoint rounded to bf16: when m is normal
+ * (exponent field at least 2) and at most 38 binades from each level (a zero level counts as the lowest
+ * binade), the bound's two candidates, m's predecessor to its successor, differ from lo and from hi by
+ * exact binary64 values (significands of at most 48 bits), and so do lo + hi (whichever is larger in
+ * magnitude is within two binades of m, so the levels are at most 40 apart): nearest_code's test there is
+ * the exact x > (lo + hi) / 2, and the bound is the smallest bf16 value above that midpoint, with no
+ * check. A pair whose midpoint is tiny next to them (-h and h, or a near cancellation) is left to the
+ * checks. */
+__device__ __forceinline__ bool bf16_bound_exact(uint32_t m, uint32_t lo, uint32_t hi) {
+    const int em = (int)((m >> 7) & 0xFFu), el = max((int)((lo >> 7) & 0xFFu), 1), eh = max((int)((hi >> 7) & 0xFFu), 1);
+    return em >= 2 && abs(em - el) <= 38 && abs(em - eh) <= 38;
+}
+
 /* The element type's conversions and constants for tile_params: fp16, or bf16 (kBf16). */
 template <bool kBf16>
 struct TileElement {
@@ -96,15 +120,18 @@ struct TileElement {
  * values (the smallest value of each code and above), for 3 and 4 bits as order keys; TileElement::kNone
  * (for 2 bits its value, NaN or +infinity) marks a code no value gets. count == 0 writes zero parameters
  * and no bounds.
- * bf16 differs in two places. The step is a division: a bf16 range is a rounded binary64 difference, so
- * the argument for the product does not carry over. And the bound of a code c that starts a run of
+ * bf16 differs in two places. The step is a division (quotient_rn): a bf16 range is a rounded binary64
+ * difference, so the argument for the product does not carry over. And the bound of a code c that starts a run of
  * equal levels (lo = level(c - 1) < hi = level(c)) is not always the value above the midpoint, since
  * neither the midpoint nor the differences nearest_code takes need be exact: there nearest_code gives c
  * or more exactly when x > hi, or x > lo and fl(hi - x) < fl(x - lo) (for lo < x <= hi the lower bound is c,
  * and above < below decides; above hi every code is c or more). That test is monotone in x, so the
  * midpoint's guess stands when the test holds at it and not at its predecessor, and a search between lo
  * and hi finds the bound where it does not; the levels -h and h (SYMMETRIC tiles), whose midpoint 0 is
- * never the bound, have it in closed form. cuda/tile_params_test checks both types on every input. */
+ * never the bound, have it in closed form. Most pairs need neither: where the differences near the midpoint
+ * are exact (bf16_bound_exact), the guess is the bound (H200, session 18: bf16 writer default 1539-1564 ->
+ * 1616-1631 GB/s, bf16 3-bit SYMMETRIC 1250-1266 -> 1349-1369, with quotient_rn). cuda/tile_params_test
+ * checks both types on every input. */
 template <uint32_t BITS, bool kAsym, bool kBf16 = false>
 __device__ __forceinline__ void tile_params(uint32_t count, uint32_t max_mag, uint32_t min_key, uint32_t max_key,
                                             uint16_t *sc, uint16_t *bnd) {
@@ -125,7 +152,7 @@ __device__ __forceinline__ void tile_params(uint32_t count, uint32_t max_mag, ui
     } else {
         range = E::to_double(max_mag);
     }
-    uint32_t sv = E::round(kBf16 ? __ddiv_rn(range, (double)(L - 1)) : quotient_for_step<L - 1>(range));
+    uint32_t sv = E::round(kBf16 ? quotient_rn<L - 1>(range) : quotient_for_step<L - 1>(range));
     if (range > 0 && (sv & 0x7FFFu) == 0) sv = 1;
     if (!E::finite(sv)) sv = E::kMaxFinite;
     /* numeric.cuh choose_step: while the top level (ASYMMETRIC: also the bottom one, which is z) is not
@@ -177,7 +204,9 @@ __device__ __forceinline__ void tile_params(uint32_t count, uint32_t max_mag, ui
                     return x > hi || (x > lo && __dsub_rn(hi, x) < __dsub_rn(x, lo));
                 };
                 B = B < E::kMinKey + 1u ? E::kMinKey + 1u : B > E::kNone - 1u ? E::kNone - 1u : B;
-                if (lo == -hi) {
+                if (bf16_bound_exact(m, lev[c - 1], lev[c])) {
+                    /* the midpoint's guess stands (bf16_bound_exact) */
+                } else if (lo == -hi) {
                     /* levels -h and h (a SYMMETRIC tile's middle pair): the midpoint 0 is no guess. For
                      * 0 < x << h, fl(h - x) < fl(x + h) exactly when one of them leaves h, which takes x
                      * above half the binary64 spacing below h: t = 2^(E - 53) for h in [2^E, 2^(E + 1)),
