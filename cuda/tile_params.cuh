@@ -93,8 +93,9 @@ __device__ __forceinline__ double quotient_rn(double range) {
  * check. A pair whose midpoint is tiny next to them (-h and h, or a near cancellation) is left to the
  * checks. */
 __device__ __forceinline__ bool bf16_bound_exact(uint32_t m, uint32_t lo, uint32_t hi) {
-    const int em = (int)((m >> 7) & 0xFFu), el = max((int)((lo >> 7) & 0xFFu), 1), eh = max((int)((hi >> 7) & 0xFFu), 1);
-    return em >= 2 && abs(em - el) <= 38 && abs(em - eh) <= 38;
+    /* exponent fields in place (times 128); |a - b| <= 38 as one unsigned compare of a - b + 38 */
+    const uint32_t em = m & 0x7F80u, el = max(lo & 0x7F80u, 0x80u), eh = max(hi & 0x7F80u, 0x80u);
+    return em >= 0x100u && em - el + 38u * 128u <= 76u * 128u && em - eh + 38u * 128u <= 76u * 128u;
 }
 
 /* The element type's conversions and constants for tile_params: fp16, or bf16 (kBf16). */
