@@ -73,10 +73,12 @@ __device__ __forceinline__ double quotient_for_step(double range) {
     return __dmul_rn(range, kInv);
 }
 
-/* range / D rounded to nearest in binary64, as __ddiv_rn gives it (bf16 steps: see tile_params), from the
- * product by the rounded reciprocal and one correction: the residual range - q D is exact in a fused
- * multiply-add. __ddiv_rn's inline path cost about 18 instructions a tile (ncu, session 18); this one is
- * three, and cuda/tile_params_test checks the result on every range a pair of bf16 extremes gives. */
+/* range / D for bf16 steps (see tile_params): the product by the rounded reciprocal and one correction by
+ * the residual range - q D, which a fused multiply-add gives exactly (q is within an ulp of the quotient).
+ * That is the correctly rounded quotient in all but rare cases, and only its rounding to bf16 matters;
+ * cuda/tile_params_test checks the parameters on every range a pair of bf16 extremes gives, against the
+ * reference's division. __ddiv_rn's inline path cost about 18 instructions a tile (ncu, session 18), this
+ * one three. */
 template <uint32_t D>
 __device__ __forceinline__ double quotient_rn(double range) {
     constexpr double kInv = 1.0 / (double)D;
@@ -122,8 +124,8 @@ struct TileElement {
  * (for 2 bits its value, NaN or +infinity) marks a code no value gets. count == 0 writes zero parameters
  * and no bounds.
  * bf16 differs in two places. The step is a division (quotient_rn): a bf16 range is a rounded binary64
- * difference, so the argument for the product does not carry over. And the bound of a code c that starts a run of
- * equal levels (lo = level(c - 1) < hi = level(c)) is not always the value above the midpoint, since
+ * difference, so the argument for the product does not carry over. And the bound of a code c that starts
+ * a run of equal levels (lo = level(c - 1) < hi = level(c)) is not always the value above the midpoint, since
  * neither the midpoint nor the differences nearest_code takes need be exact: there nearest_code gives c
  * or more exactly when x > hi, or x > lo and fl(hi - x) < fl(x - lo) (for lo < x <= hi the lower bound is c,
  * and above < below decides; above hi every code is c or more). That test is monotone in x, so the
