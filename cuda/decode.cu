@@ -129,18 +129,19 @@ struct CallPlan {
     uint64_t unpack_bytes = 0;
     std::vector<uint32_t> block_map;
     /* Mustafar: per unit of the export, and per head slot (decode_kernels.cuh, m_* fields) */
-    std::vector<uint32_t> m_units, m_head_of;
-    std::vector<uint64_t> m_tile_base;
+    std::vector<MustafarRun> m_runs;
+    uint32_t m_n_units = 0;
     std::vector<uint32_t> m_head_first;
     std::vector<uint64_t> m_values, m_value_counts; /* device pointers as integers; entries */
+    std::vector<uint64_t> m_bitmaps, m_accums;      /* device pointers as integers */
 };
 
 /* Workspace offsets of a call's arrays. Those the host writes come first, [0, upload_end), so that one copy
  * uploads them all (errors included, as zeros): each copy from pageable memory costs microseconds, which
  * calls exporting Mustafar's layout paid ten times over. */
 struct CallLayout {
-    uint64_t secs, errors, dense, jobs, map, m_units, m_head_of, m_tile_base, m_head_first, m_values, m_value_counts,
-        upload_end, units, stats, sums, hashes, m_word_base, m_head_words, unpacked, total;
+    uint64_t secs, errors, dense, jobs, map, m_runs, m_head_first, m_values, m_value_counts,
+        m_bitmaps, m_accums, upload_end, units, stats, sums, hashes, m_word_base, m_head_words, unpacked, total;
 };
 
 CallLayout layout_of(const CallPlan &p) {
@@ -156,18 +157,18 @@ CallLayout layout_of(const CallPlan &p) {
     l.dense = take(p.dense.size() * 4);
     l.jobs = take(p.jobs.size() * sizeof(HashJob));
     l.map = take(p.block_map.size() * 4);
-    l.m_units = take(p.m_units.size() * 4);
-    l.m_head_of = take(p.m_head_of.size() * 4);
-    l.m_tile_base = take(p.m_tile_base.size() * 8);
+    l.m_runs = take(p.m_runs.size() * sizeof(MustafarRun));
     l.m_head_first = take(p.m_head_first.size() * 4);
     l.m_values = take(p.m_values.size() * 8);
     l.m_value_counts = take(p.m_value_counts.size() * 8);
+    l.m_bitmaps = take(p.m_bitmaps.size() * 8);
+    l.m_accums = take(p.m_accums.size() * 8);
     l.upload_end = off;
     l.units = take(0);
     l.stats = take((uint64_t)p.n_units * sizeof(UnitStat));
     l.sums = take(p.block_map.size() * 64);
     l.hashes = take(p.jobs.size() * 8);
-    l.m_word_base = take(p.m_units.size() * 8);
+    l.m_word_base = take((uint64_t)p.m_n_units * 8);
     l.m_head_words = take(p.m_value_counts.size() * 8);
     l.unpacked = take(p.unpack_bytes);
     l.total = off;
@@ -453,11 +454,17 @@ sqkv_cuda_status unpack_sections(sqkv_cuda_decoder *d, CallPlan &p, uint8_t *dst
     return SQKV_OK;
 }
 
+/* What a call needs of its units' statistics (UnitStat: payload starts, padded counts) beyond the
+ * decoding kernel's own: nothing (dense output), the count and section passes always (the general
+ * Mustafar kernel), or those passes unless the fast kernel applies (a Mustafar call whose values arrays
+ * allow it). The passes run anyway on sections not yet validated: they are part of the validation. */
+enum class UnitStats { kNone, kAlways, kUnlessFast };
+
 /* Uploads the plan, runs checksums (unvalidated sections, unless trusted), the count and section
  * passes, and the validation kernels; reads the verdict back (one synchronization) when anything was
  * unvalidated. On success the workspace holds every unit's payload position. */
 sqkv_cuda_status prepare_call(sqkv_cuda_decoder *d, CallPlan &p, uint8_t *ws, uint64_t ws_size, uint32_t out_dtype,
-                              bool need_stats, DecodeArgs *a, CallLayout *lay, cudaStream_t stream) {
+                              UnitStats stats, DecodeArgs *a, CallLayout *lay, cudaStream_t stream) {
     *lay = layout_of(p);
     if (ws_size < lay->total)
         return fail(d, SQKV_ERR_BUFFER_TOO_SMALL, "workspace holds %llu bytes, this call needs %llu",
@@ -514,11 +521,12 @@ sqkv_cuda_status prepare_call(sqkv_cuda_decoder *d, CallPlan &p, uint8_t *ws, ui
             if (x.bits > a->max_bits) a->max_bits = x.bits;
             if (x.offset_log2 > 8) small_k = false;
         }
+    const bool need_stats = stats == UnitStats::kAlways || (stats == UnitStats::kUnlessFast && !a->fast_bits);
     const bool single_kernel = !unvalidated && small_k && !need_stats;
     /* kInlineSections (decode_kernels.cuh): the fast kernel alone, nothing else in the workspace that a
      * kernel reads (no DENSE section, no decompressed body, no overflow flags) */
     if (single_kernel && a->fast_bits && p.secs.size() <= kInlineSections && p.dense.empty() && p.unpack_sec.empty() &&
-        !(d->geo.value_dtype == SQKV_DTYPE_BF16 && out_dtype == SQKV_DTYPE_FP16) && p.m_units.empty()) {
+        !(d->geo.value_dtype == SQKV_DTYPE_BF16 && out_dtype == SQKV_DTYPE_FP16) && p.m_runs.empty()) {
         std::copy(p.secs.begin(), p.secs.end(), a->inline_sections);
         a->sections = nullptr;
         a->errors = nullptr;
@@ -539,12 +547,12 @@ sqkv_cuda_status prepare_call(sqkv_cuda_decoder *d, CallPlan &p, uint8_t *ws, ui
         put(lay->dense, p.dense.data(), p.dense.size() * 4);
         put(lay->jobs, p.jobs.data(), p.jobs.size() * sizeof(HashJob));
         put(lay->map, p.block_map.data(), p.block_map.size() * 4);
-        put(lay->m_units, p.m_units.data(), p.m_units.size() * 4);
-        put(lay->m_head_of, p.m_head_of.data(), p.m_head_of.size() * 4);
-        put(lay->m_tile_base, p.m_tile_base.data(), p.m_tile_base.size() * 8);
+        put(lay->m_runs, p.m_runs.data(), p.m_runs.size() * sizeof(MustafarRun));
         put(lay->m_head_first, p.m_head_first.data(), p.m_head_first.size() * 4);
         put(lay->m_values, p.m_values.data(), p.m_values.size() * 8);
         put(lay->m_value_counts, p.m_value_counts.data(), p.m_value_counts.size() * 8);
+        put(lay->m_bitmaps, p.m_bitmaps.data(), p.m_bitmaps.size() * 8);
+        put(lay->m_accums, p.m_accums.data(), p.m_accums.size() * 8);
         if (lay->upload_end)
             SQKV_CUDA_TRY(cudaMemcpyAsync(ws, up.get(), lay->upload_end, cudaMemcpyHostToDevice, stream));
     }
@@ -699,13 +707,18 @@ CallPlan plan_layers(const sqkv_cuda_decoder *d, uint32_t first, uint32_t n, voi
             for (uint32_t id : d->by_lt[2 * (size_t)(first + i) + t])
                 add_section(d, id, (uint8_t *)(t ? (v_out ? v_out[i] : nullptr) : (k_out ? k_out[i] : nullptr)),
                             hash && (sizing || !d->secs[id].validated), &p);
-    if (sizing) { /* room for a Mustafar call on any heads of these layers */
-        p.m_units.resize(p.n_units);
-        p.m_head_of.resize(p.n_units);
-        p.m_tile_base.resize(p.n_units);
-        p.m_head_first.resize((size_t)d->geo.n_kv_heads + 1);
-        p.m_values.resize(d->geo.n_kv_heads);
-        p.m_value_counts.resize(d->geo.n_kv_heads);
+    if (sizing) { /* room for a Mustafar call on any heads of both tensors of these layers */
+        const size_t slots = 2 * (size_t)n * d->geo.n_kv_heads;
+        size_t runs = 0; /* a run per head of each SPARSE section at most */
+        for (const DecSection &x : p.secs)
+            if (x.kind == SQKV_KIND_SPARSE) runs += x.head_count;
+        p.m_runs.resize(runs);
+        p.m_n_units = p.n_units;
+        p.m_head_first.resize(slots + 1);
+        p.m_values.resize(slots);
+        p.m_value_counts.resize(slots);
+        p.m_bitmaps.resize(slots);
+        p.m_accums.resize(slots);
     }
     return p;
 }
@@ -777,7 +790,7 @@ extern "C" sqkv_cuda_status sqkv_cuda_decode_layers(sqkv_cuda_decoder *d, uint32
     CallPlan p = plan_layers(d, first_layer, n_layers, k_out, v_out);
     DecodeArgs a;
     CallLayout lay;
-    sqkv_cuda_status st = prepare_call(d, p, ws, workspace_size, (uint32_t)out_dtype, false, &a, &lay, stream);
+    sqkv_cuda_status st = prepare_call(d, p, ws, workspace_size, (uint32_t)out_dtype, UnitStats::kNone, &a, &lay, stream);
     if (st != SQKV_OK) return st;
     st = launch_decode_dense(a, (const uint32_t *)(ws + lay.dense), (uint32_t)p.dense.size(), p.max_dense, stream);
     if (st != SQKV_OK) return fail(d, st, "decode launch: %s", sqkv_cuda_status_name(st));
@@ -867,100 +880,127 @@ extern "C" sqkv_cuda_status sqkv_cuda_decoder_mustafar_sizes(sqkv_cuda_decoder *
 
 namespace {
 
-/* Mustafar's layout of heads [head_start, head_start + head_count) of one layer and tensor: one plan,
- * one upload and one set of kernels for all of them (sqkv_cuda_decode_mustafar is the case of one). */
-sqkv_cuda_status export_mustafar(sqkv_cuda_decoder *d, const char *fn, uint32_t layer, sqkv_tensor tensor,
-                                 uint32_t head_start, uint32_t head_count, int64_t *bitmaps, int32_t *accum_counts,
-                                 uint16_t *const *values, const sqkv_mustafar_sizes *sizes, void *workspace,
-                                 uint64_t workspace_size, cudaStream_t stream) {
+/* Heads [head_start, head_start + head_count) of one layer and tensor in a Mustafar export, and where
+ * their arrays go (sqkv_cuda_decode_mustafar_heads's arguments). */
+struct MustafarJob {
+    uint32_t layer;
+    sqkv_tensor tensor;
+    uint32_t head_start, head_count;
+    int64_t *bitmaps;
+    int32_t *accum_counts;
+    uint16_t *const *values;
+    const sqkv_mustafar_sizes *sizes;
+};
+
+/* Mustafar's layout of the jobs' heads: one plan, one upload and one set of kernels for all of them
+ * (sqkv_cuda_decode_mustafar is one job of one head; sqkv_cuda_decode_mustafar_layers two jobs a layer). */
+sqkv_cuda_status export_mustafar(sqkv_cuda_decoder *d, const char *fn, const MustafarJob *jobs, size_t n_jobs,
+                                 void *workspace, uint64_t workspace_size, cudaStream_t stream) {
     if (!d) return SQKV_ERR_INVALID_ARGUMENT;
     if (d->error != SQKV_OK) return d->error;
-    if (!bitmaps || !accum_counts || !values || !sizes || !workspace)
-        return fail(d, SQKV_ERR_INVALID_ARGUMENT, "%s: a pointer is NULL", fn);
-    if (!is_aligned(bitmaps, 8) || !is_aligned(accum_counts, 4) || !is_aligned(workspace, kWorkspaceAlign))
-        return fail(d, SQKV_ERR_MISALIGNED,
-                    "%s: bitmaps, accum_counts and values must be aligned to their elements, workspace to 16 bytes", fn);
-    if (layer >= d->geo.n_layers || (tensor != SQKV_TENSOR_K && tensor != SQKV_TENSOR_V) || head_count == 0 ||
-        head_start >= d->geo.n_kv_heads || head_count > d->geo.n_kv_heads - head_start)
-        return fail(d, SQKV_ERR_INVALID_ARGUMENT, "%s: layer, tensor or heads out of range", fn);
-    for (uint32_t i = 0; i < head_count; i++) {
-        if (!values[i]) return fail(d, SQKV_ERR_INVALID_ARGUMENT, "%s: a pointer is NULL (values[%u])", fn, i);
-        if (!is_aligned(values[i], 2))
-            return fail(d, SQKV_ERR_MISALIGNED, "%s: values[%u] is not aligned to its elements", fn, i);
-    }
-    uint64_t n_tiles = 0;
-    for (uint32_t i = 0; i < head_count; i++) {
-        sqkv_mustafar_sizes want = {0, 0};
-        const sqkv_cuda_status st = sqkv_cuda_decoder_mustafar_sizes(d, layer, tensor, head_start + i, &want);
-        if (st != SQKV_OK) return st;
-        if (sizes[i].n_tiles != want.n_tiles || sizes[i].value_count < want.value_count)
-            return fail(d, SQKV_ERR_BUFFER_TOO_SMALL, "%s: sizes of head %u differ from sqkv_cuda_decoder_mustafar_sizes",
-                        fn, head_start + i);
-        if (i > 0 && want.n_tiles != n_tiles)
-            return fail(d, SQKV_ERR_STATE, "%s: heads %u and %u have different tile counts", fn, head_start,
-                        head_start + i);
-        n_tiles = want.n_tiles;
+    if (!workspace) return fail(d, SQKV_ERR_INVALID_ARGUMENT, "%s: workspace is NULL", fn);
+    if (!is_aligned(workspace, kWorkspaceAlign))
+        return fail(d, SQKV_ERR_MISALIGNED, "%s: workspace must be 16-byte aligned", fn);
+    /* the fast kernel stores each tile's values as 16-byte groups */
+    bool values_aligned16 = true;
+    std::vector<uint64_t> job_tiles(n_jobs, 0);
+    for (size_t jn = 0; jn < n_jobs; jn++) {
+        const MustafarJob &j = jobs[jn];
+        if (!j.bitmaps || !j.accum_counts || !j.values || !j.sizes)
+            return fail(d, SQKV_ERR_INVALID_ARGUMENT, "%s: a pointer is NULL", fn);
+        if (!is_aligned(j.bitmaps, 8) || !is_aligned(j.accum_counts, 4))
+            return fail(d, SQKV_ERR_MISALIGNED, "%s: bitmaps and accum_counts must be aligned to their elements", fn);
+        if (j.layer >= d->geo.n_layers || (j.tensor != SQKV_TENSOR_K && j.tensor != SQKV_TENSOR_V) ||
+            j.head_count == 0 || j.head_start >= d->geo.n_kv_heads || j.head_count > d->geo.n_kv_heads - j.head_start)
+            return fail(d, SQKV_ERR_INVALID_ARGUMENT, "%s: layer, tensor or heads out of range", fn);
+        for (uint32_t i = 0; i < j.head_count; i++) {
+            if (!j.values[i]) return fail(d, SQKV_ERR_INVALID_ARGUMENT, "%s: a pointer is NULL (values[%u])", fn, i);
+            if (!is_aligned(j.values[i], 2))
+                return fail(d, SQKV_ERR_MISALIGNED, "%s: values[%u] is not aligned to its elements", fn, i);
+            values_aligned16 &= is_aligned(j.values[i], 16);
+        }
+        for (uint32_t i = 0; i < j.head_count; i++) {
+            const uint32_t head = j.head_start + i;
+            sqkv_mustafar_sizes want = {0, 0};
+            const sqkv_cuda_status st = sqkv_cuda_decoder_mustafar_sizes(d, j.layer, j.tensor, head, &want);
+            if (st != SQKV_OK) return st;
+            if (j.sizes[i].n_tiles != want.n_tiles || j.sizes[i].value_count < want.value_count)
+                return fail(d, SQKV_ERR_BUFFER_TOO_SMALL,
+                            "%s: sizes of layer %u, %s, head %u differ from sqkv_cuda_decoder_mustafar_sizes", fn, j.layer,
+                            j.tensor == SQKV_TENSOR_K ? "K" : "V", head);
+            if (i > 0 && want.n_tiles != job_tiles[jn])
+                return fail(d, SQKV_ERR_STATE, "%s: heads %u and %u have different tile counts", fn, j.head_start, head);
+            job_tiles[jn] = want.n_tiles;
+        }
     }
     d->cache.valid = false; /* this call's plan goes into the workspace */
     CallPlan p;
     const bool hash = !(d->flags & (SQKV_CUDA_TRUSTED | SQKV_CUDA_HOST_VALIDATE));
-    /* every SPARSE section holding one of the heads, once, in coverage order */
-    std::vector<uint32_t> ids, first_unit;
-    for (uint32_t id : d->by_lt[2 * (size_t)layer + tensor]) {
-        const HostSection &s = d->secs[id];
-        if (s.h.kind != SQKV_KIND_SPARSE || s.h.head_start >= head_start + head_count ||
-            s.h.head_start + s.h.head_count <= head_start)
-            continue;
-        if ((d->flags & SQKV_CUDA_HOST_VALIDATE) && !s.validated) {
-            const sqkv_cuda_status st = host_validate(d, d->secs[id]);
-            if (st != SQKV_OK) return st;
-        }
-        ids.push_back(id);
-        first_unit.push_back(p.n_units);
-        add_section(d, id, nullptr, hash && !s.validated, &p);
-    }
-    for (uint32_t i = 0; i < head_count; i++) {
-        const uint32_t head = head_start + i;
-        p.m_head_first.push_back((uint32_t)p.m_units.size());
-        uint64_t tiles = 0;
-        for (size_t q = 0; q < ids.size(); q++) {
-            const HostSection &s = d->secs[ids[q]];
-            if (head < s.h.head_start || head >= s.h.head_start + s.h.head_count) continue;
-            const DecSection &ds = p.secs[q];
-            const uint32_t j = head - s.h.head_start;
-            for (uint32_t c = 0; c < ds.chunks; c++) {
-                p.m_units.push_back(first_unit[q] + j * ds.chunks + c);
-                p.m_head_of.push_back(i);
-                p.m_tile_base.push_back(tiles + (ds.tensor == 0 ? (uint64_t)c * d->geo.head_dim
-                                                               : (uint64_t)64 * d->g.hb * c));
+    for (size_t jn = 0; jn < n_jobs; jn++) {
+        const MustafarJob &j = jobs[jn];
+        const uint32_t head_end = j.head_start + j.head_count;
+        /* every SPARSE section holding one of the job's heads, once, in coverage order */
+        std::vector<uint32_t> ids, first_unit;
+        for (uint32_t id : d->by_lt[2 * (size_t)j.layer + j.tensor]) {
+            const HostSection &s = d->secs[id];
+            if (s.h.kind != SQKV_KIND_SPARSE || s.h.head_start >= head_end || s.h.head_start + s.h.head_count <= j.head_start)
+                continue;
+            if ((d->flags & SQKV_CUDA_HOST_VALIDATE) && !s.validated) {
+                const sqkv_cuda_status st = host_validate(d, d->secs[id]);
+                if (st != SQKV_OK) return st;
             }
-            tiles += ds.tiles_per_head;
+            ids.push_back((uint32_t)p.secs.size());
+            first_unit.push_back(p.n_units);
+            add_section(d, id, nullptr, hash && !s.validated, &p);
         }
-        if (tiles != n_tiles)
-            return fail(d, SQKV_ERR_STATE, "%s: tile count of head %u disagrees with sqkv_cuda_decoder_mustafar_sizes", fn,
-                        head);
-        p.m_values.push_back((uint64_t)(uintptr_t)values[i]);
-        p.m_value_counts.push_back(sizes[i].value_count);
+        for (uint32_t i = 0; i < j.head_count; i++) {
+            const uint32_t head = j.head_start + i, slot = (uint32_t)p.m_values.size();
+            p.m_head_first.push_back(p.m_n_units);
+            uint64_t tiles = 0;
+            for (size_t q = 0; q < ids.size(); q++) {
+                const DecSection &ds = p.secs[ids[q]];
+                if (head < ds.head_start || head >= ds.head_start + ds.head_count) continue;
+                const uint32_t hj = head - ds.head_start;
+                MustafarRun run;
+                run.m_first = p.m_n_units;
+                run.unit_first = first_unit[q] + hj * ds.chunks;
+                run.slot = slot;
+                run.tile_step = ds.tensor == 0 ? d->geo.head_dim : 64 * d->g.hb; /* a chunk's tiles */
+                run.tile_base = tiles;
+                p.m_runs.push_back(run);
+                p.m_n_units += ds.chunks;
+                tiles += ds.tiles_per_head;
+            }
+            if (tiles != job_tiles[jn])
+                return fail(d, SQKV_ERR_STATE, "%s: tile count of head %u disagrees with sqkv_cuda_decoder_mustafar_sizes",
+                            fn, head);
+            p.m_values.push_back((uint64_t)(uintptr_t)j.values[i]);
+            p.m_value_counts.push_back(j.sizes[i].value_count);
+            p.m_bitmaps.push_back((uint64_t)(uintptr_t)(j.bitmaps + (uint64_t)i * job_tiles[jn]));
+            p.m_accums.push_back((uint64_t)(uintptr_t)(j.accum_counts + (uint64_t)i * (job_tiles[jn] + 1)));
+        }
     }
-    p.m_head_first.push_back((uint32_t)p.m_units.size());
+    p.m_head_first.push_back(p.m_n_units);
     DecodeArgs a;
     CallLayout lay;
     uint8_t *ws = (uint8_t *)workspace;
-    sqkv_cuda_status st = prepare_call(d, p, ws, workspace_size, 1, true, &a, &lay, stream);
+    /* the general kernel takes each unit's payload start and padded count from the count and section
+     * passes; the fast one, on sections already validated, from the offset tables and mustafar_pad_kernel */
+    sqkv_cuda_status st = prepare_call(d, p, ws, workspace_size, 1,
+                                       values_aligned16 ? UnitStats::kUnlessFast : UnitStats::kAlways, &a, &lay, stream);
     if (st != SQKV_OK) return st;
-    a.m_units = (const uint32_t *)(ws + lay.m_units);
-    a.m_n_units = (uint32_t)p.m_units.size();
-    a.m_head_of = (const uint32_t *)(ws + lay.m_head_of);
+    a.m_runs = (const MustafarRun *)(ws + lay.m_runs);
+    a.m_n_runs = (uint32_t)p.m_runs.size();
+    a.m_n_units = p.m_n_units;
     a.m_head_first = (const uint32_t *)(ws + lay.m_head_first);
-    a.m_n_heads = head_count;
-    a.m_tile_base = (const uint64_t *)(ws + lay.m_tile_base);
-    a.m_n_tiles = n_tiles;
+    a.m_n_heads = (uint32_t)p.m_values.size();
     a.m_word_base = (uint64_t *)(ws + lay.m_word_base);
     a.m_head_words = (uint64_t *)(ws + lay.m_head_words);
-    a.m_bitmaps = bitmaps;
-    a.m_accum = accum_counts;
+    a.m_bitmaps = (int64_t *const *)(ws + lay.m_bitmaps);
+    a.m_accum = (int32_t *const *)(ws + lay.m_accums);
     a.m_values = (uint16_t *const *)(ws + lay.m_values);
     a.m_value_counts = (const uint64_t *)(ws + lay.m_value_counts);
+    a.m_fast = a.fast_bits != 0 && values_aligned16;
     st = launch_decode_mustafar(a, stream);
     if (st != SQKV_OK) return fail(d, st, "mustafar launch: %s", sqkv_cuda_status_name(st));
     return SQKV_OK;
@@ -973,8 +1013,8 @@ extern "C" sqkv_cuda_status sqkv_cuda_decode_mustafar(sqkv_cuda_decoder *d, uint
                                                       uint16_t *values, const sqkv_mustafar_sizes *sizes,
                                                       void *workspace, uint64_t workspace_size, cudaStream_t stream) {
     uint16_t *const one[1] = {values};
-    return export_mustafar(d, "decode_mustafar", layer, tensor, head, 1, bitmaps, accum_counts, one, sizes, workspace,
-                           workspace_size, stream);
+    const MustafarJob job = {layer, tensor, head, 1, bitmaps, accum_counts, one, sizes};
+    return export_mustafar(d, "decode_mustafar", &job, 1, workspace, workspace_size, stream);
 }
 
 extern "C" sqkv_cuda_status sqkv_cuda_decode_mustafar_heads(sqkv_cuda_decoder *d, uint32_t layer, sqkv_tensor tensor,
@@ -982,6 +1022,27 @@ extern "C" sqkv_cuda_status sqkv_cuda_decode_mustafar_heads(sqkv_cuda_decoder *d
                                                             int32_t *accum_counts, uint16_t *const *values,
                                                             const sqkv_mustafar_sizes *sizes, void *workspace,
                                                             uint64_t workspace_size, cudaStream_t stream) {
-    return export_mustafar(d, "decode_mustafar_heads", layer, tensor, head_start, head_count, bitmaps, accum_counts,
-                           values, sizes, workspace, workspace_size, stream);
+    const MustafarJob job = {layer, tensor, head_start, head_count, bitmaps, accum_counts, values, sizes};
+    return export_mustafar(d, "decode_mustafar_heads", &job, 1, workspace, workspace_size, stream);
+}
+
+extern "C" sqkv_cuda_status sqkv_cuda_decode_mustafar_layers(sqkv_cuda_decoder *d, uint32_t first_layer,
+                                                             uint32_t n_layers, const sqkv_cuda_mustafar_out *k_out,
+                                                             const sqkv_cuda_mustafar_out *v_out, void *workspace,
+                                                             uint64_t workspace_size, cudaStream_t stream) {
+    if (!d) return SQKV_ERR_INVALID_ARGUMENT;
+    if (d->error != SQKV_OK) return d->error;
+    if (n_layers == 0) return SQKV_OK;
+    if (!k_out || !v_out) return fail(d, SQKV_ERR_INVALID_ARGUMENT, "decode_mustafar_layers: k_out or v_out is NULL");
+    if (first_layer >= d->geo.n_layers || n_layers > d->geo.n_layers - first_layer)
+        return fail(d, SQKV_ERR_INVALID_ARGUMENT, "decode_mustafar_layers: layers out of range");
+    std::vector<MustafarJob> jobs;
+    jobs.reserve(2 * (size_t)n_layers);
+    for (uint32_t i = 0; i < n_layers; i++)
+        for (uint32_t t = 0; t < 2; t++) {
+            const sqkv_cuda_mustafar_out &o = t ? v_out[i] : k_out[i];
+            jobs.push_back({first_layer + i, (sqkv_tensor)t, 0, d->geo.n_kv_heads, o.bitmaps, o.accum_counts, o.values,
+                            o.sizes});
+        }
+    return export_mustafar(d, "decode_mustafar_layers", jobs.data(), jobs.size(), workspace, workspace_size, stream);
 }

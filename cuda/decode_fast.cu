@@ -61,8 +61,17 @@ __device__ __forceinline__ uint16_t load_u16_if(bool pred, const uint16_t *p) {
     return x;
 }
 
-template <uint32_t BITS, bool kTile>
-struct WarpSmem {
+/* Mustafar's layout (kMustafar): each tile's first group of eight output values, in the unit. An empty
+ * base otherwise, so that the dense kernels' shared memory, and their occupancy, stay as they were. */
+template <bool kMustafar>
+struct MustafarGroups {};
+template <>
+struct MustafarGroups<true> {
+    uint16_t gstart[kFD + 8]; /* 272 bytes: the 16-byte alignment of what follows (3-bit tables) */
+};
+
+template <uint32_t BITS, bool kTile, bool kMustafar>
+struct WarpSmem : MustafarGroups<kMustafar> {
     uint64_t bm[kFD];
     uint16_t tl[tile_level_slots<BITS, kTile>()];
     uint32_t tstart[kFD + 4];
@@ -70,18 +79,23 @@ struct WarpSmem {
     uint32_t words[BITS < 16 ? 64 * kFD * BITS / 32 + 4 : 1];
 };
 
-template <uint32_t BITS, bool kTile>
+/* kMustafar: the same staging, then Mustafar's arrays of the unit instead of its dense rows; warp wi
+ * takes the export's unit wi (mustafar_unit; decode_kernels.cuh, m_* fields). */
+template <uint32_t BITS, bool kTile, bool kMustafar>
 __global__ void __launch_bounds__(32 * kWarps) decode_fast_kernel(const __grid_constant__ DecodeArgs a) {
     extern __shared__ __align__(16) uint8_t smem_raw[];
+    using Smem = WarpSmem<BITS, kTile, kMustafar>;
     const uint32_t warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const uint32_t idx = blockIdx.x * (blockDim.x >> 5) + warp;
-    if (idx >= a.n_units) return; /* whole warps: nothing below synchronizes beyond the warp */
-    WarpSmem<BITS, kTile> &s = ((WarpSmem<BITS, kTile> *)smem_raw)[warp];
-    static_assert(BITS != 3 || !kTile || sizeof(WarpSmem<BITS, kTile>) % 16 == 0, "3-bit level tables are read as uint4");
+    const uint32_t wi = blockIdx.x * (blockDim.x >> 5) + warp;
+    if (wi >= (kMustafar ? a.m_n_units : a.n_units)) return; /* whole warps: nothing below synchronizes beyond the warp */
+    Smem &s = ((Smem *)smem_raw)[warp];
+    static_assert(BITS != 3 || !kTile || sizeof(Smem) % 16 == 0, "3-bit level tables are read as uint4");
     const Geometry &g = a.g;
     const DecSection *const secs = a.sections ? a.sections : a.inline_sections;
     /* a programmatic dependent of the stream's earlier work (launch_bits): nothing is read before it ends */
     cudaGridDependencySynchronize();
+    const MustafarUnit mu = kMustafar ? mustafar_unit(a, wi) : MustafarUnit{wi, 0, 0};
+    const uint32_t idx = mu.unit;
     const UnitPlan u = unit_at(a, secs, idx);
     const DecSection &sec = secs[u.section];
     const bool e_bf16 = g.e_bf16 != 0;
@@ -368,6 +382,108 @@ __global__ void __launch_bounds__(32 * kWarps) decode_fast_kernel(const __grid_c
                          ? kErrOverflow
                          : 0u;
     };
+    if constexpr (kMustafar) {
+        /* Mustafar's arrays of the unit (sqkv.h, sqkv_reader_decode_mustafar): its bitmaps, its tiles'
+         * accum_counts, and its tiles' values, each tile's kept values then zeros up to a multiple of 8.
+         * The unit's values start at word m_word_base (a multiple of 4: every tile has a multiple of 8
+         * values), so they are whole groups of eight values, 16 bytes each (the host checked that every
+         * values array is 16-byte aligned); group gi of the unit belongs to the last tile whose first
+         * group is at most gi. A lane per group, found by a binary search of the tiles' first groups:
+         * the output is contiguous, so the warp's stores are too, whatever the tiles' counts (a lane per
+         * tile would wait for the outlier channels' runs of 64, eight groups against a mean of two). */
+        const uint32_t slot = mu.slot;
+        const uint64_t tile_base = mu.tile_base, wbase = a.m_word_base[wi];
+        int64_t *const out_bm = a.m_bitmaps[slot] + tile_base;
+        int32_t *const out_acc = a.m_accum[slot] + tile_base;
+        uint16_t *const out_val = a.m_values[slot] + 2 * wbase;
+        uint32_t groups[4], gmine = 0;
+#pragma unroll
+        for (uint32_t i = 0; i < 4; i++) {
+            groups[i] = (c[i] + 7u) >> 3;
+            gmine += groups[i];
+        }
+        uint32_t gincl = gmine;
+#pragma unroll
+        for (int off = 1; off < 32; off <<= 1) {
+            const uint32_t v = __shfl_up_sync(kFull, gincl, off);
+            if (lane >= (uint32_t)off) gincl += v;
+        }
+        const uint32_t gtotal = __shfl_sync(kFull, gincl, 31);
+        uint32_t gs = gincl - gmine;
+#pragma unroll
+        for (uint32_t i = 0; i < 4; i++) {
+            const uint32_t t = 4 * lane + i;
+            if (t < nt) {
+                s.gstart[t] = (uint16_t)gs;
+                out_bm[t] = (int64_t)bm[i];
+                gs += groups[i];
+                out_acc[t + 1] = (int32_t)(wbase + 4 * gs); /* words: four per group */
+            }
+        }
+        if (tile_base == 0 && lane == 0) out_acc[0] = 0; /* the head's first unit */
+        __syncwarp();
+        const uint32_t mcur0 = BITS < 16 ? (uint32_t)(e0 * BITS - w0 * 32) : 0u;
+        /* level of code c of unit tile t (3, 4 and 8 bits; 2 bits select pairs below) */
+        auto level_at = [&](uint32_t t, uint32_t c) -> uint32_t {
+            if constexpr (!kTile) {
+                return s.lev[c];
+            } else if constexpr (BITS == 3) {
+                return s.tl[8 * t + c];
+            } else if constexpr (BITS == 4) {
+                if (sec.tensor == 0) /* key_table4: tile 4l + i, level c at 1024 (i >> 1) + 64 c + 2l + (i & 1) */
+                    return s.tl[1024 * ((t & 3u) >> 1) + 64 * c + 2 * (t >> 2) + (t & 1u)];
+                const uint32_t h = t >= R ? 1u : 0u; /* value_slot4 */
+                return s.tl[16 * (64 * h + ((t - h * R) ^ h)) + c];
+            } else {
+                return level_bits(s.tl[2 * t], s.tl[2 * t + 1], c);
+            }
+        };
+        for (uint32_t gi = lane; gi < gtotal; gi += 32) {
+            uint32_t t = 0;
+#pragma unroll
+            for (uint32_t step = 64; step; step >>= 1)
+                if (t + step < nt && s.gstart[t + step] <= gi) t += step;
+            const uint32_t k0 = 8 * (gi - s.gstart[t]);
+            const uint32_t n = min(8u, (uint32_t)__popcll(s.bm[t]) - k0); /* values of the group, 1 .. 8 */
+            const uint32_t e = s.tstart[t] + k0;                            /* first of them, from e0 */
+            uint32_t v[8];
+            if constexpr (BITS == 16) {
+#pragma unroll
+                for (uint32_t j = 0; j < 8; j++) v[j] = load_u16_if(j < n && e + j < avail, p_unit + e + j);
+            } else {
+                const uint32_t cur = mcur0 + e * BITS, wi0 = cur >> 5;
+                /* the group's codes from one 32-bit window (two for 8 bits) */
+                const uint32_t wa = __funnelshift_r(s.words[wi0], s.words[wi0 + 1], cur);
+                const uint32_t wb = BITS == 8 ? __funnelshift_r(s.words[wi0 + 1], s.words[wi0 + 2], cur) : 0u;
+                if constexpr (BITS == 2) {
+                    const uint2 lv = kTile ? ((const uint2 *)s.tl)[t] : make_uint2(lv01, lv23);
+#pragma unroll
+                    for (uint32_t j = 0; j < 8; j += 2) {
+                        const uint32_t c2 = (wa >> (2 * j)) & 0xFu; /* codes j (bits 0-1) and j + 1 */
+                        const uint32_t pr = __byte_perm(lv.x, lv.y, 0x1010u + 0x22u * ((c2 & 3u) | ((c2 >> 2) << 8)));
+                        v[j] = pr & 0xFFFFu;
+                        v[j + 1] = pr >> 16;
+                    }
+                } else {
+#pragma unroll
+                    for (uint32_t j = 0; j < 8; j++) {
+                        const uint32_t code = BITS == 8 ? ((j < 4 ? wa : wb) >> (8 * (j & 3u))) & 0xFFu
+                                                        : (wa >> (BITS * j)) & ((1u << BITS) - 1u);
+                        v[j] = level_at(t, code);
+                    }
+                }
+#pragma unroll
+                for (uint32_t j = 0; j < 8; j++) v[j] = j < n ? v[j] : 0u;
+            }
+            *(uint4 *)(out_val + 8 * gi) =
+                make_uint4(v[0] | (v[1] << 16), v[2] | (v[3] << 16), v[4] | (v[5] << 16), v[6] | (v[7] << 16));
+        }
+        if (wi + 1 == a.m_head_first[slot + 1]) { /* the head's last unit: the slack after its values */
+            uint16_t *const vals = a.m_values[slot];
+            for (uint64_t i = 2 * a.m_head_words[slot] + lane; i < a.m_value_counts[slot]; i += 32) vals[i] = 0;
+        }
+        return;
+    }
     const uint32_t head = sec.head_start + u.head, token0 = sec.token_start + 64u * u.chunk;
     uint16_t *out = (uint16_t *)sec.out + ((uint64_t)head * g.n_tokens + token0) * kFD;
     /* bit position of payload element e0 in the staged words */
@@ -657,15 +773,15 @@ __global__ void __launch_bounds__(32 * kWarps) decode_fast_kernel(const __grid_c
     if (flags) atomicOr(&a.errors[u.section], flags);
 }
 
-template <uint32_t BITS, bool kTile>
+template <uint32_t BITS, bool kTile, bool kMustafar>
 sqkv_cuda_status launch_bits(const DecodeArgs &a, cudaStream_t stream) {
     /* Warps (units) per block: 8, except for 4-bit PER_TILE, whose 9.8 KB of shared memory per warp let
      * only two blocks of 8 (16 warps) on a multiprocessor; blocks of 4 fit five (20 warps): 1793-1806 ->
      * 1963-1964 GB/s on the H200 (Llama shape, validated sections), while 2 and 3 bits lose 4-5% with 4. */
     const uint32_t def_warps = BITS == 4 && kTile ? 4u : kWarps;
     const uint32_t warps = a.fast_warps >= 1 && a.fast_warps <= kWarps ? a.fast_warps : def_warps;
-    const size_t smem = sizeof(WarpSmem<BITS, kTile>) * warps;
-    const auto kernel = decode_fast_kernel<BITS, kTile>;
+    const size_t smem = sizeof(WarpSmem<BITS, kTile, kMustafar>) * warps;
+    const auto kernel = decode_fast_kernel<BITS, kTile, kMustafar>;
     /* The attribute (room for kWarps warps) is set once per device: a per-call driver call is a few
      * microseconds in front of every decode. */
     static std::mutex mu;
@@ -677,13 +793,27 @@ sqkv_cuda_status launch_bits(const DecodeArgs &a, cudaStream_t stream) {
         std::lock_guard<std::mutex> lock(mu);
         if (!bit || !(configured & bit)) {
             SQKV_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                               (int)(sizeof(WarpSmem<BITS, kTile>) * kWarps)));
+                                               (int)(sizeof(WarpSmem<BITS, kTile, kMustafar>) * kWarps)));
             configured |= bit;
         }
     }
     /* a programmatic dependent: its blocks are placed while the kernel before it (often the previous
      * call's, when an engine restores layer by layer) drains, and wait for it before reading anything */
-    return launch_dependent(kernel, dim3((a.n_units + warps - 1) / warps), dim3(32 * warps), smem, stream, a);
+    const uint32_t n = kMustafar ? a.m_n_units : a.n_units;
+    return launch_dependent(kernel, dim3((n + warps - 1) / warps), dim3(32 * warps), smem, stream, a);
+}
+
+template <bool kMustafar>
+sqkv_cuda_status launch_width(const DecodeArgs &a, cudaStream_t stream) {
+    const bool tile = a.fast_tile != 0;
+    switch (a.fast_bits) {
+        case 2: return tile ? launch_bits<2, true, kMustafar>(a, stream) : launch_bits<2, false, kMustafar>(a, stream);
+        case 3: return tile ? launch_bits<3, true, kMustafar>(a, stream) : launch_bits<3, false, kMustafar>(a, stream);
+        case 4: return tile ? launch_bits<4, true, kMustafar>(a, stream) : launch_bits<4, false, kMustafar>(a, stream);
+        case 8: return tile ? launch_bits<8, true, kMustafar>(a, stream) : launch_bits<8, false, kMustafar>(a, stream);
+        case 16: return launch_bits<16, false, kMustafar>(a, stream);
+        default: return SQKV_ERR_STATE;
+    }
 }
 
 }  // namespace
@@ -691,15 +821,16 @@ sqkv_cuda_status launch_bits(const DecodeArgs &a, cudaStream_t stream) {
 sqkv_cuda_status launch_decode_fast(const DecodeArgs &a, cudaStream_t stream) {
     if (a.n_units == 0) return SQKV_OK;
     if (a.g.head_dim != kFD) return SQKV_ERR_STATE;
-    const bool tile = a.fast_tile != 0;
-    switch (a.fast_bits) {
-        case 2: return tile ? launch_bits<2, true>(a, stream) : launch_bits<2, false>(a, stream);
-        case 3: return tile ? launch_bits<3, true>(a, stream) : launch_bits<3, false>(a, stream);
-        case 4: return tile ? launch_bits<4, true>(a, stream) : launch_bits<4, false>(a, stream);
-        case 8: return tile ? launch_bits<8, true>(a, stream) : launch_bits<8, false>(a, stream);
-        case 16: return launch_bits<16, false>(a, stream);
-        default: return SQKV_ERR_STATE;
-    }
+    return launch_width<false>(a, stream);
+}
+
+sqkv_cuda_status launch_mustafar_fast(const DecodeArgs &a, cudaStream_t stream) {
+    if (a.m_n_units == 0) return SQKV_OK;
+    if (a.g.head_dim != kFD) return SQKV_ERR_STATE;
+    /* Mustafar's values are the element type's bits: the level tables are built in it */
+    DecodeArgs m = a;
+    m.out_dtype = a.g.e_bf16 ? 2u : 1u;
+    return launch_width<true>(m, stream);
 }
 
 }  // namespace sqkv_cuda

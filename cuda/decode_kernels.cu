@@ -451,7 +451,22 @@ __global__ void dense_decode_kernel(DecodeArgs a, const uint32_t *dense_ids) {
 
 /* ---- Mustafar ---------------------------------------------------------------------------------------- */
 
-/* Exclusive prefix of the head's units' padded words (one block). */
+/* Sections already validated (a.use_offsets), for the fast kernel: the padded count of each export unit's
+ * tiles, which the count pass gives otherwise (a warp per unit; the count pass also checks each tile's
+ * parameters, 93 us for a whole Llama-3-8B cache on the H200). */
+__global__ void mustafar_pad_kernel(DecodeArgs a) {
+    const uint32_t i = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    if (i >= a.m_n_units) return;
+    const MustafarUnit mu = mustafar_unit(a, i);
+    const UnitPlan u = unit_at(a, a.sections, mu.unit);
+    const DecSection &sec = a.sections[u.section];
+    const uint64_t *bms = (const uint64_t *)sec.body + u.tile0;
+    uint32_t padded = 0;
+    for (uint32_t t = lane; t < u.n_tiles; t += 32) padded += ((uint32_t)__popcll(unit_bitmap(a.g, sec, u, bms, t)) + 7u) & ~7u;
+    padded = __reduce_add_sync(0xFFFFFFFFu, padded);
+    if (lane == 0) a.stats[mu.unit].padded = padded;
+}
+
 /* One warp per head slot: the exclusive prefix of its units' value words (a warp scan per 32 units). */
 __global__ void mustafar_scan_kernel(DecodeArgs a) {
     const uint32_t s = blockIdx.x, lane = threadIdx.x;
@@ -459,7 +474,7 @@ __global__ void mustafar_scan_kernel(DecodeArgs a) {
     uint64_t carry = 0;
     for (uint32_t base = first; base < end; base += 32) {
         const uint32_t i = base + lane;
-        const uint64_t w = i < end ? a.stats[a.m_units[i]].padded / 2 : 0;
+        const uint64_t w = i < end ? a.stats[mustafar_unit(a, i).unit].padded / 2 : 0;
         uint64_t incl = w;
 #pragma unroll
         for (int off = 1; off < 32; off <<= 1) {
@@ -475,7 +490,8 @@ __global__ void mustafar_scan_kernel(DecodeArgs a) {
 __global__ void __launch_bounds__(kThreads) mustafar_kernel(DecodeArgs a) {
     extern __shared__ __align__(16) uint8_t smem_raw[];
     const Geometry &g = a.g;
-    const uint32_t uidx = a.m_units[blockIdx.x];
+    const MustafarUnit mu = mustafar_unit(a, blockIdx.x);
+    const uint32_t uidx = mu.unit;
     const UnitPlan u = unit_at(a, a.sections, uidx);
     const DecSection &sec = a.sections[u.section];
     const UnitStat st = a.stats[uidx];
@@ -501,10 +517,10 @@ __global__ void __launch_bounds__(kThreads) mustafar_kernel(DecodeArgs a) {
         for (uint32_t c = threadIdx.x; c < L; c += blockDim.x) levels[c] = quant_level(sec.quantizer, sec.bits, bf16, sd, zd, c);
     }
     __syncthreads();
-    const uint64_t tile_base = a.m_tile_base[blockIdx.x], wbase = a.m_word_base[blockIdx.x];
-    const uint32_t slot = a.m_head_of[blockIdx.x];
-    int64_t *const out_bitmaps = a.m_bitmaps + (uint64_t)slot * a.m_n_tiles;
-    int32_t *const out_accum = a.m_accum + (uint64_t)slot * (a.m_n_tiles + 1);
+    const uint64_t tile_base = mu.tile_base, wbase = a.m_word_base[blockIdx.x];
+    const uint32_t slot = mu.slot;
+    int64_t *const out_bitmaps = a.m_bitmaps[slot];
+    int32_t *const out_accum = a.m_accum[slot];
     uint16_t *const out_values = a.m_values[slot];
     if (tile_base == 0 && threadIdx.x == 0) out_accum[0] = 0; /* the head's first unit */
     for (uint32_t t = threadIdx.x; t < nt; t += blockDim.x) {
@@ -609,8 +625,13 @@ sqkv_cuda_status launch_decode_dense(const DecodeArgs &a, const uint32_t *dense_
 sqkv_cuda_status launch_decode_mustafar(const DecodeArgs &a, cudaStream_t stream) {
     if (a.m_n_units == 0) return SQKV_OK;
     if (a.m_n_heads == 0 || a.m_n_heads > 0x7FFFFFFFu) return SQKV_ERR_LIMIT;
+    if (a.m_fast && a.use_offsets) {
+        mustafar_pad_kernel<<<(a.m_n_units + 7) / 8, 256, 0, stream>>>(a);
+        SQKV_CUDA_LAUNCHED();
+    }
     mustafar_scan_kernel<<<a.m_n_heads, 32, 0, stream>>>(a);
     SQKV_CUDA_LAUNCHED();
+    if (a.m_fast) return launch_mustafar_fast(a, stream);
     const size_t smem = align_up(8 * ((size_t)max_tiles(a.g) + 1), 16) + 2 * 256 + 2 * 8 * 512;
     SQKV_CUDA_TRY(cudaFuncSetAttribute(mustafar_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     mustafar_kernel<<<a.m_n_units, kThreads, smem, stream>>>(a);

@@ -34,6 +34,16 @@ enum : uint32_t {
     kErrPayloadBytes = 1u << 9   /* PADDING: bytes after the payload (checked before BITMAP_PADDING) */
 };
 
+/* Mustafar export: a run of units of one head slot, consecutive in the export's unit order and in their
+ * section (the units of one section for one head: its chunks). Export unit m_first + c is call unit
+ * unit_first + c, whose first tile in the slot's arrays is tile_base + c * tile_step. One run per head
+ * and section instead of a table per unit: the plan of a whole cache's export is a few KB to build and
+ * upload, not half a megabyte (results/gpu_bench.md, session 19). */
+struct MustafarRun {
+    uint32_t m_first, unit_first, slot, tile_step;
+    uint64_t tile_base;
+};
+
 /* A call whose sections number at most this many (a layer of 8 KV heads, one section per head and
  * tensor), all checked before, with nothing else to upload, passes them in the decoding kernel's
  * arguments (inline_sections) and uploads nothing: the upload was 3.6 us of a one-layer call's 15.4 on
@@ -55,22 +65,22 @@ struct DecodeArgs {
     uint32_t units_per_section; /* every section of the call has this many units (> 0): unit_at divides
                                  * instead of searching the section list; 0 otherwise */
     uint32_t fast_warps;       /* decode_fast.cu: warps (units) per block, 1..8; 0: its default */
-    /* Mustafar export of one head */
-    /* Mustafar export of the heads of one layer and tensor: head slot s (0 .. m_n_heads - 1) owns row s of
-     * m_bitmaps (m_n_tiles entries) and of m_accum (m_n_tiles + 1), and the array m_values[s] */
-    const uint32_t *m_units;   /* units of the call's heads, head after head, each in tile order */
+    /* Mustafar export of heads of one or more layers and tensors: head slot s (0 .. m_n_heads - 1) owns
+     * the arrays m_bitmaps[s], m_accum[s] and m_values[s] (device arrays of device pointers) */
+    const MustafarRun *m_runs; /* the export's units, head slot after head slot, each in tile order */
+    uint32_t m_n_runs;
     uint32_t m_n_units;
-    const uint32_t *m_head_of; /* per m_unit: its head slot */
-    const uint32_t *m_head_first; /* per head slot: its first m_unit; [m_n_heads] = m_n_units */
+    const uint32_t *m_head_first; /* per head slot: its first export unit; [m_n_heads] = m_n_units */
     uint32_t m_n_heads;
-    const uint64_t *m_tile_base; /* per m_unit: first tile in its head's arrays */
-    uint64_t m_n_tiles;        /* tiles per head */
-    uint64_t *m_word_base;     /* per m_unit: accum value before its first tile (scan output) */
+    uint64_t *m_word_base;     /* per export unit: accum value before its first tile (scan output) */
     uint64_t *m_head_words;    /* per head slot: the head's value words (scan output) */
-    int64_t *m_bitmaps;
-    int32_t *m_accum;
-    uint16_t *const *m_values;       /* per head slot (device array of device pointers) */
+    int64_t *const *m_bitmaps;       /* per head slot: n_tiles entries */
+    int32_t *const *m_accum;         /* per head slot: n_tiles + 1 entries */
+    uint16_t *const *m_values;       /* per head slot */
     const uint64_t *m_value_counts;  /* per head slot: entries of its values array */
+    uint32_t m_fast;           /* the fast kernel writes the arrays (decode_fast.cu): a.fast_bits set and
+                                * every values array 16-byte aligned; with use_offsets, the units' padded
+                                * counts come from mustafar_pad_kernel instead of the count pass */
     DecSection inline_sections[kInlineSections];
 };
 
@@ -88,8 +98,28 @@ sqkv_cuda_status launch_decode_dense(const DecodeArgs &a, const uint32_t *dense_
  * outputs (checked by the host). */
 sqkv_cuda_status launch_decode_fast(const DecodeArgs &a, cudaStream_t stream);
 
-/* Mustafar arrays of the call's heads (m_* fields). */
+/* Mustafar arrays of the call's heads (m_* fields): the scan of the units' value words, then the fast
+ * kernel when a.m_fast, else the general one. */
 sqkv_cuda_status launch_decode_mustafar(const DecodeArgs &a, cudaStream_t stream);
+
+/* Export unit i of a Mustafar call: its call unit, head slot and first tile in the slot's arrays. */
+struct MustafarUnit {
+    uint32_t unit, slot;
+    uint64_t tile_base;
+};
+static __device__ __forceinline__ MustafarUnit mustafar_unit(const DecodeArgs &a, uint32_t i) {
+    uint32_t lo = 0, hi = a.m_n_runs; /* the last run that starts at or before i */
+    while (hi - lo > 1) {
+        const uint32_t mid = (lo + hi) / 2;
+        if (a.m_runs[mid].m_first <= i) lo = mid;
+        else hi = mid;
+    }
+    const MustafarRun &r = a.m_runs[lo];
+    const uint32_t c = i - r.m_first;
+    return {r.unit_first + c, r.slot, r.tile_base + (uint64_t)c * r.tile_step};
+}
+/* The fast kernel's Mustafar arrays (decode_fast.cu), after the scan. */
+sqkv_cuda_status launch_mustafar_fast(const DecodeArgs &a, cudaStream_t stream);
 
 }  // namespace sqkv_cuda
 

@@ -7,6 +7,8 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include <algorithm>
+
 #include "cuda_test_util.h"
 
 extern "C" {
@@ -220,6 +222,81 @@ void compare_mustafar(const std::vector<uint8_t> &file, uint32_t layer, sqkv_ten
             EXPECT_TRUE(cb == gb2) << "bitmaps differ, heads call from " << h0 << ", head " << h0 + i;
             EXPECT_TRUE(ca == ga2) << "accum_counts differ, heads call from " << h0 << ", head " << h0 + i;
             EXPECT_TRUE(cv == gv2) << "values differ, heads call from " << h0 << ", head " << h0 + i;
+        }
+    }
+    destroy_both(d, r);
+}
+
+/* Every head of layers [first, first + n) by one sqkv_cuda_decode_mustafar_layers call, array for array
+ * against the CPU reader's export of each head (the slack after the values included). Each head's
+ * values array starts values_skew bytes past a 16-byte boundary: 0 takes the fast kernel where the
+ * sections allow it, 2 the general one. The arrays start filled with a pattern, so an entry the call
+ * leaves unwritten shows. */
+void compare_mustafar_layers(const std::vector<uint8_t> &file, unsigned flags, uint32_t first, uint32_t n,
+                             uint32_t values_skew) {
+    sqkv_reader *r = nullptr;
+    ASSERT_EQ(SQKV_OK, sqkv_reader_create(nullptr, 0, &r));
+    ASSERT_EQ(SQKV_OK, sqkv_reader_open_memory(r, file.data(), file.size()));
+    sqkv_geometry g;
+    ASSERT_EQ(SQKV_OK, sqkv_reader_geometry(r, &g));
+    const uint32_t H = g.n_kv_heads;
+    DevBuf dfile(file.size());
+    CUDA_OK(cudaMemcpy(dfile.p, file.data(), file.size(), cudaMemcpyHostToDevice));
+    sqkv_cuda_decoder *d = nullptr;
+    SQ_OK(sqkv_cuda_decoder_create(file.data(), file.size(), dfile.p, nullptr, flags, &d));
+    /* per layer and tensor (lt = 2 i + t): sizes, arrays, and the values' offsets in one buffer */
+    const uint32_t LT = 2 * n;
+    std::vector<std::vector<sqkv_mustafar_sizes>> sz(LT, std::vector<sqkv_mustafar_sizes>(H));
+    std::vector<DevBuf> bms(LT), accs(LT), vals(LT);
+    std::vector<std::vector<uint64_t>> voff(LT, std::vector<uint64_t>(H + 1, 0));
+    std::vector<std::vector<uint16_t *>> vptr(LT, std::vector<uint16_t *>(H));
+    std::vector<sqkv_cuda_mustafar_out> kout(n), vout(n);
+    for (uint32_t lt = 0; lt < LT; lt++) {
+        const uint32_t l = first + lt / 2;
+        const sqkv_tensor t = (sqkv_tensor)(lt % 2);
+        for (uint32_t h = 0; h < H; h++) {
+            SQ_OK(sqkv_cuda_decoder_mustafar_sizes(d, l, t, h, &sz[lt][h]));
+            /* 16-byte aligned starts, plus the skew */
+            voff[lt][h + 1] = voff[lt][h] + ((2 * sz[lt][h].value_count + values_skew + 15) & ~15ull);
+        }
+        const uint64_t nt = sz[lt][0].n_tiles;
+        bms[lt].alloc(8 * nt * H);
+        accs[lt].alloc(4 * (nt + 1) * H);
+        vals[lt].alloc(voff[lt][H]);
+        CUDA_OK(cudaMemset(bms[lt].p, 0x5A, bms[lt].n));
+        CUDA_OK(cudaMemset(accs[lt].p, 0x5A, accs[lt].n));
+        CUDA_OK(cudaMemset(vals[lt].p, 0x5A, vals[lt].n));
+        for (uint32_t h = 0; h < H; h++) vptr[lt][h] = (uint16_t *)((uint8_t *)vals[lt].p + voff[lt][h] + values_skew);
+        sqkv_cuda_mustafar_out &o = lt % 2 ? vout[lt / 2] : kout[lt / 2];
+        o.bitmaps = (int64_t *)bms[lt].p;
+        o.accum_counts = (int32_t *)accs[lt].p;
+        o.values = vptr[lt].data();
+        o.sizes = sz[lt].data();
+    }
+    uint64_t wsz = 0;
+    SQ_OK(sqkv_cuda_decoder_workspace_size(d, n, &wsz));
+    DevBuf ws(wsz);
+    SQ_OK(sqkv_cuda_decode_mustafar_layers(d, first, n, kout.data(), vout.data(), ws.p, wsz, 0));
+    CUDA_OK(cudaDeviceSynchronize());
+    for (uint32_t lt = 0; lt < LT; lt++) {
+        const uint32_t l = first + lt / 2;
+        const sqkv_tensor t = (sqkv_tensor)(lt % 2);
+        const uint64_t nt = sz[lt][0].n_tiles;
+        for (uint32_t h = 0; h < H; h++) {
+            const sqkv_mustafar_sizes &z = sz[lt][h];
+            std::vector<int64_t> cb(nt), gb(nt);
+            std::vector<int32_t> ca(nt + 1), ga(nt + 1);
+            std::vector<uint16_t> cv(z.value_count), gv(z.value_count);
+            ASSERT_EQ(SQKV_OK, sqkv_reader_decode_mustafar(r, l, t, h, cb.data(), ca.data(), cv.data(), &z));
+            CUDA_OK(cudaMemcpy(gb.data(), (int64_t *)bms[lt].p + nt * h, 8 * nt, cudaMemcpyDeviceToHost));
+            CUDA_OK(cudaMemcpy(ga.data(), (int32_t *)accs[lt].p + (nt + 1) * h, 4 * (nt + 1), cudaMemcpyDeviceToHost));
+            CUDA_OK(cudaMemcpy(gv.data(), vptr[lt][h], 2 * z.value_count, cudaMemcpyDeviceToHost));
+            EXPECT_TRUE(cb == gb) << "bitmaps differ: layer " << l << " tensor " << (int)t << " head " << h;
+            EXPECT_TRUE(ca == ga) << "accum_counts differ: layer " << l << " tensor " << (int)t << " head " << h;
+            size_t at = 0;
+            while (at < cv.size() && cv[at] == gv[at]) at++;
+            EXPECT_EQ(cv.size(), at) << "values differ first at entry " << at << ": layer " << l << " tensor " << (int)t
+                                     << " head " << h;
         }
     }
     destroy_both(d, r);
@@ -858,6 +935,103 @@ TEST(CudaDecode, MustafarLayoutMatchesCpu) {
                 for (int t = 0; t < 2; t++) compare_mustafar(f, 1, (sqkv_tensor)t, head);
             n++;
         }
+}
+
+/* sqkv_cuda_decode_mustafar_layers on decode_fast.cu's kernel (head_dim 128): every width, PER_HEAD
+ * and PER_TILE, both quantizers, fp16 and bf16 files, empty and full tiles (sparsity 0.99 and 0), partial
+ * chunks, splits by tokens (multiples of 64: the reader refuses others) and by heads, dense windows,
+ * every decoder mode; each file once on the fast kernel and once on the general one (values arrays not
+ * 16-byte aligned), all layers in one call, then the last layer alone. */
+TEST(CudaDecode, MustafarLayersMatchCpu) {
+    SKIP_WITHOUT_GPU();
+    uint64_t n = 0;
+    for (uint32_t bits : {2u, 3u, 4u, 8u, 16u})
+        for (int gran = 1; gran <= 2; gran++) {
+            if (bits == 16 && gran == 2) continue;
+            for (int variant = 0; variant < 2; variant++) {
+                Case c = base_case();
+                c.bits = bits;
+                if (bits == 16) {
+                    c.q = SQKV_QUANT_EXACT;
+                    c.gran = SQKV_SCALE_NONE;
+                } else {
+                    c.gran = (sqkv_scale_granularity)gran;
+                    c.q = (sqkv_quantizer)(1 + (n + variant) % 2);
+                }
+                c.e = (n + variant) % 2 ? SQKV_DTYPE_BF16 : SQKV_DTYPE_FP16;
+                c.sparsity = n % 3 == 0 ? 0.7 : n % 3 == 1 ? 0.99 : 0.0;
+                c.heads = 1 + (uint32_t)(n % 3);
+                c.hps = 1 + (uint32_t)(n % 2);
+                c.tps = variant ? 64 : 0;
+                c.tokens = 64 * 2 + 1 + 29 * (uint32_t)(n % 4);
+                c.window = (uint32_t)(n % 3) * 7;
+                c.layers = 3;
+                SCOPED_TRACE(c.name());
+                const std::vector<uint8_t> f = make_file(c, seed_of("mustafar-layers") + n);
+                const unsigned flags = (unsigned)(n % 3); /* GPU checks, trusted, host validation */
+                compare_mustafar_layers(f, flags, 0, c.layers, 0);
+                compare_mustafar_layers(f, flags, 0, c.layers, 2);
+                compare_mustafar_layers(f, flags, c.layers - 1, 1, 0);
+                n++;
+            }
+        }
+}
+
+/* The layers call's arguments are checked before anything is queued. */
+TEST(CudaDecode, MustafarLayersRejectsBadArguments) {
+    SKIP_WITHOUT_GPU();
+    Case c = base_case();
+    const std::vector<uint8_t> f = make_file(c, seed_of("mustafar-layers-args"));
+    DevBuf dfile(f.size());
+    CUDA_OK(cudaMemcpy(dfile.p, f.data(), f.size(), cudaMemcpyHostToDevice));
+    auto fresh = [&]() {
+        sqkv_cuda_decoder *d = nullptr;
+        EXPECT_EQ(SQKV_OK, sqkv_cuda_decoder_create(f.data(), f.size(), dfile.p, nullptr, 0, &d));
+        return d;
+    };
+    uint64_t wsz = 0;
+    sqkv_cuda_decoder *d = fresh();
+    SQ_OK(sqkv_cuda_decoder_workspace_size(d, c.layers, &wsz));
+    DevBuf ws(wsz);
+    std::vector<sqkv_mustafar_sizes> sz(c.heads);
+    for (uint32_t h = 0; h < c.heads; h++) SQ_OK(sqkv_cuda_decoder_mustafar_sizes(d, 0, SQKV_TENSOR_K, h, &sz[h]));
+    uint64_t most = 0; /* every head writes into one values array here: as large as the largest head needs */
+    for (const sqkv_mustafar_sizes &z : sz) most = std::max<uint64_t>(most, z.value_count);
+    DevBuf bm(8 * sz[0].n_tiles * c.heads), acc(4 * (sz[0].n_tiles + 1) * c.heads), val(2 * most);
+    std::vector<uint16_t *> vp(c.heads, (uint16_t *)val.p);
+    sqkv_cuda_mustafar_out o = {(int64_t *)bm.p, (int32_t *)acc.p, vp.data(), sz.data()};
+    EXPECT_EQ(SQKV_OK, sqkv_cuda_decode_mustafar_layers(d, 0, 0, &o, &o, ws.p, wsz, 0)) << "no layers: nothing to do";
+    EXPECT_EQ(SQKV_ERR_INVALID_ARGUMENT, sqkv_cuda_decode_mustafar_layers(d, 0, 1, nullptr, &o, ws.p, wsz, 0));
+    sqkv_cuda_decoder_destroy(d);
+    d = fresh();
+    EXPECT_EQ(SQKV_ERR_INVALID_ARGUMENT, sqkv_cuda_decode_mustafar_layers(d, c.layers, 1, &o, &o, ws.p, wsz, 0));
+    EXPECT_STRNE("", sqkv_cuda_decoder_error_detail(d));
+    sqkv_cuda_decoder_destroy(d);
+    d = fresh();
+    /* V's tile count differs from K's: the K sizes given for V are refused */
+    EXPECT_EQ(SQKV_ERR_BUFFER_TOO_SMALL, sqkv_cuda_decode_mustafar_layers(d, 0, 1, &o, &o, ws.p, wsz, 0));
+    sqkv_cuda_decoder_destroy(d);
+    d = fresh();
+    sqkv_cuda_mustafar_out odd = o;
+    odd.bitmaps = (int64_t *)((uint8_t *)bm.p + 4);
+    EXPECT_EQ(SQKV_ERR_MISALIGNED, sqkv_cuda_decode_mustafar_layers(d, 0, 1, &odd, &o, ws.p, wsz, 0));
+    sqkv_cuda_decoder_destroy(d);
+    /* with every size right, a workspace too small is refused, and the workspace given works */
+    d = fresh();
+    std::vector<sqkv_mustafar_sizes> szv(c.heads);
+    for (uint32_t h = 0; h < c.heads; h++) SQ_OK(sqkv_cuda_decoder_mustafar_sizes(d, 0, SQKV_TENSOR_V, h, &szv[h]));
+    uint64_t most_v = 0;
+    for (const sqkv_mustafar_sizes &z : szv) most_v = std::max<uint64_t>(most_v, z.value_count);
+    DevBuf bmv(8 * szv[0].n_tiles * c.heads), accv(4 * (szv[0].n_tiles + 1) * c.heads), valv(2 * most_v);
+    std::vector<uint16_t *> vpv(c.heads, (uint16_t *)valv.p);
+    sqkv_cuda_mustafar_out ov = {(int64_t *)bmv.p, (int32_t *)accv.p, vpv.data(), szv.data()};
+    EXPECT_EQ(SQKV_ERR_BUFFER_TOO_SMALL, sqkv_cuda_decode_mustafar_layers(d, 0, 1, &o, &ov, ws.p, 64, 0));
+    EXPECT_NE(nullptr, strstr(sqkv_cuda_decoder_error_detail(d), "workspace")) << sqkv_cuda_decoder_error_detail(d);
+    sqkv_cuda_decoder_destroy(d);
+    d = fresh();
+    EXPECT_EQ(SQKV_OK, sqkv_cuda_decode_mustafar_layers(d, 0, 1, &o, &ov, ws.p, wsz, 0));
+    CUDA_OK(cudaDeviceSynchronize());
+    sqkv_cuda_decoder_destroy(d);
 }
 
 /* Random single-byte corruptions of tensor section bodies: with checksums, the GPU decoder reports

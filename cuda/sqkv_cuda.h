@@ -196,7 +196,8 @@ void sqkv_cuda_decoder_destroy(sqkv_cuda_decoder *d);
 const char *sqkv_cuda_decoder_error_detail(const sqkv_cuda_decoder *d);
 sqkv_cuda_status sqkv_cuda_decoder_geometry(const sqkv_cuda_decoder *d, sqkv_geometry *out);
 
-/* Device workspace for a decode call of n_layers layers (n_layers = 1 also covers any Mustafar call). */
+/* Device workspace for a decode call of n_layers layers, and for a Mustafar call on n_layers layers
+ * (n_layers = 1 covers sqkv_cuda_decode_mustafar and sqkv_cuda_decode_mustafar_heads). */
 sqkv_cuda_status sqkv_cuda_decoder_workspace_size(const sqkv_cuda_decoder *d, uint32_t n_layers, uint64_t *size);
 
 /* Decodes both tensors of layers [first_layer, first_layer + n_layers): k_out[i] and v_out[i] (host
@@ -243,6 +244,26 @@ sqkv_cuda_status sqkv_cuda_decode_mustafar_heads(sqkv_cuda_decoder *d, uint32_t 
                                                  int32_t *accum_counts, uint16_t *const *values,
                                                  const sqkv_mustafar_sizes *sizes, void *workspace,
                                                  uint64_t workspace_size, cudaStream_t stream);
+/* Where sqkv_cuda_decode_mustafar_layers puts every head of one layer and tensor: the arguments of
+ * sqkv_cuda_decode_mustafar_heads for heads [0, n_kv_heads). */
+typedef struct sqkv_cuda_mustafar_out {
+    int64_t *bitmaps;                 /* device, [n_kv_heads][n_tiles] */
+    int32_t *accum_counts;            /* device, [n_kv_heads][n_tiles + 1] */
+    uint16_t *const *values;          /* host array of n_kv_heads device pointers */
+    const sqkv_mustafar_sizes *sizes; /* host array of n_kv_heads, from sqkv_cuda_decoder_mustafar_sizes */
+} sqkv_cuda_mustafar_out;
+/* Every head of both tensors of layers [first_layer, first_layer + n_layers) in one call: k_out[i] and
+ * v_out[i] (host arrays of n_layers) describe layer first_layer + i, each written as
+ * sqkv_cuda_decode_mustafar_heads writes it. Workspace: sqkv_cuda_decoder_workspace_size(d, n_layers).
+ * One plan, one upload and one set of kernels for the whole range: an engine restoring a whole cache
+ * into Mustafar's layout pays the call's fixed cost once instead of twice per layer.
+ * Speed: with head_dim 128, one payload width and one scale granularity (PER_HEAD, PER_TILE or EXACT
+ * values) in all the sections, and every values array 16-byte aligned (cudaMalloc's are), the arrays
+ * come from decode_fast.cu's kernel; otherwise from the general one, several times slower. */
+sqkv_cuda_status sqkv_cuda_decode_mustafar_layers(sqkv_cuda_decoder *d, uint32_t first_layer, uint32_t n_layers,
+                                                  const sqkv_cuda_mustafar_out *k_out,
+                                                  const sqkv_cuda_mustafar_out *v_out, void *workspace,
+                                                  uint64_t workspace_size, cudaStream_t stream);
 
 /* ------------------------------------------------------------------------------------------------
  * Checksums on the device: XXH3-64 (seed 0) of n device buffers in one launch.
