@@ -936,11 +936,28 @@ sqkv_cuda_status export_mustafar(sqkv_cuda_decoder *d, const char *fn, const Mus
     d->cache.valid = false; /* this call's plan goes into the workspace */
     CallPlan p;
     const bool hash = !(d->flags & (SQKV_CUDA_TRUSTED | SQKV_CUDA_HOST_VALIDATE));
+    /* room for the plan at once (a whole cache's export: 512 sections and head slots; growing the arrays
+     * was much of the host's 45 us) */
+    size_t n_secs = 0, n_slots = 0;
+    for (size_t jn = 0; jn < n_jobs; jn++) {
+        n_secs += d->by_lt[2 * (size_t)jobs[jn].layer + jobs[jn].tensor].size();
+        n_slots += jobs[jn].head_count;
+    }
+    p.secs.reserve(n_secs);
+    p.sec_ids.reserve(n_secs);
+    p.m_runs.reserve(n_secs * d->geo.n_kv_heads < 4 * n_slots ? n_secs * d->geo.n_kv_heads : 4 * n_slots);
+    p.m_head_first.reserve(n_slots + 1);
+    p.m_values.reserve(n_slots);
+    p.m_value_counts.reserve(n_slots);
+    p.m_bitmaps.reserve(n_slots);
+    p.m_accums.reserve(n_slots);
+    std::vector<uint32_t> ids, first_unit;
     for (size_t jn = 0; jn < n_jobs; jn++) {
         const MustafarJob &j = jobs[jn];
         const uint32_t head_end = j.head_start + j.head_count;
         /* every SPARSE section holding one of the job's heads, once, in coverage order */
-        std::vector<uint32_t> ids, first_unit;
+        ids.clear();
+        first_unit.clear();
         for (uint32_t id : d->by_lt[2 * (size_t)j.layer + j.tensor]) {
             const HostSection &s = d->secs[id];
             if (s.h.kind != SQKV_KIND_SPARSE || s.h.head_start >= head_end || s.h.head_start + s.h.head_count <= j.head_start)
@@ -985,7 +1002,7 @@ sqkv_cuda_status export_mustafar(sqkv_cuda_decoder *d, const char *fn, const Mus
     CallLayout lay;
     uint8_t *ws = (uint8_t *)workspace;
     /* the general kernel takes each unit's payload start and padded count from the count and section
-     * passes; the fast one, on sections already validated, from the offset tables and mustafar_pad_kernel */
+     * passes; the fast one, on sections already validated, from the offset tables and the scan kernel */
     sqkv_cuda_status st = prepare_call(d, p, ws, workspace_size, 1,
                                        values_aligned16 ? UnitStats::kUnlessFast : UnitStats::kAlways, &a, &lay, stream);
     if (st != SQKV_OK) return st;

@@ -92,9 +92,11 @@ __global__ void __launch_bounds__(32 * kWarps) decode_fast_kernel(const __grid_c
     static_assert(BITS != 3 || !kTile || sizeof(Smem) % 16 == 0, "3-bit level tables are read as uint4");
     const Geometry &g = a.g;
     const DecSection *const secs = a.sections ? a.sections : a.inline_sections;
-    /* a programmatic dependent of the stream's earlier work (launch_bits): nothing is read before it ends */
-    cudaGridDependencySynchronize();
-    const MustafarUnit mu = kMustafar ? mustafar_unit(a, wi) : MustafarUnit{wi, 0, 0};
+    /* a programmatic dependent of the stream's earlier work (launch_bits): nothing is read before it ends.
+     * Mustafar's arrays: the earlier kernel is the scan (decode_kernels.cu), which lets this one start at
+     * once; everything before it in the stream is done, and only its word bases are waited for, below */
+    if constexpr (!kMustafar) cudaGridDependencySynchronize();
+    const MustafarUnit mu = kMustafar ? mustafar_unit_warp(a, wi) : MustafarUnit{wi, 0, 0};
     const uint32_t idx = mu.unit;
     const UnitPlan u = unit_at(a, secs, idx);
     const DecSection &sec = secs[u.section];
@@ -391,6 +393,7 @@ __global__ void __launch_bounds__(32 * kWarps) decode_fast_kernel(const __grid_c
          * group is at most gi. A lane per group, found by a binary search of the tiles' first groups:
          * the output is contiguous, so the warp's stores are too, whatever the tiles' counts (a lane per
          * tile would wait for the outlier channels' runs of 64, eight groups against a mean of two). */
+        cudaGridDependencySynchronize(); /* the scan's word bases; and the output is written only from here */
         const uint32_t slot = mu.slot;
         const uint64_t tile_base = mu.tile_base, wbase = a.m_word_base[wi];
         int64_t *const out_bm = a.m_bitmaps[slot] + tile_base;
@@ -413,15 +416,18 @@ __global__ void __launch_bounds__(32 * kWarps) decode_fast_kernel(const __grid_c
 #pragma unroll
         for (uint32_t i = 0; i < 4; i++) {
             const uint32_t t = 4 * lane + i;
-            if (t < nt) {
-                s.gstart[t] = (uint16_t)gs;
-                out_bm[t] = (int64_t)bm[i];
-                gs += groups[i];
-                out_acc[t + 1] = (int32_t)(wbase + 4 * gs); /* words: four per group */
-            }
+            if (t < nt) s.gstart[t] = (uint16_t)gs;
+            gs += groups[i];
+        }
+        if (lane == 0) s.gstart[nt] = (uint16_t)gtotal;
+        __syncwarp();
+        /* bitmaps and accum_counts by consecutive tiles per lane: coalesced stores (from the lanes' own
+         * tiles 4l .. 4l + 3, 8-byte stores 32 bytes apart, half of each sector written went unused) */
+        for (uint32_t t = lane; t < nt; t += 32) {
+            out_bm[t] = (int64_t)s.bm[t];
+            out_acc[t + 1] = (int32_t)(wbase + 4 * (uint32_t)s.gstart[t + 1]); /* words: four per group */
         }
         if (tile_base == 0 && lane == 0) out_acc[0] = 0; /* the head's first unit */
-        __syncwarp();
         const uint32_t mcur0 = BITS < 16 ? (uint32_t)(e0 * BITS - w0 * 32) : 0u;
         /* level of code c of unit tile t (3, 4 and 8 bits; 2 bits select pairs below) */
         auto level_at = [&](uint32_t t, uint32_t c) -> uint32_t {

@@ -451,40 +451,58 @@ __global__ void dense_decode_kernel(DecodeArgs a, const uint32_t *dense_ids) {
 
 /* ---- Mustafar ---------------------------------------------------------------------------------------- */
 
-/* Sections already validated (a.use_offsets), for the fast kernel: the padded count of each export unit's
- * tiles, which the count pass gives otherwise (a warp per unit; the count pass also checks each tile's
- * parameters, 93 us for a whole Llama-3-8B cache on the H200). */
-__global__ void mustafar_pad_kernel(DecodeArgs a) {
-    const uint32_t i = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), lane = threadIdx.x & 31;
-    if (i >= a.m_n_units) return;
-    const MustafarUnit mu = mustafar_unit(a, i);
-    const UnitPlan u = unit_at(a, a.sections, mu.unit);
-    const DecSection &sec = a.sections[u.section];
-    const uint64_t *bms = (const uint64_t *)sec.body + u.tile0;
-    uint32_t padded = 0;
-    for (uint32_t t = lane; t < u.n_tiles; t += 32) padded += ((uint32_t)__popcll(unit_bitmap(a.g, sec, u, bms, t)) + 7u) & ~7u;
-    padded = __reduce_add_sync(0xFFFFFFFFu, padded);
-    if (lane == 0) a.stats[mu.unit].padded = padded;
-}
-
-/* One warp per head slot: the exclusive prefix of its units' value words (a warp scan per 32 units). */
-__global__ void mustafar_scan_kernel(DecodeArgs a) {
-    const uint32_t s = blockIdx.x, lane = threadIdx.x;
-    const uint32_t first = a.m_head_first[s], end = a.m_head_first[s + 1];
+/* One block per head slot: the value words of each of its units (half their tiles' padded counts) and
+ * their exclusive prefix, the units' m_word_base, and the slot's total. The counts come from the count
+ * pass's statistics where it ran; on sections already validated (a.use_offsets: the fast kernel alone)
+ * the block computes them from the bitmaps, a warp per unit (the count pass also checks every tile's
+ * parameters: 93 us for a whole Llama-3-8B cache on the H200). Its dependent, the fast kernel, may start
+ * at once: it stages its units (bitmaps, levels, payload) while this runs, and waits for it only to
+ * place their values (a thread per unit instead of a warp: 34 us against 29 for a whole cache, alone). */
+__global__ void __launch_bounds__(kThreads) mustafar_scan_kernel(DecodeArgs a) {
+    cudaTriggerProgrammaticLaunchCompletion();
+    const uint32_t slot = blockIdx.x, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const uint32_t first = a.m_head_first[slot], end = a.m_head_first[slot + 1];
+    __shared__ uint32_t words[kThreads]; /* of the units [base, base + n) */
+    __shared__ uint32_t wsum[kThreads / 32];
     uint64_t carry = 0;
-    for (uint32_t base = first; base < end; base += 32) {
-        const uint32_t i = base + lane;
-        const uint64_t w = i < end ? a.stats[mustafar_unit(a, i).unit].padded / 2 : 0;
-        uint64_t incl = w;
+    for (uint32_t base = first; base < end; base += kThreads) {
+        const uint32_t n = min((uint32_t)kThreads, end - base);
+        if (a.use_offsets) {
+            for (uint32_t k = warp; k < n; k += kThreads / 32) {
+                const UnitPlan u = unit_at(a, a.sections, mustafar_unit_warp(a, base + k).unit);
+                const DecSection &sec = a.sections[u.section];
+                const uint64_t *bms = (const uint64_t *)sec.body + u.tile0;
+                uint32_t padded = 0;
+                for (uint32_t t = lane; t < u.n_tiles; t += 32)
+                    padded += ((uint32_t)__popcll(unit_bitmap(a.g, sec, u, bms, t)) + 7u) & ~7u;
+                padded = __reduce_add_sync(0xFFFFFFFFu, padded);
+                if (lane == 0) words[k] = padded / 2;
+            }
+        } else {
+            for (uint32_t k = threadIdx.x; k < n; k += kThreads) words[k] = a.stats[mustafar_unit(a, base + k).unit].padded / 2;
+        }
+        __syncthreads();
+        /* a unit has at most 128 tiles of 32 words: 32-bit sums of 256 units */
+        const uint32_t k = threadIdx.x, w = k < n ? words[k] : 0u;
+        uint32_t incl = w;
 #pragma unroll
         for (int off = 1; off < 32; off <<= 1) {
-            const uint64_t v = __shfl_up_sync(0xFFFFFFFFu, incl, off);
+            const uint32_t v = __shfl_up_sync(0xFFFFFFFFu, incl, off);
             if (lane >= (uint32_t)off) incl += v;
         }
-        if (i < end) a.m_word_base[i] = carry + incl - w;
-        carry += __shfl_sync(0xFFFFFFFFu, incl, 31);
+        if (lane == 31) wsum[warp] = incl;
+        __syncthreads();
+        uint32_t before = 0, total = 0;
+#pragma unroll
+        for (uint32_t q = 0; q < kThreads / 32; q++) {
+            before += q < warp ? wsum[q] : 0u;
+            total += wsum[q];
+        }
+        if (k < n) a.m_word_base[base + k] = carry + before + incl - w;
+        carry += total;
+        __syncthreads(); /* words and wsum are rewritten by the next round */
     }
-    if (lane == 0) a.m_head_words[s] = carry;
+    if (threadIdx.x == 0) a.m_head_words[slot] = carry;
 }
 
 __global__ void __launch_bounds__(kThreads) mustafar_kernel(DecodeArgs a) {
@@ -625,11 +643,7 @@ sqkv_cuda_status launch_decode_dense(const DecodeArgs &a, const uint32_t *dense_
 sqkv_cuda_status launch_decode_mustafar(const DecodeArgs &a, cudaStream_t stream) {
     if (a.m_n_units == 0) return SQKV_OK;
     if (a.m_n_heads == 0 || a.m_n_heads > 0x7FFFFFFFu) return SQKV_ERR_LIMIT;
-    if (a.m_fast && a.use_offsets) {
-        mustafar_pad_kernel<<<(a.m_n_units + 7) / 8, 256, 0, stream>>>(a);
-        SQKV_CUDA_LAUNCHED();
-    }
-    mustafar_scan_kernel<<<a.m_n_heads, 32, 0, stream>>>(a);
+    mustafar_scan_kernel<<<a.m_n_heads, kThreads, 0, stream>>>(a);
     SQKV_CUDA_LAUNCHED();
     if (a.m_fast) return launch_mustafar_fast(a, stream);
     const size_t smem = align_up(8 * ((size_t)max_tiles(a.g) + 1), 16) + 2 * 256 + 2 * 8 * 512;

@@ -79,8 +79,8 @@ struct DecodeArgs {
     uint16_t *const *m_values;       /* per head slot */
     const uint64_t *m_value_counts;  /* per head slot: entries of its values array */
     uint32_t m_fast;           /* the fast kernel writes the arrays (decode_fast.cu): a.fast_bits set and
-                                * every values array 16-byte aligned; with use_offsets, the units' padded
-                                * counts come from mustafar_pad_kernel instead of the count pass */
+                                * every values array 16-byte aligned; with use_offsets, the scan kernel
+                                * counts the units' padded tiles itself, the count pass having not run */
     DecSection inline_sections[kInlineSections];
 };
 
@@ -113,6 +113,23 @@ static __device__ __forceinline__ MustafarUnit mustafar_unit(const DecodeArgs &a
         const uint32_t mid = (lo + hi) / 2;
         if (a.m_runs[mid].m_first <= i) lo = mid;
         else hi = mid;
+    }
+    const MustafarRun &r = a.m_runs[lo];
+    const uint32_t c = i - r.m_first;
+    return {r.unit_first + c, r.slot, r.tile_base + (uint64_t)c * r.tile_step};
+}
+/* The same by a whole warp (every lane asks for the same i), 32 runs a step: two dependent loads for up
+ * to 1024 runs where the bisection took ten, each a round trip to L2 at the start of a unit (a whole
+ * cache's export has 512 runs). */
+static __device__ __forceinline__ MustafarUnit mustafar_unit_warp(const DecodeArgs &a, uint32_t i) {
+    const uint32_t lane = threadIdx.x & 31;
+    uint32_t lo = 0, n = a.m_n_runs; /* the run sought is in [lo, lo + n) */
+    while (n > 1) {
+        const uint32_t step = (n + 31) / 32, at = lo + lane * step;
+        const uint32_t ok = __ballot_sync(0xFFFFFFFFu, lane * step < n && a.m_runs[at].m_first <= i);
+        const uint32_t k = 31 - __clz(ok); /* lane 0 always holds: runs[lo] starts at or before i */
+        lo += k * step;
+        n = min(step, n - k * step);
     }
     const MustafarRun &r = a.m_runs[lo];
     const uint32_t c = i - r.m_first;
