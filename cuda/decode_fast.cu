@@ -18,6 +18,10 @@
  *     Keys: lane l owns channels 4l .. 4l + 3 (four tiles) and walks down the rows, taking the next
  *     code of a tile when its bit is set. Values: lanes 0-15 / 16-31 own channels 4i .. 4i + 3 of
  *     channel block 0 / 1 and find their first code with one popcount of the row's tile bitmap.
+ * The same kernel writes Mustafar's in-memory layout (kMustafar: sqkv_cuda_decode_mustafar_layers and the
+ * per-head calls): the same staging, levels in the element type, then the unit's bitmaps, accum_counts
+ * and each tile's values padded to groups of eight, at the word base the scan kernel
+ * (decode_kernels.cu) gives each unit.
  */
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>

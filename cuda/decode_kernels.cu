@@ -7,10 +7,13 @@
  *                   position), decoded_size against the popcounts, stream padding, PER_HEAD rules,
  *                   bits after the last code.
  *   check_kernel    (validation) the offset table against the popcounts, EXACT values; DENSE values.
- *   decode_kernel   (general; decode_fast.cu takes head_dim 128 with PER_HEAD or EXACT sections)
+ *   decode_kernel   (general; decode_fast.cu takes head_dim 128 with PER_HEAD, PER_TILE or EXACT sections)
  *                   one block per unit: the unit's payload words are staged in shared memory; keys
  *                   are written row by row (a lane owns two adjacent channels and walks down the
  *                   tokens), values a warp per 64-channel row piece.
+ *   mustafar_scan_kernel  one block per head of a Mustafar export: each unit's first value word.
+ *   mustafar_kernel (general) one block per unit: Mustafar's arrays (decode_fast.cu's kernel writes
+ *                   them for the sections it decodes).
  * Until a section is validated, payload positions come from the bitmaps' own prefix sums (the count
  * and section kernels) and the offset table is only compared with them; once the host has read a
  * clean verdict, later calls take each unit's start from the checked offset table plus at most
