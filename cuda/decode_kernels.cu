@@ -1,7 +1,7 @@
 /*
  * decode_kernels.cu: GPU decoding of SPARSE and DENSE sections, equal bit for bit to the CPU decoder.
  *
- *   count_kernel    one block per unit: popcounts of the unit's bitmaps, padding bits, PER_TILE
+ *   count_kernel    a warp per unit: popcounts of the unit's bitmaps, padding bits, PER_TILE
  *                   parameter rules.
  *   section_kernel  one block per SPARSE section: prefix sum of the unit counts (each unit's payload
  *                   position), decoded_size against the popcounts, stream padding, PER_HEAD rules,
@@ -120,18 +120,20 @@ __device__ __forceinline__ uint32_t code_at(const DecSection &sec, uint32_t bits
 
 /* ---- count ---------------------------------------------------------------------------------------- */
 
+/* A warp per unit, kThreads / 32 units a block: a block per unit left most of its 256 threads idle (a unit
+ * has at most 128 tiles) and ran 31 waves of short, latency-bound blocks for a whole cache (H200, Llama-3-8B
+ * shape: 93 us, results/gpu_bench.md session 19). */
 __global__ void __launch_bounds__(kThreads) count_kernel(DecodeArgs a) {
-    const UnitPlan u = unit_at(a, a.sections, blockIdx.x);
+    const uint32_t idx = blockIdx.x * (kThreads / 32) + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    if (idx >= a.n_units) return; /* whole warps */
+    const UnitPlan u = unit_at(a, a.sections, idx);
     const DecSection &sec = a.sections[u.section];
     const Geometry &g = a.g;
     const bool bf16 = g.e_bf16 != 0;
     const uint64_t *bms = (const uint64_t *)sec.body + u.tile0;
     const uint16_t *scales = (const uint16_t *)(sec.body + sec.scales_at);
-    __shared__ uint32_t s_count, s_padded, s_err;
-    if (threadIdx.x == 0) s_count = s_padded = s_err = 0;
-    __syncthreads();
     uint32_t cnt = 0, padded = 0, err = 0;
-    for (uint32_t t = threadIdx.x; t < u.n_tiles; t += blockDim.x) {
+    for (uint32_t t = lane; t < u.n_tiles; t += 32) {
         const uint64_t bm = unit_bitmap(g, sec, u, bms, t);
         if (bm & ~valid_mask(tile_valid(g, sec, u, t))) err |= kErrBitmapPad;
         const uint32_t c = __popcll(bm);
@@ -139,15 +141,14 @@ __global__ void __launch_bounds__(kThreads) count_kernel(DecodeArgs a) {
         padded += (c + 7u) & ~7u;
         if (sec.granularity >= 2) err |= tile_scale_errors(sec, bf16, scales, u.tile0 + t, bm);
     }
-    atomicAdd(&s_count, cnt);
-    atomicAdd(&s_padded, padded);
-    block_or(&s_err, err);
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        UnitStat &st = a.stats[blockIdx.x];
-        st.count = s_count;
-        st.padded = s_padded;
-        if (s_err) atomicOr(&a.errors[u.section], s_err);
+    cnt = __reduce_add_sync(0xFFFFFFFFu, cnt);
+    padded = __reduce_add_sync(0xFFFFFFFFu, padded);
+    err = __reduce_or_sync(0xFFFFFFFFu, err);
+    if (lane == 0) {
+        UnitStat &st = a.stats[idx];
+        st.count = cnt;
+        st.padded = padded;
+        if (err) atomicOr(&a.errors[u.section], err);
     }
 }
 
@@ -224,23 +225,39 @@ __global__ void __launch_bounds__(kThreads) section_kernel(DecodeArgs a) {
 
 /* ---- validation of the rest ------------------------------------------------------------------------- */
 
-__global__ void __launch_bounds__(kThreads) check_kernel(DecodeArgs a) {
+/* A warp per unit, as count_kernel; tstart is the warp's slice of the dynamic shared memory. */
+__global__ void __launch_bounds__(kThreads) check_kernel(DecodeArgs a, uint32_t tstart_stride) {
     extern __shared__ __align__(16) uint8_t smem_raw[];
-    uint32_t *tstart = (uint32_t *)smem_raw;
-    __shared__ uint32_t wsum[kThreads / 32];
-    __shared__ uint32_t s_err;
-    const UnitPlan u = unit_at(a, a.sections, blockIdx.x);
+    const uint32_t warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const uint32_t idx = blockIdx.x * (kThreads / 32) + warp;
+    if (idx >= a.n_units) return; /* whole warps */
+    uint32_t *tstart = (uint32_t *)smem_raw + (size_t)warp * tstart_stride;
+    const UnitPlan u = unit_at(a, a.sections, idx);
     const DecSection &sec = a.sections[u.section];
-    const UnitStat st = a.stats[blockIdx.x];
+    const UnitStat st = a.stats[idx];
     const bool bf16 = a.g.e_bf16 != 0;
     const uint64_t *bms = (const uint64_t *)sec.body + u.tile0;
-    if (threadIdx.x == 0) s_err = 0;
-    tile_scan(u.n_tiles, [&](uint32_t t) { return (uint32_t)__popcll(unit_bitmap(a.g, sec, u, bms, t)); }, tstart, wsum);
+    /* exclusive prefix of the tiles' popcounts, 32 tiles a step */
+    uint32_t run = 0;
+    for (uint32_t base = 0; base < u.n_tiles; base += 32) {
+        const uint32_t t = base + lane;
+        const uint32_t c = t < u.n_tiles ? (uint32_t)__popcll(unit_bitmap(a.g, sec, u, bms, t)) : 0u;
+        uint32_t incl = c;
+#pragma unroll
+        for (int off = 1; off < 32; off <<= 1) {
+            const uint32_t v = __shfl_up_sync(0xFFFFFFFFu, incl, off);
+            if (lane >= (uint32_t)off) incl += v;
+        }
+        if (t < u.n_tiles) tstart[t] = run + incl - c;
+        run += __shfl_sync(0xFFFFFFFFu, incl, 31);
+    }
+    if (lane == 0) tstart[u.n_tiles] = run;
+    __syncwarp();
     uint32_t err = 0;
     const uint32_t k = sec.offset_log2;
     const uint64_t t0 = u.tile0, t1 = u.tile0 + u.n_tiles;
     const uint32_t *offs = (const uint32_t *)(sec.body + sec.offsets_at);
-    for (uint64_t m = (t0 >> k) + 1 + threadIdx.x; m < sec.n_offsets; m += blockDim.x) {
+    for (uint64_t m = (t0 >> k) + 1 + lane; m < sec.n_offsets; m += 32) {
         const uint64_t tm = min(m << k, sec.n_tiles);
         if (tm > t1) break;
         if ((uint64_t)offs[m] != st.start + tstart[tm - t0]) err |= kErrOffsets;
@@ -248,16 +265,15 @@ __global__ void __launch_bounds__(kThreads) check_kernel(DecodeArgs a) {
     if (sec.bits == 16) {
         const uint64_t region = (sec.decoded_size - sec.payload_at) / 2;
         const uint16_t *p = (const uint16_t *)(sec.body + sec.payload_at);
-        for (uint32_t i = threadIdx.x; i < st.count; i += blockDim.x) {
+        for (uint32_t i = lane; i < st.count; i += 32) {
             const uint64_t e = st.start + i;
             if (e >= region) break;
             const uint16_t v = p[e];
             if (!e_is_finite(v, bf16) || (v & 0x7FFFu) == 0) err |= kErrValue;
         }
     }
-    block_or(&s_err, err);
-    __syncthreads();
-    if (threadIdx.x == 0 && s_err) atomicOr(&a.errors[u.section], s_err);
+    err = __reduce_or_sync(0xFFFFFFFFu, err);
+    if (lane == 0 && err) atomicOr(&a.errors[u.section], err);
 }
 
 __global__ void dense_check_kernel(DecodeArgs a, const uint32_t *dense_ids) {
@@ -593,7 +609,7 @@ __host__ uint32_t max_tiles(const Geometry &g) { return g.head_dim > 64u * g.hb 
 sqkv_cuda_status launch_decode_prepare(const DecodeArgs &a, cudaStream_t stream) {
     if (a.n_units > 0x7FFFFFFFu || a.n_sections > 0x7FFFFFFFu) return SQKV_ERR_LIMIT;
     if (a.n_units) {
-        count_kernel<<<a.n_units, kThreads, 0, stream>>>(a);
+        count_kernel<<<(a.n_units + kThreads / 32 - 1) / (kThreads / 32), kThreads, 0, stream>>>(a);
         SQKV_CUDA_LAUNCHED();
     }
     if (a.n_sections) {
@@ -606,9 +622,11 @@ sqkv_cuda_status launch_decode_prepare(const DecodeArgs &a, cudaStream_t stream)
 sqkv_cuda_status launch_decode_check(const DecodeArgs &a, const uint32_t *dense_ids, uint32_t n_dense,
                                      uint64_t max_dense_elems, cudaStream_t stream) {
     if (a.n_units) {
-        const size_t smem = 4 * ((size_t)max_tiles(a.g) + 1);
+        /* a tile start per tile and one for the end, per warp (the stride keeps 16-byte alignment) */
+        const uint32_t stride = (uint32_t)align_up((uint64_t)max_tiles(a.g) + 1, 4);
+        const size_t smem = 4 * (size_t)stride * (kThreads / 32);
         SQKV_CUDA_TRY(cudaFuncSetAttribute(check_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-        check_kernel<<<a.n_units, kThreads, smem, stream>>>(a);
+        check_kernel<<<(a.n_units + kThreads / 32 - 1) / (kThreads / 32), kThreads, smem, stream>>>(a, stride);
         SQKV_CUDA_LAUNCHED();
     }
     if (n_dense) {
