@@ -127,7 +127,7 @@ struct CallPlan {
     std::vector<uint32_t> unpack_sec;
     std::vector<uint64_t> unpack_at;
     uint64_t unpack_bytes = 0;
-    std::vector<uint32_t> block_map;
+    uint64_t n_blocks = 0; /* XXH3 block sums of the jobs (the block -> job map is written on the device) */
     /* Mustafar: per unit of the export, and per head slot (decode_kernels.cuh, m_* fields) */
     std::vector<MustafarRun> m_runs;
     uint32_t m_n_units = 0;
@@ -156,7 +156,6 @@ CallLayout layout_of(const CallPlan &p) {
     l.errors = take(p.secs.size() * 4);
     l.dense = take(p.dense.size() * 4);
     l.jobs = take(p.jobs.size() * sizeof(HashJob));
-    l.map = take(p.block_map.size() * 4);
     l.m_runs = take(p.m_runs.size() * sizeof(MustafarRun));
     l.m_head_first = take(p.m_head_first.size() * 4);
     l.m_values = take(p.m_values.size() * 8);
@@ -166,7 +165,8 @@ CallLayout layout_of(const CallPlan &p) {
     l.upload_end = off;
     l.units = take(0);
     l.stats = take((uint64_t)p.n_units * sizeof(UnitStat));
-    l.sums = take(p.block_map.size() * 64);
+    l.map = take(p.n_blocks * 4);
+    l.sums = take(p.n_blocks * 64);
     l.hashes = take(p.jobs.size() * 8);
     l.m_word_base = take((uint64_t)p.m_n_units * 8);
     l.m_head_words = take(p.m_value_counts.size() * 8);
@@ -227,9 +227,9 @@ void add_section(const sqkv_cuda_decoder *d, uint32_t id, uint8_t *out, bool has
         j.data = s.body;
         j.len_at = nullptr;
         j.len = len;
-        j.block_first = p->block_map.size();
+        j.block_first = p->n_blocks;
         j.max_blocks = nb;
-        for (uint64_t b = 0; b < nb; b++) p->block_map.push_back((uint32_t)p->jobs.size());
+        p->n_blocks += nb;
         p->jobs.push_back(j);
         p->job_sec.push_back(call_id);
     }
@@ -536,7 +536,8 @@ sqkv_cuda_status prepare_call(sqkv_cuda_decoder *d, CallPlan &p, uint8_t *ws, ui
     }
     {
         /* the host-written arrays in one upload; errors go up as zeros (only they are cleared: the
-         * first call of a whole cache uploads some 350 KB, mostly its checksum block map) */
+         * first call of a whole Llama-3-8B cache uploads about 100 KB; its checksums' block map, 250 KB
+         * more, is written on the device, launch_block_map) */
         std::unique_ptr<uint8_t[]> up(new (std::nothrow) uint8_t[lay->upload_end ? lay->upload_end : 1]);
         if (!up) return fail(d, SQKV_ERR_OUT_OF_MEMORY, "plan upload: out of host memory");
         memset(up.get() + lay->errors, 0, p.secs.size() * 4);
@@ -546,7 +547,6 @@ sqkv_cuda_status prepare_call(sqkv_cuda_decoder *d, CallPlan &p, uint8_t *ws, ui
         put(lay->secs, p.secs.data(), p.secs.size() * sizeof(DecSection));
         put(lay->dense, p.dense.data(), p.dense.size() * 4);
         put(lay->jobs, p.jobs.data(), p.jobs.size() * sizeof(HashJob));
-        put(lay->map, p.block_map.data(), p.block_map.size() * 4);
         put(lay->m_runs, p.m_runs.data(), p.m_runs.size() * sizeof(MustafarRun));
         put(lay->m_head_first, p.m_head_first.data(), p.m_head_first.size() * 4);
         put(lay->m_values, p.m_values.data(), p.m_values.size() * 8);
@@ -563,9 +563,11 @@ sqkv_cuda_status prepare_call(sqkv_cuda_decoder *d, CallPlan &p, uint8_t *ws, ui
         return SQKV_OK;
     }
     if (!p.jobs.empty()) {
-        const sqkv_cuda_status st = launch_hash((const HashJob *)(ws + lay->jobs), (uint32_t)p.jobs.size(), 1,
-                                                (const uint32_t *)(ws + lay->map), p.block_map.size(),
-                                                (uint64_t *)(ws + lay->sums), (uint64_t *)(ws + lay->hashes), stream);
+        sqkv_cuda_status st = launch_block_map((const HashJob *)(ws + lay->jobs), (uint32_t)p.jobs.size(),
+                                               (uint32_t *)(ws + lay->map), stream);
+        if (st == SQKV_OK)
+            st = launch_hash((const HashJob *)(ws + lay->jobs), (uint32_t)p.jobs.size(), 1, (const uint32_t *)(ws + lay->map),
+                             p.n_blocks, (uint64_t *)(ws + lay->sums), (uint64_t *)(ws + lay->hashes), stream);
         if (st != SQKV_OK) return fail(d, st, "checksum launch: %s", sqkv_cuda_status_name(st));
     }
     sqkv_cuda_status st = launch_decode_prepare(*a, stream);

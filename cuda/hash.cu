@@ -11,6 +11,24 @@
 
 namespace sqkv_cuda {
 
+namespace {
+
+/* A block per job. */
+__global__ void block_map_kernel(const HashJob *jobs, uint32_t *block_job) {
+    const HashJob j = jobs[blockIdx.x];
+    for (uint64_t b = threadIdx.x; b < j.max_blocks; b += blockDim.x) block_job[j.block_first + b] = blockIdx.x;
+}
+
+}  // namespace
+
+sqkv_cuda_status launch_block_map(const HashJob *jobs, uint32_t n_jobs, uint32_t *block_job, cudaStream_t stream) {
+    if (n_jobs == 0) return SQKV_OK;
+    if (n_jobs > 0x7FFFFFFFu) return SQKV_ERR_LIMIT;
+    block_map_kernel<<<n_jobs, 256, 0, stream>>>(jobs, block_job);
+    SQKV_CUDA_LAUNCHED();
+    return SQKV_OK;
+}
+
 sqkv_cuda_status launch_hash(const HashJob *jobs, uint32_t jobs_per_layer, uint32_t n_layers, const uint32_t *block_job,
                              uint64_t blocks_per_layer, uint64_t *sums, uint64_t *results, cudaStream_t stream) {
     return launch_hash_with(jobs, jobs_per_layer, n_layers, block_job, blocks_per_layer, sums, results, NoEpilogue{}, stream);
@@ -61,19 +79,17 @@ extern "C" sqkv_cuda_status sqkv_cuda_checksums(const void *const *buffers, cons
         if (!is_aligned(buffers[i], kFileAlign)) return SQKV_ERR_MISALIGNED; /* the sums read 8-byte words */
     }
     std::vector<HashJob> jobs(n);
-    std::vector<uint32_t> map(l.blocks);
     uint64_t first = 0;
     for (size_t i = 0; i < n; i++) {
         const uint64_t nb = sizes[i] > 240 ? xxh3_full_blocks(sizes[i]) : 0;
         jobs[i] = HashJob{(const uint8_t *)buffers[i], nullptr, sizes[i], first, nb};
-        for (uint64_t b = 0; b < nb; b++) map[first + b] = (uint32_t)i;
         first += nb;
     }
     uint8_t *ws = (uint8_t *)workspace;
     SQKV_CUDA_TRY(cudaMemcpyAsync(ws + l.jobs_at, jobs.data(), n * sizeof(HashJob), cudaMemcpyHostToDevice, stream));
-    if (l.blocks)
-        SQKV_CUDA_TRY(cudaMemcpyAsync(ws + l.map_at, map.data(), l.blocks * 4, cudaMemcpyHostToDevice, stream));
-    sqkv_cuda_status st = launch_hash((const HashJob *)(ws + l.jobs_at), (uint32_t)n, 1, (const uint32_t *)(ws + l.map_at),
+    sqkv_cuda_status st = launch_block_map((const HashJob *)(ws + l.jobs_at), (uint32_t)n, (uint32_t *)(ws + l.map_at), stream);
+    if (st != SQKV_OK) return st;
+    st = launch_hash((const HashJob *)(ws + l.jobs_at), (uint32_t)n, 1, (const uint32_t *)(ws + l.map_at),
                                       l.blocks, (uint64_t *)(ws + l.sums_at), (uint64_t *)(ws + l.results_at), stream);
     if (st != SQKV_OK) return st;
     SQKV_CUDA_TRY(cudaMemcpyAsync(out, ws + l.results_at, n * 8, cudaMemcpyDeviceToHost, stream));

@@ -131,6 +131,11 @@ struct HashJob {
  * groups of the same shape: block_job (device, blocks_per_layer u32) maps a block-sum slot of a group
  * to the job within the group; sums holds n_layers * blocks_per_layer * 8 u64; results[i] (device)
  * receives the hash of job i. */
+/* block_job[j.block_first .. j.block_first + j.max_blocks) = j's index, for each of the n_jobs jobs (device
+ * array, block ranges disjoint, within the map), written on the device: a decoder's first call over a
+ * whole Llama-3-8B cache has some 63,000 blocks, whose map the host spent about 0.15 ms building and
+ * 0.05 ms uploading (results/gpu_bench.md, session 19). */
+sqkv_cuda_status launch_block_map(const HashJob *jobs, uint32_t n_jobs, uint32_t *block_job, cudaStream_t stream);
 sqkv_cuda_status launch_hash(const HashJob *jobs, uint32_t jobs_per_layer, uint32_t n_layers, const uint32_t *block_job,
                              uint64_t blocks_per_layer, uint64_t *sums, uint64_t *results, cudaStream_t stream);
 
