@@ -167,12 +167,7 @@ __global__ void __launch_bounds__(32 * kWarps) decode_fast_kernel(const __grid_c
         c[i] = __popcll(bm[i]);
         mine += c[i];
     }
-    uint32_t incl = mine;
-#pragma unroll
-    for (int off = 1; off < 32; off <<= 1) {
-        const uint32_t v = __shfl_up_sync(kFull, incl, off);
-        if (lane >= (uint32_t)off) incl += v;
-    }
+    const uint32_t incl = warp_inclusive_sum(mine);
     const uint32_t total = __shfl_sync(kFull, incl, 31);
     uint32_t ts[4];
     ts[0] = incl - mine;
@@ -409,12 +404,7 @@ __global__ void __launch_bounds__(32 * kWarps) decode_fast_kernel(const __grid_c
             groups[i] = (c[i] + 7u) >> 3;
             gmine += groups[i];
         }
-        uint32_t gincl = gmine;
-#pragma unroll
-        for (int off = 1; off < 32; off <<= 1) {
-            const uint32_t v = __shfl_up_sync(kFull, gincl, off);
-            if (lane >= (uint32_t)off) gincl += v;
-        }
+        const uint32_t gincl = warp_inclusive_sum(gmine);
         const uint32_t gtotal = __shfl_sync(kFull, gincl, 31);
         uint32_t gs = gincl - gmine;
 #pragma unroll

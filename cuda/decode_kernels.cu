@@ -87,11 +87,7 @@ __device__ void tile_scan(uint32_t nt, F value, uint32_t *out, uint32_t *wsum) {
     const uint32_t first = min(nt, tid * per), last = min(nt, first + per);
     uint32_t sum = 0;
     for (uint32_t i = first; i < last; i++) sum += value(i);
-    uint32_t incl = sum;
-    for (int off = 1; off < 32; off <<= 1) {
-        const uint32_t v = __shfl_up_sync(0xFFFFFFFFu, incl, off);
-        if ((tid & 31) >= (uint32_t)off) incl += v;
-    }
+    const uint32_t incl = warp_inclusive_sum(sum);
     if ((tid & 31) == 31) wsum[tid >> 5] = incl;
     __syncthreads();
     uint32_t run = incl - sum;
@@ -242,12 +238,7 @@ __global__ void __launch_bounds__(kThreads) check_kernel(DecodeArgs a, uint32_t 
     for (uint32_t base = 0; base < u.n_tiles; base += 32) {
         const uint32_t t = base + lane;
         const uint32_t c = t < u.n_tiles ? (uint32_t)__popcll(unit_bitmap(a.g, sec, u, bms, t)) : 0u;
-        uint32_t incl = c;
-#pragma unroll
-        for (int off = 1; off < 32; off <<= 1) {
-            const uint32_t v = __shfl_up_sync(0xFFFFFFFFu, incl, off);
-            if (lane >= (uint32_t)off) incl += v;
-        }
+        const uint32_t incl = warp_inclusive_sum(c);
         if (t < u.n_tiles) tstart[t] = run + incl - c;
         run += __shfl_sync(0xFFFFFFFFu, incl, 31);
     }
@@ -503,12 +494,7 @@ __global__ void __launch_bounds__(kThreads) mustafar_scan_kernel(DecodeArgs a) {
         __syncthreads();
         /* a unit has at most 128 tiles of 32 words: 32-bit sums of 256 units */
         const uint32_t k = threadIdx.x, w = k < n ? words[k] : 0u;
-        uint32_t incl = w;
-#pragma unroll
-        for (int off = 1; off < 32; off <<= 1) {
-            const uint32_t v = __shfl_up_sync(0xFFFFFFFFu, incl, off);
-            if (lane >= (uint32_t)off) incl += v;
-        }
+        const uint32_t incl = warp_inclusive_sum(w);
         if (lane == 31) wsum[warp] = incl;
         __syncthreads();
         uint32_t before = 0, total = 0;

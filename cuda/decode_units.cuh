@@ -20,6 +20,17 @@ static __device__ __forceinline__ uint16_t to_out(uint16_t h, bool e_bf16, uint3
     return __bfloat16_as_ushort(__float2bfloat16_rn(__half2float(__ushort_as_half(h))));
 }
 
+/* Inclusive prefix sum of x over the lanes of a whole warp (every lane takes part). */
+static __device__ __forceinline__ uint32_t warp_inclusive_sum(uint32_t x) {
+    const uint32_t lane = threadIdx.x & 31;
+#pragma unroll
+    for (int off = 1; off < 32; off <<= 1) {
+        const uint32_t v = __shfl_up_sync(0xFFFFFFFFu, x, off);
+        if (lane >= (uint32_t)off) x += v;
+    }
+    return x;
+}
+
 /* Unit idx of the call, derived from the section list secs (sections in unit order; a unit is one head
  * and one 64-token chunk of a SPARSE section), so no per-unit table travels to the device. secs is
  * a.sections, or a.inline_sections in a kernel whose argument is a __grid_constant__ (anywhere else,
