@@ -257,9 +257,12 @@ typedef struct sqkv_cuda_mustafar_out {
  * sqkv_cuda_decode_mustafar_heads writes it. Workspace: sqkv_cuda_decoder_workspace_size(d, n_layers).
  * One plan, one upload and one set of kernels for the whole range: an engine restoring a whole cache
  * into Mustafar's layout pays the call's fixed cost once instead of twice per layer.
- * Speed: with head_dim 128, one payload width and one scale granularity (PER_HEAD, PER_TILE or EXACT
- * values) in all the sections, and every values array 16-byte aligned (cudaMalloc's are), the arrays
- * come from decode_fast.cu's kernel; otherwise from the general one, several times slower. */
+ * Like sqkv_cuda_decode_layers, it synchronizes stream once (validation verdict) when a section of the
+ * range was not checked yet by this decoder, and otherwise only queues work.
+ * Speed (all three Mustafar calls): with head_dim 128, one payload width and one scale granularity
+ * (PER_HEAD, PER_TILE or EXACT values) in all the sections, no ALL_KEPT section, and every values array
+ * 16-byte aligned (cudaMalloc's are), the arrays come from decode_fast.cu's kernel; otherwise from the
+ * general one, several times slower. */
 sqkv_cuda_status sqkv_cuda_decode_mustafar_layers(sqkv_cuda_decoder *d, uint32_t first_layer, uint32_t n_layers,
                                                   const sqkv_cuda_mustafar_out *k_out,
                                                   const sqkv_cuda_mustafar_out *v_out, void *workspace,
