@@ -74,19 +74,37 @@ struct MustafarGroups<true> {
     uint16_t gstart[kFD + 8]; /* 272 bytes: the 16-byte alignment of what follows (3-bit tables) */
 };
 
+/* Payload words a warp stages: a whole unit's at most (64 x 128 codes), plus the windows' reads past
+ * the end, except for 8 bits. There a whole unit took 8 KB a warp and let two blocks of eight warps on a
+ * multiprocessor (the decode was latency-bound, results/gpu_bench.md session 20), so units of up to
+ * kStagedWords8 words (4096 codes, 64 a row: sparsity 0.5 or more) are staged and larger ones read from
+ * global memory. */
+constexpr uint32_t kStagedWords8 = 1024;
+template <uint32_t BITS>
+constexpr uint32_t staged_words() {
+    return BITS >= 16 ? 1u : BITS == 8 ? kStagedWords8 + 4 : 64 * kFD * BITS / 32 + 4;
+}
+
 template <uint32_t BITS, bool kTile, bool kMustafar>
 struct WarpSmem : MustafarGroups<kMustafar> {
     uint64_t bm[kFD];
     uint16_t tl[tile_level_slots<BITS, kTile>()];
     uint32_t tstart[kFD + 4];
-    uint16_t lev[BITS < 16 ? (1u << BITS) : 4];
-    uint32_t words[BITS < 16 ? 64 * kFD * BITS / 32 + 4 : 1];
+    uint16_t lev[BITS < 16 && !(BITS == 8 && kTile) ? (1u << BITS) : 4]; /* PER_HEAD levels */
+    uint32_t words[staged_words<BITS>()];
 };
 
 /* kMustafar: the same staging, then Mustafar's arrays of the unit instead of its dense rows; warp wi
  * takes the export's unit wi (mustafar_unit; decode_kernels.cuh, m_* fields). */
+/* Blocks a multiprocessor should hold (the launch bound): 8-bit PER_TILE keys' walks would take 73
+ * registers, three blocks where its shared memory allows four. */
 template <uint32_t BITS, bool kTile, bool kMustafar>
-__global__ void __launch_bounds__(32 * kWarps) decode_fast_kernel(const __grid_constant__ DecodeArgs a) {
+constexpr int fast_min_blocks() {
+    return BITS == 8 && kTile && !kMustafar ? 4 : 1;
+}
+
+template <uint32_t BITS, bool kTile, bool kMustafar>
+__global__ void __launch_bounds__(32 * kWarps, fast_min_blocks<BITS, kTile, kMustafar>()) decode_fast_kernel(const __grid_constant__ DecodeArgs a) {
     extern __shared__ __align__(16) uint8_t smem_raw[];
     using Smem = WarpSmem<BITS, kTile, kMustafar>;
     const uint32_t warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -105,17 +123,11 @@ __global__ void __launch_bounds__(32 * kWarps) decode_fast_kernel(const __grid_c
     const UnitPlan u = unit_at(a, secs, idx);
     const DecSection &sec = secs[u.section];
     const bool e_bf16 = g.e_bf16 != 0;
-    /* level of code c of a group whose parameters have bits sb, zb */
-    auto level_bits = [&](uint16_t sb, uint16_t zb, uint32_t c) -> uint16_t {
-        if (BITS == 8 && !e_bf16) {
-            /* 8-bit PER_TILE levels, computed per element: quant_level's arithmetic with tile_params.cuh's
-             * instructions. The validation kernels have checked every tile with elements (§7.4: finite s
-             * and z, every level finite), so the conversions need no branches for other values. */
-            const double sd = finite_fp16_to_double(sb), zd = finite_fp16_to_double(zb);
-            return (uint16_t)double_to_fp16_rn(sec.quantizer == 2 ? __fma_rn((double)c, sd, zd)
-                                                                  : __dmul_rn((double)(int32_t)(2 * c + 1 - 256u), sd));
-        }
-        return quant_level(sec.quantizer, BITS, e_bf16, e_to_double(sb, e_bf16), e_to_double(zb, e_bf16), c);
+    /* 8-bit PER_TILE: level of code c of a tile whose parameters are the floats of ctx (tile_ctx), computed
+     * per element (level8). The validation kernels have checked every tile with elements (§7.4: finite s
+     * and z, every level finite); a tile with none has no level read. */
+    auto level_bits = [&](uint2 ctx, uint32_t c) -> uint16_t {
+        return (uint16_t)level8(sec.quantizer, e_bf16, __uint_as_float(ctx.x), __uint_as_float(ctx.y), c);
     };
     const uint32_t R = u.rows, nt = u.n_tiles;
     const uint64_t *sec_bms = (const uint64_t *)sec.body;
@@ -188,11 +200,24 @@ __global__ void __launch_bounds__(32 * kWarps) decode_fast_kernel(const __grid_c
     /* 3-bit PER_TILE: every tile of the unit has a mirrored table (SYMMETRIC, finite scales), so levels
      * are selected as magnitude plus sign (warp-uniform) */
     bool sym3 = false;
+    /* the unit's payload words from w0: staged in s.words, or (8 bits, units larger than the staging)
+     * in global memory, where reads are clamped to the region's last word, words_last */
+    const uint32_t *words = s.words;
+    uint32_t words_last = 0xFFFFFFFFu;
     if (BITS < 16) {
         w0 = (e0 * BITS) >> 5;
         const uint64_t w1 = ((e0 + total) * BITS + 31) >> 5, region_words = region / 4;
         const uint32_t *pw = (const uint32_t *)payload;
-        for (uint64_t w = w0 + lane; w < w1; w += 32) s.words[w - w0] = w < region_words ? pw[w] : 0u;
+        if (BITS != 8 || w1 - w0 <= kStagedWords8) {
+            for (uint64_t w = w0 + lane; w < w1; w += 32) s.words[w - w0] = w < region_words ? pw[w] : 0u;
+        } else if (w1 <= region_words) {
+            words = pw + w0;
+            words_last = (uint32_t)min(region_words - 1 - w0, (uint64_t)0xFFFFFFFEu);
+        } else {
+            /* past the region: an invalid file, which the validation kernels report; the reads stay in
+             * s.words (a decoder's first call decodes before the host has their verdict) */
+            words_last = 0;
+        }
         const uint32_t ppg = sec.params_per_group;
         if constexpr (!kTile) {
             const double sd = e_to_double(ps[0], e_bf16);
@@ -211,7 +236,8 @@ __global__ void __launch_bounds__(32 * kWarps) decode_fast_kernel(const __grid_c
                     s.tl[2 * t + 1] = pz[j];
                 }
             }
-            ovf = true; /* levels are converted per element */
+            /* levels are computed per element, and to_out flags a conversion that overflows where an
+             * element uses it: no output is checked again (check_overflow) */
         } else {
             /* a lane per tile: its parameters are converted once */
             auto build_tile = [&](uint32_t t, double sd, double zd) {
@@ -315,6 +341,8 @@ __global__ void __launch_bounds__(32 * kWarps) decode_fast_kernel(const __grid_c
         lv01 = (uint32_t)s.lev[0] | ((uint32_t)s.lev[1] << 16);
         lv23 = (uint32_t)s.lev[2] | ((uint32_t)s.lev[3] << 16);
     }
+    /* payload word i of the unit (from w0) */
+    auto word_at = [&](uint32_t i) -> uint32_t { return BITS == 8 ? words[min(i, words_last)] : s.words[i]; };
     /* EXACT: the unit's values are payload elements e0 .. e0 + total - 1, read from global memory with
      * 32-bit indices. A valid file has them all inside the region; avail keeps the reads inside it when
      * not (a decoder's first call decodes before the host has seen the validation kernels' verdict). */
@@ -342,7 +370,7 @@ __global__ void __launch_bounds__(32 * kWarps) decode_fast_kernel(const __grid_c
             flags |= f;
             return x;
         } else {
-            const uint32_t code = __funnelshift_r(s.words[cur >> 5], 0u, cur) & ((1u << BITS) - 1u);
+            const uint32_t code = __funnelshift_r(word_at(cur >> 5), 0u, cur) & ((1u << BITS) - 1u);
             uint32_t x;
             if constexpr (!kTile)
                 x = BITS == 2 ? __byte_perm(lv01, lv23, 0x10u + 0x22u * code) & 0xFFFFu : (uint32_t)s.lev[code];
@@ -352,7 +380,7 @@ __global__ void __launch_bounds__(32 * kWarps) decode_fast_kernel(const __grid_c
                 x = s.tl[ctx.x + code];
             else {
                 uint32_t f = 0;
-                x = to_out(level_bits((uint16_t)ctx.x, (uint16_t)ctx.y, code), e_bf16, a.out_dtype, &f);
+                x = to_out(level_bits(ctx, code), e_bf16, a.out_dtype, &f);
                 flags |= kept ? f : 0u;
             }
             return kept ? x : 0u;
@@ -367,7 +395,8 @@ __global__ void __launch_bounds__(32 * kWarps) decode_fast_kernel(const __grid_c
             const uint32_t h = t >= R ? 1u : 0u;
             return make_uint2((64 * h + ((t - h * R) ^ h)) << 4, 0u);
         }
-        else return make_uint2(s.tl[2 * t], s.tl[2 * t + 1]);
+        else /* 8 bits: s and z as floats (level8) */
+            return make_uint2(__float_as_uint(e_to_float(s.tl[2 * t], e_bf16)), __float_as_uint(e_to_float(s.tl[2 * t + 1], e_bf16)));
     };
     /* Output rows: plain global stores. Evict-first stores measured the same (session 2: 2441-2468
      * against 2435-2446 GB/s); a runtime choice between the two cost a predicated-off store per row
@@ -435,7 +464,7 @@ __global__ void __launch_bounds__(32 * kWarps) decode_fast_kernel(const __grid_c
                 const uint32_t h = t >= R ? 1u : 0u; /* value_slot4 */
                 return s.tl[16 * (64 * h + ((t - h * R) ^ h)) + c];
             } else {
-                return level_bits(s.tl[2 * t], s.tl[2 * t + 1], c);
+                return level_bits(tile_ctx(t), c);
             }
         };
         for (uint32_t gi = lane; gi < gtotal; gi += 32) {
@@ -453,8 +482,8 @@ __global__ void __launch_bounds__(32 * kWarps) decode_fast_kernel(const __grid_c
             } else {
                 const uint32_t cur = mcur0 + e * BITS, wi0 = cur >> 5;
                 /* the group's codes from one 32-bit window (two for 8 bits) */
-                const uint32_t wa = __funnelshift_r(s.words[wi0], s.words[wi0 + 1], cur);
-                const uint32_t wb = BITS == 8 ? __funnelshift_r(s.words[wi0 + 1], s.words[wi0 + 2], cur) : 0u;
+                const uint32_t wa = __funnelshift_r(word_at(wi0), word_at(wi0 + 1), cur);
+                const uint32_t wb = BITS == 8 ? __funnelshift_r(word_at(wi0 + 1), word_at(wi0 + 2), cur) : 0u;
                 if constexpr (BITS == 2) {
                     const uint2 lv = kTile ? ((const uint2 *)s.tl)[t] : make_uint2(lv01, lv23);
 #pragma unroll
@@ -495,7 +524,7 @@ __global__ void __launch_bounds__(32 * kWarps) decode_fast_kernel(const __grid_c
         constexpr uint32_t MASK = (1u << BITS) - 1u;
         auto window = [&](uint32_t cur) -> uint32_t {
             const uint32_t wi = cur >> 5;
-            return __funnelshift_r(s.words[wi], s.words[wi + 1], cur);
+            return __funnelshift_r(word_at(wi), word_at(wi + 1), cur);
         };
         /* level of code c (0 when not kept), PER_HEAD or PER_TILE (ctx as for value above) */
         auto level_of = [&](uint32_t c, Ctx ctx, uint32_t kept) -> uint32_t {
@@ -512,7 +541,7 @@ __global__ void __launch_bounds__(32 * kWarps) decode_fast_kernel(const __grid_c
                 x = s.tl[ctx.x + c];
             else {
                 uint32_t f = 0;
-                x = to_out(level_bits((uint16_t)ctx.x, (uint16_t)ctx.y, c), e_bf16, a.out_dtype, &f);
+                x = to_out(level_bits(ctx, c), e_bf16, a.out_dtype, &f);
                 flags |= kept ? f : 0u;
             }
             return kept ? x : 0u;
@@ -652,7 +681,7 @@ __global__ void __launch_bounds__(32 * kWarps) decode_fast_kernel(const __grid_c
                  * four levels in binary64, and the fully unrolled walk was too long for the instruction
                  * cache (ncu: "no instructions" was 44% of the stall samples, issue slots 27% busy); 4 bits
                  * gained 2% the same way, 2 and 3 bits keep the full unrolling */
-#pragma unroll((BITS == 8 || BITS == 4) ? 2 : NG)
+#pragma unroll(BITS == 8 ? 1 : BITS == 4 ? 2 : NG)
                 for (uint32_t gi = 0; gi < NG; gi++) {
                     if (32 * hh + G * gi >= R) break;
                     const uint32_t n = G < 32 - G * gi ? G : 32 - G * gi; /* rows of this window */

@@ -3,12 +3,14 @@
  * binary64 values, so that cuda/rounding_test (host code, which cannot launch kernels) can compare the
  * device rounding bit for bit with the host path and with codec/src/float16.h; and compares the fast
  * PER_TILE parameter choice (tile_params.cuh) with its reference on every input, for
- * cuda/tile_params_test. Declared only in those tests.
+ * cuda/tile_params_test; and runs decode_units.cuh's 8-bit levels (level8) for cuda/rounding_test. Declared
+ * only in those tests.
  */
 #include <cuda_runtime.h>
 #include <stddef.h>
 #include <stdint.h>
 
+#include "decode_units.cuh"
 #include "numeric.cuh"
 #include "sqkv_cuda.h"
 #include "tile_params.cuh"
@@ -144,5 +146,42 @@ extern "C" sqkv_cuda_status sqkv_cuda_internal_tile_params_check(uint32_t bits, 
     *checked = got.checked;
     *mismatches = got.mismatches;
     *first_bad = got.first_bad;
+    return cuda_status(e);
+}
+
+/* ---- 8-bit levels (decode_units.cuh level8) ------------------------------------------------------ */
+
+namespace {
+
+__global__ void level8_kernel(const uint16_t *s, const uint16_t *z, size_t n, uint32_t quantizer, bool bf16,
+                              uint16_t *out) {
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < 256 * n; i += (size_t)gridDim.x * blockDim.x) {
+        const size_t p = i >> 8;
+        out[i] = (uint16_t)sqkv_cuda::level8(quantizer, bf16, sqkv_cuda::e_to_float(s[p], bf16),
+                                             sqkv_cuda::e_to_float(z[p], bf16), (uint32_t)(i & 255u));
+    }
+}
+
+}  // namespace
+
+/* out[256 i + c] = level8(quantizer, bf16, s[i], z[i], c) as the decoder computes it, for n parameter
+ * pairs (host arrays; n <= 2^20). quantizer 1 (SYMMETRIC, z unused) or 2 (ASYMMETRIC). */
+extern "C" sqkv_cuda_status sqkv_cuda_internal_level8(const uint16_t *s, const uint16_t *z, size_t n, int quantizer,
+                                                      int bf16, uint16_t *out) {
+    if (n == 0) return SQKV_OK;
+    if (!s || !z || !out || (quantizer != 1 && quantizer != 2)) return SQKV_ERR_INVALID_ARGUMENT;
+    if (n > ((size_t)1 << 20)) return SQKV_ERR_LIMIT;
+    uint16_t *d_par = nullptr, *d_out = nullptr;
+    cudaError_t e = cudaMalloc(&d_par, 2 * n * sizeof(uint16_t));
+    if (e == cudaSuccess) e = cudaMalloc(&d_out, 256 * n * sizeof(uint16_t));
+    if (e == cudaSuccess) e = cudaMemcpy(d_par, s, n * sizeof(uint16_t), cudaMemcpyHostToDevice);
+    if (e == cudaSuccess) e = cudaMemcpy(d_par + n, z, n * sizeof(uint16_t), cudaMemcpyHostToDevice);
+    if (e == cudaSuccess) {
+        level8_kernel<<<1024, 256>>>(d_par, d_par + n, n, (uint32_t)quantizer, bf16 != 0, d_out);
+        e = cudaGetLastError();
+    }
+    if (e == cudaSuccess) e = cudaMemcpy(out, d_out, 256 * n * sizeof(uint16_t), cudaMemcpyDeviceToHost);
+    const cudaError_t f1 = d_par ? cudaFree(d_par) : cudaSuccess, f2 = d_out ? cudaFree(d_out) : cudaSuccess;
+    if (e == cudaSuccess) e = f1 != cudaSuccess ? f1 : f2;
     return cuda_status(e);
 }
