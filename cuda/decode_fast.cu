@@ -80,6 +80,10 @@ struct MustafarGroups<true> {
  * kStagedWords8 words (4096 codes, 64 a row: sparsity 0.5 or more) are staged and larger ones read from
  * global memory. */
 constexpr uint32_t kStagedWords8 = 1024;
+/* 8-bit PER_TILE dense decode: a unit of at most kLevels8 kept elements has each one's level computed once,
+ * into the staging words (the walk over all 8192 elements then copies levels, as EXACT copies values;
+ * computing a level per element, kept or not, was most of the kernel's instructions) */
+constexpr uint32_t kLevels8 = 2 * kStagedWords8;
 template <uint32_t BITS>
 constexpr uint32_t staged_words() {
     return BITS >= 16 ? 1u : BITS == 8 ? kStagedWords8 + 4 : 64 * kFD * BITS / 32 + 4;
@@ -97,10 +101,13 @@ struct WarpSmem : MustafarGroups<kMustafar> {
 /* kMustafar: the same staging, then Mustafar's arrays of the unit instead of its dense rows; warp wi
  * takes the export's unit wi (mustafar_unit; decode_kernels.cuh, m_* fields). */
 /* Blocks a multiprocessor should hold (the launch bound): 8-bit PER_TILE keys' walks would take 73
- * registers, three blocks where its shared memory allows four. */
+ * registers, three blocks where its shared memory allows four. EXACT: a minimum of 1 lets ptxas take 50
+ * registers instead of 40, and the decode runs 5% faster (H200, results/gpu_bench.md session 20); 0 states
+ * no minimum, for the other variants, which a minimum of 1 made slower (4-bit PER_TILE 75 -> 104
+ * registers, 2062 -> 1856 GB/s). */
 template <uint32_t BITS, bool kTile, bool kMustafar>
 constexpr int fast_min_blocks() {
-    return BITS == 8 && kTile && !kMustafar ? 4 : 1;
+    return BITS == 8 && kTile && !kMustafar ? 4 : BITS == 16 && !kMustafar ? 1 : 0;
 }
 
 template <uint32_t BITS, bool kTile, bool kMustafar>
@@ -126,9 +133,10 @@ __global__ void __launch_bounds__(32 * kWarps, fast_min_blocks<BITS, kTile, kMus
     /* 8-bit PER_TILE: level of code c of a tile whose parameters are the floats of ctx (tile_ctx), computed
      * per element (level8). The validation kernels have checked every tile with elements (§7.4: finite s
      * and z, every level finite); a tile with none has no level read. */
-    auto level_bits = [&](uint2 ctx, uint32_t c) -> uint16_t {
-        return (uint16_t)level8(sec.quantizer, e_bf16, __uint_as_float(ctx.x), __uint_as_float(ctx.y), c);
+    auto level_bits = [&](uint2 ctx, uint32_t c, bool kept) -> uint16_t {
+        return (uint16_t)level8(sec.quantizer, e_bf16, __uint_as_float(ctx.x), __uint_as_float(ctx.y), c, kept);
     };
+    const bool same_type = (a.out_dtype == 2) == e_bf16;
     const uint32_t R = u.rows, nt = u.n_tiles;
     const uint64_t *sec_bms = (const uint64_t *)sec.body;
     const uint64_t *gbm = sec_bms + u.tile0;
@@ -204,11 +212,14 @@ __global__ void __launch_bounds__(32 * kWarps, fast_min_blocks<BITS, kTile, kMus
      * in global memory, where reads are clamped to the region's last word, words_last */
     const uint32_t *words = s.words;
     uint32_t words_last = 0xFFFFFFFFu;
+    const bool levels_staged = BITS == 8 && kTile && !kMustafar && total <= kLevels8;
     if (BITS < 16) {
         w0 = (e0 * BITS) >> 5;
         const uint64_t w1 = ((e0 + total) * BITS + 31) >> 5, region_words = region / 4;
         const uint32_t *pw = (const uint32_t *)payload;
-        if (BITS != 8 || w1 - w0 <= kStagedWords8) {
+        if (levels_staged) {
+            /* the codes are read once, from global memory, by the conversion below */
+        } else if (BITS != 8 || w1 - w0 <= kStagedWords8) {
             for (uint64_t w = w0 + lane; w < w1; w += 32) s.words[w - w0] = w < region_words ? pw[w] : 0u;
         } else if (w1 <= region_words) {
             words = pw + w0;
@@ -336,6 +347,40 @@ __global__ void __launch_bounds__(32 * kWarps, fast_min_blocks<BITS, kTile, kMus
         ovf = __any_sync(kFull, ovf);
     }
     __syncwarp();
+    if (levels_staged) {
+        /* lane l converts the kept elements of its tiles 4l .. 4l + 3 (c[i] from ts[i]) into levels in the
+         * output type at s.words, as 16-bit values by payload index; codes past the region (an invalid
+         * file, decoded before the validation's verdict) read as 0 */
+        uint16_t *const lv = (uint16_t *)s.words;
+        const uint8_t *const codes = payload + (e0 < region ? e0 : 0);
+        const uint32_t avail8 = e0 < region ? (uint32_t)min(region - e0, (uint64_t)total) : 0u;
+#pragma unroll
+        for (uint32_t i = 0; i < 4; i++) {
+            if (c[i] == 0) continue;
+            const uint32_t t = 4 * lane + i;
+            const float sf = e_to_float(s.tl[2 * t], e_bf16), zf = e_to_float(s.tl[2 * t + 1], e_bf16);
+            const uint32_t end = ts[i] + c[i], load_end = min(end, avail8);
+            /* four codes a step, their loads issued together (one at a time, each step waited for its load) */
+#pragma unroll 1
+            for (uint32_t e = ts[i]; e < end; e += 4) {
+                uint32_t code[4];
+#pragma unroll
+                for (uint32_t j = 0; j < 4; j++) code[j] = e + j < load_end ? (uint32_t)__ldg(codes + e + j) : 0u;
+#pragma unroll
+                for (uint32_t j = 0; j < 4; j++) {
+                    if (e + j >= end) break;
+                    uint32_t x = level8(sec.quantizer, e_bf16, sf, zf, code[j]);
+                    if (!same_type) {
+                        uint32_t f = 0;
+                        x = to_out((uint16_t)x, e_bf16, a.out_dtype, &f);
+                        flags |= f;
+                    }
+                    lv[e + j] = (uint16_t)x;
+                }
+            }
+        }
+        __syncwarp();
+    }
     uint32_t lv01 = 0, lv23 = 0;
     if (BITS == 2 && !kTile) {
         lv01 = (uint32_t)s.lev[0] | ((uint32_t)s.lev[1] << 16);
@@ -349,7 +394,6 @@ __global__ void __launch_bounds__(32 * kWarps, fast_min_blocks<BITS, kTile, kMus
     const uint64_t region16 = region / 2;
     const uint16_t *p_unit = (const uint16_t *)payload + (e0 < region16 ? e0 : 0);
     const uint32_t avail = e0 < region16 ? (uint32_t)min(region16 - e0, (uint64_t)total) : 0u;
-    const bool same_type = (a.out_dtype == 2) == e_bf16;
     /* Value of the element whose code starts at bit cur of the staged words (BITS < 16) or whose
      * payload index is e (BITS = 16), or 0 when it is not kept. Computed without branches: the code
      * read is always inside the staged words, and the kept flag selects. */
@@ -379,9 +423,12 @@ __global__ void __launch_bounds__(32 * kWarps, fast_min_blocks<BITS, kTile, kMus
             else if constexpr (BITS == 3 || BITS == 4)
                 x = s.tl[ctx.x + code];
             else {
-                uint32_t f = 0;
-                x = to_out(level_bits(ctx, code), e_bf16, a.out_dtype, &f);
-                flags |= kept ? f : 0u;
+                x = level_bits(ctx, code, kept);
+                if (!same_type) {
+                    uint32_t f = 0;
+                    x = to_out(x, e_bf16, a.out_dtype, &f);
+                    flags |= kept ? f : 0u;
+                }
             }
             return kept ? x : 0u;
         }
@@ -453,7 +500,7 @@ __global__ void __launch_bounds__(32 * kWarps, fast_min_blocks<BITS, kTile, kMus
         if (tile_base == 0 && lane == 0) out_acc[0] = 0; /* the head's first unit */
         const uint32_t mcur0 = BITS < 16 ? (uint32_t)(e0 * BITS - w0 * 32) : 0u;
         /* level of code c of unit tile t (3, 4 and 8 bits; 2 bits select pairs below) */
-        auto level_at = [&](uint32_t t, uint32_t c) -> uint32_t {
+        auto level_at = [&](uint32_t t, uint32_t c, bool used) -> uint32_t {
             if constexpr (!kTile) {
                 return s.lev[c];
             } else if constexpr (BITS == 3) {
@@ -464,7 +511,7 @@ __global__ void __launch_bounds__(32 * kWarps, fast_min_blocks<BITS, kTile, kMus
                 const uint32_t h = t >= R ? 1u : 0u; /* value_slot4 */
                 return s.tl[16 * (64 * h + ((t - h * R) ^ h)) + c];
             } else {
-                return level_bits(tile_ctx(t), c);
+                return level_bits(tile_ctx(t), c, used);
             }
         };
         for (uint32_t gi = lane; gi < gtotal; gi += 32) {
@@ -498,7 +545,7 @@ __global__ void __launch_bounds__(32 * kWarps, fast_min_blocks<BITS, kTile, kMus
                     for (uint32_t j = 0; j < 8; j++) {
                         const uint32_t code = BITS == 8 ? ((j < 4 ? wa : wb) >> (8 * (j & 3u))) & 0xFFu
                                                         : (wa >> (BITS * j)) & ((1u << BITS) - 1u);
-                        v[j] = level_at(t, code);
+                        v[j] = level_at(t, code, j < n);
                     }
                 }
 #pragma unroll
@@ -517,7 +564,70 @@ __global__ void __launch_bounds__(32 * kWarps, fast_min_blocks<BITS, kTile, kMus
     uint16_t *out = (uint16_t *)sec.out + ((uint64_t)head * g.n_tokens + token0) * kFD;
     /* bit position of payload element e0 in the staged words */
     const uint32_t cur0 = BITS < 16 ? (uint32_t)(e0 * BITS - w0 * 32) : 0u;
-    if constexpr (BITS < 16) {
+    /* Values by payload index e (from e0): EXACT's from global memory, or the levels staged above */
+    auto element = [&](bool kept, uint32_t e) -> uint32_t {
+        if constexpr (BITS == 16) return value(kept, 0u, e, uint2{});
+        else return kept ? (uint32_t)((const uint16_t *)s.words)[e] : 0u;
+    };
+    auto walk_by_index = [&]() {
+        if (sec.tensor == 0) {
+            /* keys: tiles 4l .. 4l + 3 are channels 4l .. 4l + 3; a lane walks down the rows */
+            uint32_t e[4]; /* index from e0 */
+#pragma unroll
+            for (uint32_t i = 0; i < 4; i++) e[i] = ts[i];
+            uint2 *dst = (uint2 *)(out + 4 * lane);
+#pragma unroll
+            for (uint32_t hh = 0; hh < 2; hh++) {
+                uint32_t bw[4];
+#pragma unroll
+                for (uint32_t i = 0; i < 4; i++) bw[i] = (uint32_t)(bm[i] >> (32 * (1 - hh)));
+                /* eight rows per iteration: fully unrolled, the walk was too long for the instruction cache
+                 * (ncu: "no instructions" 35% of the stall samples) */
+#pragma unroll 8
+                for (uint32_t rr = 0; rr < 32; rr++) {
+                    const uint32_t r = 32 * hh + rr;
+                    if (r >= R) break;
+                    uint32_t v[4];
+#pragma unroll
+                    for (uint32_t i = 0; i < 4; i++) {
+                        const bool kept = (bw[i] >> (31 - rr)) & 1u;
+                        v[i] = element(kept, e[i]);
+                        e[i] += kept ? 1u : 0u;
+                    }
+                    const uint2 pair = make_uint2(v[0] | (v[1] << 16), v[2] | (v[3] << 16));
+                    check_overflow(pair);
+                    put(dst + r * (kFD / 4), pair);
+                }
+            }
+        } else {
+            /* values: tile h * R + r is row r, channels 64h .. 64h + 63; lane l holds channels 4i .. 4i + 3 of
+             * block h (i = l mod 16) and finds its first element with one popcount of the row's bitmap */
+            const uint32_t h = lane >> 4, i0 = 4 * (lane & 15u);
+            const uint64_t before_mask = ~(~0ull >> i0); /* the tile's elements before i0 */
+            uint2 *dst = (uint2 *)(out + 64 * h + i0);
+#pragma unroll 4
+            for (uint32_t r = 0; r < R; r++) {
+                const uint32_t t = h * R + r;
+                const uint64_t tb = s.bm[t];
+                uint32_t ee = s.tstart[t] + (uint32_t)__popcll(tb & before_mask); /* index from e0 */
+                const uint32_t nib = (uint32_t)(tb >> (60 - i0)) & 0xFu;
+                uint32_t v[4];
+#pragma unroll
+                for (uint32_t j = 0; j < 4; j++) {
+                    const bool kept = (nib >> (3 - j)) & 1u;
+                    v[j] = element(kept, ee);
+                    ee += kept ? 1u : 0u;
+                }
+                const uint2 pair = make_uint2(v[0] | (v[1] << 16), v[2] | (v[3] << 16));
+                check_overflow(pair);
+                put(dst + (uint64_t)r * (kFD / 4), pair);
+            }
+        }
+    };
+    constexpr bool kByIndex = BITS == 16 || (BITS == 8 && kTile); /* the other widths never walk by index */
+    if (kByIndex && (BITS == 16 || levels_staged)) {
+        if constexpr (kByIndex) walk_by_index();
+    } else if constexpr (BITS < 16) {
         /* Codes are read through 32-bit windows: the next codes of a stream from one funnel shift of two
          * staged words, consumed by shifting the window when an element is kept (no per-element shared
          * memory read or bit-position arithmetic). */
@@ -540,9 +650,12 @@ __global__ void __launch_bounds__(32 * kWarps, fast_min_blocks<BITS, kTile, kMus
             } else if constexpr (BITS == 4)
                 x = s.tl[ctx.x + c];
             else {
-                uint32_t f = 0;
-                x = to_out(level_bits(ctx, c), e_bf16, a.out_dtype, &f);
-                flags |= kept ? f : 0u;
+                x = level_bits(ctx, c, kept);
+                if (!same_type) {
+                    uint32_t f = 0;
+                    x = to_out(x, e_bf16, a.out_dtype, &f);
+                    flags |= kept ? f : 0u;
+                }
             }
             return kept ? x : 0u;
         };
@@ -734,69 +847,6 @@ __global__ void __launch_bounds__(32 * kWarps, fast_min_blocks<BITS, kTile, kMus
                 check_overflow(pair);
                 put(dst + (uint64_t)r * (kFD / 4), pair);
             }
-        }
-    } else if (sec.tensor == 0) {
-        /* keys: tiles 4l .. 4l + 3 are channels 4l .. 4l + 3; a lane walks down the rows */
-        uint32_t cur[4];
-        uint32_t e[4]; /* index from e0 */
-        uint2 ctx[4];
-#pragma unroll
-        for (uint32_t i = 0; i < 4; i++) {
-            cur[i] = cur0 + ts[i] * (BITS & 15u);
-            e[i] = ts[i];
-            ctx[i] = tile_ctx(4 * lane + i);
-        }
-        uint2 *dst = (uint2 *)(out + 4 * lane);
-#pragma unroll
-        for (uint32_t hh = 0; hh < 2; hh++) {
-            uint32_t bw[4];
-#pragma unroll
-            for (uint32_t i = 0; i < 4; i++) bw[i] = (uint32_t)(bm[i] >> (32 * (1 - hh)));
-            /* eight rows per iteration: fully unrolled, the walk was too long for the instruction cache
-             * (ncu: "no instructions" 35% of the stall samples) */
-#pragma unroll 8
-            for (uint32_t rr = 0; rr < 32; rr++) {
-                const uint32_t r = 32 * hh + rr;
-                if (r >= R) break;
-                uint32_t v[4];
-#pragma unroll
-                for (uint32_t i = 0; i < 4; i++) {
-                    const bool kept = (bw[i] >> (31 - rr)) & 1u;
-                    v[i] = value(kept, cur[i], e[i], ctx[i]);
-                    if (BITS < 16) cur[i] += kept ? BITS : 0u;
-                    else e[i] += kept ? 1u : 0u;
-                }
-                const uint2 pair = make_uint2(v[0] | (v[1] << 16), v[2] | (v[3] << 16));
-                check_overflow(pair);
-                put(dst + r * (kFD / 4), pair);
-            }
-        }
-    } else {
-        /* values: tile h * R + r is row r, channels 64h .. 64h + 63; lane l holds channels 4i .. 4i + 3 of
-         * block h (i = l mod 16) and finds its first code with one popcount of the row's bitmap */
-        const uint32_t h = lane >> 4, i0 = 4 * (lane & 15u);
-        const uint64_t before_mask = ~(~0ull >> i0); /* the tile's elements before i0 */
-        uint2 *dst = (uint2 *)(out + 64 * h + i0);
-#pragma unroll 4
-        for (uint32_t r = 0; r < R; r++) {
-            const uint32_t t = h * R + r;
-            const uint64_t tb = s.bm[t];
-            const uint32_t rank = s.tstart[t] + (uint32_t)__popcll(tb & before_mask);
-            const uint32_t nib = (uint32_t)(tb >> (60 - i0)) & 0xFu;
-            uint32_t cur = cur0 + rank * (BITS & 15u);
-            uint32_t ee = rank; /* index from e0 */
-            const uint2 ctx = tile_ctx(t);
-            uint32_t v[4];
-#pragma unroll
-            for (uint32_t j = 0; j < 4; j++) {
-                const bool kept = (nib >> (3 - j)) & 1u;
-                v[j] = value(kept, cur, ee, ctx);
-                if (BITS < 16) cur += kept ? BITS : 0u;
-                else ee += kept ? 1u : 0u;
-            }
-            const uint2 pair = make_uint2(v[0] | (v[1] << 16), v[2] | (v[3] << 16));
-            check_overflow(pair);
-            put(dst + (uint64_t)r * (kFD / 4), pair);
         }
     }
     if (flags) atomicOr(&a.errors[u.section], flags);

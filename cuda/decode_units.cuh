@@ -37,7 +37,11 @@ static __device__ __forceinline__ uint16_t to_out(uint16_t h, bool e_bf16, uint3
  *     4000; r = +-0 and r = +-infinity also land here, through the neighbours' bit patterns), and
  *     binary64 decides as quant_level does. cuda/rounding_test compares this function with quant_level
  *     on constructed double-rounding cases and random parameters (via cuda/selfcheck.cu). */
-static __device__ __forceinline__ uint32_t level8(uint32_t quantizer, bool e_bf16, float sf, float zf, uint32_t c) {
+/* An element that is not kept reads whatever bits follow in the payload as its code and discards the
+ * level: used false, it skips the binary64 fallback (empty tiles have s = z = 0, where r is zero and every
+ * level would take it). */
+static __device__ __forceinline__ uint32_t level8(uint32_t quantizer, bool e_bf16, float sf, float zf, uint32_t c,
+                                                  bool used = true) {
     if (quantizer == 1) {
         const float r = (__uint_as_float(0x4B000000u | (2 * c + 1)) - 8388864.0f) * sf; /* 2c + 1 - 256, exactly */
         return e_bf16 ? __bfloat16_as_ushort(__float2bfloat16_rn(r)) : __half_as_ushort(__float2half_rn(r));
@@ -55,7 +59,7 @@ static __device__ __forceinline__ uint32_t level8(uint32_t quantizer, bool e_bf1
         const __half2 h2 = __floats2half2_rn(below, above);
         memcpy(&pair, &h2, 4);
     }
-    if ((pair & 0xFFFFu) == (pair >> 16)) return pair & 0xFFFFu;
+    if ((pair & 0xFFFFu) == (pair >> 16) || !used) return pair & 0xFFFFu;
     return quant_level(2, 8, e_bf16, (double)sf, (double)zf, c);
 }
 
