@@ -614,6 +614,33 @@ TEST(CudaDecode, FastPathPerTileWidthsQuantizers) {
             }
 }
 
+/* 8-bit PER_TILE on decode_fast.cu takes one of three paths by a unit's kept elements: at most 2048,
+ * each element's level computed once (sparsity 0.75 keeps 32 a row: 2048 a full unit, the bound); up to
+ * 4096 codes, staged codes (0.7 and 0.6); more, codes read from global memory (0.5: 4096 codes, which
+ * span 1025 words unless a unit starts on a word; 0.3). Both quantizers, fp16 and bf16 files decoded to
+ * both types, partial chunks, token splits, both unit-start sources. */
+TEST(CudaDecode, FastPathEightBitUnitSizes) {
+    SKIP_WITHOUT_GPU();
+    uint64_t n = 0;
+    for (double sp : {0.75, 0.7, 0.6, 0.5, 0.3})
+        for (int q = 1; q <= 2; q++)
+            for (sqkv_dtype e : {SQKV_DTYPE_FP16, SQKV_DTYPE_BF16}) {
+                Case c = base_case();
+                c.bits = 8;
+                c.q = (sqkv_quantizer)q;
+                c.gran = SQKV_SCALE_PER_TILE;
+                c.e = e;
+                c.sparsity = sp;
+                c.heads = 1 + (uint32_t)(n % 3);
+                c.hps = 1 + (uint32_t)(n % 2);
+                c.tps = (n % 4 == 1) ? 64 : 0;
+                c.tokens = 64 * 2 + 1 + 29 * (uint32_t)(n % 5);
+                SCOPED_TRACE(c.name());
+                compare_decode(make_file(c, seed_of("decode-eight") + n), 0, 1 + (uint32_t)(n % 2));
+                n++;
+            }
+}
+
 /* EXACT on decode_fast.cu (head_dim 128): keys read each channel's run of values by aligned 8-byte
  * words, so units start at every value offset modulo 4 (splits by tokens and heads, partial chunks) and
  * runs end anywhere; every keep count from none to all, fp16 and bf16 files, each decoded to both
