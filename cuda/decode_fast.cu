@@ -2,8 +2,10 @@
  * decode_fast.cu: the decoder's fast path for head_dim 128 with PER_HEAD or PER_TILE scales or EXACT
  * values (the general decode_kernel of decode_kernels.cu handles every other case), bit for bit the same
  * output. PER_TILE levels are built per unit in the warp's shared memory (2, 3 and 4 bits: every tile's
- * level table; 8 bits: each tile's parameters, levels per element). 3 bits read a tile's eight levels
- * into registers and select two codes' levels at once (SYMMETRIC: magnitude plus sign).
+ * level table; 8 bits: each tile's parameters, and each kept element's level computed once in binary32,
+ * decode_units.cuh level8, or per element for units of more than kLevels8 kept elements). 3 bits read a
+ * tile's eight levels into registers and select two codes' levels at once (SYMMETRIC: magnitude plus
+ * sign).
  *
  * One warp per unit (64 tokens x 128 channels of one head) and no block-wide barrier, so a block's
  * units (eight; four for 4-bit PER_TILE, launch_bits) proceed independently and many units are in
@@ -13,7 +15,8 @@
  *     loaded together; a warp scan of the popcounts gives every tile's first element;
  *   - the unit's payload words are copied to the warp's shared memory (coalesced), the level table of
  *     the head is built in the output type; EXACT values are read from global memory instead (16 KB a
- *     unit at most: staged, they would cost most of the occupancy);
+ *     unit at most: staged, they would cost most of the occupancy), and so are the codes of 8-bit units
+ *     larger than the staging (kStagedWords8);
  *   - every output row is written by the whole warp as 32 consecutive 8-byte stores (256 bytes).
  *     Keys: lane l owns channels 4l .. 4l + 3 (four tiles) and walks down the rows, taking the next
  *     code of a tile when its bit is set. Values: lanes 0-15 / 16-31 own channels 4i .. 4i + 3 of
