@@ -3,7 +3,7 @@
  * values (the general decode_kernel of decode_kernels.cu handles every other case), bit for bit the same
  * output. PER_TILE levels are built per unit in the warp's shared memory (2, 3 and 4 bits: every tile's
  * level table; 8 bits: each tile's parameters, and each kept element's level computed once in binary32,
- * decode_units.cuh level8, or per element for units of more than kLevels8 kept elements). 3 bits read a
+ * levels8.cuh level8, or per element for units of more than kLevels8 kept elements). 3 bits read a
  * tile's eight levels into registers and select two codes' levels at once (SYMMETRIC: magnitude plus
  * sign).
  *

@@ -47,6 +47,7 @@
 
 #include "encode_fast.cuh"
 #include "encode_section.cuh"
+#include "levels8.cuh"
 #include "numeric.cuh"
 #include "tile_params.cuh"
 
@@ -393,30 +394,17 @@ __device__ __forceinline__ void choose_tile_params(uint32_t count, uint32_t max_
     }
 }
 
-/* Code of staged value x (fp16, or bf16: kBf16) of a tile whose choose_tile_params slots are bnd (3, 4
- * and 8 bits). */
-template <uint32_t BITS, bool kAsym, bool kBf16>
+/* Code of staged value x (fp16, or bf16: kBf16) of a tile whose choose_tile_params slots are bnd (3 and 4
+ * bits; 8 bits: levels8.cuh code8). */
+template <uint32_t BITS>
 __device__ __forceinline__ uint32_t tile_code(uint32_t x, const uint16_t *bnd) {
-    if constexpr (BITS == 3 || BITS == 4) {
-        const uint32_t k = x ^ (0x8000u | ((0u - (x >> 15)) & 0x7FFFu)); /* e_order_key */
-        uint32_t c = 0;
+    static_assert(BITS == 3 || BITS == 4, "code boundaries");
+    const uint32_t k = x ^ (0x8000u | ((0u - (x >> 15)) & 0x7FFFu)); /* e_order_key */
+    uint32_t c = 0;
 #pragma unroll
-        for (uint32_t step = (1u << BITS) >> 1; step; step >>= 1)
-            if (k >= bnd[c + step]) c += step;
-        return c;
-    } else {
-        /* 256 levels: the search walks from the code the step suggests, (x - z) / s or (x / s + L - 1) / 2
-         * rounded, in binary32 (any guess gives the same code, a good one in fewer level evaluations) */
-        constexpr uint32_t L = 1u << BITS;
-        auto to_double = [](uint32_t h) { return kBf16 ? finite_bf16_to_double(h) : finite_fp16_to_double(h); };
-        const double sd = to_double(bnd[0]), zd = to_double(bnd[1]), xd = to_double(x);
-        const FiniteTileLevels<kAsym, L, kBf16> lv{sd, zd};
-        const float sf = (float)sd, xf = (float)xd, zf = (float)zd;
-        /* an approximate quotient is enough for a guess (the IEEE division was a subroutine call per value) */
-        const float est = sf > 0.0f ? (kAsym ? __fdividef(xf - zf, sf) : 0.5f * (__fdividef(xf, sf) + (float)(L - 1))) : 0.0f;
-        const uint32_t guess = est > 0.0f ? (est < (float)L ? __float2uint_rn(est) : L) : 0u;
-        return nearest_code_near(lv, L, xd, guess);
-    }
+    for (uint32_t step = (1u << BITS) >> 1; step; step >>= 1)
+        if (k >= bnd[c + step]) c += step;
+    return c;
 }
 
 /* 2-bit codes of eight staged values (h: two per word, value 2j + 1 in the high half of h[j]) whose tiles
@@ -849,8 +837,18 @@ __global__ void __launch_bounds__(kFastThreads, fast_blocks_per_sm<kAsym, kTileB
     uint32_t *const stream = kTileBits != 0 ? (uint32_t *)s.tile : (uint32_t *)outbuf;
     uint16_t *stage = a.temp + ((uint64_t)layer * a.n_units + uidx) * a.unit_cap;
     uint32_t *const codes_out = payload_here ? stream : (uint32_t *)stage;
-    const uint32_t groups = payload_here && kTileBits == 0 ? 0u : (kept_total + 7) / 8;
-    for (uint32_t i = tid; i < groups; i += kFastThreads) {
+    if constexpr (kTileBits == 8) {
+        /* one code a thread and step, bytes in payload order: the search (code8) is long, and a copy per
+         * value of a group of eight made the code larger than the instruction cache serves well; only
+         * staged values (the slack after kept_total would search garbage parameters) */
+        for (uint32_t p = tid; p < kept_total; p += kFastThreads) {
+            const uint32_t t = tilemap[p];
+            const float sf = e_to_float(s.tbnd[2 * t], kBf16), zf = e_to_float(s.tbnd[2 * t + 1], kBf16);
+            ((uint8_t *)codes_out)[p] = (uint8_t)code8<kAsym, kBf16>(outbuf[p], sf, zf);
+        }
+    }
+    const uint32_t groups = (payload_here && kTileBits == 0) ? 0u : (kept_total + 7) / 8;
+    for (uint32_t i = tid; kTileBits != 8 && i < groups; i += kFastThreads) {
         uint4 w = ((const uint4 *)outbuf)[i];
         if constexpr (kTileBits != 0) {
             /* PER_TILE: the codes of eight values. The last group of eight may end past kept_total:
@@ -864,32 +862,26 @@ __global__ void __launch_bounds__(kFastThreads, fast_blocks_per_sm<kAsym, kTileB
              * read back) */
             if constexpr (kTileBits == 2) {
                 ((uint16_t *)codes_out)[i] = (uint16_t)codes_2bit<kBf16, kBndSlots>(h, tw, s.tbnd);
-            } else {
+            } else if constexpr (kTileBits == 3 || kTileBits == 4) {
 #pragma unroll
                 for (int j = 0; j < 4; j++) {
                     const uint32_t t0 = ((j < 2 ? tw.x : tw.y) >> (16 * (j & 1))) & 0x7Fu;
                     const uint32_t t1 = ((j < 2 ? tw.x : tw.y) >> (16 * (j & 1) + 8)) & 0x7Fu;
-                    h[j] = tile_code<kTileBits, kAsym, kBf16>(h[j] & 0xFFFFu, s.tbnd + kBndSlots * t0) |
-                           (tile_code<kTileBits, kAsym, kBf16>(h[j] >> 16, s.tbnd + kBndSlots * t1) << 16);
+                    h[j] = tile_code<kTileBits>(h[j] & 0xFFFFu, s.tbnd + kBndSlots * t0) |
+                           (tile_code<kTileBits>(h[j] >> 16, s.tbnd + kBndSlots * t1) << 16);
                 }
-                if constexpr (kTileBits == 8) {
-                    /* 16-bit code pairs to bytes */
-                    ((uint2 *)codes_out)[i] = make_uint2(__byte_perm(h[0], h[1], 0x6420u), __byte_perm(h[2], h[3], 0x6420u));
-                } else {
-                    uint32_t packed = 0;
+                uint32_t packed = 0;
 #pragma unroll
-                    for (int j = 0; j < 4; j++)
-                        packed |= ((h[j] | (h[j] >> (16 - kTileBits))) & ((1u << (2 * kTileBits)) - 1u))
-                                  << (2 * kTileBits * j);
-                    if constexpr (kTileBits == 3) {
-                        /* 24 bits: three bytes, so the stream stays dense (codes straddle its words) */
-                        uint8_t *sb = (uint8_t *)codes_out + 3 * (size_t)i;
-                        sb[0] = (uint8_t)packed;
-                        sb[1] = (uint8_t)(packed >> 8);
-                        sb[2] = (uint8_t)(packed >> 16);
-                    } else {
-                        codes_out[i] = packed;
-                    }
+                for (int j = 0; j < 4; j++)
+                    packed |= ((h[j] | (h[j] >> (16 - kTileBits))) & ((1u << (2 * kTileBits)) - 1u)) << (2 * kTileBits * j);
+                if constexpr (kTileBits == 3) {
+                    /* 24 bits: three bytes, so the stream stays dense (codes straddle its words) */
+                    uint8_t *sb = (uint8_t *)codes_out + 3 * (size_t)i;
+                    sb[0] = (uint8_t)packed;
+                    sb[1] = (uint8_t)(packed >> 8);
+                    sb[2] = (uint8_t)(packed >> 16);
+                } else {
+                    codes_out[i] = packed;
                 }
             }
         } else {

@@ -4,8 +4,9 @@
  * bit, on every value where a rounding can go wrong: all midpoints of neighbouring fp16 and bf16 values
  * and their binary64 neighbours, the quotients range / (L - 1) that choose_step rounds (dense pairs of
  * fp16 extremes), random doubles of every exponent and random doubles near the types' ranges, and the
- * specials (zeros, infinities, NaNs, binary64 subnormals, overflow edges). And the decoder's 8-bit levels,
- * computed in binary32 (decode_units.cuh level8), against quant_level, which rounds through binary64.
+ * specials (zeros, infinities, NaNs, binary64 subnormals, overflow edges). And 8-bit levels and codes
+ * computed in binary32 (levels8.cuh level8 and code8) against quant_level and nearest_code, which work in
+ * binary64.
  */
 #include <cmath>
 #include <limits>
@@ -21,6 +22,8 @@ extern "C" sqkv_cuda_status sqkv_cuda_internal_round(const double *in, size_t n,
                                                      uint16_t *bf16_out);
 extern "C" sqkv_cuda_status sqkv_cuda_internal_level8(const uint16_t *s, const uint16_t *z, size_t n, int quantizer,
                                                       int bf16, uint16_t *out);
+extern "C" sqkv_cuda_status sqkv_cuda_internal_code8(const uint16_t *s, const uint16_t *z, const uint16_t *x, size_t n,
+                                                     int quantizer, int bf16, uint16_t *out);
 
 namespace {
 
@@ -249,4 +252,96 @@ TEST(DeviceLevels, EightBitConstructedTrap) {
     EXPECT_EQ(0x6401u, got[185]); /* 1025 */
     EXPECT_EQ(0x6400u, sqkv_cuda::double_to_e((double)std::fma(185.0f, 1417.0f / 524288.0f, 1024.0f), false));
     EXPECT_EQ(SQKV_ERR_INVALID_ARGUMENT, sqkv_cuda_internal_level8(&s, &z, 1, 3, 0, got.data()));
+}
+
+namespace {
+
+/* The E value just above (up) or below h, both finite and nonzero-crossing aware (+0 and -0 step to the
+ * smallest subnormals). */
+uint16_t e_step(uint16_t h, bool up) {
+    const bool neg = (h & 0x8000u) != 0, mag0 = (h & 0x7FFFu) == 0;
+    if (mag0) return up ? 0x0001u : 0x8001u;
+    return (uint16_t)(up != neg ? h + 1u : h - 1u);
+}
+
+/* Elements for code8 in the tiles of level8_params: per tile, values around its levels where the search
+ * can go wrong (each of a few random codes' level and its E neighbours, the E value nearest the midpoint
+ * of two adjacent levels and its neighbours, values beyond the extreme levels) and random values in
+ * the levels' range. Returns the number of elements exactly at a midpoint of two distinct levels (the
+ * ties, which the search decides in binary64). */
+size_t code8_cases(bool bf16, int quantizer, uint32_t seed, std::vector<uint16_t> &s, std::vector<uint16_t> &z,
+                   std::vector<uint16_t> &x) {
+    std::vector<uint16_t> ps, pz;
+    level8_params(bf16, quantizer, seed, ps, pz);
+    std::mt19937 rng(seed + 7);
+    size_t ties = 0;
+    const uint16_t max_finite = bf16 ? 0x7F7Fu : 0x7BFFu;
+    for (size_t i = 0; i < ps.size() && x.size() < ((size_t)1 << 23); i++) {
+        const double sd = sqkv_cuda::e_to_double(ps[i], bf16), zd = sqkv_cuda::e_to_double(pz[i], bf16);
+        auto level = [&](uint32_t c) { return sqkv_cuda::quant_level(quantizer, 8, bf16, sd, zd, c); };
+        auto add = [&](uint16_t h) {
+            if ((h & 0x7FFFu) > max_finite) return;
+            s.push_back(ps[i]);
+            z.push_back(pz[i]);
+            x.push_back(h);
+        };
+        for (int k = 0; k < 3; k++) {
+            const uint32_t c = rng() % 255;
+            const uint16_t lo = level(c), hi = level(c + 1);
+            add(lo);
+            add(e_step(lo, true));
+            add(e_step(lo, false));
+            const double mid = 0.5 * (sqkv_cuda::e_to_double(lo, bf16) + sqkv_cuda::e_to_double(hi, bf16));
+            const uint16_t m = sqkv_cuda::double_to_e(mid, bf16);
+            if (lo != hi && sqkv_cuda::e_to_double(m, bf16) == mid) ties++;
+            add(m);
+            add(e_step(m, true));
+            add(e_step(m, false));
+        }
+        add(e_step(level(0), false));
+        add(e_step(level(255), true));
+        const double lo_d = sqkv_cuda::e_to_double(level(0), bf16), hi_d = sqkv_cuda::e_to_double(level(255), bf16);
+        for (int k = 0; k < 2; k++)
+            add(sqkv_cuda::double_to_e(lo_d + (hi_d - lo_d) * std::uniform_real_distribution<double>(0, 1)(rng), bf16));
+    }
+    return ties;
+}
+
+}  // namespace
+
+TEST(DeviceLevels, EightBitCodesMatchNearestCode) {
+    SKIP_WITHOUT_GPU();
+    for (bool bf16 : {false, true})
+        for (int q : {1, 2}) {
+            SCOPED_TRACE(std::string(bf16 ? "bf16" : "fp16") + (q == 1 ? " SYMMETRIC" : " ASYMMETRIC"));
+            std::vector<uint16_t> s, z, x;
+            const size_t ties = code8_cases(bf16, q, 4052 + 2 * q + bf16, s, z, x);
+            std::vector<uint16_t> got(x.size());
+            const sqkv_cuda_status st = sqkv_cuda_internal_code8(s.data(), z.data(), x.data(), x.size(), q, bf16, got.data());
+            ASSERT_EQ(SQKV_OK, st) << sqkv_cuda_status_name(st);
+            size_t bad = 0, runs = 0;
+            double levels[256];
+            for (size_t i = 0; i < x.size(); i++) {
+                if (i == 0 || s[i] != s[i - 1] || z[i] != z[i - 1]) {
+                    const double sd = sqkv_cuda::e_to_double(s[i], bf16), zd = sqkv_cuda::e_to_double(z[i], bf16);
+                    for (uint32_t c = 0; c < 256; c++)
+                        levels[c] = sqkv_cuda::e_to_double(sqkv_cuda::quant_level(q, 8, bf16, sd, zd, c), bf16);
+                    for (uint32_t c = 1; c < 256; c++) runs += levels[c] == levels[c - 1];
+                }
+                const uint32_t want = sqkv_cuda::nearest_code(sqkv_cuda::TableLevels{levels}, 256,
+                                                              sqkv_cuda::e_to_double(x[i], bf16));
+                if (got[i] != want && bad++ < 8)
+                    ADD_FAILURE() << std::hex << "s 0x" << s[i] << " z 0x" << z[i] << " x 0x" << x[i] << std::dec
+                                  << ": device " << got[i] << ", nearest_code " << want;
+            }
+            EXPECT_EQ(0u, bad) << "of " << x.size();
+            /* the cases must reach the paths that decide rarely: exact ties between two levels, and (ASYMMETRIC:
+             * z far above s) runs of equal levels */
+            EXPECT_GT(ties, 1000u);
+            if (q == 2) {
+                EXPECT_GT(runs, 1000u);
+            }
+        }
+    uint16_t s = 0x3C00u, z = 0, x = 0x3C00u, out = 0;
+    EXPECT_EQ(SQKV_ERR_INVALID_ARGUMENT, sqkv_cuda_internal_code8(&s, &z, &x, 1, 3, 0, &out));
 }

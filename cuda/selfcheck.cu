@@ -3,14 +3,14 @@
  * binary64 values, so that cuda/rounding_test (host code, which cannot launch kernels) can compare the
  * device rounding bit for bit with the host path and with codec/src/float16.h; and compares the fast
  * PER_TILE parameter choice (tile_params.cuh) with its reference on every input, for
- * cuda/tile_params_test; and runs decode_units.cuh's 8-bit levels (level8) for cuda/rounding_test. Declared
- * only in those tests.
+ * cuda/tile_params_test; and runs levels8.cuh's 8-bit levels and codes (level8, code8) for
+ * cuda/rounding_test. Declared only in those tests.
  */
 #include <cuda_runtime.h>
 #include <stddef.h>
 #include <stdint.h>
 
-#include "decode_units.cuh"
+#include "levels8.cuh"
 #include "numeric.cuh"
 #include "sqkv_cuda.h"
 #include "tile_params.cuh"
@@ -149,7 +149,7 @@ extern "C" sqkv_cuda_status sqkv_cuda_internal_tile_params_check(uint32_t bits, 
     return cuda_status(e);
 }
 
-/* ---- 8-bit levels (decode_units.cuh level8) ------------------------------------------------------ */
+/* ---- 8-bit levels and codes (levels8.cuh) ---------------------------------------------------------- */
 
 namespace {
 
@@ -183,5 +183,40 @@ extern "C" sqkv_cuda_status sqkv_cuda_internal_level8(const uint16_t *s, const u
     if (e == cudaSuccess) e = cudaMemcpy(out, d_out, 256 * n * sizeof(uint16_t), cudaMemcpyDeviceToHost);
     const cudaError_t f1 = d_par ? cudaFree(d_par) : cudaSuccess, f2 = d_out ? cudaFree(d_out) : cudaSuccess;
     if (e == cudaSuccess) e = f1 != cudaSuccess ? f1 : f2;
+    return cuda_status(e);
+}
+
+namespace {
+
+template <bool kAsym, bool kBf16>
+__global__ void code8_kernel(const uint16_t *s, const uint16_t *z, const uint16_t *x, size_t n, uint16_t *out) {
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        out[i] = (uint16_t)sqkv_cuda::code8<kAsym, kBf16>(x[i], sqkv_cuda::e_to_float(s[i], kBf16),
+                                                          sqkv_cuda::e_to_float(z[i], kBf16));
+}
+
+}  // namespace
+
+/* out[i] = code8(x[i]) in the tile with parameters s[i], z[i], as the encoder computes it, for n elements
+ * (host arrays; n <= 2^24). quantizer 1 (SYMMETRIC, z unused) or 2 (ASYMMETRIC). */
+extern "C" sqkv_cuda_status sqkv_cuda_internal_code8(const uint16_t *s, const uint16_t *z, const uint16_t *x, size_t n,
+                                                     int quantizer, int bf16, uint16_t *out) {
+    if (n == 0) return SQKV_OK;
+    if (!s || !z || !x || !out || (quantizer != 1 && quantizer != 2)) return SQKV_ERR_INVALID_ARGUMENT;
+    if (n > ((size_t)1 << 24)) return SQKV_ERR_LIMIT;
+    uint16_t *d = nullptr;
+    cudaError_t e = cudaMalloc(&d, 4 * n * sizeof(uint16_t));
+    if (e == cudaSuccess) e = cudaMemcpy(d, s, n * sizeof(uint16_t), cudaMemcpyHostToDevice);
+    if (e == cudaSuccess) e = cudaMemcpy(d + n, z, n * sizeof(uint16_t), cudaMemcpyHostToDevice);
+    if (e == cudaSuccess) e = cudaMemcpy(d + 2 * n, x, n * sizeof(uint16_t), cudaMemcpyHostToDevice);
+    if (e == cudaSuccess) {
+        auto kernel = quantizer == 2 ? (bf16 ? code8_kernel<true, true> : code8_kernel<true, false>)
+                                     : (bf16 ? code8_kernel<false, true> : code8_kernel<false, false>);
+        kernel<<<1024, 256>>>(d, d + n, d + 2 * n, n, d + 3 * n);
+        e = cudaGetLastError();
+    }
+    if (e == cudaSuccess) e = cudaMemcpy(out, d + 3 * n, n * sizeof(uint16_t), cudaMemcpyDeviceToHost);
+    const cudaError_t f = d ? cudaFree(d) : cudaSuccess;
+    if (e == cudaSuccess) e = f;
     return cuda_status(e);
 }
