@@ -79,10 +79,10 @@ constexpr uint32_t kFull = 0xFFFFFFFFu;
  *     while key_tab lives, in the rows' padding (channel_max), which nothing else touches. */
 template <bool kAsym, uint32_t kTileBits>
 struct alignas(16) FastSmem { /* 16: outbuf, which follows it, is read by 16-byte words */
-    /* slots per tile: as few as the width uses (bounds 1 .. 2^bits - 1; 8 bits: s and z), 4-bit tiles 17
+    /* slots per tile: as few as the width uses (bounds 1 .. 2^bits - 1; 8 bits: a Code8Tile), 4-bit tiles 17
      * apart: the coding loop's lanes read neighbouring tiles at one slot, and a stride of 32 or 16 bytes
      * put those reads in the same banks (2-bit, 16 slots: results/gpu_bench.md, session 17) */
-    static constexpr uint32_t kBndSlots = kTileBits == 2 ? 4u : kTileBits == 3 ? 8u : kTileBits == 4 ? 17u : 2u;
+    static constexpr uint32_t kBndSlots = kTileBits == 2 ? 4u : kTileBits == 3 ? 8u : kTileBits == 4 ? 17u : 8u;
     static constexpr uint32_t kBallotBytes = 4 * 64 * 4, kKeyTabBytes = kFD * 16;
     static constexpr uint32_t kTbndBytes =
         kTileBits == 0 ? kBallotBytes + kFD * 4 : (kKeyTabBytes > kFD * kBndSlots * 2 ? kKeyTabBytes : kFD * kBndSlots * 2);
@@ -376,9 +376,9 @@ __device__ __forceinline__ void key_ballots(uint32_t kept0, uint32_t kept1, uint
 }
 
 /* PER_TILE: the parameters of one tile from the statistics of its kept values (gathered while staging
- * them), written to the scales stream at sc, and what coding needs in the tile's 16 slots of bnd: 2, 3
- * and 4 bits, the code boundaries (tile_params.cuh tile_params, for either type); 8 bits, s and z for
- * the nearest-level search. */
+ * them), written to the scales stream at sc, and what coding needs in the tile's slots of bnd: 2, 3
+ * and 4 bits, the code boundaries (tile_params.cuh tile_params, for either type); 8 bits, the nearest-level
+ * search's Code8Tile (levels8.cuh). */
 template <uint32_t BITS, bool kAsym, bool kBf16>
 __device__ __forceinline__ void choose_tile_params(uint32_t count, uint32_t max_mag, uint32_t min_key,
                                                    uint32_t max_key, uint16_t *sc, uint16_t *bnd) {
@@ -389,8 +389,8 @@ __device__ __forceinline__ void choose_tile_params(uint32_t count, uint32_t max_
         choose_params(kAsym ? 2 : 1, BITS, kBf16, count, max_mag, min_key, max_key, &sv, &zv);
         sc[0] = sv;
         if (kAsym) sc[1] = zv;
-        bnd[0] = sv;
-        bnd[1] = zv;
+        const Code8Tile t = code8_tile<kAsym, kBf16>(e_to_float(sv, kBf16), e_to_float(zv, kBf16));
+        *(float4 *)bnd = make_float4(t.s, t.z, t.mul, t.add);
     }
 }
 
@@ -841,10 +841,19 @@ __global__ void __launch_bounds__(kFastThreads, fast_blocks_per_sm<kAsym, kTileB
         /* one code a thread and step, bytes in payload order: the search (code8) is long, and a copy per
          * value of a group of eight made the code larger than the instruction cache serves well; only
          * staged values (the slack after kept_total would search garbage parameters) */
-        for (uint32_t p = tid; p < kept_total; p += kFastThreads) {
-            const uint32_t t = tilemap[p];
-            const float sf = e_to_float(s.tbnd[2 * t], kBf16), zf = e_to_float(s.tbnd[2 * t + 1], kBf16);
-            ((uint8_t *)codes_out)[p] = (uint8_t)code8<kAsym, kBf16>(outbuf[p], sf, zf);
+        for (uint32_t p = tid; p < kept_total; p += 2 * kFastThreads) {
+            /* two values a step, p and q (q = p when past the end), so that their chains overlap */
+            const uint32_t q = p + kFastThreads < kept_total ? p + kFastThreads : p;
+            const float4 tp = *(const float4 *)(s.tbnd + kBndSlots * tilemap[p]);
+            const float4 tq = *(const float4 *)(s.tbnd + kBndSlots * tilemap[q]);
+            const Code8Tile cp{tp.x, tp.y, tp.z, tp.w}, cq{tq.x, tq.y, tq.z, tq.w};
+            const uint32_t xp = outbuf[p], xq = outbuf[q];
+            uint32_t code_p, code_q;
+            const bool usual_p = code8_usual<kAsym, kBf16>(xp, cp, code_p), usual_q = code8_usual<kAsym, kBf16>(xq, cq, code_q);
+            if (!usual_p) code_p = code8_walk<kAsym, kBf16>(e_to_float(xp, kBf16), cp.s, cp.z);
+            if (!usual_q) code_q = code8_walk<kAsym, kBf16>(e_to_float(xq, kBf16), cq.s, cq.z);
+            ((uint8_t *)codes_out)[p] = (uint8_t)code_p;
+            ((uint8_t *)codes_out)[q] = (uint8_t)code_q;
         }
     }
     const uint32_t groups = (payload_here && kTileBits == 0) ? 0u : (kept_total + 7) / 8;

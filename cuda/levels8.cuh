@@ -37,6 +37,13 @@ static __device__ __forceinline__ uint32_t floats_to_e2(float a, float b, bool e
     return pair;
 }
 
+/* v rounded to odd from its roundings down and up: where they differ (v is not a binary32 value), the one
+ * whose last bit is odd; else v. An exact zero is +0 here, as in quant_level (rounded down it is -0, whose
+ * last bit is even). Adjacent binary32 values' bit patterns are adjacent integers, so exactly one is odd. */
+static __device__ __forceinline__ float round_to_odd(float rd, float ru) {
+    return (__float_as_uint(rd) & 1u) ? rd : ru;
+}
+
 /* Level of code c of an 8-bit group as E bits: quant_level(quantizer, 8, e_bf16, s, z, c) bit for bit, for
  * finite parameters whose values sf and zf are exactly floats (every fp16 and bf16 value is).
  *   - SYMMETRIC, (2c + 1 - 256) s: at most 8 + 11 significant bits and within binary32's exponent range
@@ -48,7 +55,7 @@ static __device__ __forceinline__ uint32_t floats_to_e2(float a, float b, bool e
  *     the binary32 arithmetic saved, since one lane of 32 taking it holds up the warp. Rounding to odd
  *     instead (the neighbour with an odd last bit where v is not a binary32 value) keeps enough of v:
  *     with at least two bits more than the target, RN_E(RO_32(v)) = RN_E(v) (Boldo and Melquiond's
- *     double rounding by rounding to odd). Three FMAs give it: rounded down, up and toward zero.
+ *     double rounding by rounding to odd). Two FMAs give it, rounded down and up (round_to_odd).
  *     fp16: v needs at most 40 bits (multiples of 2^-24 below 2^16), so fl64(v) = v and that is the
  *     level. bf16: fl64(v) may differ from v, and RN_E(fl64(v)) from RN_E(v) where fl64(v) is a bf16
  *     midpoint; then so is r = fl32(v) (midpoints are binary32 values, and v is within a binary64 unit of
@@ -67,10 +74,8 @@ static __device__ __forceinline__ uint32_t level8(uint32_t quantizer, bool e_bf1
     }
     /* c as a float by the exponent trick (2^23 + c exactly, less 2^23): I2F runs at a quarter of the rate */
     const float cf = __uint_as_float(0x4B000000u | c) - 8388608.0f;
-    const float rd = __fmaf_rd(cf, sf, zf), ru = __fmaf_ru(cf, sf, zf), rz = __fmaf_rz(cf, sf, zf);
-    /* exact (rd == ru): rz, whose exact zero is +0 as quant_level's (rd's would be -0); else rz's neighbour
-     * away from zero when rz's last bit is even */
-    const float odd = __uint_as_float(__float_as_uint(rz) | (rd != ru ? 1u : 0u));
+    const float rd = __fmaf_rd(cf, sf, zf), ru = __fmaf_ru(cf, sf, zf);
+    const float odd = round_to_odd(rd, ru);
     if (!e_bf16) return __half_as_ushort(__float2half_rn(odd));
     uint32_t h = __bfloat16_as_ushort(__float2bfloat16_rn(odd));
     const float r = __fmaf_rn(cf, sf, zf);
@@ -102,12 +107,17 @@ __device__ __forceinline__ bool take_upper_bf16(float at, float xf, float below)
 }
 
 /* code8 where its usual path does not apply: from a guess, walks to lo (the first code whose level is >=
- * x), then nearest_code's decision and runs of equal levels, as nearest_code_near does. */
+ * x), then nearest_code's decision and runs of equal levels, as nearest_code_near does. Out of line: rare,
+ * and long. */
 template <bool kAsym, bool kBf16>
-__device__ __noinline__ uint32_t code8_walk(float xf, float sf, float zf, uint32_t guess) {
+__device__ __noinline__ uint32_t code8_walk(float xf, float sf, float zf) {
     constexpr uint32_t L = 256, q = kAsym ? 2u : 1u;
     auto level = [&](uint32_t c) { return e_to_float(level8(q, kBf16, sf, zf, c), kBf16); };
-    uint32_t lo = guess;
+    /* the guess: any start gives the same code, a near one sooner (s = 0: an infinite or NaN estimate,
+     * clamped) */
+    const float inv_s = __fdividef(1.0f, sf);
+    const float est = fminf(fmaxf(kAsym ? (xf - zf) * inv_s : 0.5f * __fmaf_rn(xf, inv_s, 255.0f), 0.0f), 256.0f);
+    uint32_t lo = __float_as_uint(est + 8388608.0f) & 0x1FFu;
     float below = 0.0f, at = 0.0f; /* level(lo - 1) and level(lo) once known */
     bool at_known = false;
     while (lo > 0) {
@@ -143,57 +153,107 @@ __device__ __noinline__ uint32_t code8_walk(float xf, float sf, float zf, uint32
     return c;
 }
 
-/* The code of x (a finite E value) among the 256 levels of a tile with parameters sf and zf (their values
- * as floats; SYMMETRIC ignores zf): numeric.cuh nearest_code over quant_level's levels, bit for bit.
+/* What code8 needs of a tile, computed once per tile (code8_tile): s and z as floats, and the guess's
+ * terms: est = x * mul + add, mul = 1/s (SYMMETRIC 1/(2s)) and add = -z/s (SYMMETRIC 255/2), approximate
+ * (only the guess depends on them); add is NaN where the usual path does not apply (below). */
+struct Code8Tile {
+    float s, z, mul, add;
+};
+
+/* The usual path needs every level below s * 2^mant (ASYMMETRIC: below max(|z|, |z + 255 s|), with 1%
+ * to spare for the rounding of the top level and of this test; SYMMETRIC levels, odd multiples of s up to
+ * 255 s, always are for fp16, and bf16's are never equal, so only their bracket can fail) and s > 0. */
+template <bool kAsym, bool kBf16>
+__device__ __forceinline__ Code8Tile code8_tile(float sf, float zf) {
+    float inv_s; /* approximate */
+    asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(inv_s) : "f"(sf));
+    bool usual = sf > 0.0f;
+    if constexpr (kAsym) {
+        constexpr float kUnits = kBf16 ? 128.0f : 1024.0f; /* 2^mant */
+        const float top = fmaxf(fabsf(zf), fabsf(__fmaf_rn(255.0f, sf, zf)));
+        usual = usual && top * 1.01f < sf * kUnits;
+    }
+    const float add = kAsym ? -zf * inv_s : 127.5f;
+    return Code8Tile{sf, zf, kAsym ? inv_s : 0.5f * inv_s, usual ? add : __int_as_float(0x7FC00000)};
+}
+
+/* The code of x (a finite E value) among the 256 levels of a tile with parameters s and z (code8_tile;
+ * SYMMETRIC ignores z) where the usual path applies (then true), as numeric.cuh nearest_code gives it over
+ * quant_level's levels, bit for bit.
  * nearest_code finds lo, the first code whose level is >= x (levels are non-decreasing in the code), and
  * takes lo when fl64(level(lo) - x) < fl64(x - level(lo - 1)), else lo - 1 or the first code of the run of
  * equal levels it ends.
  * The usual path evaluates three levels around a guess, without a branch that depends on the lane (32
- * lanes wait for their slowest). Where every level is below s * 2^mant (ASYMMETRIC; fp16 SYMMETRIC levels,
- * odd multiples of s > 0 up to 255 s, always are), a level's unit in the last place is below s, so no two
- * levels are equal and each is within s / 2 of its unrounded value c s + z: lo is then c1 or c1 + 1 for
- * c1 = ceil((x - z) / s - 1/2) (SYMMETRIC: of (x / s + 255) / 2), which the three levels c1 - 1 .. c1 + 1
- * confirm (the guess only decides how often). fp16's decision is exact in binary32: level(lo) - x <
+ * lanes wait for their slowest). Where every level is below s * 2^mant (code8_tile), a level's unit in the
+ * last place is below s, so no two levels are equal and each is within s / 2 of its unrounded value
+ * c s + z: lo is then c1 or c1 + 1 for c1 = (x - z) / s rounded (SYMMETRIC: (x / s + 255) / 2), which the
+ * three levels c1 - 1 .. c1 + 1 confirm (the guess only decides how often: a failed bracket returns
+ * false, as do the tiles code8_tile marks). fp16's decision is exact in binary32: level(lo) - x <
  * x - level(lo - 1) exactly when level(lo) + level(lo - 1) < 2x, a sum TwoSum gives exactly (fp16
- * differences are exact in binary64). Anything else (no bracket, possible runs, s = 0) goes to
- * code8_walk. */
+ * differences are exact in binary64). No branch: the caller codes a few values at once, and their
+ * dependent chains of about 40 instructions overlap (one at a time, the loop was bound by their latency). */
 template <bool kAsym, bool kBf16>
-__device__ __forceinline__ uint32_t code8(uint32_t x, float sf, float zf) {
-    constexpr uint32_t L = 256, q = kAsym ? 2u : 1u;
+__device__ __forceinline__ bool code8_usual(uint32_t x, const Code8Tile &t, uint32_t &code) {
+    constexpr uint32_t L = 256;
     constexpr float kInf = __builtin_huge_valf();
     const float xf = e_to_float(x, kBf16);
-    float inv_s; /* approximate: only the guess depends on it */
-    asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(inv_s) : "f"(sf));
-    float est = kAsym ? (xf - zf) * inv_s : 0.5f * __fmaf_rn(xf, inv_s, 255.0f);
-    est = fminf(fmaxf(est - 0.5f, 0.0f), 256.0f); /* s = 0: an infinite or NaN estimate, clamped */
-    const float rounded = (est + 8388608.0f) - 8388608.0f; /* nearest integer, exactly */
-    const uint32_t c1 = ((uint32_t)__float_as_uint(rounded + 8388608.0f) & 0x1FFu) + (rounded < est ? 1u : 0u);
-    /* levels c1 - 1, c1, c1 + 1; codes outside 0..255 stand for -inf and +inf */
-    const float lm = c1 >= 1 ? e_to_float(level8(q, kBf16, sf, zf, c1 - 1), kBf16) : -kInf;
-    const float l0 = c1 <= 255 ? e_to_float(level8(q, kBf16, sf, zf, min(c1, 255u)), kBf16) : kInf;
-    const float lp = c1 <= 254 ? e_to_float(level8(q, kBf16, sf, zf, min(c1 + 1, 255u)), kBf16) : kInf;
-    bool usual = lm < xf && lp >= xf && sf > 0.0f;
+    /* c1 in 0 .. 256; a NaN guess (code8_tile's mark) becomes 0 */
+    const float est = fminf(fmaxf(__fmaf_rn(xf, t.mul, t.add), 0.0f), 256.0f);
+    const uint32_t c1 = __float_as_uint(est + 8388608.0f) & 0x1FFu; /* nearest integer, by the exponent trick */
+    /* levels c1 - 1, c1, c1 + 1, each from two FMAs; codes outside 0 .. 255 stand for -inf and +inf */
+    float lm, l0, lp;
+    bool usual = t.add == t.add;
     if constexpr (kAsym) {
-        constexpr float kUnits = kBf16 ? 128.0f : 1024.0f; /* 2^mant */
-        const float top = fmaxf(fabsf(zf), fabsf(__fmaf_rn(255.0f, sf, zf)));
-        usual = usual && top * 1.01f < sf * kUnits; /* 1.01: a level may round above top by half a unit */
+        const float cf = __uint_as_float(0x4B000000u | c1) - 8388608.0f;
+        const float om = round_to_odd(__fmaf_rd(cf - 1.0f, t.s, t.z), __fmaf_ru(cf - 1.0f, t.s, t.z));
+        const float o0 = round_to_odd(__fmaf_rd(cf, t.s, t.z), __fmaf_ru(cf, t.s, t.z));
+        const float op = round_to_odd(__fmaf_rd(cf + 1.0f, t.s, t.z), __fmaf_ru(cf + 1.0f, t.s, t.z));
+        const uint32_t e_m0 = floats_to_e2(om, o0, kBf16), e_p = floats_to_e2(op, op, kBf16);
+        lm = e_to_float(e_m0 & 0xFFFFu, kBf16);
+        l0 = e_to_float(e_m0 >> 16, kBf16);
+        lp = e_to_float(e_p & 0xFFFFu, kBf16);
+        if constexpr (kBf16) {
+            /* bf16: level8's double-rounding case (r a bf16 midpoint) is left to code8_walk */
+            const float rm = __fmaf_rn(cf - 1.0f, t.s, t.z), r0 = __fmaf_rn(cf, t.s, t.z), rp = __fmaf_rn(cf + 1.0f, t.s, t.z);
+            usual = usual && (__float_as_uint(rm) & 0xFFFFu) != 0x8000u && (__float_as_uint(r0) & 0xFFFFu) != 0x8000u &&
+                    (__float_as_uint(rp) & 0xFFFFu) != 0x8000u;
+        }
+    } else {
+        const float m = __uint_as_float(0x4B000000u | (2 * c1)) - 8388864.0f; /* 2 c1 - 256, exactly */
+        const uint32_t e_m0 = floats_to_e2((m - 1.0f) * t.s, (m + 1.0f) * t.s, kBf16);
+        const uint32_t e_p = floats_to_e2((m + 3.0f) * t.s, (m + 3.0f) * t.s, kBf16);
+        lm = e_to_float(e_m0 & 0xFFFFu, kBf16);
+        l0 = e_to_float(e_m0 >> 16, kBf16);
+        lp = e_to_float(e_p & 0xFFFFu, kBf16);
     }
-    if (!usual) return code8_walk<kAsym, kBf16>(xf, sf, zf, c1);
+    if (c1 == 0) lm = -kInf;
+    if (c1 >= L) l0 = kInf;
+    if (c1 >= L - 1) lp = kInf;
+    usual = usual && lm < xf && lp >= xf;
+    /* lo, and the levels around it: at = +inf for lo = 256 and below = -inf for lo = 0, which the decision
+     * below turns into codes 255 and 0 */
     const bool in0 = l0 >= xf;
     const uint32_t lo = in0 ? c1 : c1 + 1;
-    if (lo == 0) return 0;
-    if (lo == L) return L - 1;
     const float below = in0 ? lm : l0, at = in0 ? l0 : lp;
     bool take;
     if constexpr (kBf16) {
-        take = take_upper_bf16(at, xf, below);
+        take = usual && take_upper_bf16(at, xf, below);
     } else {
         const float s2 = __fadd_rn(at, below), bb = __fsub_rn(s2, at);
         const float e2 = __fadd_rn(__fsub_rn(at, __fsub_rn(s2, bb)), __fsub_rn(below, bb));
         const float x2 = 2.0f * xf;
         take = s2 < x2 || (s2 == x2 && e2 < 0.0f);
     }
-    return take ? lo : lo - 1;
+    code = take ? lo : lo - 1;
+    return usual;
+}
+
+/* code8_usual, or code8_walk where it does not apply. */
+template <bool kAsym, bool kBf16>
+__device__ __forceinline__ uint32_t code8(uint32_t x, const Code8Tile &t) {
+    uint32_t code;
+    if (!code8_usual<kAsym, kBf16>(x, t, code)) code = code8_walk<kAsym, kBf16>(e_to_float(x, kBf16), t.s, t.z);
+    return code;
 }
 
 }  // namespace sqkv_cuda

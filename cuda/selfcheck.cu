@@ -191,8 +191,8 @@ namespace {
 template <bool kAsym, bool kBf16>
 __global__ void code8_kernel(const uint16_t *s, const uint16_t *z, const uint16_t *x, size_t n, uint16_t *out) {
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
-        out[i] = (uint16_t)sqkv_cuda::code8<kAsym, kBf16>(x[i], sqkv_cuda::e_to_float(s[i], kBf16),
-                                                          sqkv_cuda::e_to_float(z[i], kBf16));
+        out[i] = (uint16_t)sqkv_cuda::code8<kAsym, kBf16>(
+            x[i], sqkv_cuda::code8_tile<kAsym, kBf16>(sqkv_cuda::e_to_float(s[i], kBf16), sqkv_cuda::e_to_float(z[i], kBf16)));
 }
 
 }  // namespace
