@@ -838,9 +838,11 @@ __global__ void __launch_bounds__(kFastThreads, fast_blocks_per_sm<kAsym, kTileB
     uint16_t *stage = a.temp + ((uint64_t)layer * a.n_units + uidx) * a.unit_cap;
     uint32_t *const codes_out = payload_here ? stream : (uint32_t *)stage;
     if constexpr (kTileBits == 8) {
-        /* one code a thread and step, bytes in payload order: the search (code8) is long, and a copy per
-         * value of a group of eight made the code larger than the instruction cache serves well; only
-         * staged values (the slack after kept_total would search garbage parameters) */
+        /* codes as bytes in payload order, two values a thread and step: the search (code8) is long, a copy
+         * per value of a group of eight made the code larger than the instruction cache serves well, one
+         * value a step left the loop bound by the search's latency, and four measured slower than two
+         * (1190 against 1235 GB/s); only staged values (the slack after kept_total would search garbage
+         * parameters) */
         for (uint32_t p = tid; p < kept_total; p += 2 * kFastThreads) {
             /* two values a step, p and q (q = p when past the end), so that their chains overlap */
             const uint32_t q = p + kFastThreads < kept_total ? p + kFastThreads : p;
