@@ -107,8 +107,8 @@ __device__ __forceinline__ bool take_upper_bf16(float at, float xf, float below)
 }
 
 /* code8 where its usual path does not apply: from a guess, walks to lo (the first code whose level is >=
- * x), then nearest_code's decision and runs of equal levels, as nearest_code_near does. Out of line: rare,
- * and long. */
+ * x: levels are non-decreasing, so any start reaches it), then nearest_code's decision, keeping the two
+ * levels around lo from the walks, and the run of equal levels lo - 1 ends. Out of line: rare, and long. */
 template <bool kAsym, bool kBf16>
 __device__ __noinline__ uint32_t code8_walk(float xf, float sf, float zf) {
     constexpr uint32_t L = 256, q = kAsym ? 2u : 1u;

@@ -248,41 +248,6 @@ SQKV_HD uint32_t nearest_code(const LevelFn &level, uint32_t n_levels, double x)
     return nearest_code_from_lower_bound(level, n_levels, x, lo);
 }
 
-/* nearest_code with the lower bound found by walking from guess (any value; near the answer, two level
- * evaluations instead of log2(n_levels)): the levels are non-decreasing, so after the walks lo is the
- * first code whose level is >= x, whatever the guess. Then nearest_code_from_lower_bound's decision on
- * the same values: the two levels around lo are kept from the walks rather than evaluated again, which
- * matters where a level costs a multiply-add and two conversions (8-bit tiles: the encoder's search went
- * from four to six evaluations per value to two or three). */
-template <typename LevelFn>
-SQKV_HD uint32_t nearest_code_near(const LevelFn &level, uint32_t n_levels, double x, uint32_t guess) {
-    uint32_t lo = guess < n_levels ? guess : n_levels;
-    double below_level = lo > 0 ? level(lo - 1) : 0.0; /* level(lo - 1) when lo > 0 */
-    while (lo > 0 && below_level >= x) {
-        lo--;
-        below_level = lo > 0 ? level(lo - 1) : 0.0;
-    }
-    double at_level = lo < n_levels ? level(lo) : 0.0; /* level(lo) when lo < n_levels */
-    while (lo < n_levels && at_level < x) {
-        below_level = at_level;
-        lo++;
-        at_level = lo < n_levels ? level(lo) : 0.0;
-    }
-    if (lo == n_levels) return nearest_code_from_lower_bound(level, n_levels, x, lo); /* the rare top run */
-    if (lo == 0) return 0;
-    if (dsub(at_level, x) < dsub(x, below_level)) return lo;
-    /* the first code of the run of levels equal to level(lo - 1) */
-    uint32_t c = lo - 1;
-    double run_level = below_level;
-    while (c > 0) {
-        const double prev = level(c - 1);
-        if (prev != run_level) break;
-        c--;
-        run_level = prev;
-    }
-    return c;
-}
-
 /* A code boundary no finite fp16 value reaches (their order keys are at most 0xFBFF): a code never
  * chosen. 16 bits, as the fast kernels store boundaries. */
 constexpr uint32_t kNoCode = 0xFFFFu;

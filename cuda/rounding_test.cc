@@ -23,7 +23,7 @@ extern "C" sqkv_cuda_status sqkv_cuda_internal_round(const double *in, size_t n,
 extern "C" sqkv_cuda_status sqkv_cuda_internal_level8(const uint16_t *s, const uint16_t *z, size_t n, int quantizer,
                                                       int bf16, uint16_t *out);
 extern "C" sqkv_cuda_status sqkv_cuda_internal_code8(const uint16_t *s, const uint16_t *z, const uint16_t *x, size_t n,
-                                                     int quantizer, int bf16, uint16_t *out);
+                                                     int quantizer, int bf16, int walk, uint16_t *out);
 
 namespace {
 
@@ -316,10 +316,14 @@ TEST(DeviceLevels, EightBitCodesMatchNearestCode) {
             SCOPED_TRACE(std::string(bf16 ? "bf16" : "fp16") + (q == 1 ? " SYMMETRIC" : " ASYMMETRIC"));
             std::vector<uint16_t> s, z, x;
             const size_t ties = code8_cases(bf16, q, 4052 + 2 * q + bf16, s, z, x);
-            std::vector<uint16_t> got(x.size());
-            const sqkv_cuda_status st = sqkv_cuda_internal_code8(s.data(), z.data(), x.data(), x.size(), q, bf16, got.data());
+            /* code8 as the encoder calls it, and code8_walk alone on every value (the usual path leaves it
+             * few: tiles with possible runs, failed brackets) */
+            std::vector<uint16_t> got(x.size()), walked(x.size());
+            sqkv_cuda_status st = sqkv_cuda_internal_code8(s.data(), z.data(), x.data(), x.size(), q, bf16, 0, got.data());
             ASSERT_EQ(SQKV_OK, st) << sqkv_cuda_status_name(st);
-            size_t bad = 0, runs = 0;
+            st = sqkv_cuda_internal_code8(s.data(), z.data(), x.data(), x.size(), q, bf16, 1, walked.data());
+            ASSERT_EQ(SQKV_OK, st) << sqkv_cuda_status_name(st);
+            size_t bad = 0, bad_walk = 0, runs = 0;
             double levels[256];
             for (size_t i = 0; i < x.size(); i++) {
                 if (i == 0 || s[i] != s[i - 1] || z[i] != z[i - 1]) {
@@ -333,8 +337,12 @@ TEST(DeviceLevels, EightBitCodesMatchNearestCode) {
                 if (got[i] != want && bad++ < 8)
                     ADD_FAILURE() << std::hex << "s 0x" << s[i] << " z 0x" << z[i] << " x 0x" << x[i] << std::dec
                                   << ": device " << got[i] << ", nearest_code " << want;
+                if (walked[i] != want && bad_walk++ < 8)
+                    ADD_FAILURE() << std::hex << "s 0x" << s[i] << " z 0x" << z[i] << " x 0x" << x[i] << std::dec
+                                  << ": code8_walk " << walked[i] << ", nearest_code " << want;
             }
             EXPECT_EQ(0u, bad) << "of " << x.size();
+            EXPECT_EQ(0u, bad_walk) << "of " << x.size();
             /* the cases must reach the paths that decide rarely: exact ties between two levels, and (ASYMMETRIC:
              * z far above s) runs of equal levels */
             EXPECT_GT(ties, 1000u);
@@ -343,5 +351,5 @@ TEST(DeviceLevels, EightBitCodesMatchNearestCode) {
             }
         }
     uint16_t s = 0x3C00u, z = 0, x = 0x3C00u, out = 0;
-    EXPECT_EQ(SQKV_ERR_INVALID_ARGUMENT, sqkv_cuda_internal_code8(&s, &z, &x, 1, 3, 0, &out));
+    EXPECT_EQ(SQKV_ERR_INVALID_ARGUMENT, sqkv_cuda_internal_code8(&s, &z, &x, 1, 3, 0, 0, &out));
 }

@@ -242,22 +242,6 @@ __device__ __forceinline__ void tile_params(uint32_t count, uint32_t max_mag, ui
     }
 }
 
-/* Levels of one fp16 (or bf16: kBf16) group with finite parameters s and z (as binary64), as numeric.cuh
- * OnTheFlyLevels gives them (quant_level, then exactly to binary64) with tile_params's instructions: c s is
- * exact (c < 256 times an 11- or 8-bit significand), so fma(c, s, z) is dadd(dmul(c, s), z), and the
- * conversions skip the branches for values that cannot occur (a level that overflows is an infinity
- * either way). For nearest_code on 8-bit PER_TILE tiles, whose 256 levels are too many to tabulate per
- * tile. */
-template <bool kAsym, uint32_t L, bool kBf16 = false>
-struct FiniteTileLevels {
-    double s, z;
-    __device__ __forceinline__ double operator()(uint32_t c) const {
-        const double exact = kAsym ? __fma_rn((double)c, s, z) : __dmul_rn((double)(int32_t)(2 * c + 1 - L), s);
-        if constexpr (kBf16) return finite_bf16_to_double(double_to_bf16_rn(exact));
-        else return finite_fp16_to_double(double_to_fp16_rn(exact));
-    }
-};
-
 /* The same outputs from numeric.cuh's functions as the CPU encoder composes them (quantize.c): the
  * reference of cuda/tile_params_test, and the fast encoder's parameter choice for bf16 tiles (bf16), whose
  * bounds come from group_code_bounds_e (a code no value gets: the key above the largest finite bf16
