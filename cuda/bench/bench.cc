@@ -11,7 +11,7 @@
  * --kv DIR: also the real caches of DIR (shared/data/kv: man_bash and py_json_decoder, fp16 [8, 2, 1024,
  * 128] each), tiled to the Llama-3-8B shape (layer l, head h, token t of the input is layer l % 8, head
  * h % 2, token t % 1024 of one of them, the caches alternating by layer), for the writer's default
- * options, 2-bit per-head and the bf16 default (the fp16 values rounded to bf16). With --config N, only
+ * options, 2-bit per-head, 4-bit, EXACT, 8-bit and the bf16 default (the fp16 values rounded to bf16). With --config N, only
  * that configuration, on the synthetic data and then on the real caches.
  */
 #include <cuda_profiler_api.h>
@@ -802,7 +802,7 @@ int main(int argc, char **argv) {
         say("| what | time | throughput | size |\n|---|---|---|---|\n");
         g_use_real = true;
         const Shape real = {"llama3-8b, real KV tiled", 32, 8, 4096, 128};
-        for (size_t i : {(size_t)0, (size_t)1, (size_t)8}) {
+        for (size_t i : {(size_t)0, (size_t)1, (size_t)2, (size_t)3, (size_t)7, (size_t)8}) {
             if (only_config >= 0 && (size_t)only_config % n_configs != i) continue;
             bench_shape(real, configs[i], s, true);
         }
