@@ -852,8 +852,8 @@ __global__ void __launch_bounds__(kFastThreads, fast_blocks_per_sm<kAsym, kTileB
             const uint32_t xp = outbuf[p], xq = outbuf[q];
             uint32_t code_p, code_q;
             const bool usual_p = code8_usual<kAsym, kBf16>(xp, cp, code_p), usual_q = code8_usual<kAsym, kBf16>(xq, cq, code_q);
-            if (!usual_p) code_p = code8_walk<kAsym, kBf16>(e_to_float(xp, kBf16), cp.s, cp.z);
-            if (!usual_q) code_q = code8_walk<kAsym, kBf16>(e_to_float(xq, kBf16), cq.s, cq.z);
+            if (!usual_p) code_p = code8_rare<kAsym, kBf16>(xp, cp);
+            if (!usual_q) code_q = code8_rare<kAsym, kBf16>(xq, cq);
             ((uint8_t *)codes_out)[p] = (uint8_t)code_p;
             ((uint8_t *)codes_out)[q] = (uint8_t)code_q;
         }

@@ -607,6 +607,53 @@ TEST(CudaEncode, FastPathBf16WideRangeAndTies) {
             }
 }
 
+/* Channels far from zero next to their spread (real key caches have many): after pruning, such a channel's
+ * tile holds values close to one another and to its centre, so an 8-bit tile's levels repeat (levels8.cuh
+ * code8_runs). A quarter of the channels have a centre 16 to 512 times their spread, either sign; the rest
+ * are small, so those channels' elements are the ones kept. fp16 or bf16 as c.e says. */
+namespace {
+
+std::vector<uint8_t> offset_channel_tensor(std::mt19937_64 &rng, const Case &c) {
+    const uint64_t D = c.head_dim;
+    std::vector<uint8_t> out((uint64_t)c.heads * c.tokens * D * 2);
+    std::normal_distribution<double> nd(0.0, 1.0);
+    for (uint32_t h = 0; h < c.heads; h++) {
+        std::vector<double> centre(D), spread(D);
+        for (uint64_t d = 0; d < D; d++) {
+            spread[d] = std::ldexp(1.0, (int)(rng() % 6) - 3);
+            const double sign = rng() % 2 ? 1.0 : -1.0;
+            centre[d] = rng() % 4 == 0 ? sign * spread[d] * (double)(16u << (rng() % 6)) : 0.0;
+            if (centre[d] == 0.0) spread[d] *= 0.01;
+        }
+        for (uint32_t t = 0; t < c.tokens; t++)
+            for (uint64_t d = 0; d < D; d++) {
+                const double x = centre[d] + spread[d] * nd(rng);
+                const uint16_t e = c.e == SQKV_DTYPE_BF16 ? sqkv_double_to_bf16(x) : sqkv_double_to_fp16(x);
+                memcpy(&out[2 * (((uint64_t)h * c.tokens + t) * D + d)], &e, 2);
+            }
+    }
+    return out;
+}
+
+}  // namespace
+
+TEST(CudaEncode, FastPathEightBitOffsetChannels) {
+    SKIP_WITHOUT_GPU();
+    uint64_t n = 0;
+    for (bool bf16 : {false, true})
+        for (double sp : {0.8, 0.5, 0.95})
+            for (int q = 1; q <= 2; q++) {
+                Case c = bf16 ? bf16_case() : base_case();
+                c.bits = 8;
+                c.q = (sqkv_quantizer)q;
+                c.gran = SQKV_SCALE_PER_TILE;
+                c.sparsity = sp;
+                c.heads = 2;
+                c.tokens = 64 * 3 + 5 + 29 * (uint32_t)(n % 3);
+                check_case(c, seed_of("eight-bit-offset-channels") + n++, 0, offset_channel_tensor);
+            }
+}
+
 /* The zstd layer (codec 1) is applied on the host as the sections leave the GPU; the file must still be
  * sqkv_writer's, byte for byte, and actually compressed (smaller than the same file without zstd). */
 TEST(CudaEncode, ZstdLayerSameFileAsTheWriter) {

@@ -162,7 +162,9 @@ struct Code8Tile {
 
 /* The usual path needs every level below s * 2^mant (ASYMMETRIC: below max(|z|, |z + 255 s|), with 1%
  * to spare for the rounding of the top level and of this test; SYMMETRIC levels, odd multiples of s up to
- * 255 s, always are for fp16, and bf16's are never equal, so only their bracket can fail) and s > 0. */
+ * 255 s, always are for fp16, and bf16's are never equal, so only their bracket can fail) and s > 0.
+ * ASYMMETRIC tiles that fail only the first test (a key channel far from zero next to its spread, or a
+ * tile of a few close values: the real caches have many) go to code8_rare, whose code8_runs takes them. */
 template <bool kAsym, bool kBf16>
 __device__ __forceinline__ Code8Tile code8_tile(float sf, float zf) {
     float inv_s; /* approximate */
@@ -177,6 +179,48 @@ __device__ __forceinline__ Code8Tile code8_tile(float sf, float zf) {
     return Code8Tile{sf, zf, kAsym ? inv_s : 0.5f * inv_s, usual ? add : __int_as_float(0x7FC00000)};
 }
 
+/* Levels c1 - 1, c1 and c1 + 1 of an ASYMMETRIC tile as floats (lm, l0, lp; codes outside 0 .. 255 stand
+ * for -inf and +inf) and the E bits of the first two (bm, b0), each from two FMAs (level8). false where
+ * bf16 meets level8's double-rounding case (r a bf16 midpoint), which these levels leave to code8_walk. */
+template <bool kBf16>
+__device__ __forceinline__ bool asym_levels3(uint32_t c1, float s, float z, float &lm, float &l0, float &lp, uint32_t &bm,
+                                             uint32_t &b0) {
+    constexpr uint32_t L = 256;
+    constexpr float kInf = __builtin_huge_valf();
+    const float cf = __uint_as_float(0x4B000000u | c1) - 8388608.0f;
+    const float om = round_to_odd(__fmaf_rd(cf - 1.0f, s, z), __fmaf_ru(cf - 1.0f, s, z));
+    const float o0 = round_to_odd(__fmaf_rd(cf, s, z), __fmaf_ru(cf, s, z));
+    const float op = round_to_odd(__fmaf_rd(cf + 1.0f, s, z), __fmaf_ru(cf + 1.0f, s, z));
+    const uint32_t e_m0 = floats_to_e2(om, o0, kBf16), e_p = floats_to_e2(op, op, kBf16);
+    bm = e_m0 & 0xFFFFu;
+    b0 = e_m0 >> 16;
+    lm = c1 == 0 ? -kInf : e_to_float(bm, kBf16);
+    l0 = c1 >= L ? kInf : e_to_float(b0, kBf16);
+    lp = c1 >= L - 1 ? kInf : e_to_float(e_p & 0xFFFFu, kBf16);
+    if constexpr (kBf16) {
+        const float rm = __fmaf_rn(cf - 1.0f, s, z), r0 = __fmaf_rn(cf, s, z), rp = __fmaf_rn(cf + 1.0f, s, z);
+        return (__float_as_uint(rm) & 0xFFFFu) != 0x8000u && (__float_as_uint(r0) & 0xFFFFu) != 0x8000u &&
+               (__float_as_uint(rp) & 0xFFFFu) != 0x8000u;
+    }
+    return true;
+}
+
+/* nearest_code's decision between lo and lo - 1 for x (xf) between their levels below < x <= at: whether
+ * fl64(at - x) < fl64(x - below). fp16: exact in binary32, as level(lo) + level(lo - 1) < 2x (a sum that
+ * TwoSum gives exactly; fp16 differences are exact in binary64); bf16: take_upper_bf16. at = +inf (lo =
+ * 256) gives false, below = -inf (lo = 0) true. */
+template <bool kBf16>
+__device__ __forceinline__ bool take_upper(float at, float xf, float below) {
+    if constexpr (kBf16) {
+        return take_upper_bf16(at, xf, below);
+    } else {
+        const float s2 = __fadd_rn(at, below), bb = __fsub_rn(s2, at);
+        const float e2 = __fadd_rn(__fsub_rn(at, __fsub_rn(s2, bb)), __fsub_rn(below, bb));
+        const float x2 = 2.0f * xf;
+        return s2 < x2 || (s2 == x2 && e2 < 0.0f);
+    }
+}
+
 /* The code of x (a finite E value) among the 256 levels of a tile with parameters s and z (code8_tile;
  * SYMMETRIC ignores z) where the usual path applies (then true), as numeric.cuh nearest_code gives it over
  * quant_level's levels, bit for bit.
@@ -188,10 +232,9 @@ __device__ __forceinline__ Code8Tile code8_tile(float sf, float zf) {
  * last place is below s, so no two levels are equal and each is within s / 2 of its unrounded value
  * c s + z: lo is then c1 or c1 + 1 for c1 = (x - z) / s rounded (SYMMETRIC: (x / s + 255) / 2), which the
  * three levels c1 - 1 .. c1 + 1 confirm (the guess only decides how often: a failed bracket returns
- * false, as do the tiles code8_tile marks). fp16's decision is exact in binary32: level(lo) - x <
- * x - level(lo - 1) exactly when level(lo) + level(lo - 1) < 2x, a sum TwoSum gives exactly (fp16
- * differences are exact in binary64). No branch: the caller codes a few values at once, and their
- * dependent chains of about 40 instructions overlap (one at a time, the loop was bound by their latency). */
+ * false, as do the tiles code8_tile marks). The decision is take_upper's. No branch: the
+ * caller codes a few values at once, and their dependent chains of about 40 instructions overlap (one at a
+ * time, the loop was bound by their latency). */
 template <bool kAsym, bool kBf16>
 __device__ __forceinline__ bool code8_usual(uint32_t x, const Code8Tile &t, uint32_t &code) {
     constexpr uint32_t L = 256;
@@ -200,59 +243,103 @@ __device__ __forceinline__ bool code8_usual(uint32_t x, const Code8Tile &t, uint
     /* c1 in 0 .. 256; a NaN guess (code8_tile's mark) becomes 0 */
     const float est = fminf(fmaxf(__fmaf_rn(xf, t.mul, t.add), 0.0f), 256.0f);
     const uint32_t c1 = __float_as_uint(est + 8388608.0f) & 0x1FFu; /* nearest integer, by the exponent trick */
-    /* levels c1 - 1, c1, c1 + 1, each from two FMAs; codes outside 0 .. 255 stand for -inf and +inf */
     float lm, l0, lp;
     bool usual = t.add == t.add;
     if constexpr (kAsym) {
-        const float cf = __uint_as_float(0x4B000000u | c1) - 8388608.0f;
-        const float om = round_to_odd(__fmaf_rd(cf - 1.0f, t.s, t.z), __fmaf_ru(cf - 1.0f, t.s, t.z));
-        const float o0 = round_to_odd(__fmaf_rd(cf, t.s, t.z), __fmaf_ru(cf, t.s, t.z));
-        const float op = round_to_odd(__fmaf_rd(cf + 1.0f, t.s, t.z), __fmaf_ru(cf + 1.0f, t.s, t.z));
-        const uint32_t e_m0 = floats_to_e2(om, o0, kBf16), e_p = floats_to_e2(op, op, kBf16);
-        lm = e_to_float(e_m0 & 0xFFFFu, kBf16);
-        l0 = e_to_float(e_m0 >> 16, kBf16);
-        lp = e_to_float(e_p & 0xFFFFu, kBf16);
-        if constexpr (kBf16) {
-            /* bf16: level8's double-rounding case (r a bf16 midpoint) is left to code8_walk */
-            const float rm = __fmaf_rn(cf - 1.0f, t.s, t.z), r0 = __fmaf_rn(cf, t.s, t.z), rp = __fmaf_rn(cf + 1.0f, t.s, t.z);
-            usual = usual && (__float_as_uint(rm) & 0xFFFFu) != 0x8000u && (__float_as_uint(r0) & 0xFFFFu) != 0x8000u &&
-                    (__float_as_uint(rp) & 0xFFFFu) != 0x8000u;
-        }
+        uint32_t bm, b0;
+        usual = asym_levels3<kBf16>(c1, t.s, t.z, lm, l0, lp, bm, b0) && usual;
     } else {
         const float m = __uint_as_float(0x4B000000u | (2 * c1)) - 8388864.0f; /* 2 c1 - 256, exactly */
         const uint32_t e_m0 = floats_to_e2((m - 1.0f) * t.s, (m + 1.0f) * t.s, kBf16);
         const uint32_t e_p = floats_to_e2((m + 3.0f) * t.s, (m + 3.0f) * t.s, kBf16);
-        lm = e_to_float(e_m0 & 0xFFFFu, kBf16);
-        l0 = e_to_float(e_m0 >> 16, kBf16);
-        lp = e_to_float(e_p & 0xFFFFu, kBf16);
+        lm = c1 == 0 ? -kInf : e_to_float(e_m0 & 0xFFFFu, kBf16);
+        l0 = c1 >= L ? kInf : e_to_float(e_m0 >> 16, kBf16);
+        lp = c1 >= L - 1 ? kInf : e_to_float(e_p & 0xFFFFu, kBf16);
     }
-    if (c1 == 0) lm = -kInf;
-    if (c1 >= L) l0 = kInf;
-    if (c1 >= L - 1) lp = kInf;
     usual = usual && lm < xf && lp >= xf;
     /* lo, and the levels around it: at = +inf for lo = 256 and below = -inf for lo = 0, which the decision
-     * below turns into codes 255 and 0 */
+     * turns into codes 255 and 0 */
     const bool in0 = l0 >= xf;
     const uint32_t lo = in0 ? c1 : c1 + 1;
     const float below = in0 ? lm : l0, at = in0 ? l0 : lp;
-    bool take;
-    if constexpr (kBf16) {
-        take = usual && take_upper_bf16(at, xf, below);
-    } else {
-        const float s2 = __fadd_rn(at, below), bb = __fsub_rn(s2, at);
-        const float e2 = __fadd_rn(__fsub_rn(at, __fsub_rn(s2, bb)), __fsub_rn(below, bb));
-        const float x2 = 2.0f * xf;
-        take = s2 < x2 || (s2 == x2 && e2 < 0.0f);
-    }
+    const bool take = usual && take_upper<kBf16>(at, xf, below);
     code = take ? lo : lo - 1;
     return usual;
 }
 
-/* code8_usual, or code8_walk where it does not apply. */
+/* The guess of the first code whose level is >= v (E bits vb, value vf) in an ASYMMETRIC tile, whose levels
+ * may repeat: where a level starts to round to v or above, c s + z at m, the midpoint of v and the E value
+ * below it, c1 = (m - z) / s rounded (inv_s ~ 1/s). The first such code is ceil((m - z) / s), or one more
+ * when c s + z = m exactly rounds down, so c1 or c1 + 1 (an error of the guess far below 1/2 keeps it
+ * there), which three levels around c1 confirm exactly. v = -inf (unused) gives 0. */
+template <bool kBf16>
+__device__ __forceinline__ uint32_t guess_first_at_least(uint32_t vb, float vf, float z, float inv_s) {
+    /* the E value below v, by order keys (numeric.cuh e_order_key) */
+    const uint32_t key = vb ^ (0x8000u | ((0u - (vb >> 15)) & 0x7FFFu)), pk = (key - 1u) ^ 0x8000u;
+    const uint32_t pred = pk ^ ((0u - (pk >> 15)) & 0x7FFFu);
+    const float m = __fmaf_rn(0.5f, e_to_float(pred & 0xFFFFu, kBf16), 0.5f * vf);
+    const float est = fminf(fmaxf((m - z) * inv_s, 0.0f), 256.0f);
+    return __float_as_uint(est + 8388608.0f) & 0x1FFu;
+}
+
+/* The first code whose level is >= v (an E value, bits vb; 256 when none) in an ASYMMETRIC tile, from
+ * three levels around guess_first_at_least's guess, with the levels at it (at) and below it (below, and its
+ * E bits); false where they do not bracket v. */
+template <bool kBf16>
+__device__ __forceinline__ bool first_level_at_least(uint32_t vb, float vf, const Code8Tile &t, float inv_s, uint32_t &lo,
+                                                     float &below, uint32_t &below_bits, float &at) {
+    const uint32_t c1 = guess_first_at_least<kBf16>(vb, vf, t.z, inv_s);
+    float lm, l0, lp;
+    uint32_t bm, b0;
+    const bool ok = asym_levels3<kBf16>(c1, t.s, t.z, lm, l0, lp, bm, b0) && lm < vf && lp >= vf;
+    const bool in0 = l0 >= vf;
+    lo = in0 ? c1 : c1 + 1;
+    below = in0 ? lm : l0;
+    below_bits = in0 ? bm : b0;
+    at = in0 ? l0 : lp;
+    return ok;
+}
+
+/* code8 in an ASYMMETRIC tile with s > 0 whose levels may repeat (or not), by two searches of three levels
+ * each; true when their brackets hold, and then the code is nearest_code's. lo by first_level_at_least,
+ * the decision as the usual path's; when it goes below, the code is the first of the run of levels equal to
+ * level(lo - 1), which is the first code whose level is >= that level: a second first_level_at_least.
+ * These tiles went to code8_walk before, level by level from a guess. The gain is small (real caches, 8-bit
+ * encode: 1119-1123 -> 1124-1126 GB/s, H200): what costs is the branch that holds up the warp, about 40 us
+ * of the pruning pass there (results/gpu_bench.md, session 22). Running this for every value of a step that
+ * meets such a tile, so that no lane waits, gained more there (1150-1171 GB/s) but lost on the synthetic
+ * data (1170-1202 against 1223-1240), whose key units hold many tiles of a few close values. */
+template <bool kBf16>
+__device__ __forceinline__ bool code8_runs(uint32_t x, const Code8Tile &t, uint32_t &code) {
+    const float xf = e_to_float(x, kBf16), inv_s = t.mul;
+    uint32_t lo, below_bits, start, unused_bits;
+    float below, at, unused_below, unused_at;
+    const bool ok = first_level_at_least<kBf16>(x, xf, t, inv_s, lo, below, below_bits, at);
+    const bool take = take_upper<kBf16>(at, xf, below);
+    /* below = -inf (lo = 0) is always taken; its bits are then the ones of -inf */
+    const uint32_t bb = lo == 0 ? (kBf16 ? 0xFF80u : 0xFC00u) : below_bits;
+    const bool ok2 = first_level_at_least<kBf16>(bb, below, t, inv_s, start, unused_below, unused_bits, unused_at);
+    code = take ? lo : start;
+    return ok && (take || ok2);
+}
+
+/* code8 where code8_usual or code8_runs does not apply: code8_runs where it does (ASYMMETRIC, s > 0),
+ * else code8_walk. Out of line: rare, and inlined copies made the 8-bit kernel larger than the instruction
+ * cache serves well (session 21). */
+template <bool kAsym, bool kBf16>
+__device__ __noinline__ uint32_t code8_rare(uint32_t x, Code8Tile t) {
+    uint32_t code;
+    if constexpr (kAsym) {
+        if (t.s > 0.0f && code8_runs<kBf16>(x, t, code)) return code;
+    }
+    return code8_walk<kAsym, kBf16>(e_to_float(x, kBf16), t.s, t.z);
+}
+
+/* code8_usual, or code8_rare where it does not apply. */
 template <bool kAsym, bool kBf16>
 __device__ __forceinline__ uint32_t code8(uint32_t x, const Code8Tile &t) {
     uint32_t code;
-    if (!code8_usual<kAsym, kBf16>(x, t, code)) code = code8_walk<kAsym, kBf16>(e_to_float(x, kBf16), t.s, t.z);
+    if (!code8_usual<kAsym, kBf16>(x, t, code)) code = code8_rare<kAsym, kBf16>(x, t);
     return code;
 }
 

@@ -189,23 +189,33 @@ extern "C" sqkv_cuda_status sqkv_cuda_internal_level8(const uint16_t *s, const u
 namespace {
 
 template <bool kAsym, bool kBf16>
-__global__ void code8_kernel(const uint16_t *s, const uint16_t *z, const uint16_t *x, size_t n, bool walk, uint16_t *out) {
+__global__ void code8_kernel(const uint16_t *s, const uint16_t *z, const uint16_t *x, size_t n, int mode, uint16_t *out) {
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
         const float sf = sqkv_cuda::e_to_float(s[i], kBf16), zf = sqkv_cuda::e_to_float(z[i], kBf16);
-        out[i] = (uint16_t)(walk ? sqkv_cuda::code8_walk<kAsym, kBf16>(sqkv_cuda::e_to_float(x[i], kBf16), sf, zf)
-                                 : sqkv_cuda::code8<kAsym, kBf16>(x[i], sqkv_cuda::code8_tile<kAsym, kBf16>(sf, zf)));
+        const sqkv_cuda::Code8Tile t = sqkv_cuda::code8_tile<kAsym, kBf16>(sf, zf);
+        uint32_t code = 0xFFFFu;
+        if (mode == 0) {
+            code = sqkv_cuda::code8<kAsym, kBf16>(x[i], t);
+        } else if (mode == 1) {
+            code = sqkv_cuda::code8_walk<kAsym, kBf16>(sqkv_cuda::e_to_float(x[i], kBf16), sf, zf);
+        } else if constexpr (kAsym) {
+            if (!sqkv_cuda::code8_runs<kBf16>(x[i], t, code)) code = 0xFFFFu;
+        }
+        out[i] = (uint16_t)code;
     }
 }
 
 }  // namespace
 
-/* out[i] = code8(x[i]) in the tile with parameters s[i], z[i], as the encoder computes it (walk 0), or as
- * code8_walk alone does (walk 1: the path the usual one leaves to it, for every value), for n elements
- * (host arrays; n <= 2^24). quantizer 1 (SYMMETRIC, z unused) or 2 (ASYMMETRIC). */
+/* out[i] = code8(x[i]) in the tile with parameters s[i], z[i], as the encoder computes it (mode 0), as
+ * code8_walk alone does (mode 1: the path the others leave to it, for every value), or as code8_runs alone
+ * does on every tile, whether or not its levels repeat (mode 2, ASYMMETRIC only; 0xFFFF where its brackets
+ * fail). For n elements (host arrays; n <= 2^24). quantizer 1 (SYMMETRIC, z unused) or 2 (ASYMMETRIC). */
 extern "C" sqkv_cuda_status sqkv_cuda_internal_code8(const uint16_t *s, const uint16_t *z, const uint16_t *x, size_t n,
-                                                     int quantizer, int bf16, int walk, uint16_t *out) {
+                                                     int quantizer, int bf16, int mode, uint16_t *out) {
     if (n == 0) return SQKV_OK;
-    if (!s || !z || !x || !out || (quantizer != 1 && quantizer != 2)) return SQKV_ERR_INVALID_ARGUMENT;
+    if (!s || !z || !x || !out || (quantizer != 1 && quantizer != 2) || mode < 0 || mode > 2 || (mode == 2 && quantizer != 2))
+        return SQKV_ERR_INVALID_ARGUMENT;
     if (n > ((size_t)1 << 24)) return SQKV_ERR_LIMIT;
     uint16_t *d = nullptr;
     cudaError_t e = cudaMalloc(&d, 4 * n * sizeof(uint16_t));
@@ -215,7 +225,7 @@ extern "C" sqkv_cuda_status sqkv_cuda_internal_code8(const uint16_t *s, const ui
     if (e == cudaSuccess) {
         auto kernel = quantizer == 2 ? (bf16 ? code8_kernel<true, true> : code8_kernel<true, false>)
                                      : (bf16 ? code8_kernel<false, true> : code8_kernel<false, false>);
-        kernel<<<1024, 256>>>(d, d + n, d + 2 * n, n, walk != 0, d + 3 * n);
+        kernel<<<1024, 256>>>(d, d + n, d + 2 * n, n, mode, d + 3 * n);
         e = cudaGetLastError();
     }
     if (e == cudaSuccess) e = cudaMemcpy(out, d + 3 * n, n * sizeof(uint16_t), cudaMemcpyDeviceToHost);
