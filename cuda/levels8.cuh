@@ -154,29 +154,45 @@ __device__ __noinline__ uint32_t code8_walk(float xf, float sf, float zf) {
 }
 
 /* What code8 needs of a tile, computed once per tile (code8_tile): s and z as floats, and the guess's
- * terms: est = x * mul + add, mul = 1/s (SYMMETRIC 1/(2s)) and add = -z/s (SYMMETRIC 255/2), approximate
- * (only the guess depends on them); add is NaN where the usual path does not apply (below). */
+ * terms: est = x * mul + add, mul = 1/s (SYMMETRIC 1/(2s)) and add = -z/s (SYMMETRIC 255/2; ASYMMETRIC
+ * tiles whose levels may repeat: -(z + u/2)/s), approximate (only the guess depends on them); add is NaN
+ * where the usual path does not apply (below). */
 struct Code8Tile {
     float s, z, mul, add;
 };
 
-/* The usual path needs every level below s * 2^mant (ASYMMETRIC: below max(|z|, |z + 255 s|), with 1%
- * to spare for the rounding of the top level and of this test; SYMMETRIC levels, odd multiples of s up to
- * 255 s, always are for fp16, and bf16's are never equal, so only their bracket can fail) and s > 0.
- * ASYMMETRIC tiles that fail only the first test (a key channel far from zero next to its spread, or a
- * tile of a few close values: the real caches have many) go to code8_rare, whose code8_runs takes them. */
+/* Where the usual path applies. SYMMETRIC: s > 0 (its levels, odd multiples of s up to 255 s, never repeat
+ * for fp16, and bf16's are never equal, so only their bracket can fail). ASYMMETRIC: every tile, s = 0
+ * included (all of its values are z, the first level: lo = 0). The guess is c1 = (x - z) / s rounded where
+ * every level is below s * 2^mant (with 1% to spare for the rounding of the top level and of this test),
+ * for then no two levels are equal and lo is c1 or c1 + 1 (code8_usual). Elsewhere levels may repeat (a key
+ * channel far from zero next to its spread, a tile of a few close values: the real caches have many), and
+ * lo is the first code whose level rounds to x or above, where c s + z reaches m, the midpoint of x and the
+ * E value below it: c1 = (m - z) / s rounded. An fp16 tile's values share a sign there and lie within 25%
+ * of its top magnitude, so x - m is half the E spacing at the top for most of them (u, in add); a value in
+ * the binade below, where the spacing is half, may miss the bracket and go to code8_rare (bf16 tiles, whose
+ * levels repeat from s = top / 128, span more binades, and more of their values miss). */
 template <bool kAsym, bool kBf16>
 __device__ __forceinline__ Code8Tile code8_tile(float sf, float zf) {
-    float inv_s; /* approximate */
+    float inv_s; /* approximate; +inf for s = 0, whose guess is then NaN, clamped to code 0 */
     asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(inv_s) : "f"(sf));
-    bool usual = sf > 0.0f;
     if constexpr (kAsym) {
         constexpr float kUnits = kBf16 ? 128.0f : 1024.0f; /* 2^mant */
         const float top = fmaxf(fabsf(zf), fabsf(__fmaf_rn(255.0f, sf, zf)));
-        usual = usual && top * 1.01f < sf * kUnits;
+        float half_u = 0.0f; /* half the E spacing at the top magnitude, where levels may repeat */
+        if (!(top * 1.01f < sf * kUnits)) {
+            /* 2^(E - mant - 1) for top in [2^E, 2^(E + 1)), as binary32 exponent fields (e = E + 127); below
+             * the smallest normal fp16 (e 113) half its grain 2^-25, and for the few bf16 values whose half
+             * spacing is no normal binary32 (e < 9) 2^-134, close enough for a guess */
+            const uint32_t e = (__float_as_uint(top) >> 23) & 0xFFu, mant = kBf16 ? 7u : 10u;
+            const uint32_t e_first = kBf16 ? 9u : 113u;
+            half_u = e >= e_first ? __uint_as_float((e - mant - 1u) << 23)
+                                  : (kBf16 ? __uint_as_float(0x8000u) : __uint_as_float((127u - 25u) << 23));
+        }
+        return Code8Tile{sf, zf, inv_s, -(zf + half_u) * inv_s};
+    } else {
+        return Code8Tile{sf, zf, 0.5f * inv_s, sf > 0.0f ? 127.5f : __int_as_float(0x7FC00000)};
     }
-    const float add = kAsym ? -zf * inv_s : 127.5f;
-    return Code8Tile{sf, zf, kAsym ? inv_s : 0.5f * inv_s, usual ? add : __int_as_float(0x7FC00000)};
 }
 
 /* Levels c1 - 1, c1 and c1 + 1 of an ASYMMETRIC tile as floats (lm, l0, lp; codes outside 0 .. 255 stand
@@ -231,10 +247,13 @@ __device__ __forceinline__ bool take_upper(float at, float xf, float below) {
  * lanes wait for their slowest). Where every level is below s * 2^mant (code8_tile), a level's unit in the
  * last place is below s, so no two levels are equal and each is within s / 2 of its unrounded value
  * c s + z: lo is then c1 or c1 + 1 for c1 = (x - z) / s rounded (SYMMETRIC: (x / s + 255) / 2), which the
- * three levels c1 - 1 .. c1 + 1 confirm (the guess only decides how often: a failed bracket returns
- * false, as do the tiles code8_tile marks). The decision is take_upper's. No branch: the
- * caller codes a few values at once, and their dependent chains of about 40 instructions overlap (one at a
- * time, the loop was bound by their latency). */
+ * three levels c1 - 1 .. c1 + 1 confirm. Where levels may repeat, code8_tile's guess aims at the first level
+ * that rounds to x or above, and the same three levels confirm it. Either way the guess only decides how
+ * often the bracket holds: a failed one returns false, as do the tiles code8_tile marks. The decision is
+ * take_upper's; a code below lo that might not start its run of equal levels returns false too. No branch:
+ * the caller codes a few values at once, and their dependent chains of about 40 instructions overlap (one at
+ * a time, the loop was bound by their latency). Before session 22 the tiles whose levels may repeat went to
+ * code8_rare whole, a branch that held up the warp: 9% of the real caches' 8-bit encode. */
 template <bool kAsym, bool kBf16>
 __device__ __forceinline__ bool code8_usual(uint32_t x, const Code8Tile &t, uint32_t &code) {
     constexpr uint32_t L = 256;
@@ -264,6 +283,13 @@ __device__ __forceinline__ bool code8_usual(uint32_t x, const Code8Tile &t, uint
     const float below = in0 ? lm : l0, at = in0 ? l0 : lp;
     const bool take = usual && take_upper<kBf16>(at, xf, below);
     code = take ? lo : lo - 1;
+    if constexpr (kAsym) {
+        /* below lo, the code is the first of the run of levels equal to level(lo - 1): lo - 1 unless
+         * level(lo - 2) rounds to the same E value b, which needs s <= b's spacing <= |b| / 2^mant (b
+         * normal; subnormal levels are multiples of the E grain, exact) */
+        constexpr float kUnits = kBf16 ? 128.0f : 1024.0f;
+        usual = usual && (take || fabsf(below) < t.s * kUnits);
+    }
     return usual;
 }
 
@@ -304,11 +330,8 @@ __device__ __forceinline__ bool first_level_at_least(uint32_t vb, float vf, cons
  * each; true when their brackets hold, and then the code is nearest_code's. lo by first_level_at_least,
  * the decision as the usual path's; when it goes below, the code is the first of the run of levels equal to
  * level(lo - 1), which is the first code whose level is >= that level: a second first_level_at_least.
- * These tiles went to code8_walk before, level by level from a guess. The gain is small (real caches, 8-bit
- * encode: 1119-1123 -> 1124-1126 GB/s, H200): what costs is the branch that holds up the warp, about 40 us
- * of the pruning pass there (results/gpu_bench.md, session 22). Running this for every value of a step that
- * meets such a tile, so that no lane waits, gained more there (1150-1171 GB/s) but lost on the synthetic
- * data (1170-1202 against 1223-1240), whose key units hold many tiles of a few close values. */
+ * For the values code8_usual leaves in such tiles (a guess that missed, a code below lo that may not start
+ * its run), cheaper than code8_walk's level-by-level steps. */
 template <bool kBf16>
 __device__ __forceinline__ bool code8_runs(uint32_t x, const Code8Tile &t, uint32_t &code) {
     const float xf = e_to_float(x, kBf16), inv_s = t.mul;
